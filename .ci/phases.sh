@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# `make test`: every check CI runs, in phases, each timed. Fails fast on the first red phase.
+# The local control plane is built once (cached under ~/.cache/kinfer) and torn down at exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+declare -a SUMMARY=()
+phase() {
+  local name=$1; shift
+  local start=$SECONDS
+  echo "::: phase ${name}: $*"
+  if "$@"; then
+    SUMMARY+=("$(printf '%-14s %5ss  ok' "$name" $((SECONDS - start)))")
+  else
+    local rc=$?
+    SUMMARY+=("$(printf '%-14s %5ss  FAILED' "$name" $((SECONDS - start)))")
+    report
+    exit "$rc"
+  fi
+}
+report() {
+  echo
+  echo "::: phase timings"
+  printf '  %s\n' "${SUMMARY[@]}"
+}
+cleanup() { make --no-print-directory cluster-down >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+
+phase venv       make --no-print-directory venv
+phase lint       make --no-print-directory lint
+phase typecheck  make --no-print-directory typecheck
+phase unit       make --no-print-directory unit
+phase binaries   make --no-print-directory binaries
+phase cluster    bash e2e/cluster.sh up
+phase e2e        env KUBECONFIG="${CLUSTER_DIR:-$PWD/.cluster}/kubeconfig" .venv/bin/pytest e2e
+report

@@ -1,0 +1,145 @@
+"""e2e fixtures: CRDs installed, the operator running, and a namespace per test.
+
+Runs against whatever KUBECONFIG points at. By default the operator runs as a local process
+(`kinfer-operator`); with KINFER_E2E_OPERATOR=incluster the suite uses the operator that the
+Helm chart installed (the kind path).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import kubectl, wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+OPERATOR_MODE = os.environ.get("KINFER_E2E_OPERATOR", "local")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not os.environ.get("KUBECONFIG"):
+        raise pytest.UsageError("e2e needs KUBECONFIG: run `make e2e` or `make cluster` first")
+    if shutil.which("kubectl") is None:
+        raise pytest.UsageError("e2e needs kubectl on PATH")
+
+
+@pytest.fixture(scope="session")
+def crds() -> None:
+    """Install (or update) the CRDs and wait until the API serves them."""
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/inferencemodels.serving.kinfer.io",
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LocalOperator:
+    """The operator as a local process against the test cluster; restartable."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_path = log_dir / "operator.log"
+        self.metrics_port = _free_port()
+        self.health_port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        exe = Path(sys.executable).with_name("kinfer-operator")
+        env = {**os.environ, "KINFER_RESYNC_SECONDS": "10"}
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                str(exe),
+                "--log-format",
+                "plain",
+                "--verbose",
+                "--metrics-port",
+                str(self.metrics_port),
+                "--health-port",
+                str(self.health_port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        wait_until(self._healthy, 60, "the operator's health endpoint")
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"operator exited; log:\n{self.log_path.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}/healthz", timeout=1
+            ) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        if kill:
+            self.proc.kill()
+        else:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def metric(self, name: str) -> float:
+        """Sum of a Prometheus counter across labels, read from the operator's /metrics."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as r:
+            text = r.read().decode()
+        pattern = re.compile(rf"^{re.escape(name)}(\{{[^}}]*\}})? ([0-9.e+]+)$", re.M)
+        return sum(float(m.group(2)) for m in pattern.finditer(text))
+
+
+@pytest.fixture(scope="session")
+def operator(
+    crds: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalOperator | None]:
+    """The running operator (None when it runs in-cluster, installed by the chart)."""
+    if OPERATOR_MODE == "incluster":
+        yield None
+        return
+    op = LocalOperator(tmp_path_factory.mktemp("operator"))
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+        print(f"\noperator log: {op.log_path}")
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest, operator: object) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (without waiting)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:30].strip("-")
+    name = f"e2e-{slug}-{secrets.token_hex(2)}"
+    kubectl("create", "namespace", name)
+    kubectl("label", "namespace", name, "kinfer.io/e2e=true")
+    started = time.monotonic()
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
+    print(f"\n{request.node.name}: {time.monotonic() - started:.1f}s in {name}")

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# `make demo`: the local control plane, the CRDs, the operator, a sample InferenceModel going
+# Ready on fake GPU nodes, then a model-version bump rolled out live. `make demo-down` undoes it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CLUSTER_DIR=${CLUSTER_DIR:-$PWD/.cluster}
+DEMO_DIR=$PWD/.demo
+NS=kinfer-demo
+export KUBECONFIG=$CLUSTER_DIR/kubeconfig
+
+say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+stop_operator() {
+  if [[ -f $DEMO_DIR/operator.pid ]]; then
+    kill "$(cat "$DEMO_DIR/operator.pid")" 2>/dev/null || true
+    rm -f "$DEMO_DIR/operator.pid"
+  fi
+}
+
+if [[ ${1:-up} == down ]]; then
+  stop_operator
+  bash e2e/cluster.sh down
+  exit 0
+fi
+
+# Show the model and its pods each time something changes, until the condition holds.
+watch_until() {
+  local what=$1 check=$2 deadline=$((SECONDS + ${3:-120})) last=""
+  while ((SECONDS < deadline)); do
+    local now
+    now=$(kubectl get im -n "$NS" -o wide 2>/dev/null; echo; \
+          kubectl get pods -n "$NS" -o wide --sort-by=.metadata.creationTimestamp 2>/dev/null \
+            | awk '{print $1, $2, $3, $7}' | column -t)
+    if [[ $now != "$last" ]]; then
+      printf '\n--- %s (+%ss)\n%s\n' "$(date +%T)" "$SECONDS" "$now"
+      last=$now
+    fi
+    if eval "$check"; then say "$what"; return 0; fi
+    sleep 1
+  done
+  echo "timed out waiting: $what" >&2
+  return 1
+}
+
+stable_version() {
+  kubectl get im resnet50 -n "$NS" -o jsonpath='{.status.stableModelVersion}' 2>/dev/null
+}
+is_ready() {
+  [[ $(kubectl get im resnet50 -n "$NS" \
+       -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]
+}
+
+mkdir -p "$DEMO_DIR"
+say "Installing the InferenceModel CRD"
+kubectl apply --server-side --force-conflicts -f crds/
+kubectl wait --for=condition=Established crd/inferencemodels.serving.kinfer.io --timeout=60s
+
+say "Starting the operator (log: $DEMO_DIR/operator.log)"
+stop_operator
+.venv/bin/kinfer-operator --log-format plain --health-port 0 --metrics-port 0 \
+  >"$DEMO_DIR/operator.log" 2>&1 &
+echo $! >"$DEMO_DIR/operator.pid"
+
+say "Nodes: two fake GPU nodes (8 GPUs each) and a CPU node"
+kubectl get nodes -L nvidia.com/gpu.product,nvidia.com/gpu.present
+
+kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl delete im --all -n "$NS" --wait=true >/dev/null 2>&1 || true
+say "Applying examples/resnet-gpu.yaml (model version 3, 1 H100 per replica, 2 replicas)"
+kubectl apply -n "$NS" -f examples/resnet-gpu.yaml
+watch_until "resnet50 is Ready" is_ready 120
+
+say "Bumping the model to version 4: a new revision is surged in, then promoted"
+sed 's/version: "3"/version: "4"/' examples/resnet-gpu.yaml | kubectl apply -n "$NS" -f -
+watch_until "version 4 is stable and Ready" '[[ $(stable_version) == 4 ]] && is_ready' 120
+
+say "Status and events"
+kubectl get im resnet50 -n "$NS" -o yaml | sed -n '/^status:/,$p'
+kubectl get events -n "$NS" --field-selector involvedObject.kind=InferenceModel \
+  --sort-by=.lastTimestamp
+say "Done. The cluster and operator keep running; KUBECONFIG=$KUBECONFIG. Tear down: make demo-down"

@@ -1,0 +1,189 @@
+"""The Kubernetes API boundary: the only module that reads or writes cluster state.
+
+Reads are plain lists; writes are server-side apply with one field manager, the scale
+subresource for fixed replica counts, deletes, status merge patches and Events. Every write is
+counted, so tests and the operator's metrics can prove that a steady-state reconcile writes
+nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import NotFoundError
+
+from kinfer_operator.api import GROUP, KIND, PLURAL, VERSION
+from kinfer_operator.metrics import API_WRITES
+from kinfer_operator.naming import MODEL_LABEL
+from kinfer_operator.references import Reference
+from kinfer_operator.world import Observed
+
+__all__ = ["FIELD_MANAGER", "Kube", "load_config"]
+
+FIELD_MANAGER = "kinfer-operator"
+_log = logging.getLogger(__name__)
+
+_CHILD_KINDS: dict[str, str] = {
+    "Deployment": "apps/v1",
+    "Service": "v1",
+    "PodDisruptionBudget": "policy/v1",
+    "HorizontalPodAutoscaler": "autoscaling/v2",
+}
+
+
+def load_config(kubeconfig: str | None = None) -> client.ApiClient:
+    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG honoured)."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+class Kube:
+    """Typed-dict access to the handful of resources kinfer touches."""
+
+    def __init__(self, api: client.ApiClient | None = None) -> None:
+        self._dyn = DynamicClient(api or load_config())  # type: ignore[no-untyped-call]
+        self._lock = threading.Lock()
+        self.writes: Counter[tuple[str, str]] = Counter()
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        with self._lock:  # discovery is lazy and not thread-safe
+            return self._dyn.resources.get(api_version=api_version, kind=kind)
+
+    def _count(self, verb: str, kind: str) -> None:
+        self.writes[(verb, kind)] += 1
+        API_WRITES.labels(verb=verb, kind=kind).inc()
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get_model(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The InferenceModel object, or None when it is gone."""
+        try:
+            obj = self._resource(f"{GROUP}/{VERSION}", KIND).get(name=name, namespace=namespace)
+        except NotFoundError:
+            return None
+        return dict(obj.to_dict())
+
+    def _list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[Any]:
+        listing = self._resource(api_version, kind).get(
+            namespace=namespace, label_selector=selector
+        )
+        return [dict(item) for item in listing.to_dict().get("items", [])]
+
+    def observe(self, namespace: str, model_name: str, model_uid: str) -> Observed:
+        """Children controlled by this InferenceModel (by owner UID) and the model's pods."""
+        selector = f"{MODEL_LABEL}={model_name}"
+
+        def owned(kind: str) -> tuple[Mapping[str, Any], ...]:
+            items = self._list(_CHILD_KINDS[kind], kind, namespace, selector)
+            return tuple(
+                i
+                for i in items
+                if any(
+                    ref.get("uid") == model_uid and ref.get("controller")
+                    for ref in i.get("metadata", {}).get("ownerReferences") or []
+                )
+            )
+
+        return Observed(
+            deployments=owned("Deployment"),
+            services=owned("Service"),
+            pdbs=owned("PodDisruptionBudget"),
+            hpas=owned("HorizontalPodAutoscaler"),
+            pods=tuple(self._list("v1", "Pod", namespace, selector)),
+        )
+
+    def missing(self, namespace: str, ref: Reference) -> str | None:
+        """Why a referenced object is unusable, or None when it is there."""
+        try:
+            obj = self._resource("v1", ref.kind).get(name=ref.name, namespace=namespace)
+        except NotFoundError:
+            return f"{ref.field}: {ref.kind} {ref.name!r} not found in namespace {namespace}"
+        if ref.key is not None and ref.key not in (obj.to_dict().get("data") or {}):
+            return f"{ref.field}: Secret {ref.name!r} has no key {ref.key!r}"
+        return None
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply with kinfer's field manager; returns the object as stored."""
+        kind = str(obj["kind"])
+        resource = self._resource(str(obj["apiVersion"]), kind)
+        self._count("apply", kind)
+        result = resource.server_side_apply(
+            body=dict(obj), field_manager=FIELD_MANAGER, force_conflicts=True
+        )
+        return dict(result.to_dict())
+
+    def scale(self, namespace: str, deployment: str, replicas: int) -> None:
+        """Set replicas through the scale subresource, so apply never owns spec.replicas."""
+        self._count("scale", "Deployment")
+        path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{deployment}/scale"
+        self._dyn.request(
+            "patch",
+            path,
+            body={"spec": {"replicas": replicas}},
+            content_type="application/merge-patch+json",
+            field_manager=FIELD_MANAGER,
+        )
+
+    def delete(self, namespace: str, kind: str, name: str) -> None:
+        """Delete a child (foreground not needed: its own dependents are GC'd by owner refs)."""
+        self._count("delete", kind)
+        try:
+            self._resource(_CHILD_KINDS[kind], kind).delete(name=name, namespace=namespace)
+        except NotFoundError:
+            _log.debug("%s %s/%s already gone", kind, namespace, name)
+
+    def patch_model_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Merge-patch the status subresource; spec is never written."""
+        self._count("patch-status", KIND)
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
+        self._dyn.request(
+            "patch",
+            path,
+            body={"status": dict(status)},
+            content_type="application/merge-patch+json",
+            field_manager=FIELD_MANAGER,
+        )
+
+    def post_event(
+        self, model: Mapping[str, Any], type_: str, reason: str, message: str, now: str
+    ) -> None:
+        """A core/v1 Event on the InferenceModel, shown by `kubectl describe im`."""
+        meta = model["metadata"]
+        self._count("create", "Event")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "kinfer-operator"},
+            "reportingComponent": "kinfer-operator",
+            "reportingInstance": "kinfer-operator",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self._resource("v1", "Event").create(body=body, namespace=meta["namespace"])
+        except Exception:  # an Event is best effort; never fail a reconcile over one
+            _log.warning("could not post event %s on %s", reason, meta["name"], exc_info=True)

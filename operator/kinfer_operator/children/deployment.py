@@ -1,0 +1,248 @@
+"""The runtime Deployment of one revision: GPU placement, hardened pods, probes and drain."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from kinfer_operator import runtime_contract as rc
+from kinfer_operator.model import InferenceModel
+from kinfer_operator.naming import (
+    MODEL_LABEL,
+    MODEL_VERSION_ANNOTATION,
+    REVISION_LABEL,
+    TRACK_LABEL,
+    Track,
+    child_labels,
+    deployment_name,
+    pod_labels,
+    revision_of,
+)
+
+__all__ = ["PRESTOP_SLEEP_SECONDS", "build_deployment", "model_uri_in_pod"]
+
+PRESTOP_SLEEP_SECONDS = 5
+"""Time for endpoints controllers and load balancers to stop routing to a terminating pod
+before the runtime starts draining on SIGTERM."""
+
+_PROBE_PERIOD_SECONDS = 5
+
+
+def model_uri_in_pod(uri: str) -> str:
+    """The URI the runtime sees: pvc://claim/path becomes a file under the read-only mount."""
+    if uri.startswith("pvc://"):
+        claim, _, path = uri.removeprefix("pvc://").partition("/")
+        return f"file://{rc.PVC_MOUNT_ROOT}/{claim}/{path}"
+    return uri
+
+
+def _pvc_claim(uri: str) -> str | None:
+    if not uri.startswith("pvc://"):
+        return None
+    return uri.removeprefix("pvc://").partition("/")[0]
+
+
+def _env(model: InferenceModel, revision: str) -> list[dict[str, Any]]:
+    spec = model.spec
+    batching = spec.runtime.batching
+    plain = {
+        rc.ENV_MODEL_URI: model_uri_in_pod(spec.model.uri),
+        rc.ENV_MODEL_NAME: model.name,
+        rc.ENV_MODEL_VERSION: spec.model.version,
+        rc.ENV_MODEL_FORMAT: spec.model.format,
+        rc.ENV_MODEL_CACHE_DIR: rc.MODEL_CACHE_DIR,
+        rc.ENV_PORT: str(rc.HTTP_PORT),
+        rc.ENV_METRICS_PORT: str(rc.METRICS_PORT),
+        rc.ENV_MAX_BATCH_SIZE: str(batching.max_batch_size),
+        rc.ENV_MAX_QUEUE_DELAY_US: str(batching.max_queue_delay_microseconds),
+        rc.ENV_MAX_QUEUE_SIZE: str(batching.max_queue_size),
+        rc.ENV_DEVICE: "cuda" if spec.gpu_count else "cpu",
+        rc.ENV_TORCH_DTYPE: spec.runtime.precision,
+        rc.ENV_REVISION: revision,
+    }
+    if spec.model.sha256:
+        plain[rc.ENV_MODEL_SHA256] = spec.model.sha256
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain.items()]
+    if spec.model.credentials:
+        ref = spec.model.credentials
+        env.append(
+            {
+                "name": rc.ENV_MODEL_AUTH_HEADER,
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+            }
+        )
+    env.extend({"name": e.name, "value": e.value} for e in spec.runtime.env)
+    return env
+
+
+def _resources(model: InferenceModel) -> dict[str, Any]:
+    runtime = model.spec.runtime
+    requests = {k: str(v) for k, v in runtime.resources.requests.items()}
+    limits = {k: str(v) for k, v in runtime.resources.limits.items()}
+    if runtime.gpu and runtime.gpu.count:
+        # Extended resources are limits-only; Kubernetes copies them into requests.
+        limits[runtime.gpu.resource_name] = str(runtime.gpu.count)
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _placement(model: InferenceModel) -> dict[str, Any]:
+    spec = model.spec
+    scheduling = spec.scheduling
+    node_selector = dict(scheduling.node_selector)
+    tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in scheduling.tolerations]
+    gpu = spec.runtime.gpu
+    if gpu and gpu.count:
+        if gpu.product:
+            node_selector[gpu.product_label] = gpu.product
+        # GPU nodes carry a NoSchedule taint keyed by the resource name.
+        tolerations.append({"key": gpu.resource_name, "operator": "Exists", "effect": "NoSchedule"})
+    out: dict[str, Any] = {}
+    if node_selector:
+        out["nodeSelector"] = node_selector
+    if tolerations:
+        out["tolerations"] = tolerations
+    if scheduling.affinity:
+        out["affinity"] = scheduling.affinity
+    if scheduling.priority_class_name:
+        out["priorityClassName"] = scheduling.priority_class_name
+    return out
+
+
+def _probes(model: InferenceModel) -> dict[str, Any]:
+    def http_get(path: str) -> dict[str, Any]:
+        return {"path": path, "port": "http"}
+
+    startup_budget = model.spec.runtime.startup_timeout_seconds
+    return {
+        # The startup probe holds liveness off while a large model downloads and warms up.
+        "startupProbe": {
+            "httpGet": http_get(rc.HEALTH_READY_PATH),
+            "periodSeconds": _PROBE_PERIOD_SECONDS,
+            "failureThreshold": math.ceil(startup_budget / _PROBE_PERIOD_SECONDS),
+        },
+        "readinessProbe": {
+            "httpGet": http_get(rc.HEALTH_READY_PATH),
+            "periodSeconds": _PROBE_PERIOD_SECONDS,
+            "failureThreshold": 2,
+        },
+        "livenessProbe": {
+            "httpGet": http_get(rc.HEALTH_LIVE_PATH),
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+    }
+
+
+def _volumes(model: InferenceModel) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    # readOnlyRootFilesystem: the only writable paths are these emptyDirs.
+    volumes: list[dict[str, Any]] = [
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "model-cache", "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "model-cache", "mountPath": rc.MODEL_CACHE_DIR},
+    ]
+    claim = _pvc_claim(model.spec.model.uri)
+    if claim:
+        volumes.append(
+            {"name": "model-pvc", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        )
+        mounts.append(
+            {"name": "model-pvc", "mountPath": f"{rc.PVC_MOUNT_ROOT}/{claim}", "readOnly": True}
+        )
+    return volumes, mounts
+
+
+def _container(
+    model: InferenceModel, revision: str, mounts: list[dict[str, Any]]
+) -> dict[str, Any]:
+    runtime = model.spec.runtime
+    return {
+        "name": "runtime",
+        "image": runtime.image,
+        "imagePullPolicy": runtime.image_pull_policy,
+        "env": _env(model, revision),
+        "ports": [
+            {"name": "http", "containerPort": rc.HTTP_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": rc.METRICS_PORT, "protocol": "TCP"},
+        ],
+        "resources": _resources(model),
+        **_probes(model),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        # The runtime writes its load error to the termination log; the operator surfaces it.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": mounts,
+    }
+
+
+def build_deployment(model: InferenceModel, track: Track) -> dict[str, Any]:
+    """The Deployment serving the model's current revision on the given track.
+
+    `spec.replicas` is deliberately absent: the apply step never owns it, so an HPA can take
+    it over without the operator fighting back (fixed replica counts go through the scale
+    subresource instead).
+    """
+    revision = revision_of(model)
+    runtime = model.spec.runtime
+    volumes, mounts = _volumes(model)
+    selector = {MODEL_LABEL: model.name, REVISION_LABEL: revision}
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": runtime.termination_grace_period_seconds
+        + PRESTOP_SLEEP_SECONDS,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": rc.RUNTIME_UID,
+            "runAsGroup": rc.RUNTIME_UID,
+            "fsGroup": rc.RUNTIME_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [_container(model, revision, mounts)],
+        "volumes": volumes,
+        **_placement(model),
+    }
+    if runtime.service_account_name:
+        pod_spec["serviceAccountName"] = runtime.service_account_name
+    if runtime.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in runtime.image_pull_secrets]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(model, revision),
+            "namespace": model.namespace,
+            "labels": {**child_labels(model), REVISION_LABEL: revision, TRACK_LABEL: track},
+            "annotations": {MODEL_VERSION_ANNOTATION: model.spec.model.version},
+            "ownerReferences": [model.owner_reference],
+        },
+        "spec": {
+            "selector": {"matchLabels": selector},
+            "revisionHistoryLimit": 1,
+            # Past the startup budget (plus scheduling slack) the rollout counts as failed.
+            "progressDeadlineSeconds": runtime.startup_timeout_seconds + 60,
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "template": {
+                "metadata": {
+                    "labels": pod_labels(model, revision),
+                    "annotations": {MODEL_VERSION_ANNOTATION: model.spec.model.version},
+                },
+                "spec": pod_spec,
+            },
+        },
+    }

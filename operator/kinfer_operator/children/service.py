@@ -1,0 +1,55 @@
+"""The model's Service: one stable endpoint over every ready replica of the model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kinfer_operator import runtime_contract as rc
+from kinfer_operator.model import InferenceModel
+from kinfer_operator.naming import MODEL_LABEL, child_labels, service_name
+
+__all__ = ["build_service", "endpoint_url"]
+
+
+def endpoint_url(model: InferenceModel) -> str:
+    """In-cluster URL of the model's Open Inference Protocol resource."""
+    host = f"{service_name(model)}.{model.namespace}.svc.cluster.local"
+    return f"http://{host}:{rc.HTTP_PORT}/v2/models/{model.name}"
+
+
+def build_service(model: InferenceModel) -> dict[str, Any]:
+    """ClusterIP Service selecting all revisions' pods.
+
+    Readiness gates traffic: a replica joins only once its model is loaded and warm. While two
+    revisions run side by side, traffic splits by ready replica count.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service_name(model),
+            "namespace": model.namespace,
+            "labels": child_labels(model),
+            "ownerReferences": [model.owner_reference],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {MODEL_LABEL: model.name},
+            "ports": [
+                {
+                    "name": "http",
+                    "port": rc.HTTP_PORT,
+                    "targetPort": "http",
+                    "protocol": "TCP",
+                    "appProtocol": "http",
+                },
+                {
+                    "name": "metrics",
+                    "port": rc.METRICS_PORT,
+                    "targetPort": "metrics",
+                    "protocol": "TCP",
+                    "appProtocol": "http",
+                },
+            ],
+        },
+    }

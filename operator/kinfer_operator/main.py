@@ -1,0 +1,76 @@
+"""`kinfer-operator`: run the operator (a thin wrapper over `kopf.run`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import kopf
+from prometheus_client import start_http_server
+
+from kinfer_operator import __version__
+from kinfer_operator._kube import Kube
+from kinfer_operator.handlers import install
+from kinfer_operator.reconcile import Reconciler
+
+__all__ = ["main", "parse_args"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Flags, each defaulting from a KINFER_* environment variable (the chart sets those)."""
+    env = os.environ.get
+    parser = argparse.ArgumentParser(prog="kinfer-operator", description=__doc__)
+    parser.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[n for n in env("KINFER_WATCH_NAMESPACES", "").split(",") if n],
+        help="watch only this namespace (repeatable); default: the whole cluster",
+    )
+    parser.add_argument(
+        "--peering",
+        default=env("KINFER_PEERING", ""),
+        help="kopf peering name: replicas sharing it elect one active operator",
+    )
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=int(env("KINFER_PEERING_PRIORITY", "0")),
+        help="peering priority; the highest live priority acts, ties pause each other",
+    )
+    parser.add_argument("--health-port", type=int, default=int(env("KINFER_HEALTH_PORT", "8080")))
+    parser.add_argument("--metrics-port", type=int, default=int(env("KINFER_METRICS_PORT", "8081")))
+    parser.add_argument(
+        "--log-format", choices=["json", "plain"], default=env("KINFER_LOG_FORMAT", "json")
+    )
+    parser.add_argument("--verbose", action="store_true", default=bool(env("KINFER_VERBOSE")))
+    parser.add_argument("--version", action="version", version=f"kinfer-operator {__version__}")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Configure logging, metrics and health, then hand over to kopf."""
+    args = parse_args(argv)
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
+    )
+    logging.getLogger("kinfer_operator").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if args.metrics_port:
+        start_http_server(args.metrics_port)
+    install(Reconciler(Kube()))
+    kopf.run(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        standalone=not args.peering,
+        peering_name=args.peering or None,
+        priority=args.priority,
+        liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz"
+        if args.health_port
+        else None,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Deterministic names, labels and revision hashes shared by every child builder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from kinfer_operator.model import InferenceModel
+
+__all__ = [
+    "HASH_ANNOTATION",
+    "MODEL_LABEL",
+    "REVISION_LABEL",
+    "TRACK_LABEL",
+    "Track",
+    "child_labels",
+    "deployment_name",
+    "hpa_name",
+    "object_hash",
+    "pod_labels",
+    "revision_of",
+    "service_name",
+]
+
+Track = Literal["stable", "canary"]
+
+DOMAIN = "serving.kinfer.io"
+MODEL_LABEL = f"{DOMAIN}/model"
+REVISION_LABEL = f"{DOMAIN}/revision"
+TRACK_LABEL = f"{DOMAIN}/track"
+HASH_ANNOTATION = f"{DOMAIN}/applied-hash"
+MODEL_VERSION_ANNOTATION = f"{DOMAIN}/model-version"
+MANAGED_BY = "kinfer"
+
+
+def revision_of(model: InferenceModel) -> str:
+    """Hash of everything that shapes a serving pod: model, runtime and placement.
+
+    Replicas, autoscaling and rollout settings are left out, so scaling never starts a
+    rollout, and reverting the spec to a previous revision yields that revision's hash again.
+    Defaults are excluded so a field added with a default in a later kinfer release does not
+    change the revision of existing models.
+    """
+    spec = model.spec
+    shaping = {
+        "model": spec.model.model_dump(by_alias=True, exclude_defaults=True),
+        "runtime": spec.runtime.model_dump(by_alias=True, exclude_defaults=True),
+        "scheduling": spec.scheduling.model_dump(by_alias=True, exclude_defaults=True),
+    }
+    canonical = json.dumps(shaping, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def object_hash(obj: dict[str, object]) -> str:
+    """Stable digest of a desired child, stored on it so an unchanged child is never rewritten."""
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def deployment_name(model: InferenceModel, revision: str) -> str:
+    """One Deployment per revision, like ReplicaSets: promotion never restarts warm pods."""
+    return f"{model.name}-{revision}"
+
+
+def service_name(model: InferenceModel) -> str:
+    """The model's stable in-cluster endpoint."""
+    return model.name
+
+
+def hpa_name(model: InferenceModel, track: Track) -> str:
+    """HPAs are per track so the canary can be sized independently of stable."""
+    return model.name if track == "stable" else f"{model.name}-canary"
+
+
+def child_labels(model: InferenceModel) -> dict[str, str]:
+    """Labels on every child: the app.kubernetes.io set plus our model selector label."""
+    return {
+        "app.kubernetes.io/name": "kinfer-runtime",
+        "app.kubernetes.io/instance": model.name,
+        "app.kubernetes.io/component": "inference-server",
+        "app.kubernetes.io/part-of": "kinfer",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        MODEL_LABEL: model.name,
+    }
+
+
+def pod_labels(model: InferenceModel, revision: str) -> dict[str, str]:
+    """Pod labels never include the track: promotion relabels Deployments, not pods."""
+    return {
+        **child_labels(model),
+        "app.kubernetes.io/version": model.spec.model.version,
+        REVISION_LABEL: revision,
+    }

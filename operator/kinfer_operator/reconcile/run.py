@@ -1,0 +1,171 @@
+"""Run one reconcile pass: observe, plan, write only what differs, publish status."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from kinfer_operator._kube import Kube
+from kinfer_operator.api.status import InferenceModelStatus
+from kinfer_operator.metrics import RECONCILE_ERRORS, RECONCILE_SECONDS, RECONCILES
+from kinfer_operator.model import InferenceModel
+from kinfer_operator.reconcile.plan import Plan, needs_apply, plan
+from kinfer_operator.references import references_of
+from kinfer_operator.status.compute import Event, StatusReport, compute_status, invalid_status
+
+__all__ = ["Outcome", "Reconciler", "describe_validation_error", "utc_now"]
+
+_log = logging.getLogger(__name__)
+
+
+def utc_now() -> str:
+    """RFC 3339 timestamp with second precision, as metav1.Time serialises."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """One line per problem, each naming the spec field, like the API server does."""
+    parts = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"])
+        parts.append(f"spec.{path}: {e['msg']}")
+    return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a pass did; tests and logs read it."""
+
+    writes: int
+    plan: Plan | None
+    status: InferenceModelStatus | None
+
+
+def _status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """A merge patch from old to new status: removed keys become null."""
+    patch: dict[str, Any] = dict(new)
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    return patch
+
+
+class Reconciler:
+    """Serialises passes per model; many triggers (events, timer, child watches) share it."""
+
+    def __init__(self, kube: Kube, clock: Callable[[], str] = utc_now) -> None:
+        self.kube = kube
+        self._clock = clock
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _lock_for(self, key: tuple[str, str]) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop per-model state once the model is deleted."""
+        with self._guard:
+            self._locks.pop((namespace, name), None)
+
+    def reconcile(self, namespace: str, name: str, trigger: str = "event") -> Outcome | None:
+        """One pass for one model; None when the model no longer exists."""
+        RECONCILES.labels(trigger=trigger).inc()
+        started = time.perf_counter()
+        try:
+            with self._lock_for((namespace, name)):
+                return self._pass(namespace, name)
+        except Exception as exc:
+            RECONCILE_ERRORS.labels(error=type(exc).__name__).inc()
+            raise
+        finally:
+            RECONCILE_SECONDS.observe(time.perf_counter() - started)
+
+    def _pass(self, namespace: str, name: str) -> Outcome | None:
+        kube = self.kube
+        writes_before = sum(kube.writes.values())
+        body = kube.get_model(namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        now = self._clock()
+        raw_status = body.get("status") or {}
+        try:
+            previous: InferenceModelStatus | None = InferenceModelStatus.model_validate(raw_status)
+        except ValidationError:
+            previous = None  # written by an older operator; rebuilt from scratch below
+
+        generation = int(body["metadata"].get("generation", 1))
+        try:
+            model = InferenceModel.from_body(body)
+        except ValidationError as err:
+            problem: str | None = describe_validation_error(err)
+        else:
+            problems = (kube.missing(namespace, ref) for ref in references_of(model))
+            problem = "; ".join(p for p in problems if p) or None
+        if problem is not None:
+            report = invalid_status(previous, generation, problem, now=now)
+            self._publish(body, raw_status, report, now)
+            return Outcome(sum(kube.writes.values()) - writes_before, None, report.status)
+
+        observed = kube.observe(namespace, name, model.uid)
+        decided = plan(model, observed)
+        self._execute(model, observed_find=observed.find, decided=decided)
+        report = compute_status(model, observed, decided, previous, now=now)
+        if decided.promoted:
+            promoted = Event(
+                "Normal",
+                "Promoted",
+                f"revision {decided.desired_revision} (model {model.spec.model.version}) "
+                "is now stable",
+            )
+            report = StatusReport(report.status, [promoted, *report.events])
+        self._publish(body, raw_status, report, now)
+        return Outcome(sum(kube.writes.values()) - writes_before, decided, report.status)
+
+    def _execute(
+        self,
+        model: InferenceModel,
+        observed_find: Callable[[str, str], Mapping[str, Any] | None],
+        decided: Plan,
+    ) -> None:
+        kube = self.kube
+        replicas_now: dict[str, int] = {}
+        for desired in decided.applies:
+            kind, obj_name = desired["kind"], desired["metadata"]["name"]
+            current = observed_find(kind, obj_name)
+            if needs_apply(desired, current):
+                _log.info("applying %s %s/%s", kind, model.namespace, obj_name)
+                current = kube.apply(desired)
+            if kind == "Deployment" and current is not None:
+                replicas_now[obj_name] = int(current.get("spec", {}).get("replicas", 1))
+        for scale in decided.scales:
+            current_obj = observed_find("Deployment", scale.name)
+            have = replicas_now.get(scale.name)
+            if have is None and current_obj is not None:
+                have = int(current_obj.get("spec", {}).get("replicas", 1))
+            if have != scale.replicas:
+                _log.info("scaling %s/%s to %d", model.namespace, scale.name, scale.replicas)
+                kube.scale(model.namespace, scale.name, scale.replicas)
+        for delete in decided.deletes:
+            _log.info("deleting %s %s/%s", delete.kind, model.namespace, delete.name)
+            kube.delete(model.namespace, delete.kind, delete.name)
+
+    def _publish(
+        self, body: Mapping[str, Any], raw_status: Mapping[str, Any], report: StatusReport, now: str
+    ) -> None:
+        new = report.status.model_dump(by_alias=True, exclude_none=True)
+        if new != dict(raw_status):
+            self.kube.patch_model_status(
+                body["metadata"]["namespace"],
+                body["metadata"]["name"],
+                _status_patch(raw_status, new),
+            )
+        for event in report.events:
+            self.kube.post_event(body, event.type, event.reason, event.message, now)

@@ -1,0 +1,60 @@
+"""What the operator assumes about the runtime container: ports, paths and env variables.
+
+The runtime (kinfer_runtime) reads exactly these variables; a unit test checks that the
+runtime's CLI knows every one of them, so the two sides cannot drift apart.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HEALTH_LIVE_PATH",
+    "HEALTH_READY_PATH",
+    "HTTP_PORT",
+    "METRICS_PORT",
+    "MODEL_CACHE_DIR",
+    "PVC_MOUNT_ROOT",
+    "RUNTIME_UID",
+]
+
+HTTP_PORT = 8080
+METRICS_PORT = 9090
+HEALTH_LIVE_PATH = "/v2/health/live"
+HEALTH_READY_PATH = "/v2/health/ready"
+MODEL_CACHE_DIR = "/var/cache/kinfer"
+PVC_MOUNT_ROOT = "/mnt/models"
+RUNTIME_UID = 65532
+"""The non-root user of Dockerfile.runtime; pinned in the pod so runAsNonRoot is provable."""
+
+ENV_MODEL_URI = "KINFER_MODEL_URI"
+ENV_MODEL_NAME = "KINFER_MODEL_NAME"
+ENV_MODEL_VERSION = "KINFER_MODEL_VERSION"
+ENV_MODEL_FORMAT = "KINFER_MODEL_FORMAT"
+ENV_MODEL_SHA256 = "KINFER_MODEL_SHA256"
+ENV_MODEL_CACHE_DIR = "KINFER_MODEL_CACHE_DIR"
+ENV_MODEL_AUTH_HEADER = "KINFER_MODEL_AUTH_HEADER"
+ENV_PORT = "KINFER_PORT"
+ENV_METRICS_PORT = "KINFER_METRICS_PORT"
+ENV_MAX_BATCH_SIZE = "KINFER_MAX_BATCH_SIZE"
+ENV_MAX_QUEUE_DELAY_US = "KINFER_MAX_QUEUE_DELAY_US"
+ENV_MAX_QUEUE_SIZE = "KINFER_MAX_QUEUE_SIZE"
+ENV_DEVICE = "KINFER_DEVICE"
+ENV_TORCH_DTYPE = "KINFER_TORCH_DTYPE"
+ENV_REVISION = "KINFER_REVISION"
+
+ALL_ENV = (
+    ENV_MODEL_URI,
+    ENV_MODEL_NAME,
+    ENV_MODEL_VERSION,
+    ENV_MODEL_FORMAT,
+    ENV_MODEL_SHA256,
+    ENV_MODEL_CACHE_DIR,
+    ENV_MODEL_AUTH_HEADER,
+    ENV_PORT,
+    ENV_METRICS_PORT,
+    ENV_MAX_BATCH_SIZE,
+    ENV_MAX_QUEUE_DELAY_US,
+    ENV_MAX_QUEUE_SIZE,
+    ENV_DEVICE,
+    ENV_TORCH_DTYPE,
+    ENV_REVISION,
+)

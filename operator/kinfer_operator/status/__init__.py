@@ -1,0 +1,16 @@
+"""Status: rebuilt from the observed world, never read back as desired state."""
+
+from kinfer_operator.status.compute import Event, StatusReport, compute_status, invalid_status
+from kinfer_operator.status.conditions import find_condition, set_condition
+from kinfer_operator.status.pods import PodDiagnosis, diagnose_pods
+
+__all__ = [
+    "Event",
+    "PodDiagnosis",
+    "StatusReport",
+    "compute_status",
+    "diagnose_pods",
+    "find_condition",
+    "invalid_status",
+    "set_condition",
+]

@@ -1,0 +1,239 @@
+"""Compute InferenceModel status from the observed world and this pass's plan.
+
+Pure: the same world gives the same status, so a steady-state reconcile writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kinfer_operator.api.status import Condition, ConditionStatus, InferenceModelStatus, Phase
+from kinfer_operator.children.service import endpoint_url
+from kinfer_operator.model import InferenceModel
+from kinfer_operator.naming import MODEL_LABEL, MODEL_VERSION_ANNOTATION, REVISION_LABEL
+from kinfer_operator.reconcile.plan import Plan
+from kinfer_operator.status.conditions import find_condition, set_condition
+from kinfer_operator.status.pods import PodDiagnosis, diagnose_pods
+from kinfer_operator.world import DeploymentView, Observed
+
+__all__ = ["Event", "StatusReport", "compute_status", "invalid_status"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to post about the InferenceModel."""
+
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """The new status and the Events its transitions deserve."""
+
+    status: InferenceModelStatus
+    events: list[Event] = field(default_factory=list)
+
+
+_Cond = tuple[ConditionStatus, str, str]
+
+
+def _c(status: ConditionStatus, reason: str, message: str) -> _Cond:
+    return (status, reason, message)
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    phase: Phase
+    ready: _Cond
+    progressing: _Cond
+    degraded: _Cond
+    stalled: bool
+
+
+def _readiness_message(view: DeploymentView | None, want: int, revision: str) -> str:
+    ready = view.ready if view else 0
+    return f"{ready}/{want} replicas of revision {revision} ready"
+
+
+def _verdict(
+    model: InferenceModel,
+    observed: Observed,
+    plan: Plan,
+) -> _Verdict:
+    revision = plan.desired_revision
+    target = observed.deployment(revision)
+    gpu = model.spec.runtime.gpu
+    diagnosis: PodDiagnosis = diagnose_pods(
+        observed.pods_of(revision), gpu.resource_name if gpu else "nvidia.com/gpu"
+    )
+    waiting = _readiness_message(target, plan.want_replicas, revision)
+
+    load_failure = diagnosis.load_failed
+    if load_failure is None and target is not None and target.deadline_exceeded:
+        load_failure = (
+            f"no replica of revision {revision} became ready within "
+            f"{model.spec.runtime.startup_timeout_seconds}s (spec.runtime.startupTimeoutSeconds)"
+        )
+    if load_failure is not None:
+        failed = _c("False", "ModelLoadFailed", load_failure)
+        return _Verdict(
+            "Degraded", failed, failed, _c("True", "ModelLoadFailed", load_failure), True
+        )
+    if diagnosis.image_pull_failed is not None:
+        pull = _c("True", "ImagePullFailed", diagnosis.image_pull_failed)
+        return _Verdict(
+            "Degraded",
+            _c("False", "ImagePullFailed", diagnosis.image_pull_failed),
+            pull,
+            pull,
+            False,
+        )
+
+    healthy = _c("False", "AsExpected", "")
+    serving_now = (
+        plan.candidate_revision is None
+        and target is not None
+        and target.track == "stable"
+        and target.fully_available(plan.want_replicas)
+    )
+    if serving_now:
+        version = model.spec.model.version
+        message = f"{plan.want_replicas} replica(s) serve revision {revision} (model {version})"
+        return _Verdict(
+            "Ready",
+            _c("True", "Serving", message),
+            _c("False", "RolloutComplete", message),
+            healthy,
+            False,
+        )
+    if diagnosis.gpu_unschedulable is not None:
+        msg = f"waiting for GPUs: {diagnosis.gpu_unschedulable}"
+        wait = _c("True", "GPUUnschedulable", msg)
+        return _Verdict("Pending", _c("False", "GPUUnschedulable", msg), wait, healthy, False)
+    if diagnosis.unschedulable is not None:
+        msg = f"pods cannot be scheduled: {diagnosis.unschedulable}"
+        wait = _c("True", "Unschedulable", msg)
+        return _Verdict("Pending", _c("False", "Unschedulable", msg), wait, healthy, False)
+    reason = "RollingOut" if plan.candidate_revision else "Deploying"
+    return _Verdict(
+        "Progressing", _c("False", reason, waiting), _c("True", reason, waiting), healthy, False
+    )
+
+
+def _apply_verdict(
+    conditions: list[Condition], verdict: _Verdict, gen: int, now: str
+) -> list[Condition]:
+    stalled: _Cond = (
+        _c("True", verdict.degraded[1], verdict.degraded[2])
+        if verdict.stalled
+        else _c("False", "AsExpected", "")
+    )
+    settings: list[tuple[str, _Cond]] = [
+        ("Ready", verdict.ready),
+        ("Progressing", verdict.progressing),
+        ("Degraded", verdict.degraded),
+        # kstatus (Flux, kpt, Argo CD's kstatus health) reads these abnormal-true conditions.
+        ("Reconciling", verdict.progressing),
+        ("Stalled", stalled),
+    ]
+    for type_, (status, reason, message) in settings:
+        conditions = set_condition(
+            conditions, type_, status, reason, message, now=now, observed_generation=gen
+        )
+    return conditions
+
+
+def invalid_status(
+    previous: InferenceModelStatus | None, generation: int, message: str, *, now: str
+) -> StatusReport:
+    """Status for a spec only the operator could reject: children keep serving the last valid
+    spec, so the observed fields stay; the conditions say what is wrong and that retrying
+    will not help until the spec changes."""
+    bad: _Cond = _c("False", "InvalidSpec", message)
+    verdict = _Verdict("Failed", bad, bad, _c("True", "InvalidSpec", message), stalled=True)
+    old = list(previous.conditions) if previous else []
+    conditions = _apply_verdict(old, verdict, generation, now)
+    base = previous or InferenceModelStatus()
+    status = base.model_copy(
+        update={
+            "observed_generation": generation,
+            "phase": "Failed",
+            "message": message,
+            "conditions": conditions,
+        }
+    )
+    return StatusReport(status=status, events=_transition_events(old, conditions))
+
+
+def _transition_events(old: list[Condition], new: list[Condition]) -> list[Event]:
+    events: list[Event] = []
+    for type_ in ("Ready", "Degraded", "Progressing"):
+        before, after = find_condition(old, type_), find_condition(new, type_)
+        if after is None:
+            continue
+        if before is not None and (before.status, before.reason) == (after.status, after.reason):
+            continue
+        bad = (type_ == "Degraded" and after.status == "True") or after.reason in {
+            "GPUUnschedulable",
+            "Unschedulable",
+            "InvalidSpec",
+        }
+        if type_ == "Degraded" and after.status == "False" and before is None:
+            continue  # "not degraded" on first sight is not news
+        events.append(Event("Warning" if bad else "Normal", after.reason, after.message))
+    return events
+
+
+def compute_status(
+    model: InferenceModel,
+    observed: Observed,
+    plan: Plan,
+    previous: InferenceModelStatus | None,
+    *,
+    now: str,
+) -> StatusReport:
+    """The status for this pass."""
+    verdict = _verdict(model, observed, plan)
+    gen = model.generation
+    old = list(previous.conditions) if previous else []
+    conditions = _apply_verdict(old, verdict, gen, now)
+    stable = observed.stable()
+    serving = observed.deployment(plan.serving_revision) if plan.serving_revision else None
+    conditions = set_condition(
+        conditions,
+        "Available",
+        *(
+            _c("True", "MinimumReplicasAvailable", f"{serving.available} replica(s) available")
+            if serving is not None and serving.available >= 1
+            else _c("False", "NoReplicasAvailable", "no replica passes readiness yet")
+        ),
+        now=now,
+        observed_generation=gen,
+    )
+
+    candidate = observed.deployment(plan.candidate_revision) if plan.candidate_revision else None
+    weight = None
+    if candidate is not None:
+        total = candidate.ready + (serving.ready if serving else 0)
+        weight = round(100 * candidate.ready / total) if total else 0
+    status = InferenceModelStatus(
+        observed_generation=gen,
+        phase=verdict.phase,
+        replicas=serving.replicas if serving else 0,
+        ready_replicas=serving.ready if serving else 0,
+        selector=f"{MODEL_LABEL}={model.name},{REVISION_LABEL}={plan.serving_revision}"
+        if plan.serving_revision
+        else None,
+        endpoint=endpoint_url(model),
+        stable_revision=stable.revision if stable else None,
+        stable_model_version=stable.annotations.get(MODEL_VERSION_ANNOTATION) if stable else None,
+        desired_revision=plan.desired_revision or None,
+        canary_revision=plan.candidate_revision,
+        canary_model_version=model.spec.model.version if plan.candidate_revision else None,
+        canary_weight=weight,
+        message=verdict.ready[2] or None,
+        conditions=conditions,
+    )
+    return StatusReport(status=status, events=_transition_events(old, conditions))

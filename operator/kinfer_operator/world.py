@@ -1,0 +1,106 @@
+"""The observed world of one InferenceModel: its owned children and pods, as read this pass."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kinfer_operator.naming import REVISION_LABEL, TRACK_LABEL
+
+__all__ = ["DeploymentView", "Observed"]
+
+
+@dataclass(frozen=True)
+class DeploymentView:
+    """The facts of one revision's Deployment that decisions depend on."""
+
+    name: str
+    revision: str
+    track: str
+    spec_replicas: int
+    replicas: int
+    ready: int
+    available: int
+    updated: int
+    settled: bool
+    """The Deployment controller has observed the latest generation of it."""
+    deadline_exceeded: bool
+    """The Deployment's progress deadline passed without the replicas becoming available."""
+    created: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any]) -> DeploymentView:
+        """Read the view from a Deployment object."""
+        meta = obj.get("metadata", {})
+        spec = obj.get("spec", {})
+        status = obj.get("status", {}) or {}
+        labels = meta.get("labels") or {}
+        progressing: Mapping[str, Any] = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), {}
+        )
+        return cls(
+            name=meta["name"],
+            revision=labels.get(REVISION_LABEL, ""),
+            track=labels.get(TRACK_LABEL, ""),
+            spec_replicas=int(spec.get("replicas", 1)),
+            replicas=int(status.get("replicas", 0)),
+            ready=int(status.get("readyReplicas", 0)),
+            available=int(status.get("availableReplicas", 0)),
+            updated=int(status.get("updatedReplicas", 0)),
+            settled=int(status.get("observedGeneration", 0)) >= int(meta.get("generation", 0)),
+            deadline_exceeded=progressing.get("reason") == "ProgressDeadlineExceeded",
+            created=str(meta.get("creationTimestamp", "")),
+            labels=labels,
+            annotations=meta.get("annotations") or {},
+        )
+
+    def fully_available(self, want: int) -> bool:
+        """All `want` replicas run the current template and pass readiness."""
+        want = max(want, 1)
+        return self.settled and self.updated >= want and self.available >= want
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Every child of one InferenceModel, grouped by kind, plus the model's pods."""
+
+    deployments: tuple[Mapping[str, Any], ...] = ()
+    services: tuple[Mapping[str, Any], ...] = ()
+    pdbs: tuple[Mapping[str, Any], ...] = ()
+    hpas: tuple[Mapping[str, Any], ...] = ()
+    pods: tuple[Mapping[str, Any], ...] = ()
+    views: tuple[DeploymentView, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "views", tuple(DeploymentView.of(d) for d in self.deployments))
+
+    def deployment(self, revision: str) -> DeploymentView | None:
+        """The Deployment of a revision, if it exists."""
+        return next((v for v in self.views if v.revision == revision), None)
+
+    def stable(self) -> DeploymentView | None:
+        """The Deployment labelled as the stable track (newest wins if an earlier pass died
+        between relabelling and cleanup)."""
+        stables = sorted((v for v in self.views if v.track == "stable"), key=lambda v: v.created)
+        return stables[-1] if stables else None
+
+    def pods_of(self, revision: str) -> list[Mapping[str, Any]]:
+        """Pods of one revision."""
+        return [
+            p
+            for p in self.pods
+            if (p.get("metadata", {}).get("labels") or {}).get(REVISION_LABEL) == revision
+        ]
+
+    def find(self, kind: str, name: str) -> Mapping[str, Any] | None:
+        """An observed child by kind and name."""
+        pool = {
+            "Deployment": self.deployments,
+            "Service": self.services,
+            "PodDisruptionBudget": self.pdbs,
+            "HorizontalPodAutoscaler": self.hpas,
+        }[kind]
+        return next((o for o in pool if o.get("metadata", {}).get("name") == name), None)

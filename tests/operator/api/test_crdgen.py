@@ -1,0 +1,100 @@
+"""The generated CRD: freshness, structure and the pieces kubectl relies on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kinfer_operator.api.crdgen import (
+    CRD_FILENAME,
+    PEERING_FILENAME,
+    build_crd,
+    render_crd,
+    render_peering_crds,
+)
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _schema() -> dict[str, Any]:
+    return dict(build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+
+
+def _walk(node: dict[str, Any], path: str = ""):  # type: ignore[no-untyped-def]
+    yield path, node
+    for key, child in (node.get("properties") or {}).items():
+        yield from _walk(child, f"{path}.{key}")
+    if isinstance(node.get("items"), dict):
+        yield from _walk(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from _walk(node["additionalProperties"], f"{path}{{}}")
+
+
+def test_checked_in_crd_matches_the_pydantic_api() -> None:
+    checked_in = (REPO / "crds" / CRD_FILENAME).read_text()
+    assert checked_in == render_crd(), "crds/ is stale: run `make crds`"
+    peering = (REPO / "crds" / PEERING_FILENAME).read_text()
+    assert peering == render_peering_crds(), "crds/ is stale: run `make crds`"
+
+
+def test_every_spec_and_status_field_has_a_description() -> None:
+    schema = _schema()
+    missing = [
+        path
+        for root in ("spec", "status")
+        for path, node in _walk(schema["properties"][root], root)
+        if "description" not in node and not path.endswith(("[]", "{}"))
+    ]
+    assert missing == []
+
+
+def test_schema_is_structural_without_refs_or_nullable_unions() -> None:
+    text = render_crd()
+    assert "$ref" not in text
+    assert "null" not in text
+    for path, node in _walk(_schema()):
+        assert "type" in node or node.get("x-kubernetes-int-or-string"), path
+
+
+def test_printer_columns_cover_rollout_state() -> None:
+    columns = build_crd()["spec"]["versions"][0]["additionalPrinterColumns"]
+    names = [c["name"] for c in columns if not c.get("priority")]
+    for wanted in ("Ready", "Stable", "Canary", "Weight", "Replicas", "GPU", "Age"):
+        assert wanted in names
+
+
+def test_scale_subresource_points_at_replicas_and_selector() -> None:
+    version = build_crd()["spec"]["versions"][0]
+    assert version["subresources"]["status"] == {}
+    assert version["subresources"]["scale"] == {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
+
+
+def test_names_have_short_names_and_kinfer_category() -> None:
+    names = build_crd()["spec"]["names"]
+    assert "im" in names["shortNames"]
+    assert names["categories"] == ["kinfer"]
+
+
+def test_cross_field_rules_are_cel_validations() -> None:
+    schema = _schema()
+    spec_rules = [r["rule"] for r in schema["properties"]["spec"]["x-kubernetes-validations"]]
+    assert any("replicas" in r and "autoscaling" in r for r in spec_rules)
+    autoscaling = schema["properties"]["spec"]["properties"]["autoscaling"]
+    rules = [r["rule"] for r in autoscaling["x-kubernetes-validations"]]
+    assert "self.minReplicas <= self.maxReplicas" in rules
+
+
+def test_nested_objects_default_to_empty_so_inner_defaults_apply() -> None:
+    runtime = _schema()["properties"]["spec"]["properties"]["runtime"]["properties"]
+    assert runtime["batching"]["default"] == {}
+    assert runtime["batching"]["properties"]["maxBatchSize"]["default"] == 32
+
+
+def test_conditions_are_a_map_list_keyed_by_type() -> None:
+    conditions = _schema()["properties"]["status"]["properties"]["conditions"]
+    assert conditions["x-kubernetes-list-type"] == "map"
+    assert conditions["x-kubernetes-list-map-keys"] == ["type"]

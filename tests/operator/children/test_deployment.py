@@ -1,0 +1,144 @@
+"""build_deployment: GPU placement, pod security, probes, model sources, replicas ownership."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from kinfer_operator import runtime_contract as rc
+from kinfer_operator.children import build_deployment
+from kinfer_operator.model import InferenceModel
+from kinfer_operator.naming import MODEL_LABEL, REVISION_LABEL, TRACK_LABEL, revision_of
+
+MakeModel = Callable[..., InferenceModel]
+
+
+def _container(dep: dict[str, Any]) -> dict[str, Any]:
+    return dict(dep["spec"]["template"]["spec"]["containers"][0])
+
+
+def _env(dep: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in _container(dep)["env"]}
+
+
+def test_gpu_count_sets_limit_and_toleration(make_model: MakeModel) -> None:
+    dep = build_deployment(make_model({"runtime": {"gpu": {"count": 2}}}), "stable")
+    assert _container(dep)["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    tolerations = dep["spec"]["template"]["spec"]["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tolerations
+
+
+def test_gpu_product_selects_nodes_by_product_label(make_model: MakeModel) -> None:
+    dep = build_deployment(make_model(), "stable")
+    selector = dep["spec"]["template"]["spec"]["nodeSelector"]
+    assert selector == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+
+
+def test_other_vendor_resource_name_is_used_for_limit_and_taint(make_model: MakeModel) -> None:
+    model = make_model({"runtime": {"gpu": {"resourceName": "amd.com/gpu", "product": None}}})
+    dep = build_deployment(model, "stable")
+    assert "amd.com/gpu" in _container(dep)["resources"]["limits"]
+    assert dep["spec"]["template"]["spec"]["tolerations"][0]["key"] == "amd.com/gpu"
+    assert "nodeSelector" not in dep["spec"]["template"]["spec"]
+
+
+def test_cpu_only_model_has_no_gpu_limit_or_toleration(make_model: MakeModel) -> None:
+    dep = build_deployment(make_model({"runtime": {"gpu": {"count": 0}}}), "stable")
+    pod = dep["spec"]["template"]["spec"]
+    assert "limits" not in _container(dep)["resources"]
+    assert "tolerations" not in pod and "nodeSelector" not in pod
+    assert _env(dep)[rc.ENV_DEVICE] == "cpu"
+
+
+def test_user_scheduling_passes_through_next_to_gpu_placement(make_model: MakeModel) -> None:
+    affinity = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}}
+    model = make_model(
+        {
+            "scheduling": {
+                "nodeSelector": {"pool": "inference"},
+                "tolerations": [{"key": "spot", "operator": "Exists"}],
+                "affinity": affinity,
+                "priorityClassName": "serving-high",
+            }
+        }
+    )
+    pod = build_deployment(model, "stable")["spec"]["template"]["spec"]
+    assert pod["nodeSelector"]["pool"] == "inference"
+    assert pod["nodeSelector"]["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
+    assert {"key": "spot", "operator": "Exists"} in pod["tolerations"]
+    assert pod["affinity"] == affinity
+    assert pod["priorityClassName"] == "serving-high"
+
+
+def test_pod_meets_restricted_pod_security(make_model: MakeModel) -> None:
+    dep = build_deployment(make_model(), "stable")
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    ctx = _container(dep)["securityContext"]
+    assert ctx["allowPrivilegeEscalation"] is False
+    assert ctx["readOnlyRootFilesystem"] is True
+    assert ctx["capabilities"] == {"drop": ["ALL"]}
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_startup_probe_budget_follows_startup_timeout(make_model: MakeModel) -> None:
+    dep = build_deployment(make_model({"runtime": {"startupTimeoutSeconds": 1200}}), "stable")
+    probe = _container(dep)["startupProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= 1200
+    assert probe["httpGet"]["path"] == rc.HEALTH_READY_PATH
+    assert _container(dep)["livenessProbe"]["httpGet"]["path"] == rc.HEALTH_LIVE_PATH
+    assert dep["spec"]["progressDeadlineSeconds"] > 1200
+
+
+def test_graceful_drain_has_prestop_and_grace_period(make_model: MakeModel) -> None:
+    dep = build_deployment(make_model({"runtime": {"terminationGracePeriodSeconds": 90}}), "s")
+    assert _container(dep)["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
+    assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 90
+
+
+def test_pvc_uri_mounts_claim_read_only_and_points_runtime_at_file(
+    make_model: MakeModel,
+) -> None:
+    dep = build_deployment(make_model({"model": {"uri": "pvc://models/resnet/v3.onnx"}}), "s")
+    pod = dep["spec"]["template"]["spec"]
+    claim = next(v for v in pod["volumes"] if "persistentVolumeClaim" in v)
+    assert claim["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    mount = next(m for m in _container(dep)["volumeMounts"] if m["name"] == claim["name"])
+    assert mount["readOnly"] is True
+    assert _env(dep)[rc.ENV_MODEL_URI] == f"file://{rc.PVC_MOUNT_ROOT}/models/resnet/v3.onnx"
+
+
+def test_http_credentials_come_from_secret_reference(make_model: MakeModel) -> None:
+    dep = build_deployment(make_model({"model": {"credentials": {"name": "hub-token"}}}), "s")
+    ref = _env(dep)[rc.ENV_MODEL_AUTH_HEADER]
+    assert ref == {"secretKeyRef": {"name": "hub-token", "key": "authorization"}}
+
+
+def test_batching_and_model_settings_reach_runtime_env(make_model: MakeModel) -> None:
+    model = make_model(
+        {"runtime": {"batching": {"maxBatchSize": 8, "maxQueueDelayMicroseconds": 500}}}
+    )
+    env = _env(build_deployment(model, "stable"))
+    assert env[rc.ENV_MAX_BATCH_SIZE] == "8"
+    assert env[rc.ENV_MAX_QUEUE_DELAY_US] == "500"
+    assert env[rc.ENV_MODEL_NAME] == "resnet50"
+    assert env[rc.ENV_REVISION] == revision_of(model)
+
+
+def test_replicas_are_never_in_the_applied_deployment(make_model: MakeModel) -> None:
+    assert "replicas" not in build_deployment(make_model(), "stable")["spec"]
+
+
+def test_name_selector_and_labels_carry_revision_and_track(make_model: MakeModel) -> None:
+    model = make_model()
+    revision = revision_of(model)
+    dep = build_deployment(model, "canary")
+    assert dep["metadata"]["name"] == f"resnet50-{revision}"
+    assert dep["metadata"]["labels"][TRACK_LABEL] == "canary"
+    assert dep["spec"]["selector"]["matchLabels"] == {
+        MODEL_LABEL: "resnet50",
+        REVISION_LABEL: revision,
+    }
+    assert TRACK_LABEL not in dep["spec"]["template"]["metadata"]["labels"]
+    assert dep["metadata"]["ownerReferences"][0]["controller"] is True

@@ -1,0 +1,30 @@
+"""build_service: one endpoint over all revisions, with http and metrics ports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kinfer_operator import runtime_contract as rc
+from kinfer_operator.children import build_service
+from kinfer_operator.children.service import endpoint_url
+from kinfer_operator.model import InferenceModel
+from kinfer_operator.naming import MODEL_LABEL
+
+
+def test_service_selects_every_revision_of_the_model(
+    make_model: Callable[..., InferenceModel],
+) -> None:
+    svc = build_service(make_model())
+    assert svc["spec"]["selector"] == {MODEL_LABEL: "resnet50"}
+
+
+def test_service_exposes_inference_and_metrics_ports(
+    make_model: Callable[..., InferenceModel],
+) -> None:
+    ports = {p["name"]: p["port"] for p in build_service(make_model())["spec"]["ports"]}
+    assert ports == {"http": rc.HTTP_PORT, "metrics": rc.METRICS_PORT}
+
+
+def test_endpoint_is_the_in_cluster_model_url(make_model: Callable[..., InferenceModel]) -> None:
+    url = endpoint_url(make_model())
+    assert url == "http://resnet50.ml.svc.cluster.local:8080/v2/models/resnet50"

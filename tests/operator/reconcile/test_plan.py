@@ -1,0 +1,125 @@
+"""plan(): children, surge-and-promote across revisions, and who owns replicas."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kinfer_operator.model import InferenceModel
+from kinfer_operator.naming import TRACK_LABEL, deployment_name, revision_of
+from kinfer_operator.reconcile.plan import Delete, Scale, needs_apply, plan
+from kinfer_operator.world import Observed
+from support.factories import observed_deployment
+
+MakeModel = Callable[..., InferenceModel]
+
+
+def _kinds(p: object) -> list[str]:
+    return [a["kind"] for a in p.applies]  # type: ignore[attr-defined]
+
+
+def _deployment(p: object) -> dict:  # type: ignore[type-arg]
+    return next(a for a in p.applies if a["kind"] == "Deployment")  # type: ignore[attr-defined]
+
+
+def test_first_pass_creates_stable_deployment_service_and_pdb(make_model: MakeModel) -> None:
+    model = make_model()
+    p = plan(model, Observed())
+    assert sorted(_kinds(p)) == ["Deployment", "PodDisruptionBudget", "Service"]
+    assert _deployment(p)["metadata"]["labels"][TRACK_LABEL] == "stable"
+    assert p.scales == [Scale(deployment_name(model, revision_of(model)), 2)]
+    assert p.deletes == [] and p.candidate_revision is None
+
+
+def test_steady_state_needs_no_apply(make_model: MakeModel) -> None:
+    model = make_model()
+    first = plan(model, Observed())
+    observed = Observed(
+        deployments=(observed_deployment(_deployment(first), track="stable"),),
+        services=tuple(a for a in first.applies if a["kind"] == "Service"),
+        pdbs=tuple(a for a in first.applies if a["kind"] == "PodDisruptionBudget"),
+    )
+    again = plan(model, observed)
+    assert not any(
+        needs_apply(a, observed.find(a["kind"], a["metadata"]["name"])) for a in again.applies
+    )
+
+
+def test_unstamped_or_changed_child_needs_apply(make_model: MakeModel) -> None:
+    desired = _deployment(plan(make_model(), Observed()))
+    assert needs_apply(desired, None)
+    assert needs_apply(desired, observed_deployment(desired, stamped=False))
+
+
+def test_new_revision_is_surged_in_next_to_stable(make_model: MakeModel) -> None:
+    old = make_model()
+    stable = observed_deployment(_deployment(plan(old, Observed())), track="stable")
+    new = make_model({"model": {"version": "4"}})
+    p = plan(new, Observed(deployments=(stable,)))
+    assert p.candidate_revision == revision_of(new)
+    assert p.serving_revision == revision_of(old)
+    assert _deployment(p)["metadata"]["labels"][TRACK_LABEL] == "canary"
+    assert p.deletes == []
+    assert Scale(deployment_name(new, revision_of(new)), 2) in p.scales
+
+
+def test_candidate_is_promoted_only_when_fully_available(make_model: MakeModel) -> None:
+    old, new = make_model(), make_model({"model": {"version": "4"}})
+    stable = observed_deployment(_deployment(plan(old, Observed())), track="stable")
+    built = _deployment(plan(new, Observed(deployments=(stable,))))
+    half = observed_deployment(built, track="canary", replicas=2, ready=1)
+    assert not plan(new, Observed(deployments=(stable, half))).promoted
+
+    full = observed_deployment(built, track="canary", replicas=2, ready=2)
+    p = plan(new, Observed(deployments=(stable, full)))
+    assert p.promoted and p.candidate_revision is None
+    assert _deployment(p)["metadata"]["labels"][TRACK_LABEL] == "stable"
+    assert p.deletes == [Delete("Deployment", stable["metadata"]["name"])]
+
+
+def test_reverting_to_stable_cancels_the_candidate(make_model: MakeModel) -> None:
+    old, new = make_model(), make_model({"model": {"version": "4"}})
+    stable = observed_deployment(_deployment(plan(old, Observed())), track="stable")
+    candidate = observed_deployment(
+        _deployment(plan(new, Observed(deployments=(stable,)))), track="canary", ready=0
+    )
+    p = plan(old, Observed(deployments=(stable, candidate)))
+    assert p.candidate_revision is None and not p.promoted
+    assert p.deletes == [Delete("Deployment", candidate["metadata"]["name"])]
+
+
+def test_autoscaling_never_scales_the_hpa_owned_deployment(make_model: MakeModel) -> None:
+    model = make_model({"replicas": None, "autoscaling": {"minReplicas": 2, "maxReplicas": 5}})
+    first = plan(model, Observed())
+    stable = observed_deployment(_deployment(first), track="stable", replicas=4)
+    p = plan(model, Observed(deployments=(stable,)))
+    assert p.scales == []
+    hpa = next(a for a in p.applies if a["kind"] == "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == stable["metadata"]["name"]
+    assert p.want_replicas == 4
+
+
+def test_candidate_under_autoscaling_gets_stable_capacity(make_model: MakeModel) -> None:
+    spec = {"replicas": None, "autoscaling": {"minReplicas": 2, "maxReplicas": 8}}
+    old = make_model(spec)
+    new = make_model({**spec, "model": {"version": "4"}})
+    stable = observed_deployment(_deployment(plan(old, Observed())), track="stable", replicas=5)
+    p = plan(new, Observed(deployments=(stable,)))
+    assert p.scales == [Scale(deployment_name(new, revision_of(new)), 5)]
+
+
+def test_dropping_autoscaling_deletes_the_hpa(make_model: MakeModel) -> None:
+    scaled = make_model({"replicas": None, "autoscaling": {"maxReplicas": 5}})
+    hpa = next(
+        a for a in plan(scaled, Observed()).applies if a["kind"] == "HorizontalPodAutoscaler"
+    )
+    p = plan(make_model(), Observed(hpas=(hpa,)))
+    assert Delete("HorizontalPodAutoscaler", hpa["metadata"]["name"]) in p.deletes
+
+
+def test_scaling_to_one_removes_the_pdb(make_model: MakeModel) -> None:
+    pdb = next(
+        a for a in plan(make_model(), Observed()).applies if a["kind"] == "PodDisruptionBudget"
+    )
+    p = plan(make_model({"replicas": 1}), Observed(pdbs=(pdb,)))
+    assert Delete("PodDisruptionBudget", pdb["metadata"]["name"]) in p.deletes
+    assert "PodDisruptionBudget" not in _kinds(p)

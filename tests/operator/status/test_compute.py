@@ -1,0 +1,134 @@
+"""compute_status: conditions, phase and events from observed deployments and pods."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from kinfer_operator.api.status import InferenceModelStatus
+from kinfer_operator.model import InferenceModel
+from kinfer_operator.naming import revision_of
+from kinfer_operator.reconcile.plan import plan
+from kinfer_operator.status import find_condition
+from kinfer_operator.status.compute import compute_status, invalid_status
+from kinfer_operator.world import Observed
+from support.factories import observed_deployment, pod
+
+MakeModel = Callable[..., InferenceModel]
+GPU_SHORTAGE = "0/3 nodes are available: 2 Insufficient nvidia.com/gpu, 1 node(s) had taints."
+
+
+def _status(
+    model: InferenceModel,
+    *,
+    ready: int = 2,
+    pods: tuple[dict[str, Any], ...] = (),
+    previous: InferenceModelStatus | None = None,
+    now: str = "2026-01-01T00:00:00Z",
+    **deployment: Any,
+):  # type: ignore[no-untyped-def]
+    built = next(a for a in plan(model, Observed()).applies if a["kind"] == "Deployment")
+    dep = observed_deployment(built, track="stable", ready=ready, **deployment)
+    observed = Observed(deployments=(dep,), pods=pods)
+    return compute_status(model, observed, plan(model, observed), previous, now=now)
+
+
+def _cond(report: Any, type_: str) -> tuple[str, str]:
+    c = find_condition(report.status.conditions, type_)
+    assert c is not None
+    return c.status, c.reason
+
+
+def test_all_replicas_available_is_ready_and_not_progressing(make_model: MakeModel) -> None:
+    model = make_model()
+    report = _status(model)
+    assert report.status.phase == "Ready"
+    assert _cond(report, "Ready") == ("True", "Serving")
+    assert _cond(report, "Available")[0] == "True"
+    assert _cond(report, "Progressing") == ("False", "RolloutComplete")
+    assert _cond(report, "Reconciling")[0] == "False"
+    assert report.status.stable_revision == revision_of(model)
+    assert report.status.stable_model_version == "3"
+    assert report.status.selector is not None and revision_of(model) in report.status.selector
+
+
+def test_partial_readiness_is_progressing(make_model: MakeModel) -> None:
+    report = _status(make_model(), ready=1)
+    assert report.status.phase == "Progressing"
+    assert _cond(report, "Ready") == ("False", "Deploying")
+    assert _cond(report, "Reconciling")[0] == "True"
+    assert report.status.message is not None and "1/2" in report.status.message
+
+
+def test_insufficient_gpu_is_a_wait_named_gpu_unschedulable(make_model: MakeModel) -> None:
+    model = make_model()
+    waiting = pod("resnet50", revision_of(model), scheduled_message=GPU_SHORTAGE)
+    report = _status(model, ready=0, pods=(waiting,))
+    assert _cond(report, "Ready") == ("False", "GPUUnschedulable")
+    assert _cond(report, "Progressing") == ("True", "GPUUnschedulable")
+    assert _cond(report, "Degraded")[0] == "False"
+    assert report.status.phase == "Pending"
+    assert any(e.reason == "GPUUnschedulable" and e.type == "Warning" for e in report.events)
+
+
+def test_crashing_runtime_is_degraded_with_the_container_message(make_model: MakeModel) -> None:
+    model = make_model()
+    crashed = pod(
+        "resnet50",
+        revision_of(model),
+        containerStatuses=[
+            {
+                "name": "runtime",
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {
+                    "terminated": {"exitCode": 1, "message": "sha256 mismatch for model.onnx"}
+                },
+            }
+        ],
+    )
+    report = _status(model, ready=0, pods=(crashed,))
+    assert _cond(report, "Degraded") == ("True", "ModelLoadFailed")
+    assert _cond(report, "Stalled")[0] == "True"
+    degraded = find_condition(report.status.conditions, "Degraded")
+    assert degraded is not None and "sha256 mismatch" in degraded.message
+
+
+def test_progress_deadline_without_ready_pods_is_model_load_failed(make_model: MakeModel) -> None:
+    report = _status(make_model(), ready=0, deadline_exceeded=True)
+    assert _cond(report, "Degraded") == ("True", "ModelLoadFailed")
+    degraded = find_condition(report.status.conditions, "Degraded")
+    assert degraded is not None and "startupTimeoutSeconds" in degraded.message
+
+
+def test_steady_state_status_is_identical_and_emits_nothing(make_model: MakeModel) -> None:
+    model = make_model()
+    first = _status(model, now="T1")
+    second = _status(model, previous=first.status, now="T2")
+    assert second.status == first.status
+    assert second.events == []
+
+
+def test_becoming_ready_emits_a_normal_event(make_model: MakeModel) -> None:
+    model = make_model()
+    progressing = _status(model, ready=0, now="T1")
+    ready = _status(model, previous=progressing.status, now="T2")
+    assert [e.reason for e in ready.events if e.type == "Normal"] == ["Serving", "RolloutComplete"]
+    cond = find_condition(ready.status.conditions, "Ready")
+    assert cond is not None and cond.last_transition_time == "T2"
+
+
+def test_conditions_carry_observed_generation(make_model: MakeModel) -> None:
+    report = _status(make_model(generation=7))
+    assert report.status.observed_generation == 7
+    assert {c.observed_generation for c in report.status.conditions} == {7}
+
+
+def test_invalid_spec_keeps_observed_fields_and_stalls() -> None:
+    previous = InferenceModelStatus(replicas=2, ready_replicas=2, stable_revision="abc")
+    report = invalid_status(previous, 3, "spec.model.uri: bad", now="T")
+    assert report.status.phase == "Failed"
+    assert report.status.replicas == 2 and report.status.stable_revision == "abc"
+    ready = find_condition(report.status.conditions, "Ready")
+    stalled = find_condition(report.status.conditions, "Stalled")
+    assert ready is not None and ready.reason == "InvalidSpec"
+    assert stalled is not None and stalled.status == "True"
