@@ -34,6 +34,7 @@ _CHILD_KINDS: dict[str, str] = {
     "Service": "v1",
     "PodDisruptionBudget": "policy/v1",
     "HorizontalPodAutoscaler": "autoscaling/v2",
+    "HTTPRoute": "gateway.networking.k8s.io/v1",
 }
 
 
@@ -78,8 +79,14 @@ class Kube:
         )
         return [dict(item) for item in listing.to_dict().get("items", [])]
 
-    def observe(self, namespace: str, model_name: str, model_uid: str) -> Observed:
-        """Children controlled by this InferenceModel (by owner UID) and the model's pods."""
+    def observe(
+        self, namespace: str, model_name: str, model_uid: str, with_routes: bool = False
+    ) -> Observed:
+        """Children controlled by this InferenceModel (by owner UID) and the model's pods.
+
+        HTTPRoutes are only listed for models that use Gateway API traffic, so clusters
+        without the Gateway API CRDs (and operators without RBAC for them) never ask.
+        """
         selector = f"{MODEL_LABEL}={model_name}"
 
         def owned(kind: str) -> tuple[Mapping[str, Any], ...]:
@@ -98,6 +105,7 @@ class Kube:
             services=owned("Service"),
             pdbs=owned("PodDisruptionBudget"),
             hpas=owned("HorizontalPodAutoscaler"),
+            routes=owned("HTTPRoute") if with_routes else (),
             pods=tuple(self._list("v1", "Pod", namespace, selector)),
         )
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from typing import Any
 
 import kopf
@@ -31,9 +33,55 @@ def _owner_model(body: kopf.Body) -> str | None:
     return None
 
 
+class _Requeue:
+    """Delayed re-runs of a model's reconcile (controller-runtime's RequeueAfter).
+
+    Rollouts need passes at analysis and pause boundaries even when nothing in the cluster
+    changes; one pending timer per model, the earliest wins.
+    """
+
+    def __init__(self, reconciler: Reconciler) -> None:
+        self._reconciler = reconciler
+        self._timers: dict[tuple[str, str], tuple[float, threading.Timer]] = {}
+        self._lock = threading.Lock()
+
+    def run(self, namespace: str, name: str, trigger: str) -> None:
+        outcome = self._reconciler.reconcile(namespace, name, trigger=trigger)
+        if outcome is not None and outcome.requeue_after is not None:
+            self.after(namespace, name, outcome.requeue_after)
+
+    def after(self, namespace: str, name: str, delay: float) -> None:
+        key, due = (namespace, name), time.monotonic() + delay
+        with self._lock:
+            pending = self._timers.get(key)
+            if pending is not None and pending[0] <= due and pending[1].is_alive():
+                return
+            if pending is not None:
+                pending[1].cancel()
+            timer = threading.Timer(delay, self._fire, args=(namespace, name))
+            timer.daemon = True
+            self._timers[key] = (due, timer)
+            timer.start()
+
+    def _fire(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._timers.pop((namespace, name), None)
+        try:
+            self.run(namespace, name, "requeue")
+        except Exception:
+            _log.exception("requeued reconcile of %s/%s failed", namespace, name)
+
+    def cancel(self, namespace: str, name: str) -> None:
+        with self._lock:
+            pending = self._timers.pop((namespace, name), None)
+        if pending is not None:
+            pending[1].cancel()
+
+
 def install(reconciler: Reconciler, registry: kopf.OperatorRegistry | None = None) -> None:
     """Register the handlers on a kopf registry (the default one unless given)."""
     reg = registry or kopf.get_default_registry()
+    requeue = _Requeue(reconciler)
 
     @kopf.on.startup(registry=reg)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -45,22 +93,23 @@ def install(reconciler: Reconciler, registry: kopf.OperatorRegistry | None = Non
     def model_event(type: str, name: str, namespace: str | None, **_: Any) -> None:
         assert namespace, "InferenceModel is namespaced"
         if type == "DELETED":
+            requeue.cancel(namespace, name)
             reconciler.forget(namespace, name)
             return
-        reconciler.reconcile(namespace, name, trigger="model")
+        requeue.run(namespace, name, "model")
 
     @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, registry=reg)
     def resync(name: str, namespace: str | None, **_: Any) -> None:
         assert namespace, "InferenceModel is namespaced"
-        reconciler.reconcile(namespace, name, trigger="resync")
+        requeue.run(namespace, name, "resync")
 
     @kopf.on.event("apps", "v1", "deployments", labels={MODEL_LABEL: kopf.PRESENT}, registry=reg)
-    def deployment_event(body: kopf.Body, namespace: str | None, type: str, **_: Any) -> None:
+    def deployment_event(body: kopf.Body, namespace: str | None, **_: Any) -> None:
         owner = _owner_model(body)
         if owner and namespace:
-            reconciler.reconcile(namespace, owner, trigger="deployment")
+            requeue.run(namespace, owner, "deployment")
 
     @kopf.on.event("", "v1", "pods", labels={MODEL_LABEL: kopf.PRESENT}, registry=reg)
     def pod_event(labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
         if namespace:
-            reconciler.reconcile(namespace, str(labels[MODEL_LABEL]), trigger="pod")
+            requeue.run(namespace, str(labels[MODEL_LABEL]), "pod")

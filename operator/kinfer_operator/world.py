@@ -71,6 +71,7 @@ class Observed:
     services: tuple[Mapping[str, Any], ...] = ()
     pdbs: tuple[Mapping[str, Any], ...] = ()
     hpas: tuple[Mapping[str, Any], ...] = ()
+    routes: tuple[Mapping[str, Any], ...] = ()
     pods: tuple[Mapping[str, Any], ...] = ()
     views: tuple[DeploymentView, ...] = field(init=False)
 
@@ -102,5 +103,6 @@ class Observed:
             "Service": self.services,
             "PodDisruptionBudget": self.pdbs,
             "HorizontalPodAutoscaler": self.hpas,
+            "HTTPRoute": self.routes,
         }[kind]
         return next((o for o in pool if o.get("metadata", {}).get("name") == name), None)

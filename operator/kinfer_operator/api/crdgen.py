@@ -113,6 +113,13 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         return structural({**branches[0], **node}, defs)
     if "const" in node:
         node["enum"] = [node.pop("const")]
+    # Kubernetes' OpenAPI v3 keeps draft-4 semantics: exclusive bounds are booleans.
+    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(node.get(exclusive), int | float) and not isinstance(
+            node.get(exclusive), bool
+        ):
+            node[bound] = node.pop(exclusive)
+            node[exclusive] = True
     out: dict[str, Any] = {k: node[k] for k in _KEEP if k in node}
     if "description" in out:
         out["description"] = _describe(out["description"])

@@ -7,9 +7,10 @@ manifest is rejected at `kubectl apply` time with a message naming the field.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, WithJsonSchema
+from pydantic import Field, WithJsonSchema, field_validator
 
 from kinfer_operator.api._base import ApiModel, cel, rule
 
@@ -19,16 +20,22 @@ __all__ = [
     "KIND",
     "PLURAL",
     "VERSION",
+    "Analysis",
     "Autoscaling",
     "AutoscalingMetric",
     "Batching",
+    "Canary",
+    "CanaryStep",
+    "CustomCheck",
     "InferenceModelSpec",
     "ModelSource",
     "Resources",
+    "Rollout",
     "Runtime",
     "Scheduling",
     "SecretKeyReference",
     "Toleration",
+    "Traffic",
 ]
 
 GROUP = "serving.kinfer.io"
@@ -272,6 +279,168 @@ class Autoscaling(ApiModel):
     5-minute stabilisation window, as GPU replicas are expensive to restart."""
 
 
+class CanaryStep(ApiModel):
+    """One canary step: a traffic weight held for at least `pauseSeconds`."""
+
+    weight: int = Field(ge=1, le=100)
+    """Percent of traffic sent to the canary at this step."""
+    pause_seconds: int = Field(default=60, ge=0, le=86_400)
+    """Minimum time at this weight; the step advances once it has passed and the latest
+    analysis passed."""
+
+
+class Canary(ApiModel):
+    """Progressive traffic shifting. Give `steps`, or `stepWeight` up to `maxWeight`."""
+
+    model_config = cel(
+        rule(
+            "has(self.steps) != has(self.stepWeight)",
+            "give either steps or stepWeight (with maxWeight), not both and not neither",
+        ),
+        rule(
+            "!has(self.stepWeight) || self.stepWeight <= self.maxWeight",
+            "stepWeight must be less than or equal to maxWeight",
+            ".stepWeight",
+        ),
+    )
+
+    steps: list[CanaryStep] | None = Field(default=None, min_length=1, max_length=20)
+    """Explicit weights and pauses, in order."""
+    step_weight: int | None = Field(default=None, ge=1, le=100)
+    """Weight increment per step when `steps` is not given."""
+    max_weight: int = Field(default=50, ge=1, le=100)
+    """Last weight before promotion when using stepWeight."""
+    step_pause_seconds: int = Field(default=60, ge=0, le=86_400)
+    """Pause at each generated step when using stepWeight."""
+    progress_deadline_seconds: int = Field(default=900, ge=30, le=86_400)
+    """How long the canary may take to become ready (model load and warm-up included)
+    before it is rolled back, e.g. when it waits for GPUs."""
+    scale_down_delay_seconds: int = Field(default=30, ge=0, le=3600)
+    """How long a rolled-back or replaced revision keeps its pods after traffic left it, so
+    in-flight requests finish."""
+
+    @field_validator("steps")
+    @classmethod
+    def _weights_increase(cls, steps: list[CanaryStep] | None) -> list[CanaryStep] | None:
+        # CEL cannot compare neighbouring list items, so the operator checks this one.
+        weights = [s.weight for s in steps or []]
+        if any(b <= a for a, b in pairwise(weights)):
+            raise ValueError(f"step weights must strictly increase, got {weights}")
+        return steps
+
+    def weights(self) -> list[tuple[int, int]]:
+        """(weight, pause seconds) for every step, generated from stepWeight if needed."""
+        if self.steps:
+            return [(s.weight, s.pause_seconds) for s in self.steps]
+        assert self.step_weight is not None  # guaranteed by the CEL rule
+        count = self.max_weight // self.step_weight
+        return [(self.step_weight * (i + 1), self.step_pause_seconds) for i in range(count)]
+
+
+class ErrorRateCheck(ApiModel):
+    """Fail when the canary's ratio of failed requests is above `max`."""
+
+    max: float = Field(default=0.01, ge=0, le=1)
+    """Highest acceptable ratio of non-2xx responses (0.01 = 1%)."""
+    exclude_client_errors: bool = True
+    """Leave 4xx responses out: they are the client's fault, not the model's."""
+
+
+class LatencyCheck(ApiModel):
+    """Fail when the canary's p99 latency is above `maxSeconds`."""
+
+    max_seconds: float = Field(gt=0, le=3600)
+    """Highest acceptable 99th-percentile request latency in seconds."""
+
+
+class CustomCheck(ApiModel):
+    """A PromQL query whose single value must stay within bounds."""
+
+    model_config = cel(
+        rule(
+            "has(self.min) || has(self.max)",
+            "a custom check needs min, max or both",
+        ),
+    )
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-zA-Z][-_a-zA-Z0-9]*$")
+    """Name shown in status and Events."""
+    query: str = Field(min_length=1, max_length=4096)
+    """PromQL returning one value. {{namespace}}, {{model}}, {{revision}} and {{window}} are
+    replaced with the canary's values."""
+    min: float | None = None
+    """Lowest acceptable value."""
+    max: float | None = None
+    """Highest acceptable value."""
+
+
+class Analysis(ApiModel):
+    """Metric checks run against Prometheus at every interval of every canary step."""
+
+    prometheus_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://\S+$")
+    """Prometheus HTTP API base URL; defaults to the operator's KINFER_PROMETHEUS_URL."""
+    interval_seconds: int = Field(default=30, ge=1, le=3600)
+    """Time between two analyses; also the query window."""
+    min_request_count: int = Field(default=20, ge=0, le=1_000_000)
+    """Below this many canary requests in the window the analysis is inconclusive: the step
+    holds, nothing fails."""
+    failure_limit: int = Field(default=3, ge=1, le=100)
+    """Failed analyses that trigger a rollback."""
+    failure_limit_mode: Literal["Consecutive", "Cumulative"] = "Consecutive"
+    """Whether failureLimit counts consecutive failed analyses or all of them in the rollout."""
+    error_limit: int = Field(default=5, ge=1, le=100)
+    """Consecutive analyses that could not query Prometheus before the rollout is aborted.
+    These never count as failed checks."""
+    error_rate: ErrorRateCheck | None = Field(default_factory=ErrorRateCheck)
+    """Built-in check on the runtime's kinfer_requests_total."""
+    latency_p99: LatencyCheck | None = None
+    """Built-in check on the runtime's kinfer_request_duration_seconds."""
+    custom: list[CustomCheck] = Field(default_factory=list, max_length=16)
+    """Extra PromQL checks."""
+
+
+class GatewayTraffic(ApiModel):
+    """Where the HTTPRoute attaches."""
+
+    parent_refs: list[FreeformObject] = Field(min_length=1, max_length=16)
+    """Gateway API parentRefs (usually one Gateway), passed through."""
+    hostnames: list[Annotated[str, Field(max_length=253)]] = Field(
+        default_factory=list, max_length=16
+    )
+    """Hostnames the route matches."""
+
+
+class Traffic(ApiModel):
+    """How traffic is split between the stable and canary revisions."""
+
+    model_config = cel(
+        rule(
+            "!has(self.mode) || self.mode != 'GatewayAPI' || has(self.gateway)",
+            "mode GatewayAPI needs gateway.parentRefs",
+            ".gateway",
+        ),
+    )
+
+    mode: Literal["ReplicaRatio", "GatewayAPI"] = "ReplicaRatio"
+    """ReplicaRatio: one Service over both revisions, replica counts approximate the weight
+    (works everywhere). GatewayAPI: an HTTPRoute with exact weights."""
+    gateway: GatewayTraffic | None = None
+    """HTTPRoute attachment, for mode GatewayAPI."""
+
+
+class Rollout(ApiModel):
+    """How a new revision replaces the stable one. Absent: all at once, after it is ready."""
+
+    canary: Canary
+    """Canary steps."""
+    analysis: Analysis = Field(default_factory=Analysis)
+    """Metric checks that gate each step."""
+    traffic: Traffic = Field(default_factory=Traffic)
+    """Traffic splitting."""
+    retry: str = Field(default="", max_length=63)
+    """Change to any new value to roll out a revision again after it was rolled back."""
+
+
 class InferenceModelSpec(ApiModel):
     """Desired state of a served model."""
 
@@ -294,6 +463,9 @@ class InferenceModelSpec(ApiModel):
     """HPA settings; when present the HPA owns the replica count."""
     scheduling: Scheduling = Field(default_factory=Scheduling)
     """Extra placement constraints."""
+    rollout: Rollout | None = None
+    """Canary rollout with metric analysis; absent: a new revision replaces the stable one
+    as soon as all its replicas are ready."""
 
     @property
     def gpu_count(self) -> int:

@@ -14,10 +14,22 @@ from pydantic import Field
 
 from kinfer_operator.api._base import ApiModel
 
-__all__ = ["Condition", "ConditionStatus", "InferenceModelStatus", "Phase"]
+__all__ = [
+    "AnalysisRun",
+    "Condition",
+    "ConditionStatus",
+    "Decision",
+    "InferenceModelStatus",
+    "MetricResult",
+    "Phase",
+    "RolloutPhase",
+    "RolloutStatus",
+]
 
 ConditionStatus = Literal["True", "False", "Unknown"]
-Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"]
+Phase = Literal["Pending", "Progressing", "Canary", "Ready", "RolledBack", "Degraded", "Failed"]
+RolloutPhase = Literal["Progressing", "Promoting", "Succeeded", "RolledBack", "Superseded"]
+Decision = Literal["Pass", "Fail", "Inconclusive", "Error"]
 
 
 class Condition(ApiModel):
@@ -35,6 +47,82 @@ class Condition(ApiModel):
     """When status last changed (RFC 3339)."""
     observed_generation: int | None = None
     """metadata.generation this condition was computed for."""
+
+
+class MetricResult(ApiModel):
+    """One check of one analysis."""
+
+    name: str
+    """Check name: error-rate, latency-p99, request-count or a custom check's name."""
+    value: str | None = None
+    """Measured value (as text, to keep full precision), absent when the query failed."""
+    threshold: str
+    """The bound it was held to, e.g. '<= 0.01'."""
+    verdict: Decision
+    """Pass, Fail, Inconclusive or Error."""
+
+
+class AnalysisRun(ApiModel):
+    """The outcome of one analysis of the canary."""
+
+    time: str
+    """When it ran (RFC 3339)."""
+    step: int
+    """Canary step it ran at (0-based)."""
+    decision: Decision
+    """Pass (all checks passed), Fail (a check failed), Inconclusive (too little traffic) or
+    Error (Prometheus could not answer)."""
+    message: str = ""
+    """Why, in one line."""
+    metrics: list[MetricResult] = Field(default_factory=list)
+    """Every check's value, threshold and verdict."""
+
+
+class RolloutStatus(ApiModel):
+    """Explicit canary state: where the rollout is and why. Resuming reads it, so an operator
+    restart continues at the same step."""
+
+    phase: RolloutPhase
+    """Progressing (stepping through weights), Promoting (scaling the canary to full size),
+    Succeeded, RolledBack, or Superseded (the spec changed before it finished)."""
+    revision: str
+    """Revision this rollout brings in."""
+    model_version: str | None = None
+    """spec.model.version of that revision."""
+    from_revision: str
+    """Stable revision when the rollout started."""
+    started_at: str
+    """When the canary was created."""
+    step: int = 0
+    """Current step (0-based)."""
+    steps: int = 0
+    """Number of steps."""
+    weight: int = 0
+    """Canary weight in effect: raised to the step's weight only once the canary has the
+    ready replicas to carry it."""
+    step_entered_at: str | None = None
+    """When the current step began (the canary may still be scaling up for it)."""
+    step_started_at: str | None = None
+    """When the current step's weight took effect; analysis time counts from here."""
+    last_analysis_at: str | None = None
+    """When the latest analysis ran."""
+    passed_at_step: int = 0
+    """Analyses that passed at the current step."""
+    failures: int = 0
+    """Failed analyses, counted as spec.rollout.analysis.failureLimitMode says."""
+    errors: int = 0
+    """Consecutive analyses that could not reach Prometheus."""
+    last_analysis: AnalysisRun | None = None
+    """The latest analysis."""
+    reason: str | None = None
+    """Why it was rolled back or promoted early (e.g. AnalysisFailed, GPUUnschedulable)."""
+    message: str | None = None
+    """Details of the rollback or promotion, including the failing check and its value."""
+    finished_at: str | None = None
+    """When it was promoted or rolled back."""
+    retry_token: str = ""
+    """spec.rollout.retry plus the retry annotation when it started; a rolled-back revision
+    is tried again only when this changes."""
 
 
 class InferenceModelStatus(ApiModel):
@@ -66,5 +154,9 @@ class InferenceModelStatus(ApiModel):
     """Percent of traffic sent to the canary revision."""
     message: str | None = None
     """The most important thing to know right now."""
+    traffic_split: Literal["Exact", "Approximate"] | None = None
+    """Exact with Gateway API weights; Approximate when replica counts stand in for weights."""
+    rollout: RolloutStatus | None = None
+    """The current or latest canary rollout."""
     conditions: list[Condition] = Field(default_factory=list)
     """Latest observations, one per type."""

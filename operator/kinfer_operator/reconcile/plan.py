@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kinfer_operator.children import build_deployment, build_hpa, build_pdb, build_service
+from kinfer_operator.children.httproute import build_httproute, build_track_service
 from kinfer_operator.children.pdb import wants_pdb
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import (
@@ -20,6 +21,7 @@ from kinfer_operator.naming import (
     object_hash,
     revision_of,
 )
+from kinfer_operator.rollout.machine import RolloutDecision
 from kinfer_operator.world import DeploymentView, Observed
 
 __all__ = ["Delete", "Plan", "Scale", "needs_apply", "plan", "stamped", "want_replicas"]
@@ -99,12 +101,33 @@ def _select_revisions(
     return stable.revision, revision, False
 
 
-def plan(model: InferenceModel, observed: Observed) -> Plan:
-    """Decide the children and replica counts for the model's current spec."""
+def _rollout_revisions(
+    model: InferenceModel, stable: DeploymentView, rollout: RolloutDecision
+) -> tuple[str, str | None, bool]:
+    """(serving, candidate, promoted) as the canary state machine decided."""
+    revision = revision_of(model)
+    if rollout.promote:
+        return revision, None, True
+    if stable.revision == revision:
+        return revision, None, False
+    return stable.revision, rollout.canary_revision, False
+
+
+def plan(model: InferenceModel, observed: Observed, rollout: RolloutDecision | None = None) -> Plan:
+    """Decide the children and replica counts for the model's current spec.
+
+    Without `rollout` (no spec.rollout, or no stable revision yet) a new revision is surged
+    in and promoted once fully available; with it, the canary state machine's decision rules.
+    """
     revision = revision_of(model)
     stable = observed.stable()
     want = want_replicas(model, stable)
-    serving, candidate, promoted = _select_revisions(model, observed, revision, want)
+    if rollout is not None and stable is not None:
+        serving, candidate, promoted = _rollout_revisions(model, stable, rollout)
+        may_retire = rollout.retire_others or promoted
+    else:
+        serving, candidate, promoted = _select_revisions(model, observed, revision, want)
+        may_retire = True
 
     applies: list[dict[str, Any]] = [build_service(model)]
     deletes: list[Delete] = []
@@ -115,9 +138,21 @@ def plan(model: InferenceModel, observed: Observed) -> Plan:
     elif observed.pdbs:
         deletes.extend(Delete("PodDisruptionBudget", p["metadata"]["name"]) for p in observed.pdbs)
 
-    applies.append(build_deployment(model, "canary" if candidate else "stable"))
-    keep = {revision, serving}
+    if candidate == revision or serving == revision:
+        applies.append(build_deployment(model, "canary" if candidate else "stable"))
+    keep = {serving} | ({candidate} if candidate else set())
+    if not may_retire:
+        keep |= {v.revision for v in observed.views}  # old revisions go once stable is whole
     deletes.extend(Delete("Deployment", v.name) for v in observed.views if v.revision not in keep)
+    if model.spec.rollout is not None and model.spec.rollout.traffic.mode == "GatewayAPI":
+        weight = rollout.route_weight if rollout is not None and not promoted else 0
+        applies.extend(
+            [
+                build_track_service(model, "stable", serving),
+                build_track_service(model, "canary", candidate or serving),
+                build_httproute(model, weight),
+            ]
+        )
 
     if model.spec.autoscaling is not None:
         hpa = build_hpa(model, "stable", deployment_name(model, serving))
@@ -127,17 +162,11 @@ def plan(model: InferenceModel, observed: Observed) -> Plan:
             for h in observed.hpas
             if h["metadata"]["name"] != hpa["metadata"]["name"]
         )
-        if candidate:
-            # The candidate is not under the HPA yet: give it the stable's current capacity so
-            # promotion hands the HPA a Deployment that is already the right size.
-            scales.append(Scale(deployment_name(model, candidate), want))
     else:
         deletes.extend(
             Delete("HorizontalPodAutoscaler", h["metadata"]["name"]) for h in observed.hpas
         )
-        scales.append(Scale(deployment_name(model, revision), want))
-        if serving != revision:
-            scales.append(Scale(deployment_name(model, serving), want))
+    scales.extend(_scales(model, serving, candidate, want, rollout if not promoted else None))
 
     return Plan(
         applies=[stamped(a) for a in applies],
@@ -149,6 +178,32 @@ def plan(model: InferenceModel, observed: Observed) -> Plan:
         want_replicas=want,
         promoted=promoted,
     )
+
+
+def _scales(
+    model: InferenceModel,
+    serving: str,
+    candidate: str | None,
+    want: int,
+    rollout: RolloutDecision | None,
+) -> list[Scale]:
+    """Replica targets; a Deployment under the HPA is never scaled here."""
+    autoscaled = model.spec.autoscaling is not None
+    out: list[Scale] = []
+    if rollout is None:
+        if not autoscaled:
+            out.append(Scale(deployment_name(model, serving), want))
+        if candidate:
+            # Surge: the candidate gets the stable's capacity, so promotion (and the HPA
+            # taking it over) never lowers the number of serving replicas.
+            out.append(Scale(deployment_name(model, candidate), want))
+        return out
+    if not autoscaled:
+        stable_target = rollout.stable_replicas if rollout.stable_replicas is not None else want
+        out.append(Scale(deployment_name(model, serving), stable_target))
+    if candidate and rollout.canary_replicas is not None:
+        out.append(Scale(deployment_name(model, candidate), rollout.canary_replicas))
+    return out
 
 
 def track_of(obj: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -13,12 +14,25 @@ from typing import Any
 from pydantic import ValidationError
 
 from kinfer_operator._kube import Kube
-from kinfer_operator.api.status import InferenceModelStatus
+from kinfer_operator.api.status import AnalysisRun, InferenceModelStatus
+from kinfer_operator.children.httproute import route_accepts
+from kinfer_operator.events import Event
 from kinfer_operator.metrics import RECONCILE_ERRORS, RECONCILE_SECONDS, RECONCILES
 from kinfer_operator.model import InferenceModel
-from kinfer_operator.reconcile.plan import Plan, needs_apply, plan
+from kinfer_operator.naming import revision_of
+from kinfer_operator.reconcile.plan import Plan, needs_apply, plan, want_replicas
 from kinfer_operator.references import references_of
-from kinfer_operator.status.compute import Event, StatusReport, compute_status, invalid_status
+from kinfer_operator.rollout._prometheus import PrometheusError, query_value
+from kinfer_operator.rollout.analysis import AnalysisTarget, run_analysis
+from kinfer_operator.rollout.machine import (
+    RolloutContext,
+    RolloutDecision,
+    decide,
+    format_time,
+    parse_time,
+)
+from kinfer_operator.status.compute import StatusReport, compute_status, invalid_status
+from kinfer_operator.world import Observed
 
 __all__ = ["Outcome", "Reconciler", "describe_validation_error", "utc_now"]
 
@@ -46,6 +60,8 @@ class Outcome:
     writes: int
     plan: Plan | None
     status: InferenceModelStatus | None
+    requeue_after: float | None = None
+    """Seconds until the rollout needs another pass (analysis or pause due), if any."""
 
 
 def _status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -60,9 +76,15 @@ def _status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, A
 class Reconciler:
     """Serialises passes per model; many triggers (events, timer, child watches) share it."""
 
-    def __init__(self, kube: Kube, clock: Callable[[], str] = utc_now) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        clock: Callable[[], str] = utc_now,
+        prometheus_url: str | None = None,
+    ) -> None:
         self.kube = kube
         self._clock = clock
+        self._prometheus_url = prometheus_url or os.environ.get("KINFER_PROMETHEUS_URL")
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -114,10 +136,15 @@ class Reconciler:
             self._publish(body, raw_status, report, now)
             return Outcome(sum(kube.writes.values()) - writes_before, None, report.status)
 
-        observed = kube.observe(namespace, name, model.uid)
-        decided = plan(model, observed)
+        rollout_spec = model.spec.rollout
+        gateway = rollout_spec is not None and rollout_spec.traffic.mode == "GatewayAPI"
+        observed = kube.observe(namespace, name, model.uid, with_routes=gateway)
+        rollout = self._decide_rollout(model, observed, previous, body)
+        decided = plan(model, observed, rollout)
         self._execute(model, observed_find=observed.find, decided=decided)
-        report = compute_status(model, observed, decided, previous, now=now)
+        report = compute_status(model, observed, decided, previous, now=now, rollout=rollout)
+        if rollout is not None and rollout.events:
+            report = StatusReport(report.status, [*rollout.events, *report.events])
         if decided.promoted:
             promoted = Event(
                 "Normal",
@@ -127,7 +154,58 @@ class Reconciler:
             )
             report = StatusReport(report.status, [promoted, *report.events])
         self._publish(body, raw_status, report, now)
-        return Outcome(sum(kube.writes.values()) - writes_before, decided, report.status)
+        return Outcome(
+            sum(kube.writes.values()) - writes_before,
+            decided,
+            report.status,
+            rollout.requeue_after if rollout is not None else None,
+        )
+
+    def _decide_rollout(
+        self,
+        model: InferenceModel,
+        observed: Observed,
+        previous: InferenceModelStatus | None,
+        body: Mapping[str, Any],
+    ) -> RolloutDecision | None:
+        """The canary decision, when the model has spec.rollout and a stable revision."""
+        spec = model.spec.rollout
+        stable = observed.stable()
+        if spec is None or stable is None:
+            return None
+        now = datetime.now(UTC) if self._clock is utc_now else parse_time(self._clock())
+        window = spec.analysis.interval_seconds
+        prometheus = spec.analysis.prometheus_url or self._prometheus_url
+
+        def analyze(step: int) -> AnalysisRun:
+            target = AnalysisTarget(model.namespace, model.name, revision_of(model), window)
+
+            def fetch(query: str) -> float | None:
+                if not prometheus:
+                    raise PrometheusError(
+                        "no Prometheus configured: set spec.rollout.analysis.prometheusUrl "
+                        "or the operator's KINFER_PROMETHEUS_URL"
+                    )
+                return query_value(prometheus, query)
+
+            return run_analysis(spec.analysis, target, fetch, step=step, now=format_time(now))
+
+        route = observed.find("HTTPRoute", model.name)
+        return decide(
+            RolloutContext(
+                model=model,
+                observed=observed,
+                previous=previous.rollout if previous else None,
+                stable=stable,
+                total=want_replicas(model, stable),
+                now=now,
+                annotations=body["metadata"].get("annotations") or {},
+                analyze=analyze,
+                route_ready=(lambda w: route_accepts(route, w))
+                if spec.traffic.mode == "GatewayAPI"
+                else (lambda _w: True),
+            )
+        )
 
     def _execute(
         self,

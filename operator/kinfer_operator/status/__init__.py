@@ -1,6 +1,7 @@
 """Status: rebuilt from the observed world, never read back as desired state."""
 
-from kinfer_operator.status.compute import Event, StatusReport, compute_status, invalid_status
+from kinfer_operator.events import Event
+from kinfer_operator.status.compute import StatusReport, compute_status, invalid_status
 from kinfer_operator.status.conditions import find_condition, set_condition
 from kinfer_operator.status.pods import PodDiagnosis, diagnose_pods
 

@@ -6,26 +6,28 @@ Pure: the same world gives the same status, so a steady-state reconcile writes n
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
-from kinfer_operator.api.status import Condition, ConditionStatus, InferenceModelStatus, Phase
+from kinfer_operator.api.status import (
+    Condition,
+    ConditionStatus,
+    InferenceModelStatus,
+    Phase,
+    RolloutStatus,
+)
 from kinfer_operator.children.service import endpoint_url
+from kinfer_operator.events import Event
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import MODEL_LABEL, MODEL_VERSION_ANNOTATION, REVISION_LABEL
-from kinfer_operator.reconcile.plan import Plan
 from kinfer_operator.status.conditions import find_condition, set_condition
 from kinfer_operator.status.pods import PodDiagnosis, diagnose_pods
 from kinfer_operator.world import DeploymentView, Observed
 
+if TYPE_CHECKING:  # status sits below reconcile in the layering; only the types are needed
+    from kinfer_operator.reconcile.plan import Plan
+    from kinfer_operator.rollout.machine import RolloutDecision
+
 __all__ = ["Event", "StatusReport", "compute_status", "invalid_status"]
-
-
-@dataclass(frozen=True)
-class Event:
-    """A Kubernetes Event to post about the InferenceModel."""
-
-    type: str
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -57,12 +59,39 @@ def _readiness_message(view: DeploymentView | None, want: int, revision: str) ->
     return f"{ready}/{want} replicas of revision {revision} ready"
 
 
+def _rollout_verdict(rollout: RolloutStatus, revision: str) -> _Verdict | None:
+    """Canary in flight or rolled back: the rollout state says more than the pods do."""
+    if rollout.revision != revision:
+        return None
+    if rollout.phase in ("Progressing", "Promoting"):
+        last = rollout.last_analysis
+        analysis = f"; last analysis {last.decision}: {last.message}" if last else ""
+        message = (
+            f"canary {revision} step {rollout.step + 1}/{rollout.steps} at "
+            f"{rollout.weight}% ({rollout.phase}){analysis}"
+        )
+        wait = _c("True", "Canary", message)
+        return _Verdict(
+            "Canary", _c("False", "Canary", message), wait, _c("False", "AsExpected", ""), False
+        )
+    if rollout.phase == "RolledBack":
+        message = f"revision {revision} rolled back ({rollout.reason}): {rollout.message}"
+        failed = _c("False", "RolledBack", message)
+        return _Verdict("RolledBack", failed, failed, _c("True", "RolledBack", message), True)
+    return None
+
+
 def _verdict(
     model: InferenceModel,
     observed: Observed,
     plan: Plan,
+    rollout: RolloutStatus | None,
 ) -> _Verdict:
     revision = plan.desired_revision
+    if rollout is not None:
+        from_rollout = _rollout_verdict(rollout, revision)
+        if from_rollout is not None:
+            return from_rollout
     target = observed.deployment(revision)
     gpu = model.spec.runtime.gpu
     diagnosis: PodDiagnosis = diagnose_pods(
@@ -193,9 +222,11 @@ def compute_status(
     previous: InferenceModelStatus | None,
     *,
     now: str,
+    rollout: RolloutDecision | None = None,
 ) -> StatusReport:
-    """The status for this pass."""
-    verdict = _verdict(model, observed, plan)
+    """The status for this pass; `rollout` is the canary decision when spec.rollout is set."""
+    rollout_status = rollout.status if rollout is not None else None
+    verdict = _verdict(model, observed, plan, rollout_status)
     gen = model.generation
     old = list(previous.conditions) if previous else []
     conditions = _apply_verdict(old, verdict, gen, now)
@@ -214,10 +245,16 @@ def compute_status(
     )
 
     candidate = observed.deployment(plan.candidate_revision) if plan.candidate_revision else None
+    gateway = model.spec.rollout is not None and model.spec.rollout.traffic.mode == "GatewayAPI"
     weight = None
-    if candidate is not None:
+    split: Literal["Exact", "Approximate"] | None = None
+    if gateway and rollout is not None and plan.candidate_revision:
+        weight, split = rollout.route_weight, "Exact"
+    elif candidate is not None:
         total = candidate.ready + (serving.ready if serving else 0)
         weight = round(100 * candidate.ready / total) if total else 0
+        split = "Approximate"
+    in_flight = rollout_status is not None and rollout_status.phase in ("Progressing", "Promoting")
     status = InferenceModelStatus(
         observed_generation=gen,
         phase=verdict.phase,
@@ -230,9 +267,13 @@ def compute_status(
         stable_revision=stable.revision if stable else None,
         stable_model_version=stable.annotations.get(MODEL_VERSION_ANNOTATION) if stable else None,
         desired_revision=plan.desired_revision or None,
-        canary_revision=plan.candidate_revision,
-        canary_model_version=model.spec.model.version if plan.candidate_revision else None,
-        canary_weight=weight,
+        canary_revision=plan.candidate_revision if in_flight or rollout is None else None,
+        canary_model_version=model.spec.model.version
+        if plan.candidate_revision and (in_flight or rollout is None)
+        else None,
+        canary_weight=weight if in_flight or rollout is None else None,
+        traffic_split=split if in_flight or rollout is None else None,
+        rollout=rollout_status,
         message=verdict.ready[2] or None,
         conditions=conditions,
     )

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
 from kinfer_operator.children import build_hpa
 from kinfer_operator.children.hpa import DEFAULT_BEHAVIOR, INFLIGHT_METRIC
 from kinfer_operator.model import InferenceModel

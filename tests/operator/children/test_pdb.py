@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-
 from kinfer_operator.children import build_pdb
 from kinfer_operator.children.pdb import wants_pdb
 from kinfer_operator.model import InferenceModel

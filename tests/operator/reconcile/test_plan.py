@@ -123,3 +123,47 @@ def test_scaling_to_one_removes_the_pdb(make_model: MakeModel) -> None:
     p = plan(make_model({"replicas": 1}), Observed(pdbs=(pdb,)))
     assert Delete("PodDisruptionBudget", pdb["metadata"]["name"]) in p.deletes
     assert "PodDisruptionBudget" not in _kinds(p)
+
+
+def test_rollout_decision_sizes_both_tracks_and_keeps_old_stable(make_model: MakeModel) -> None:
+    from kinfer_operator.rollout.machine import RolloutDecision
+
+    rollout = {"canary": {"stepWeight": 25, "maxWeight": 50}}
+    old = make_model({"rollout": rollout, "replicas": 4})
+    new = make_model({"rollout": rollout, "replicas": 4, "model": {"version": "4"}})
+    stable = observed_deployment(_deployment(plan(old, Observed())), track="stable", replicas=4)
+    decision = RolloutDecision(
+        status=None, canary_revision=revision_of(new), canary_replicas=1, stable_replicas=3
+    )
+    p = plan(new, Observed(deployments=(stable,)), decision)
+    assert _deployment(p)["metadata"]["labels"][TRACK_LABEL] == "canary"
+    assert Scale(stable["metadata"]["name"], 3) in p.scales
+    assert Scale(deployment_name(new, revision_of(new)), 1) in p.scales
+    assert p.deletes == []
+
+
+def test_rollout_promotion_relabels_canary_and_retires_old_stable(make_model: MakeModel) -> None:
+    from kinfer_operator.rollout.machine import RolloutDecision
+
+    rollout = {"canary": {"stepWeight": 25, "maxWeight": 50}}
+    old = make_model({"rollout": rollout})
+    new = make_model({"rollout": rollout, "model": {"version": "4"}})
+    stable = observed_deployment(_deployment(plan(old, Observed())), track="stable")
+    decision = RolloutDecision(
+        status=None, canary_revision=revision_of(new), promote=True, retire_others=True
+    )
+    p = plan(new, Observed(deployments=(stable,)), decision)
+    assert p.promoted and _deployment(p)["metadata"]["labels"][TRACK_LABEL] == "stable"
+    assert p.deletes == [Delete("Deployment", stable["metadata"]["name"])]
+
+
+def test_gateway_mode_adds_track_services_and_route(make_model: MakeModel) -> None:
+    rollout = {
+        "canary": {"stepWeight": 25, "maxWeight": 50},
+        "traffic": {"mode": "GatewayAPI", "gateway": {"parentRefs": [{"name": "gw"}]}},
+    }
+    p = plan(make_model({"rollout": rollout}), Observed())
+    names = sorted(
+        a["metadata"]["name"] for a in p.applies if a["kind"] in {"Service", "HTTPRoute"}
+    )
+    assert names == ["resnet50", "resnet50", "resnet50-canary", "resnet50-stable"]

@@ -1,0 +1,319 @@
+"""Canary rollouts on the real control plane, measured by a real Prometheus.
+
+The operator, API server, controllers, Prometheus and the runtime processes are real; the
+serving side of kwok's pods is played by the test-only stand-in in e2e/dataplane.py (it
+replaces the kubelet and the gateway; read its docstring).
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dataplane import DataPlane, Prometheus, free_port
+from harness import condition, kubectl, kubectl_apply, kubectl_json, wait_until
+
+NAME = "canary-demo"
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    prom = Prometheus(tmp_path_factory.mktemp("prometheus"))
+    prom.start()
+    yield prom
+    prom.stop()
+
+
+@pytest.fixture(scope="session")
+def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Real demo models: a good one, one that fails on real input, one ~10x slower."""
+    root = tmp_path_factory.mktemp("models")
+    exe = Path(sys.executable).with_name("kinfer-runtime")
+    files = {}
+    for variant in ("normal", "faulty", "slow"):
+        subprocess.run(
+            [
+                str(exe),
+                "demo-model",
+                "--out",
+                str(root / variant),
+                "--variant",
+                variant,
+                "--onnx-only",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        files[variant] = root / variant / "model.onnx"
+    return files
+
+
+def manifest(version: str, prometheus_url: str, **rollout: Any) -> dict[str, Any]:
+    spec_rollout: dict[str, Any] = {
+        "canary": {
+            "steps": [{"weight": 25, "pauseSeconds": 4}, {"weight": 50, "pauseSeconds": 4}],
+            "progressDeadlineSeconds": 60,
+            "scaleDownDelaySeconds": 2,
+        },
+        "analysis": {
+            "prometheusUrl": prometheus_url,
+            "intervalSeconds": 3,
+            "minRequestCount": 10,
+            "failureLimit": 2,
+            "errorLimit": 3,
+        },
+    }
+    for key, value in rollout.items():
+        spec_rollout[key] = {**spec_rollout.get(key, {}), **value}
+    return {
+        "apiVersion": "serving.kinfer.io/v1alpha1",
+        "kind": "InferenceModel",
+        "metadata": {"name": NAME},
+        "spec": {
+            "model": {"uri": "file:///models/demo/model.onnx", "version": version},
+            "runtime": {"image": "kinfer/runtime:dev"},
+            "replicas": 4,
+            "rollout": spec_rollout,
+        },
+    }
+
+
+def im(ns: str) -> dict[str, Any]:
+    return dict(kubectl_json("get", "im", NAME, "-n", ns))
+
+
+def rollout_of(ns: str) -> dict[str, Any]:
+    return dict(im(ns)["status"].get("rollout") or {})
+
+
+def wait_rollout(ns: str, phase: str, timeout: float = 90) -> dict[str, Any]:
+    return wait_until(
+        lambda: (r := rollout_of(ns)) and r.get("phase") == phase and r,
+        timeout,
+        f"rollout phase {phase}",
+    )
+
+
+def events(ns: str) -> str:
+    return kubectl(
+        "get",
+        "events",
+        "-n",
+        ns,
+        "--field-selector",
+        f"involvedObject.name={NAME}",
+        "--sort-by=.lastTimestamp",
+    ).stdout
+
+
+def start_stable(ns: str, prometheus: Prometheus, **rollout: Any) -> str:
+    kubectl_apply(manifest("1", prometheus.url, **rollout), ns)
+    kubectl("wait", "-n", ns, f"im/{NAME}", "--for=condition=Ready", "--timeout=60s")
+    return str(im(ns)["status"]["stableRevision"])
+
+
+@pytest.fixture
+def plane(
+    namespace: str, prometheus: Prometheus, model_files: dict[str, Path], tmp_path: Path
+) -> Iterator[DataPlane]:
+    versions = {
+        "1": model_files["normal"],
+        "2": model_files["normal"],
+        "3": model_files["normal"],
+        "bad": model_files["faulty"],
+        "slow": model_files["slow"],
+    }
+    with DataPlane(namespace, NAME, versions, prometheus, tmp_path) as dp:
+        yield dp
+
+
+def test_good_canary_is_promoted_through_every_step(
+    namespace: str, prometheus: Prometheus, plane: DataPlane
+) -> None:
+    first = start_stable(namespace, prometheus)
+    kubectl_apply(manifest("2", prometheus.url), namespace)
+    seen: list[tuple[int, int]] = []
+
+    def promoted() -> bool:
+        r = rollout_of(namespace)
+        if r.get("phase") == "Progressing" and r.get("stepStartedAt"):
+            step = (r["step"], r["weight"])
+            if not seen or seen[-1] != step:
+                seen.append(step)
+        return r.get("phase") == "Succeeded"
+
+    wait_until(promoted, 120, "the canary to be promoted")
+    assert seen == [(0, 25), (1, 50)]
+    status = im(namespace)["status"]
+    assert status["stableModelVersion"] == "2" and status["stableRevision"] != first
+    assert status["rollout"]["lastAnalysis"]["decision"] == "Pass"
+    assert condition(im(namespace), "Ready")["status"] == "True"
+    assert events(namespace).count("Promoted") == 1
+    canary_requests = sum(n for (rev, _), n in plane.sent.items() if rev != first)
+    assert canary_requests > 0
+
+
+def test_bad_canary_is_rolled_back_naming_the_metric(
+    namespace: str, prometheus: Prometheus, plane: DataPlane
+) -> None:
+    first = start_stable(namespace, prometheus)
+    kubectl_apply(manifest("bad", prometheus.url), namespace)
+    rollout = wait_rollout(namespace, "RolledBack")
+    assert rollout["reason"] == "AnalysisFailed"
+    assert "error-rate" in rollout["message"]
+    metric = next(m for m in rollout["lastAnalysis"]["metrics"] if m["name"] == "error-rate")
+    assert metric["verdict"] == "Fail" and float(metric["value"]) > 0.01
+    status = im(namespace)["status"]
+    assert status["phase"] == "RolledBack" and status["stableRevision"] == first
+    assert condition(im(namespace), "Degraded")["reason"] == "RolledBack"
+    assert "RolledBack" in events(namespace)
+    # No retry loop: the bad revision stays rolled back, its Deployment goes away.
+    wait_until(
+        lambda: len(kubectl_json("get", "deploy", "-n", namespace)["items"]) == 1,
+        30,
+        "the canary Deployment to be removed",
+    )
+    time.sleep(8)
+    assert rollout_of(namespace)["phase"] == "RolledBack"
+    assert events(namespace).count("RolloutStarted") == 1
+
+
+def test_too_little_traffic_holds_then_proceeds(
+    namespace: str, prometheus: Prometheus, plane: DataPlane
+) -> None:
+    start_stable(namespace, prometheus)
+    plane.rate = 0
+    kubectl_apply(manifest("2", prometheus.url), namespace)
+    wait_until(
+        lambda: (rollout_of(namespace).get("lastAnalysis") or {}).get("decision") == "Inconclusive",
+        60,
+        "an inconclusive analysis",
+    )
+    time.sleep(7)
+    held = rollout_of(namespace)
+    assert (held["phase"], held["step"], held["failures"]) == ("Progressing", 0, 0)
+    plane.rate = 20
+    wait_rollout(namespace, "Succeeded", 120)
+
+
+def test_unreachable_prometheus_is_an_error_then_an_abort(
+    namespace: str, prometheus: Prometheus, plane: DataPlane
+) -> None:
+    start_stable(namespace, prometheus)
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: a Prometheus that is down
+    kubectl_apply(manifest("2", dead), namespace)
+    wait_until(lambda: rollout_of(namespace).get("errors", 0) >= 1, 60, "a Prometheus error")
+    assert rollout_of(namespace)["failures"] == 0
+    rollout = wait_rollout(namespace, "RolledBack")
+    assert rollout["reason"] == "AnalysisUnavailable"
+    assert rollout["lastAnalysis"]["decision"] == "Error"
+
+
+def test_operator_killed_mid_canary_resumes_at_the_same_step(
+    namespace: str, prometheus: Prometheus, plane: DataPlane, operator: Any
+) -> None:
+    if operator is None:
+        pytest.skip("the in-cluster operator is restarted by deleting its pod instead")
+    start_stable(namespace, prometheus)
+    slow_steps = {
+        "canary": {"steps": [{"weight": 25, "pauseSeconds": 6}, {"weight": 50, "pauseSeconds": 6}]}
+    }
+    kubectl_apply(manifest("2", prometheus.url, **slow_steps), namespace)
+    wait_until(lambda: rollout_of(namespace).get("step") == 1, 90, "step 2")
+    operator.stop(kill=True)
+    frozen = rollout_of(namespace)
+    time.sleep(3)
+    assert rollout_of(namespace) == frozen  # nobody else acts while it is down
+    operator.start()
+    final = wait_rollout(namespace, "Succeeded", 120)
+    assert final["step"] >= frozen["step"]
+    log = events(namespace)
+    assert log.count("RolloutStarted") == 1 and log.count("Promoted") == 1
+
+
+def test_reverting_the_spec_to_stable_is_a_no_op(
+    namespace: str, prometheus: Prometheus, plane: DataPlane
+) -> None:
+    first = start_stable(namespace, prometheus)
+    kubectl_apply(manifest("bad", prometheus.url), namespace)
+    wait_rollout(namespace, "RolledBack")
+    analysed = rollout_of(namespace)["lastAnalysis"]["time"]
+    kubectl_apply(manifest("1", prometheus.url), namespace)  # git revert
+    kubectl("wait", "-n", namespace, f"im/{NAME}", "--for=condition=Ready", "--timeout=60s")
+    time.sleep(6)
+    status = im(namespace)["status"]
+    assert status["stableRevision"] == first and "canaryRevision" not in status
+    assert rollout_of(namespace)["lastAnalysis"]["time"] == analysed
+    assert events(namespace).count("RolloutStarted") == 1
+
+
+def test_spec_change_mid_canary_restarts_the_rollout(
+    namespace: str, prometheus: Prometheus, plane: DataPlane
+) -> None:
+    start_stable(namespace, prometheus)
+    kubectl_apply(manifest("2", prometheus.url), namespace)
+    wait_until(lambda: rollout_of(namespace).get("step") == 1, 90, "step 2 of version 2")
+    kubectl_apply(manifest("3", prometheus.url), namespace)
+    wait_until(lambda: rollout_of(namespace).get("modelVersion") == "3", 30, "a new rollout")
+    restarted = rollout_of(namespace)
+    assert restarted["step"] == 0 and restarted["phase"] == "Progressing"
+    assert "RolloutRestarted" in events(namespace)
+    wait_rollout(namespace, "Succeeded", 120)
+    assert im(namespace)["status"]["stableModelVersion"] == "3"
+
+
+def test_manual_promote_and_abort(namespace: str, prometheus: Prometheus, plane: DataPlane) -> None:
+    start_stable(namespace, prometheus)
+    long = {
+        "canary": {
+            "steps": [{"weight": 25, "pauseSeconds": 600}, {"weight": 50, "pauseSeconds": 600}]
+        }
+    }
+    kubectl_apply(manifest("2", prometheus.url, **long), namespace)
+    canary = wait_until(lambda: im(namespace)["status"].get("canaryRevision"), 30, "a canary")
+    kubectl("annotate", "im", NAME, "-n", namespace, f"serving.kinfer.io/promote={canary}")
+    wait_rollout(namespace, "Succeeded", 60)
+    assert im(namespace)["status"]["stableModelVersion"] == "2"
+
+    kubectl_apply(manifest("3", prometheus.url, **long), namespace)
+    canary = wait_until(
+        lambda: (r := rollout_of(namespace)).get("modelVersion") == "3" and r["revision"],
+        30,
+        "the second canary",
+    )
+    kubectl("annotate", "im", NAME, "-n", namespace, f"serving.kinfer.io/abort={canary}")
+    rollout = wait_rollout(namespace, "RolledBack", 60)
+    assert rollout["reason"] == "ManualAbort"
+    assert im(namespace)["status"]["stableModelVersion"] == "2"
+
+
+def test_gpu_unschedulable_canary_waits_then_rolls_back(
+    namespace: str, prometheus: Prometheus, plane: DataPlane
+) -> None:
+    stable = manifest("1", prometheus.url)
+    stable["spec"]["runtime"]["gpu"] = {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"}
+    stable["spec"]["replicas"] = 2
+    kubectl_apply(stable, namespace)
+    kubectl("wait", "-n", namespace, f"im/{NAME}", "--for=condition=Ready", "--timeout=60s")
+    greedy = copy.deepcopy(stable)  # 8 more H100s do not fit next to the stable replica
+    greedy["spec"]["runtime"]["gpu"]["count"] = 8
+    greedy["spec"]["model"]["version"] = "2"
+    greedy["spec"]["rollout"]["canary"]["progressDeadlineSeconds"] = 30
+    kubectl_apply(greedy, namespace)
+    weights: set[int] = set()
+
+    def rolled_back() -> bool:
+        status = im(namespace)["status"]
+        weights.add(int((status.get("rollout") or {}).get("weight", 0)))
+        return (status.get("rollout") or {}).get("phase") == "RolledBack"
+
+    wait_until(rolled_back, 90, "the GPU-starved canary to roll back")
+    rollout = rollout_of(namespace)
+    assert rollout["reason"] == "GPUUnschedulable" and "Insufficient" in rollout["message"]
+    assert weights == {0}  # traffic never shifted to pods that could not run

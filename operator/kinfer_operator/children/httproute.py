@@ -1,0 +1,106 @@
+"""Gateway API traffic: per-track Services and an HTTPRoute with explicit weights."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from kinfer_operator import runtime_contract as rc
+from kinfer_operator.model import InferenceModel
+from kinfer_operator.naming import MODEL_LABEL, REVISION_LABEL, TRACK_LABEL, child_labels
+
+__all__ = ["build_httproute", "build_track_service", "route_accepts", "track_service_name"]
+
+
+def track_service_name(model: InferenceModel, track: Literal["stable", "canary"]) -> str:
+    """`<name>-stable` / `<name>-canary`: the route's two backends."""
+    return f"{model.name}-{track}"
+
+
+def build_track_service(
+    model: InferenceModel, track: Literal["stable", "canary"], revision: str
+) -> dict[str, Any]:
+    """A Service over one revision's pods, so the route can weight revisions exactly."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": track_service_name(model, track),
+            "namespace": model.namespace,
+            "labels": {**child_labels(model), TRACK_LABEL: track},
+            "ownerReferences": [model.owner_reference],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {MODEL_LABEL: model.name, REVISION_LABEL: revision},
+            "ports": [
+                {"name": "http", "port": rc.HTTP_PORT, "targetPort": "http", "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def _backends(model: InferenceModel, canary_weight: int) -> list[dict[str, Any]]:
+    # Both weights are always written: an omitted weight defaults to 1 in Gateway API.
+    return [
+        {
+            "name": track_service_name(model, "stable"),
+            "port": rc.HTTP_PORT,
+            "weight": 100 - canary_weight,
+        },
+        {
+            "name": track_service_name(model, "canary"),
+            "port": rc.HTTP_PORT,
+            "weight": canary_weight,
+        },
+    ]
+
+
+def build_httproute(model: InferenceModel, canary_weight: int) -> dict[str, Any]:
+    """HTTPRoute splitting the model's traffic between the stable and canary Services."""
+    rollout = model.spec.rollout
+    gateway = rollout.traffic.gateway if rollout else None
+    if gateway is None:
+        raise ValueError("build_httproute needs spec.rollout.traffic.gateway")
+    spec: dict[str, Any] = {
+        "parentRefs": [dict(p) for p in gateway.parent_refs],
+        "rules": [{"backendRefs": _backends(model, canary_weight)}],
+    }
+    if gateway.hostnames:
+        spec["hostnames"] = list(gateway.hostnames)
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": model.name,
+            "namespace": model.namespace,
+            "labels": child_labels(model),
+            "ownerReferences": [model.owner_reference],
+        },
+        "spec": spec,
+    }
+
+
+def route_accepts(route: Mapping[str, Any] | None, canary_weight: int) -> bool:
+    """The route carries this weight and every parent reports Accepted and ResolvedRefs for
+    its current generation: only then does analysis time at the new weight count."""
+    if route is None:
+        return False
+    rules = route.get("spec", {}).get("rules") or [{}]
+    weights = [b.get("weight") for b in rules[0].get("backendRefs") or []]
+    if weights[-1:] != [canary_weight]:
+        return False
+    generation = route.get("metadata", {}).get("generation", 0)
+    parents = (route.get("status") or {}).get("parents") or []
+    if not parents:
+        return False
+    for parent in parents:
+        conditions = {
+            c.get("type"): c
+            for c in parent.get("conditions") or []
+            if c.get("observedGeneration", generation) >= generation
+        }
+        for needed in ("Accepted", "ResolvedRefs"):
+            if (conditions.get(needed) or {}).get("status") != "True":
+                return False
+    return True

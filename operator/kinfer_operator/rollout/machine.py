@@ -1,0 +1,430 @@
+"""The canary state machine: one pure decision per reconcile pass.
+
+Everything it needs comes in a RolloutContext (the observed world, the previous RolloutStatus
+from status, the clock, and an `analyze` callable that does the Prometheus I/O); everything it
+wants comes out in a RolloutDecision. Because the state lives in status and every transition
+is decided from it plus the world, an operator killed mid-rollout resumes at the same step:
+no step runs twice, promotion and rollback are idempotent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from kinfer_operator.api.spec import Rollout
+from kinfer_operator.api.status import AnalysisRun, RolloutStatus
+from kinfer_operator.events import Event
+from kinfer_operator.model import InferenceModel
+from kinfer_operator.naming import DOMAIN, revision_of
+from kinfer_operator.rollout.traffic import replica_split
+from kinfer_operator.status.pods import diagnose_pods
+from kinfer_operator.world import DeploymentView, Observed
+
+__all__ = [
+    "ABORT_ANNOTATION",
+    "PROMOTE_ANNOTATION",
+    "RETRY_ANNOTATION",
+    "RolloutContext",
+    "RolloutDecision",
+    "decide",
+    "format_time",
+    "parse_time",
+]
+
+PROMOTE_ANNOTATION = f"{DOMAIN}/promote"
+"""Set to the canary revision to skip the remaining steps."""
+ABORT_ANNOTATION = f"{DOMAIN}/abort"
+"""Set to the canary revision to roll it back now."""
+RETRY_ANNOTATION = f"{DOMAIN}/retry"
+"""Change to roll a rolled-back revision out again (like spec.rollout.retry, without git)."""
+
+_HOLD_POLL_SECONDS = 2.0
+
+
+def _with(status: RolloutStatus, **changes: Any) -> RolloutStatus:
+    """A copy of the status with some fields changed (status models are immutable)."""
+    return status.model_copy(update=changes)
+
+
+def parse_time(text: str) -> datetime:
+    """Parse the RFC 3339 timestamps status uses."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def format_time(moment: datetime) -> str:
+    """metav1.Time format."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class RolloutContext:
+    """Inputs of one decision."""
+
+    model: InferenceModel
+    observed: Observed
+    previous: RolloutStatus | None
+    stable: DeploymentView
+    total: int
+    """Replicas stable alone should run (fixed, or what its HPA chose)."""
+    now: datetime
+    annotations: Mapping[str, str]
+    analyze: Callable[[int], AnalysisRun]
+    """Runs the analysis at a step; only called when one is due."""
+    route_ready: Callable[[int], bool] = lambda _weight: True
+    """Whether the traffic layer has accepted this canary weight (HTTPRoute conditions)."""
+
+    @property
+    def rollout(self) -> Rollout:
+        assert self.model.spec.rollout is not None
+        return self.model.spec.rollout
+
+    @property
+    def autoscaled(self) -> bool:
+        return self.model.spec.autoscaling is not None
+
+    def seconds_since(self, stamp: str | None) -> float:
+        return (self.now - parse_time(stamp)).total_seconds() if stamp else 0.0
+
+
+@dataclass(frozen=True)
+class RolloutDecision:
+    """What the plan should do for the rollout this pass."""
+
+    status: RolloutStatus | None
+    canary_revision: str | None = None
+    """Revision whose Deployment is kept as the canary."""
+    canary_replicas: int | None = None
+    """Target replicas for the canary Deployment."""
+    stable_replicas: int | None = None
+    """Target replicas for the stable Deployment (only when no HPA owns it)."""
+    route_weight: int = 0
+    """Canary weight to write into the HTTPRoute (0-100)."""
+    promote: bool = False
+    """Relabel the canary as stable and retire the old stable now."""
+    retire_others: bool = False
+    """Deployments other than stable and the kept canary may be deleted now."""
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+    """Run the next pass after this many seconds (analysis, pause or delay due)."""
+
+
+def _retry_token(ctx: RolloutContext) -> str:
+    return f"{ctx.rollout.retry}/{ctx.annotations.get(RETRY_ANNOTATION, '')}"
+
+
+def decide(ctx: RolloutContext) -> RolloutDecision:
+    """The rollout decision for this pass."""
+    desired, stable = revision_of(ctx.model), ctx.stable.revision
+    prev = ctx.previous
+    if desired == stable:
+        return _settled(ctx, prev)
+    if prev is not None and prev.revision == desired:
+        if prev.phase in ("Progressing", "Promoting"):
+            return _progress(ctx, prev, [])
+        if prev.phase == "Succeeded":
+            return _promote(ctx, prev, [])  # promoted, but the world has not caught up yet
+        if prev.phase == "RolledBack" and prev.retry_token == _retry_token(ctx):
+            return _rolled_back(ctx, prev, [])
+    return _start(ctx, prev)
+
+
+def _start(ctx: RolloutContext, prev: RolloutStatus | None) -> RolloutDecision:
+    now = format_time(ctx.now)
+    desired = revision_of(ctx.model)
+    events: list[Event] = []
+    if prev is not None and prev.phase in ("Progressing", "Promoting"):
+        events.append(
+            Event(
+                "Normal",
+                "RolloutRestarted",
+                f"spec changed during the rollout of {prev.revision}: "
+                f"restarting from the first step with {desired}",
+            )
+        )
+    elif prev is not None and prev.revision == desired and prev.phase == "RolledBack":
+        events.append(Event("Normal", "RolloutRetried", f"retrying revision {desired}"))
+    steps = ctx.rollout.canary.weights()
+    status = RolloutStatus(
+        phase="Progressing",
+        revision=desired,
+        model_version=ctx.model.spec.model.version,
+        from_revision=ctx.stable.revision,
+        started_at=now,
+        step=0,
+        steps=len(steps),
+        weight=0,
+        step_entered_at=now,
+        retry_token=_retry_token(ctx),
+    )
+    events.append(
+        Event(
+            "Normal",
+            "RolloutStarted",
+            f"canary {desired} (model {ctx.model.spec.model.version}) against stable "
+            f"{ctx.stable.revision}: weights {[w for w, _ in steps]}",
+        )
+    )
+    return _progress(ctx, status, events)
+
+
+def _settled(ctx: RolloutContext, prev: RolloutStatus | None) -> RolloutDecision:
+    """The spec is the stable revision: no canary; abandon one still running."""
+    events: list[Event] = []
+    status = prev
+    if prev is not None and prev.phase in ("Progressing", "Promoting"):
+        status = _with(
+            prev,
+            phase="Superseded",
+            weight=0,
+            reason="SpecReverted",
+            message=f"spec returned to the stable revision {ctx.stable.revision}",
+            finished_at=format_time(ctx.now),
+        )
+        events.append(Event("Normal", "RolloutSuperseded", status.message or ""))
+    return RolloutDecision(
+        status=status,
+        stable_replicas=None if ctx.autoscaled else ctx.total,
+        retire_others=_stable_restored(ctx),
+        events=events,
+        requeue_after=None if _stable_restored(ctx) else _HOLD_POLL_SECONDS,
+    )
+
+
+def _stable_restored(ctx: RolloutContext) -> bool:
+    """Stable carries full capacity again, so other revisions can go."""
+    return ctx.autoscaled or ctx.stable.available >= ctx.total
+
+
+def _rollback(
+    ctx: RolloutContext, status: RolloutStatus, reason: str, message: str, events: list[Event]
+) -> RolloutDecision:
+    rolled = _with(
+        status,
+        phase="RolledBack",
+        weight=0,
+        reason=reason,
+        message=message,
+        finished_at=format_time(ctx.now),
+    )
+    events = [*events, Event("Warning", "RolledBack", f"{reason}: {message}")]
+    return _rolled_back(ctx, rolled, events)
+
+
+def _rolled_back(
+    ctx: RolloutContext, status: RolloutStatus, events: list[Event]
+) -> RolloutDecision:
+    """All traffic on stable; stable back at full size before the canary is scaled away."""
+    delay = ctx.rollout.canary.scale_down_delay_seconds
+    waited = ctx.seconds_since(status.finished_at)
+    done = _stable_restored(ctx) and waited >= delay
+    canary = ctx.observed.deployment(status.revision)
+    return RolloutDecision(
+        status=status,
+        canary_revision=None if done else status.revision,
+        canary_replicas=None if canary is None or done else canary.spec_replicas,
+        stable_replicas=None if ctx.autoscaled else ctx.total,
+        route_weight=0,
+        retire_others=done,
+        events=events,
+        requeue_after=None
+        if done
+        else max(0.5, min(delay - waited, _HOLD_POLL_SECONDS))
+        if waited < delay
+        else _HOLD_POLL_SECONDS,
+    )
+
+
+def _promote(ctx: RolloutContext, status: RolloutStatus, events: list[Event]) -> RolloutDecision:
+    done = _with(
+        status,
+        phase="Succeeded",
+        weight=100,
+        finished_at=status.finished_at or format_time(ctx.now),
+        message=status.message or "promoted",
+    )
+    if status.phase != "Succeeded":
+        events = [
+            *events,
+            Event(
+                "Normal",
+                "Promoted",
+                f"revision {status.revision} (model {status.model_version}) is now stable",
+            ),
+        ]
+    return RolloutDecision(
+        status=done,
+        canary_revision=status.revision,
+        canary_replicas=ctx.total,
+        stable_replicas=None,
+        route_weight=100,
+        promote=True,
+        retire_others=True,
+        events=events,
+    )
+
+
+def _progress(ctx: RolloutContext, status: RolloutStatus, events: list[Event]) -> RolloutDecision:
+    rollout = ctx.rollout
+    revision = status.revision
+    canary = ctx.observed.deployment(revision)
+    gpu = ctx.model.spec.runtime.gpu
+    diagnosis = diagnose_pods(
+        ctx.observed.pods_of(revision), gpu.resource_name if gpu else "nvidia.com/gpu"
+    )
+
+    if ctx.annotations.get(ABORT_ANNOTATION) == revision:
+        return _rollback(
+            ctx, status, "ManualAbort", f"aborted with the {ABORT_ANNOTATION} annotation", events
+        )
+    if status.phase == "Progressing" and ctx.annotations.get(PROMOTE_ANNOTATION) == revision:
+        status = _with(
+            status,
+            phase="Promoting",
+            reason="ManualPromote",
+            message=f"promoted early with the {PROMOTE_ANNOTATION} annotation",
+        )
+        events = [*events, Event("Normal", "Promoting", status.message or "")]
+    if diagnosis.load_failed is not None:
+        return _rollback(ctx, status, "ModelLoadFailed", diagnosis.load_failed, events)
+    if canary is not None and canary.deadline_exceeded:
+        return _rollback(
+            ctx,
+            status,
+            "ModelLoadFailed",
+            "no canary replica became ready within the startup budget",
+            events,
+        )
+
+    steps = rollout.canary.weights()
+    target = 100 if status.phase == "Promoting" else steps[status.step][0]
+    split = replica_split(ctx.total, target, rollout.traffic.mode, ctx.autoscaled)
+    ready = canary.available if canary is not None else 0
+    fixed_ratio = rollout.traffic.mode == "ReplicaRatio" and not ctx.autoscaled
+    stable_target = ctx.total - min(ready, split.canary) if fixed_ratio else None
+
+    def hold(st: RolloutStatus, evs: list[Event], after: float) -> RolloutDecision:
+        return RolloutDecision(
+            status=st,
+            canary_revision=revision,
+            canary_replicas=split.canary,
+            stable_replicas=stable_target if fixed_ratio else None,
+            route_weight=st.weight,
+            retire_others=_stable_restored(ctx) if ready == 0 else True,
+            events=evs,
+            requeue_after=after,
+        )
+
+    if ready < split.canary:
+        waited = ctx.seconds_since(status.step_entered_at or status.started_at)
+        deadline = rollout.canary.progress_deadline_seconds
+        if waited > deadline:
+            if diagnosis.gpu_unschedulable is not None:
+                return _rollback(
+                    ctx,
+                    status,
+                    "GPUUnschedulable",
+                    f"canary waited {deadline}s for GPUs: {diagnosis.gpu_unschedulable}",
+                    events,
+                )
+            return _rollback(
+                ctx,
+                status,
+                "ProgressDeadlineExceeded",
+                f"canary had {ready}/{split.canary} ready replicas after {deadline}s",
+                events,
+            )
+        return hold(status, events, min(_HOLD_POLL_SECONDS, max(0.5, deadline - waited)))
+
+    if status.phase == "Promoting":
+        return _promote(ctx, status, events)
+
+    if status.weight != target:
+        status = _with(status, weight=target, step_started_at=None)
+    if status.step_started_at is None:
+        if not ctx.route_ready(target):
+            return hold(status, events, _HOLD_POLL_SECONDS)
+        status = _with(status, step_started_at=format_time(ctx.now), last_analysis_at=None)
+        events = [
+            *events,
+            Event(
+                "Normal",
+                "CanaryWeight",
+                f"step {status.step + 1}/{len(steps)}: canary {revision} gets {target}% of traffic",
+            ),
+        ]
+
+    analysis = rollout.analysis
+    interval = float(analysis.interval_seconds)
+    since = ctx.seconds_since(status.last_analysis_at or status.step_started_at)
+    due_in = interval - since
+    if due_in <= 0:
+        run = ctx.analyze(status.step)
+        status, events = _record(status, run, analysis.failure_limit_mode, events)
+        if status.failures >= analysis.failure_limit:
+            return _rollback(ctx, status, "AnalysisFailed", run.message, events)
+        if status.errors >= analysis.error_limit:
+            return _rollback(
+                ctx,
+                status,
+                "AnalysisUnavailable",
+                f"{status.errors} analyses in a row could not query Prometheus: {run.message}",
+                events,
+            )
+        due_in = interval
+
+    pause = steps[status.step][1]
+    pause_left = pause - ctx.seconds_since(status.step_started_at)
+    if status.passed_at_step >= 1 and pause_left <= 0:
+        if status.step + 1 < len(steps):
+            status = _with(
+                status,
+                step=status.step + 1,
+                step_entered_at=format_time(ctx.now),
+                step_started_at=None,
+                last_analysis_at=None,
+                passed_at_step=0,
+            )
+        else:
+            status = _with(
+                status,
+                phase="Promoting",
+                reason="AnalysisPassed",
+                message="every step passed its analysis",
+            )
+            events = [*events, Event("Normal", "Promoting", status.message or "")]
+        return hold(status, events, 0.5)
+    wake = min(due_in, pause_left) if pause_left > 0 else due_in
+    return hold(status, events, max(0.5, wake))
+
+
+def _record(
+    status: RolloutStatus, run: AnalysisRun, mode: str, events: list[Event]
+) -> tuple[RolloutStatus, list[Event]]:
+    """Fold one analysis into the counters the limits are checked against."""
+    failures, errors, passed = status.failures, status.errors, status.passed_at_step
+    if run.decision == "Pass":
+        passed += 1
+        errors = 0
+        if mode == "Consecutive":
+            failures = 0
+    elif run.decision == "Fail":
+        failures += 1
+        errors = 0
+        events = [*events, Event("Warning", "AnalysisFailed", run.message)]
+    elif run.decision == "Error":
+        errors += 1
+        events = [*events, Event("Warning", "AnalysisError", run.message)]
+    else:
+        errors = 0
+    updated = _with(
+        status,
+        failures=failures,
+        errors=errors,
+        passed_at_step=passed,
+        last_analysis_at=run.time,
+        last_analysis=run,
+    )
+    return updated, events

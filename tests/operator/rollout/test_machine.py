@@ -1,0 +1,318 @@
+"""decide(): the canary state machine, pass by pass, with a fake clock and fake analyses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kinfer_operator.api.status import AnalysisRun, RolloutStatus
+from kinfer_operator.children import build_deployment
+from kinfer_operator.model import InferenceModel
+from kinfer_operator.naming import revision_of
+from kinfer_operator.rollout.machine import (
+    ABORT_ANNOTATION,
+    PROMOTE_ANNOTATION,
+    RETRY_ANNOTATION,
+    RolloutContext,
+    RolloutDecision,
+    decide,
+)
+from kinfer_operator.world import Observed
+from support.factories import model_body, observed_deployment, pod
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+ROLLOUT = {
+    "canary": {
+        "steps": [{"weight": 20, "pauseSeconds": 0}, {"weight": 50, "pauseSeconds": 0}],
+        "progressDeadlineSeconds": 120,
+        "scaleDownDelaySeconds": 10,
+    },
+    "analysis": {"intervalSeconds": 10, "failureLimit": 2, "errorLimit": 2},
+}
+
+
+def _model(version: str = "4", **spec: Any) -> InferenceModel:
+    return InferenceModel.from_body(
+        model_body({"replicas": 4, "rollout": ROLLOUT, "model": {"version": version}, **spec})
+    )
+
+
+class Scenario:
+    """A stable v3 at 4 replicas and a canary v4 whose readiness the test controls."""
+
+    def __init__(self, model: InferenceModel | None = None) -> None:
+        self.model = model or _model()
+        self.stable_model = _model("3")
+        self.canary_ready = 0
+        self.stable_available = 4
+        self.previous: RolloutStatus | None = None
+        self.now = T0
+        self.runs: list[int] = []
+        self.verdicts: list[str] = []
+        self.annotations: dict[str, str] = {}
+        self.route_ready: Callable[[int], bool] = lambda _w: True
+        self.pods: tuple[dict[str, Any], ...] = ()
+
+    def analyze(self, step: int) -> AnalysisRun:
+        self.runs.append(step)
+        decision = self.verdicts.pop(0) if self.verdicts else "Pass"
+        return AnalysisRun(
+            time=self.now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            step=step,
+            decision=decision,
+            message=f"fake {decision}",
+        )  # type: ignore[arg-type]
+
+    def decide(self, advance: float = 0) -> RolloutDecision:
+        self.now += timedelta(seconds=advance)
+        stable = observed_deployment(
+            build_deployment(self.stable_model, "stable"), replicas=4, ready=self.stable_available
+        )
+        deployments = [stable]
+        if revision_of(self.model) != revision_of(self.stable_model):
+            canary = observed_deployment(
+                build_deployment(self.model, "canary"),
+                replicas=max(self.canary_ready, 1),
+                ready=self.canary_ready,
+            )
+            deployments.append(canary)
+        observed = Observed(deployments=tuple(deployments), pods=self.pods)
+        decision = decide(
+            RolloutContext(
+                model=self.model,
+                observed=observed,
+                previous=self.previous,
+                stable=observed.views[0],
+                total=4,
+                now=self.now,
+                annotations=self.annotations,
+                analyze=self.analyze,
+                route_ready=self.route_ready,
+            )
+        )
+        self.previous = decision.status
+        return decision
+
+
+def test_canary_gets_no_traffic_until_ready() -> None:
+    s = Scenario()
+    d = s.decide()
+    assert d.status is not None and d.status.phase == "Progressing"
+    assert d.status.weight == 0 and d.route_weight == 0
+    assert (d.canary_replicas, d.stable_replicas) == (1, 4)
+    assert "RolloutStarted" in [e.reason for e in d.events]
+    assert s.runs == []
+
+
+def test_ready_canary_takes_step_weight_and_stable_shrinks_after() -> None:
+    s = Scenario()
+    s.decide()
+    s.canary_ready = 1
+    d = s.decide(1)
+    assert d.status is not None and d.status.weight == 20
+    assert d.stable_replicas == 3  # total stays 4: canary replicas came from stable
+    assert d.status.step_started_at is not None
+    assert "CanaryWeight" in [e.reason for e in d.events]
+
+
+def test_analysis_runs_each_interval_and_passing_steps_advance_to_promotion() -> None:
+    s = Scenario()
+    s.decide()
+    s.canary_ready = 1
+    s.decide(1)
+    d = s.decide(5)
+    assert s.runs == []  # not due before a full interval at the weight
+    d = s.decide(6)
+    assert s.runs == [0] and d.status is not None and d.status.step == 1
+    s.canary_ready = 2
+    d = s.decide(1)
+    assert d.status is not None and d.status.weight == 50
+    d = s.decide(11)
+    assert d.status is not None and d.status.phase == "Promoting"
+    s.canary_ready = 4
+    d = s.decide(1)
+    assert d.promote and d.status is not None and d.status.phase == "Succeeded"
+    assert "Promoted" in [e.reason for e in d.events]
+
+
+def test_failures_at_the_limit_roll_back_and_restore_stable_first() -> None:
+    s = Scenario()
+    s.verdicts = ["Fail", "Fail"]
+    s.decide()
+    s.canary_ready = 1
+    s.decide(1)
+    d = s.decide(11)
+    assert d.status is not None and d.status.phase == "Progressing" and d.status.failures == 1
+    d = s.decide(11)
+    assert d.status is not None and d.status.phase == "RolledBack"
+    assert d.status.reason == "AnalysisFailed" and "fake Fail" in (d.status.message or "")
+    assert d.route_weight == 0 and d.stable_replicas == 4
+    assert d.canary_revision == revision_of(s.model) and not d.retire_others
+    assert "RolledBack" in [e.reason for e in d.events]
+
+
+def test_rolled_back_canary_goes_after_stable_is_whole_and_delay_passed() -> None:
+    s = Scenario()
+    s.annotations[ABORT_ANNOTATION] = revision_of(s.model)
+    s.canary_ready = 1
+    s.stable_available = 3
+    d = s.decide()
+    assert d.status is not None and d.status.reason == "ManualAbort"
+    d = s.decide(20)
+    assert not d.retire_others  # stable still at 3/4
+    s.stable_available = 4
+    d = s.decide(1)
+    assert d.retire_others and d.canary_revision is None
+
+
+def test_rolled_back_revision_is_not_retried_until_the_token_changes() -> None:
+    s = Scenario()
+    s.annotations[ABORT_ANNOTATION] = revision_of(s.model)
+    s.decide()
+    del s.annotations[ABORT_ANNOTATION]
+    for _ in range(3):
+        d = s.decide(30)
+        assert d.status is not None and d.status.phase == "RolledBack"
+    s.annotations[RETRY_ANNOTATION] = "1"
+    d = s.decide(1)
+    assert d.status is not None and d.status.phase == "Progressing" and d.status.step == 0
+    assert "RolloutRetried" in [e.reason for e in d.events]
+
+
+def test_inconclusive_holds_without_failing() -> None:
+    s = Scenario()
+    s.verdicts = ["Inconclusive"] * 3
+    s.decide()
+    s.canary_ready = 1
+    s.decide(1)
+    for _ in range(3):
+        d = s.decide(11)
+    assert d.status is not None
+    assert (d.status.phase, d.status.step, d.status.failures) == ("Progressing", 0, 0)
+    d = s.decide(11)  # traffic arrived: the next analysis passes
+    assert d.status is not None and d.status.step == 1
+
+
+def test_prometheus_errors_abort_at_error_limit_without_counting_failures() -> None:
+    s = Scenario()
+    s.verdicts = ["Error", "Error"]
+    s.decide()
+    s.canary_ready = 1
+    s.decide(1)
+    d = s.decide(11)
+    assert d.status is not None and (d.status.errors, d.status.failures) == (1, 0)
+    d = s.decide(11)
+    assert d.status is not None and d.status.reason == "AnalysisUnavailable"
+
+
+def test_consecutive_mode_resets_failures_on_a_pass_cumulative_does_not() -> None:
+    for mode, expected in (("Consecutive", 0), ("Cumulative", 1)):
+        rollout = {**ROLLOUT, "analysis": {**ROLLOUT["analysis"], "failureLimitMode": mode}}
+        s = Scenario(_model(rollout=rollout))
+        s.stable_model = _model("3", rollout=rollout)
+        s.verdicts = ["Fail", "Pass"]
+        s.decide()
+        s.canary_ready = 1
+        s.decide(1)
+        s.decide(11)
+        d = s.decide(11)
+        assert d.status is not None and d.status.failures == expected, mode
+
+
+def test_resumed_pass_does_not_repeat_an_analysis_or_a_step() -> None:
+    s = Scenario()
+    s.decide()
+    s.canary_ready = 1
+    s.decide(1)
+    s.decide(11)
+    assert s.runs == [0]
+    saved = s.previous
+    for _ in range(3):  # an operator restart re-runs passes from the same status
+        s.previous = saved
+        d = s.decide(0)
+        assert d.status is not None and d.status.step == 1
+    assert s.runs == [0]
+
+
+def test_spec_change_mid_rollout_restarts_from_first_step() -> None:
+    s = Scenario()
+    s.decide()
+    s.canary_ready = 1
+    s.decide(1)
+    s.decide(11)
+    s.model = _model("5")
+    s.canary_ready = 0
+    d = s.decide(1)
+    assert d.status is not None and d.status.revision == revision_of(s.model)
+    assert (d.status.step, d.status.weight) == (0, 0)
+    assert "RolloutRestarted" in [e.reason for e in d.events]
+
+
+def test_reverting_spec_to_stable_supersedes_the_canary_without_analysis() -> None:
+    s = Scenario()
+    s.decide()
+    s.canary_ready = 1
+    s.decide(1)
+    s.model = _model("3")
+    d = s.decide(30)
+    assert d.status is not None and d.status.phase == "Superseded"
+    assert s.runs == []
+    assert d.stable_replicas == 4
+
+
+def test_manual_promote_skips_remaining_steps() -> None:
+    s = Scenario()
+    s.annotations[PROMOTE_ANNOTATION] = revision_of(s.model)
+    d = s.decide()
+    assert d.status is not None and d.status.phase == "Promoting"
+    assert d.canary_replicas == 4
+    s.canary_ready = 4
+    assert s.decide(1).promote
+
+
+def test_gpu_unschedulable_canary_waits_then_rolls_back_without_traffic() -> None:
+    s = Scenario()
+    shortage = "0/3 nodes are available: 2 Insufficient nvidia.com/gpu."
+    s.pods = (pod("resnet50", revision_of(s.model), scheduled_message=shortage),)
+    d = s.decide()
+    d = s.decide(100)
+    assert d.status is not None and d.status.phase == "Progressing" and d.route_weight == 0
+    d = s.decide(30)
+    assert d.status is not None and d.status.phase == "RolledBack"
+    assert d.status.reason == "GPUUnschedulable" and "Insufficient" in (d.status.message or "")
+    assert s.runs == []
+
+
+def test_crashing_canary_rolls_back_as_model_load_failed() -> None:
+    s = Scenario()
+    crashed = pod(
+        "resnet50",
+        revision_of(s.model),
+        containerStatuses=[
+            {
+                "name": "runtime",
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"exitCode": 1, "message": "bad model file"}},
+            }
+        ],
+    )
+    s.pods = (crashed,)
+    d = s.decide()
+    assert d.status is not None and d.status.reason == "ModelLoadFailed"
+    assert "bad model file" in (d.status.message or "")
+
+
+def test_analysis_time_counts_only_once_the_route_accepts_the_weight() -> None:
+    s = Scenario()
+    accepted = False
+    s.route_ready = lambda _w: accepted
+    s.decide()
+    s.canary_ready = 1
+    d = s.decide(1)
+    assert d.status is not None and d.status.step_started_at is None and d.route_weight == 20
+    d = s.decide(30)
+    assert s.runs == []
+    accepted = True
+    d = s.decide(1)
+    assert d.status is not None and d.status.step_started_at is not None
