@@ -9,7 +9,10 @@ KINFER_CACHE ?= $(HOME)/.cache/kinfer
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 export KINFER_CACHE CLUSTER_DIR
 
-.PHONY: help venv crds lint typecheck unit binaries cluster cluster-down e2e test demo demo-down bench clean
+.PHONY: help venv system-deps crds lint typecheck unit binaries cluster cluster-down e2e test demo demo-down bench clean
+
+include e2e/tools/versions.env
+K8S_BIN := $(KINFER_CACHE)/k8s-$(K8S_VERSION)/bin
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -21,6 +24,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[operator,runtime,torch,dev]'
 	@touch $@
+
+system-deps: ## Debian packages the e2e suite runs for real (Prometheus for canary analysis)
+	@command -v prometheus >/dev/null || { \
+	  echo "installing Debian's prometheus (canary e2e analysis)"; \
+	  $$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] \
+	    && echo sudo) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 crds: venv ## regenerate crds/ from the pydantic API
 	$(BIN)/python -m kinfer_operator.api.crdgen --out crds
@@ -44,8 +54,9 @@ cluster: binaries ## start the local control plane; prints the kubeconfig path
 cluster-down: ## stop the local control plane
 	bash e2e/cluster.sh down
 
-e2e: venv cluster ## e2e suite against $$KUBECONFIG (default: the local cluster)
-	KUBECONFIG=$${KUBECONFIG_E2E:-$(CLUSTER_DIR)/kubeconfig} $(BIN)/pytest e2e
+e2e: venv system-deps cluster ## e2e suite against $$KUBECONFIG_E2E (default: the local cluster)
+	PATH=$(K8S_BIN):$$PATH KUBECONFIG=$${KUBECONFIG_E2E:-$(CLUSTER_DIR)/kubeconfig} \
+	  $(BIN)/pytest e2e
 
 test: ## everything CI runs: lint, types, unit, control plane, e2e (phases timed)
 	bash .ci/phases.sh

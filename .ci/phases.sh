@@ -26,11 +26,15 @@ report() {
 cleanup() { make --no-print-directory cluster-down >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
-phase venv       make --no-print-directory venv
+phase venv       make --no-print-directory venv system-deps
 phase lint       make --no-print-directory lint
 phase typecheck  make --no-print-directory typecheck
 phase unit       make --no-print-directory unit
 phase binaries   make --no-print-directory binaries
 phase cluster    bash e2e/cluster.sh up
-phase e2e        env KUBECONFIG="${CLUSTER_DIR:-$PWD/.cluster}/kubeconfig" .venv/bin/pytest e2e
+# shellcheck source=../e2e/tools/versions.env
+source e2e/tools/versions.env
+K8S_BIN="${KINFER_CACHE:-$HOME/.cache/kinfer}/k8s-$K8S_VERSION/bin"
+phase e2e        env PATH="$K8S_BIN:$PATH" KUBECONFIG="${CLUSTER_DIR:-$PWD/.cluster}/kubeconfig" \
+                   .venv/bin/pytest e2e --durations=15
 report

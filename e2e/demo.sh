@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# shellcheck source=tools/versions.env
+source e2e/tools/versions.env
+export PATH="${KINFER_CACHE:-$HOME/.cache/kinfer}/k8s-$K8S_VERSION/bin:$PATH"
 CLUSTER_DIR=${CLUSTER_DIR:-$PWD/.cluster}
 DEMO_DIR=$PWD/.demo
 NS=kinfer-demo

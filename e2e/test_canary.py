@@ -268,6 +268,15 @@ def test_spec_change_mid_canary_restarts_the_rollout(
     assert im(namespace)["status"]["stableModelVersion"] == "3"
 
 
+def plugin(command: str, namespace: str) -> str:
+    """`kubectl kinfer <command>`, the documented manual control."""
+    exe = Path(sys.executable).with_name("kubectl-kinfer")
+    proc = subprocess.run(
+        [str(exe), command, NAME, "-n", namespace], capture_output=True, text=True, check=True
+    )
+    return proc.stdout
+
+
 def test_manual_promote_and_abort(namespace: str, prometheus: Prometheus, plane: DataPlane) -> None:
     start_stable(namespace, prometheus)
     long = {
@@ -276,8 +285,8 @@ def test_manual_promote_and_abort(namespace: str, prometheus: Prometheus, plane:
         }
     }
     kubectl_apply(manifest("2", prometheus.url, **long), namespace)
-    canary = wait_until(lambda: im(namespace)["status"].get("canaryRevision"), 30, "a canary")
-    kubectl("annotate", "im", NAME, "-n", namespace, f"serving.kinfer.io/promote={canary}")
+    wait_until(lambda: im(namespace)["status"].get("canaryRevision"), 30, "a canary")
+    plugin("promote", namespace)
     wait_rollout(namespace, "Succeeded", 60)
     assert im(namespace)["status"]["stableModelVersion"] == "2"
 
@@ -290,6 +299,7 @@ def test_manual_promote_and_abort(namespace: str, prometheus: Prometheus, plane:
     kubectl("annotate", "im", NAME, "-n", namespace, f"serving.kinfer.io/abort={canary}")
     rollout = wait_rollout(namespace, "RolledBack", 60)
     assert rollout["reason"] == "ManualAbort"
+    assert "RolledBack" in plugin("status", namespace)
     assert im(namespace)["status"]["stableModelVersion"] == "2"
 
 
