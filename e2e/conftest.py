@@ -54,22 +54,28 @@ def _free_port() -> int:
 class LocalOperator:
     """The operator as a local process against the test cluster; restartable."""
 
-    def __init__(self, log_dir: Path) -> None:
-        self.log_path = log_dir / "operator.log"
+    def __init__(
+        self,
+        log_dir: Path,
+        args: tuple[str, ...] = ("--log-format", "plain", "--verbose"),
+        env: dict[str, str] | None = None,
+        name: str = "operator",
+    ) -> None:
+        self.log_path = log_dir / f"{name}.log"
         self.metrics_port = _free_port()
         self.health_port = _free_port()
+        self.args = args
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         exe = Path(sys.executable).with_name("kinfer-operator")
-        env = {**os.environ, "KINFER_RESYNC_SECONDS": "10"}
+        env = {**os.environ, "KINFER_RESYNC_SECONDS": "10", **self.env}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
                 str(exe),
-                "--log-format",
-                "plain",
-                "--verbose",
+                *self.args,
                 "--metrics-port",
                 str(self.metrics_port),
                 "--health-port",

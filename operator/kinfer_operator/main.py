@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
 
 import kopf
 from prometheus_client import start_http_server
@@ -36,8 +37,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--priority",
         type=int,
-        default=int(env("KINFER_PEERING_PRIORITY", "0")),
-        help="peering priority; the highest live priority acts, ties pause each other",
+        default=int(env("KINFER_PEERING_PRIORITY", "0")) or None,
+        help="peering priority; the highest live priority acts and the others stand by. "
+        "Default: random, because kopf pauses every operator that shares a priority",
+    )
+    parser.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=int(env("KINFER_PEERING_LIFETIME", "60")),
+        help="seconds a silent peer counts as alive; a standby takes over after this",
     )
     parser.add_argument("--health-port", type=int, default=int(env("KINFER_HEALTH_PORT", "8080")))
     parser.add_argument("--metrics-port", type=int, default=int(env("KINFER_METRICS_PORT", "8081")))
@@ -60,12 +68,25 @@ def main(argv: list[str] | None = None) -> None:
     if args.metrics_port:
         start_http_server(args.metrics_port)
     install(Reconciler(Kube()))
+
+    @kopf.on.startup()
+    def peering_settings(settings: kopf.OperatorSettings, **_: object) -> None:
+        settings.peering.lifetime = args.peering_lifetime
+        settings.peering.mandatory = bool(args.peering)
+
+    priority = args.priority or random.SystemRandom().randint(1, 1_000_000)
+    logging.getLogger("kinfer_operator").info(
+        "starting kinfer-operator %s (peering %s, priority %d)",
+        __version__,
+        args.peering or "off",
+        priority,
+    )
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         standalone=not args.peering,
         peering_name=args.peering or None,
-        priority=args.priority,
+        priority=priority,
         liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz"
         if args.health_port
         else None,
