@@ -24,6 +24,9 @@ from harness import kubectl, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 OPERATOR_MODE = os.environ.get("KINFER_E2E_OPERATOR", "local")
+SESSION = secrets.token_hex(2)
+"""Prefix of this run's namespaces. The local operator watches only these, so several e2e
+runs (developers sharing a cluster) never act on each other's models."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -57,7 +60,13 @@ class LocalOperator:
     def __init__(
         self,
         log_dir: Path,
-        args: tuple[str, ...] = ("--log-format", "plain", "--verbose"),
+        args: tuple[str, ...] = (
+            "--log-format",
+            "plain",
+            "--verbose",
+            "--namespace",
+            f"e2e-{SESSION}-*",
+        ),
         env: dict[str, str] | None = None,
         name: str = "operator",
     ) -> None:
@@ -141,8 +150,8 @@ def operator(
 @pytest.fixture
 def namespace(request: pytest.FixtureRequest, operator: object) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards (without waiting)."""
-    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:30].strip("-")
-    name = f"e2e-{slug}-{secrets.token_hex(2)}"
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:28].strip("-")
+    name = f"e2e-{SESSION}-{slug}-{secrets.token_hex(2)}"[:63].rstrip("-")
     kubectl("create", "namespace", name)
     kubectl("label", "namespace", name, "kinfer.io/e2e=true")
     started = time.monotonic()

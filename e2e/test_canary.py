@@ -8,8 +8,10 @@ replaces the kubelet and the gateway; read its docstring).
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -327,3 +329,123 @@ def test_gpu_unschedulable_canary_waits_then_rolls_back(
     rollout = rollout_of(namespace)
     assert rollout["reason"] == "GPUUnschedulable" and "Insufficient" in rollout["message"]
     assert weights == {0}  # traffic never shifted to pods that could not run
+
+
+@pytest.fixture(scope="session")
+def gateway_api_crds() -> None:
+    """The standard Gateway API CRDs (from the Go module proxy); no gateway controller."""
+    script = Path(__file__).resolve().parent / "tools" / "gateway-api-crds.sh"
+    crd_dir = Path(
+        subprocess.run(
+            ["bash", str(script)], check=True, capture_output=True, text=True
+        ).stdout.strip()
+    )
+    for kind in ("gatewayclasses", "gateways", "httproutes", "referencegrants"):
+        kubectl(
+            "apply", "--server-side", "-f", str(crd_dir / f"gateway.networking.k8s.io_{kind}.yaml")
+        )
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/httproutes.gateway.networking.k8s.io",
+    )
+
+
+class GatewayStandIn:
+    """TEST-ONLY stand-in for a Gateway API controller: it reports the kinfer HTTPRoute as
+    Accepted with ResolvedRefs for its current generation, as a real gateway would once it
+    programmed the route. `accepting` lets a test hold that back."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.accepting = False
+        self.weights: list[tuple[int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> GatewayStandIn:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                self._observe()
+            except AssertionError as err:  # keep standing in; the test asserts on outcomes
+                print(f"gateway stand-in: {err}", file=sys.stderr)
+
+    def _observe(self) -> None:
+        for route in kubectl_json("get", "httproutes", "-n", self.namespace)["items"]:
+            backends = route["spec"]["rules"][0]["backendRefs"]
+            pair = (backends[0].get("weight"), backends[1].get("weight"))
+            if not self.weights or self.weights[-1] != pair:
+                self.weights.append(pair)
+            if self.accepting:
+                self._accept(route)
+
+    def _accept(self, route: dict[str, Any]) -> None:
+        generation = route["metadata"]["generation"]
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        conditions = [
+            {
+                "type": t,
+                "status": "True",
+                "reason": t,
+                "message": "e2e stand-in",
+                "observedGeneration": generation,
+                "lastTransitionTime": now,
+            }
+            for t in ("Accepted", "ResolvedRefs")
+        ]
+        status = {
+            "parents": [
+                {
+                    "parentRef": route["spec"]["parentRefs"][0],
+                    "controllerName": "kinfer.io/e2e-gateway-stand-in",
+                    "conditions": conditions,
+                }
+            ]
+        }
+        kubectl(
+            "patch",
+            "httproute",
+            route["metadata"]["name"],
+            "-n",
+            self.namespace,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": status}),
+        )
+
+
+def test_gateway_api_canary_writes_both_weights_and_waits_for_the_route(
+    namespace: str, prometheus: Prometheus, plane: DataPlane, gateway_api_crds: None
+) -> None:
+    traffic = {
+        "traffic": {
+            "mode": "GatewayAPI",
+            "gateway": {"parentRefs": [{"name": "inference-gw"}], "hostnames": ["canary.example"]},
+        }
+    }
+    with GatewayStandIn(namespace) as gateway:
+        gateway.accepting = True
+        start_stable(namespace, prometheus, **traffic)
+        gateway.accepting = False  # the next weight is not programmed yet
+        kubectl_apply(manifest("2", prometheus.url, **traffic), namespace)
+        wait_until(lambda: rollout_of(namespace).get("weight") == 25, 60, "weight 25 written")
+        time.sleep(5)
+        held = rollout_of(namespace)
+        assert held.get("stepStartedAt") is None and "lastAnalysis" not in held
+        gateway.accepting = True
+        wait_rollout(namespace, "Succeeded", 120)
+    assert (75, 25) in gateway.weights and (50, 50) in gateway.weights
+    assert all(None not in pair and sum(pair) == 100 for pair in gateway.weights)
+    route = kubectl_json("get", "httproute", NAME, "-n", namespace)
+    assert route["spec"]["hostnames"] == ["canary.example"]
+    assert im(namespace)["status"]["stableModelVersion"] == "2"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from conftest import SESSION
 from harness import condition, kubectl, kubectl_apply, kubectl_json, wait_until
 from kinfer_operator._kube import Kube, load_config
 from kinfer_operator.reconcile import Reconciler
@@ -193,7 +194,8 @@ def test_noop_reconcile_writes_nothing(namespace: str, operator: Any) -> None:
         # Earlier tests' namespaces are still terminating; their models' passes would show up
         # in the operator's global write counter, so measure on a quiet cluster.
         listed = kubectl("get", "ns", "-l", "kinfer.io/e2e=true", "-o", "name").stdout.split()
-        return listed == [f"namespace/{namespace}"]
+        ours = [n for n in listed if n.startswith(f"namespace/e2e-{SESSION}-")]
+        return ours == [f"namespace/{namespace}"]
 
     wait_until(others_gone, 120, "other e2e namespaces to finish terminating")
     kubectl_apply(example("resnet-gpu.yaml"), namespace)

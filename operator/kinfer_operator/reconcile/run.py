@@ -65,8 +65,18 @@ class Outcome:
 
 
 def _status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """A merge patch from old to new status: removed keys become null."""
-    patch: dict[str, Any] = dict(new)
+    """A JSON merge patch (RFC 7386) from old to new: keys gone at any depth become null.
+
+    Merge patches merge nested objects, so a field that disappears inside e.g.
+    status.rollout would otherwise survive on the server; lists are replaced whole.
+    """
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            patch[key] = _status_patch(before, value)
+        else:
+            patch[key] = value
     for key in old:
         if key not in new:
             patch[key] = None
@@ -145,7 +155,7 @@ class Reconciler:
         report = compute_status(model, observed, decided, previous, now=now, rollout=rollout)
         if rollout is not None and rollout.events:
             report = StatusReport(report.status, [*rollout.events, *report.events])
-        if decided.promoted:
+        if decided.promoted and rollout is None:  # a rollout announces its own promotion
             promoted = Event(
                 "Normal",
                 "Promoted",

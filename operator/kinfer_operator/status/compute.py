@@ -231,6 +231,8 @@ def compute_status(
     old = list(previous.conditions) if previous else []
     conditions = _apply_verdict(old, verdict, gen, now)
     stable = observed.stable()
+    stable_revision = stable.revision if stable else None
+    stable_version = stable.annotations.get(MODEL_VERSION_ANNOTATION) if stable else None
     serving = observed.deployment(plan.serving_revision) if plan.serving_revision else None
     conditions = set_condition(
         conditions,
@@ -264,8 +266,8 @@ def compute_status(
         if plan.serving_revision
         else None,
         endpoint=endpoint_url(model),
-        stable_revision=stable.revision if stable else None,
-        stable_model_version=stable.annotations.get(MODEL_VERSION_ANNOTATION) if stable else None,
+        stable_revision=plan.desired_revision if plan.promoted else stable_revision,
+        stable_model_version=model.spec.model.version if plan.promoted else stable_version,
         desired_revision=plan.desired_revision or None,
         canary_revision=plan.candidate_revision if in_flight or rollout is None else None,
         canary_model_version=model.spec.model.version
