@@ -74,10 +74,14 @@ def hpa_name(model: InferenceModel, track: Track) -> str:
 
 
 def child_labels(model: InferenceModel) -> dict[str, str]:
-    """Labels on every child: the app.kubernetes.io set plus our model selector label."""
+    """Labels on every child: the app.kubernetes.io set plus our model selector label.
+
+    `app.kubernetes.io/instance` is deliberately absent: it is Argo CD's default tracking
+    label, and a child carrying the model's name there would look like part of an Argo CD
+    Application of that name, which would then prune it as not being in git.
+    """
     return {
         "app.kubernetes.io/name": "kinfer-runtime",
-        "app.kubernetes.io/instance": model.name,
         "app.kubernetes.io/component": "inference-server",
         "app.kubernetes.io/part-of": "kinfer",
         "app.kubernetes.io/managed-by": MANAGED_BY,

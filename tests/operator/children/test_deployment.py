@@ -142,3 +142,10 @@ def test_name_selector_and_labels_carry_revision_and_track(make_model: MakeModel
     }
     assert TRACK_LABEL not in dep["spec"]["template"]["metadata"]["labels"]
     assert dep["metadata"]["ownerReferences"][0]["controller"] is True
+
+
+def test_children_avoid_argo_cd_tracking_label(make_model: MakeModel) -> None:
+    dep = build_deployment(make_model(), "stable")
+    for labels in (dep["metadata"]["labels"], dep["spec"]["template"]["metadata"]["labels"]):
+        assert "app.kubernetes.io/instance" not in labels
+        assert labels["app.kubernetes.io/managed-by"] == "kinfer"

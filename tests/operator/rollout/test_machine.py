@@ -64,6 +64,12 @@ class Scenario:
             message=f"fake {decision}",
         )  # type: ignore[arg-type]
 
+    def at_first_step(self) -> RolloutDecision:
+        """Start the rollout and make the first canary replica ready (weight 20 applies)."""
+        self.decide()
+        self.canary_ready = 1
+        return self.decide(1)
+
     def decide(self, advance: float = 0) -> RolloutDecision:
         self.now += timedelta(seconds=advance)
         stable = observed_deployment(
@@ -118,9 +124,7 @@ def test_ready_canary_takes_step_weight_and_stable_shrinks_after() -> None:
 
 def test_analysis_runs_each_interval_and_passing_steps_advance_to_promotion() -> None:
     s = Scenario()
-    s.decide()
-    s.canary_ready = 1
-    s.decide(1)
+    s.at_first_step()
     d = s.decide(5)
     assert s.runs == []  # not due before a full interval at the weight
     d = s.decide(6)
@@ -139,9 +143,7 @@ def test_analysis_runs_each_interval_and_passing_steps_advance_to_promotion() ->
 def test_failures_at_the_limit_roll_back_and_restore_stable_first() -> None:
     s = Scenario()
     s.verdicts = ["Fail", "Fail"]
-    s.decide()
-    s.canary_ready = 1
-    s.decide(1)
+    s.at_first_step()
     d = s.decide(11)
     assert d.status is not None and d.status.phase == "Progressing" and d.status.failures == 1
     d = s.decide(11)
@@ -183,9 +185,7 @@ def test_rolled_back_revision_is_not_retried_until_the_token_changes() -> None:
 def test_inconclusive_holds_without_failing() -> None:
     s = Scenario()
     s.verdicts = ["Inconclusive"] * 3
-    s.decide()
-    s.canary_ready = 1
-    s.decide(1)
+    s.at_first_step()
     for _ in range(3):
         d = s.decide(11)
     assert d.status is not None
@@ -197,9 +197,7 @@ def test_inconclusive_holds_without_failing() -> None:
 def test_prometheus_errors_abort_at_error_limit_without_counting_failures() -> None:
     s = Scenario()
     s.verdicts = ["Error", "Error"]
-    s.decide()
-    s.canary_ready = 1
-    s.decide(1)
+    s.at_first_step()
     d = s.decide(11)
     assert d.status is not None and (d.status.errors, d.status.failures) == (1, 0)
     d = s.decide(11)
@@ -212,9 +210,7 @@ def test_consecutive_mode_resets_failures_on_a_pass_cumulative_does_not() -> Non
         s = Scenario(_model(rollout=rollout))
         s.stable_model = _model("3", rollout=rollout)
         s.verdicts = ["Fail", "Pass"]
-        s.decide()
-        s.canary_ready = 1
-        s.decide(1)
+        s.at_first_step()
         s.decide(11)
         d = s.decide(11)
         assert d.status is not None and d.status.failures == expected, mode
@@ -222,9 +218,7 @@ def test_consecutive_mode_resets_failures_on_a_pass_cumulative_does_not() -> Non
 
 def test_resumed_pass_does_not_repeat_an_analysis_or_a_step() -> None:
     s = Scenario()
-    s.decide()
-    s.canary_ready = 1
-    s.decide(1)
+    s.at_first_step()
     s.decide(11)
     assert s.runs == [0]
     saved = s.previous
@@ -237,9 +231,7 @@ def test_resumed_pass_does_not_repeat_an_analysis_or_a_step() -> None:
 
 def test_spec_change_mid_rollout_restarts_from_first_step() -> None:
     s = Scenario()
-    s.decide()
-    s.canary_ready = 1
-    s.decide(1)
+    s.at_first_step()
     s.decide(11)
     s.model = _model("5")
     s.canary_ready = 0
@@ -251,9 +243,7 @@ def test_spec_change_mid_rollout_restarts_from_first_step() -> None:
 
 def test_reverting_spec_to_stable_supersedes_the_canary_without_analysis() -> None:
     s = Scenario()
-    s.decide()
-    s.canary_ready = 1
-    s.decide(1)
+    s.at_first_step()
     s.model = _model("3")
     d = s.decide(30)
     assert d.status is not None and d.status.phase == "Superseded"
