@@ -32,8 +32,9 @@ system-deps: ## Debian packages the e2e suite runs for real (Prometheus for cana
 	  DEBIAN_FRONTEND=noninteractive $$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] \
 	    && echo sudo) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
-crds: venv ## regenerate crds/ from the pydantic API
+crds: venv ## regenerate crds/ (and the chart's copy) from the pydantic API
 	$(BIN)/python -m kinfer_operator.api.crdgen --out crds
+	cp crds/*.yaml charts/kinfer/files/crds/
 
 lint: venv ## ruff check and format check
 	$(BIN)/ruff check operator runtime tests e2e bench

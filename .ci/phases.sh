@@ -31,6 +31,7 @@ phase lint       make --no-print-directory lint
 phase typecheck  make --no-print-directory typecheck
 phase unit       make --no-print-directory unit
 phase binaries   make --no-print-directory binaries
+phase chart      bash e2e/chart-check.sh
 phase cluster    bash e2e/cluster.sh up
 # shellcheck source=../e2e/tools/versions.env
 source e2e/tools/versions.env

@@ -73,6 +73,11 @@ def main(argv: list[str] | None = None) -> None:
     def peering_settings(settings: kopf.OperatorSettings, **_: object) -> None:
         settings.peering.lifetime = args.peering_lifetime
         settings.peering.mandatory = bool(args.peering)
+        # Exact namespaces need no discovery; a namespaced install (Roles only) may not
+        # list namespaces or watch CRDs cluster-wide. Glob patterns still need scanning.
+        settings.scanning.disabled = bool(args.namespace) and not any(
+            set(ns) & set("*?[]!") for ns in args.namespace
+        )
 
     priority = args.priority or random.SystemRandom().randint(1, 1_000_000)
     logging.getLogger("kinfer_operator").info(

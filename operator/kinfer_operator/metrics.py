@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import contextlib
+from collections.abc import Iterable
 
-__all__ = ["API_WRITES", "RECONCILES", "RECONCILE_ERRORS", "RECONCILE_SECONDS"]
+from prometheus_client import Counter, Gauge, Histogram
+
+from kinfer_operator.api.status import Condition
+
+__all__ = [
+    "ANALYSES",
+    "API_WRITES",
+    "CANARY_WEIGHT",
+    "MODEL_CONDITION",
+    "PROMOTIONS",
+    "RECONCILES",
+    "RECONCILE_ERRORS",
+    "RECONCILE_SECONDS",
+    "ROLLBACKS",
+    "forget_model",
+    "record_model",
+]
 
 RECONCILES = Counter(
     "kinfer_operator_reconciles_total", "Reconcile passes, by trigger.", ["trigger"]
@@ -24,3 +41,51 @@ API_WRITES = Counter(
     "Write calls to the Kubernetes API, by verb and kind; flat when nothing changes.",
     ["verb", "kind"],
 )
+
+MODEL_CONDITION = Gauge(
+    "kinfer_operator_model_condition",
+    "1 when the InferenceModel's condition is True, else 0; one series per current reason.",
+    ["namespace", "name", "type", "reason"],
+)
+CANARY_WEIGHT = Gauge(
+    "kinfer_operator_canary_weight",
+    "Percent of traffic on the canary revision (0 without a rollout).",
+    ["namespace", "name"],
+)
+ANALYSES = Counter(
+    "kinfer_operator_analysis_total",
+    "Canary analyses, by decision (Pass, Fail, Inconclusive, Error).",
+    ["namespace", "name", "decision"],
+)
+ROLLBACKS = Counter("kinfer_operator_rollbacks_total", "Canary rollbacks.", ["namespace", "name"])
+PROMOTIONS = Counter(
+    "kinfer_operator_promotions_total", "Canary promotions.", ["namespace", "name"]
+)
+
+_reasons: dict[tuple[str, str, str], str] = {}
+
+
+def record_model(
+    namespace: str, name: str, conditions: Iterable[Condition], canary_weight: int | None
+) -> None:
+    """Publish a model's conditions and canary weight, dropping series of replaced reasons."""
+    for cond in conditions:
+        key = (namespace, name, cond.type)
+        old = _reasons.get(key)
+        if old is not None and old != cond.reason:
+            MODEL_CONDITION.remove(namespace, name, cond.type, old)
+        _reasons[key] = cond.reason
+        MODEL_CONDITION.labels(namespace, name, cond.type, cond.reason).set(
+            1 if cond.status == "True" else 0
+        )
+    CANARY_WEIGHT.labels(namespace, name).set(canary_weight or 0)
+
+
+def forget_model(namespace: str, name: str) -> None:
+    """Remove a deleted model's gauges so dashboards do not show it forever."""
+    for key, reason in list(_reasons.items()):
+        if key[:2] == (namespace, name):
+            MODEL_CONDITION.remove(namespace, name, key[2], reason)
+            del _reasons[key]
+    with contextlib.suppress(KeyError):  # never published: no canary ever ran
+        CANARY_WEIGHT.remove(namespace, name)

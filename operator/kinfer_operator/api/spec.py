@@ -10,7 +10,7 @@ from __future__ import annotations
 from itertools import pairwise
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, WithJsonSchema, field_validator
+from pydantic import Field, WithJsonSchema, field_validator, model_validator
 
 from kinfer_operator.api._base import ApiModel, cel, rule
 
@@ -446,9 +446,9 @@ class InferenceModelSpec(ApiModel):
 
     model_config = cel(
         rule(
-            "!(has(self.replicas) && has(self.autoscaling))",
+            "!has(self.autoscaling) || self.replicas == 1",
             "replicas and autoscaling are mutually exclusive: "
-            "with autoscaling the HPA owns the replica count",
+            "with autoscaling the HPA owns the replica count, so leave replicas unset",
             ".replicas",
         ),
     )
@@ -457,8 +457,10 @@ class InferenceModelSpec(ApiModel):
     """The model to serve."""
     runtime: Runtime
     """The serving container."""
-    replicas: int | None = Field(default=None, ge=1, le=1000)
-    """Fixed replica count when autoscaling is absent (default 1); the scale subresource."""
+    replicas: int = Field(default=1, ge=1, le=1000)
+    """Fixed replica count when autoscaling is absent; the scale subresource's spec. Always
+    present (defaulted), so GET /scale works for every model; leave it unset with
+    autoscaling."""
     autoscaling: Autoscaling | None = None
     """HPA settings; when present the HPA owns the replica count."""
     scheduling: Scheduling = Field(default_factory=Scheduling)
@@ -466,6 +468,13 @@ class InferenceModelSpec(ApiModel):
     rollout: Rollout | None = None
     """Canary rollout with metric analysis; absent: a new revision replaces the stable one
     as soon as all its replicas are ready."""
+
+    @model_validator(mode="after")
+    def _replicas_or_autoscaling(self) -> InferenceModelSpec:
+        # Mirrors the CEL rule, for objects an older CRD let through.
+        if self.autoscaling is not None and self.replicas != 1:
+            raise ValueError("replicas and autoscaling are mutually exclusive")
+        return self
 
     @property
     def gpu_count(self) -> int:
@@ -475,4 +484,4 @@ class InferenceModelSpec(ApiModel):
     @property
     def fixed_replicas(self) -> int:
         """Replica count when the HPA does not own it."""
-        return self.replicas if self.replicas is not None else 1
+        return self.replicas

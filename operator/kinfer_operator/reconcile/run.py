@@ -17,7 +17,16 @@ from kinfer_operator._kube import Kube
 from kinfer_operator.api.status import AnalysisRun, InferenceModelStatus
 from kinfer_operator.children.httproute import route_accepts
 from kinfer_operator.events import Event
-from kinfer_operator.metrics import RECONCILE_ERRORS, RECONCILE_SECONDS, RECONCILES
+from kinfer_operator.metrics import (
+    ANALYSES,
+    PROMOTIONS,
+    RECONCILE_ERRORS,
+    RECONCILE_SECONDS,
+    RECONCILES,
+    ROLLBACKS,
+    forget_model,
+    record_model,
+)
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import revision_of
 from kinfer_operator.reconcile.plan import Plan, needs_apply, plan, want_replicas
@@ -106,6 +115,7 @@ class Reconciler:
         """Drop per-model state once the model is deleted."""
         with self._guard:
             self._locks.pop((namespace, name), None)
+        forget_model(namespace, name)
 
     def reconcile(self, namespace: str, name: str, trigger: str = "event") -> Outcome | None:
         """One pass for one model; None when the model no longer exists."""
@@ -155,6 +165,11 @@ class Reconciler:
         report = compute_status(model, observed, decided, previous, now=now, rollout=rollout)
         if rollout is not None and rollout.events:
             report = StatusReport(report.status, [*rollout.events, *report.events])
+            for event in rollout.events:
+                if event.reason == "RolledBack":
+                    ROLLBACKS.labels(namespace, name).inc()
+                elif event.reason == "Promoted":
+                    PROMOTIONS.labels(namespace, name).inc()
         if decided.promoted and rollout is None:  # a rollout announces its own promotion
             promoted = Event(
                 "Normal",
@@ -198,7 +213,9 @@ class Reconciler:
                     )
                 return query_value(prometheus, query)
 
-            return run_analysis(spec.analysis, target, fetch, step=step, now=format_time(now))
+            run = run_analysis(spec.analysis, target, fetch, step=step, now=format_time(now))
+            ANALYSES.labels(model.namespace, model.name, run.decision).inc()
+            return run
 
         route = observed.find("HTTPRoute", model.name)
         return decide(
@@ -248,6 +265,10 @@ class Reconciler:
     def _publish(
         self, body: Mapping[str, Any], raw_status: Mapping[str, Any], report: StatusReport, now: str
     ) -> None:
+        meta = body["metadata"]
+        record_model(
+            meta["namespace"], meta["name"], report.status.conditions, report.status.canary_weight
+        )
         new = report.status.model_dump(by_alias=True, exclude_none=True)
         if new != dict(raw_status):
             self.kube.patch_model_status(

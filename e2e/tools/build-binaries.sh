@@ -1,0 +1,365 @@
+#!/usr/bin/env bash
+# Build the pinned local-control-plane binaries from the Go module proxy alone.
+#
+#   e2e/tools/build-binaries.sh            build what is missing (called by `make binaries`)
+#   e2e/tools/build-binaries.sh --bin-dir  print the binary directory and exit
+#   e2e/tools/build-binaries.sh --force    rebuild (all groups, or the ones named)
+#   e2e/tools/build-binaries.sh helm kwok  only these groups
+#   groups: kubernetes etcd kwok metrics-server helm kubeconform
+#
+# Output: ${KINFER_CACHE:-$HOME/.cache/kinfer}/k8s-<K8S_VERSION>/bin/ (outside the repo).
+# Versions come from e2e/tools/versions.env. Binaries are grouped so that one
+# `go build` shares compilation inside a group; each group writes a stamp once all
+# of its binaries are in place, so an interrupted cold build resumes at the first
+# group without a stamp, and a warm run only compares stamps (no Go needed).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=e2e/tools/versions.env
+source "$HERE/versions.env"
+
+KINFER_CACHE=${KINFER_CACHE:-$HOME/.cache/kinfer}
+ROOT="$KINFER_CACHE/k8s-$K8S_VERSION"
+BIN="$ROOT/bin"
+STAMPS="$ROOT/stamps"
+SRC="$ROOT/src"   # generated wrapper modules (kept: go.sum makes a rebuild cheap)
+LOGS="$ROOT/logs"
+PROGRESS_EVERY=${PROGRESS_EVERY:-30}   # seconds between "still building" lines
+
+ALL_GROUPS=(kubernetes etcd kwok metrics-server helm kubeconform)
+START=$SECONDS
+
+log() { printf '[binaries %4ds] %s\n' "$((SECONDS - START))" "$*" >&2; }
+die() {
+    printf 'build-binaries: error: %s\n' "$*" >&2
+    exit 1
+}
+
+# group_spec NAME sets G_MODULE, G_VERSION and G_PKGS ("import/path=binary" entries).
+group_spec() {
+    case "$1" in
+    kubernetes)
+        G_MODULE=k8s.io/kubernetes G_VERSION=v$K8S_VERSION
+        G_PKGS=(k8s.io/kubernetes/cmd/kube-apiserver=kube-apiserver
+            k8s.io/kubernetes/cmd/kube-controller-manager=kube-controller-manager
+            k8s.io/kubernetes/cmd/kube-scheduler=kube-scheduler
+            k8s.io/kubernetes/cmd/kubectl=kubectl) # matches the server; kwokctl needs one
+
+        ;;
+    etcd)
+        # Since 3.5 the root package of the server module is etcd's main.
+        G_MODULE=go.etcd.io/etcd/server/v3 G_VERSION=v$ETCD_VERSION
+        G_PKGS=(go.etcd.io/etcd/server/v3=etcd)
+        ;;
+    kwok)
+        G_MODULE=sigs.k8s.io/kwok G_VERSION=v$KWOK_VERSION
+        G_PKGS=(sigs.k8s.io/kwok/cmd/kwok=kwok sigs.k8s.io/kwok/cmd/kwokctl=kwokctl)
+        ;;
+    metrics-server)
+        G_MODULE=sigs.k8s.io/metrics-server G_VERSION=v$METRICS_SERVER_VERSION
+        G_PKGS=(sigs.k8s.io/metrics-server/cmd/metrics-server=metrics-server)
+        ;;
+    helm)
+        G_MODULE=helm.sh/helm/v3 G_VERSION=v$HELM_VERSION
+        G_PKGS=(helm.sh/helm/v3/cmd/helm=helm)
+        ;;
+    kubeconform)
+        G_MODULE=github.com/yannh/kubeconform G_VERSION=v$KUBECONFORM_VERSION
+        G_PKGS=(github.com/yannh/kubeconform/cmd/kubeconform=kubeconform)
+        ;;
+    *) die "unknown group $1" ;;
+    esac
+}
+
+group_bins() {
+    local p
+    for p in "${G_PKGS[@]}"; do printf '%s\n' "${p#*=}"; done
+}
+
+stamp_value() { printf '%s@%s rev=%s %s\n' "$G_MODULE" "$G_VERSION" "$BUILD_REV" "${G_PKGS[*]}"; }
+
+# up_to_date NAME: stamp matches the pinned version and every binary is present.
+up_to_date() {
+    group_spec "$1"
+    local b
+    [[ -f "$STAMPS/$1" && "$(<"$STAMPS/$1")" == "$(stamp_value)" ]] || return 1
+    for b in $(group_bins); do [[ -x "$BIN/$b" ]] || return 1; done
+}
+
+# --- toolchain and proxy checks (only when something must be built) --------
+
+find_go() {
+    if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+        PATH="/usr/local/go/bin:$PATH"
+    fi
+    command -v go >/dev/null 2>&1 ||
+        die "the Go toolchain is missing: 'go' is not on PATH (nor /usr/local/go/bin). Install Go >= $GO_MIN_VERSION from https://go.dev/dl/ and retry."
+    local have
+    have=$(go env GOVERSION) || die "'go env GOVERSION' failed; is the Go install broken?"
+    have=${have#go}
+    have=${have%%[!0-9.]*} # drop suffixes such as "rc1" or " X:..."
+    if [[ "$(printf '%s\n%s\n' "$GO_MIN_VERSION" "$have" | sort -V | head -n1)" != "$GO_MIN_VERSION" ]]; then
+        die "Go $have is too old: these pins need Go >= $GO_MIN_VERSION ($(command -v go)). Install a newer Go from https://go.dev/dl/."
+    fi
+    # Never let a go.mod 'toolchain' line trigger a toolchain download, never pick
+    # up a go.work, and build static binaries (no C toolchain needed).
+    export GOTOOLCHAIN=local GOWORK=off GO111MODULE=on CGO_ENABLED=0
+    log "using $(go version) (GOPROXY=$(go env GOPROXY), GOCACHE=$(go env GOCACHE))"
+}
+
+# download_module MOD@VER: fetch into the module cache (a no-op when cached) and
+# print the path of its go.mod. Fails fast, saying what could not be reached.
+download_module() {
+    local out gomod err
+    if ! out=$(timeout "${GO_DOWNLOAD_TIMEOUT:-300}" go mod download -json "$1" 2>&1); then
+        err=$(sed -n 's/.*"Error": "\(.*\)".*/\1/p' <<<"$out" | sed 's/\\"/"/g')
+        die "cannot fetch $1 from the Go module proxy (GOPROXY=$(go env GOPROXY)): ${err:-$out}
+  The build needs network access to the Go module proxy (or a GOMODCACHE that already holds $1)."
+    fi
+    gomod=$(sed -n 's/.*"GoMod": "\(.*\)".*/\1/p' <<<"$out")
+    [[ -f "$gomod" ]] || die "go mod download $1 gave no go.mod path: $out"
+    printf '%s\n' "$gomod"
+}
+
+# --- wrapper modules ---------------------------------------------------------
+
+# replace_lines GROUP GOMOD: replace directives the wrapper module needs.
+# `go install mod@ver` refuses modules whose go.mod has replace directives, and a
+# dependency's replaces are ignored, so the wrapper has to restate them:
+#  * k8s.io/kubernetes points its staging modules at ./staging/src/...; we pin
+#    each of them to the published k8s.io/<name> v0.<minor>.<patch> instead.
+#    The list is read from the downloaded go.mod, never typed by hand.
+#  * module-to-module replaces (x => y vN) are copied verbatim.
+#  * other local-path replaces (etcd's ../api ...) are dropped: those modules'
+#    require lines already carry the matching published versions.
+replace_lines() {
+    local group=$1 gomod=$2 staging=""
+    [[ $group == kubernetes ]] && staging="v0.${K8S_VERSION#*.}"
+    awk -v staging="$staging" '
+        /^replace[ \t]*\($/ { inblock = 1; next }
+        inblock && /^\)/     { inblock = 0; next }
+        /^replace[ \t]/      { sub(/^replace[ \t]+/, ""); single = 1 }
+        (inblock || single) && /=>/ {
+            line = $0; sub(/[ \t]*\/\/.*$/, "", line); sub(/^[ \t]+/, "", line)
+            split(line, lr, /[ \t]*=>[ \t]*/)
+            n = split(lr[1], l, /[ \t]+/); left = (l[1] == "" ? l[2] : l[1])
+            m = split(lr[2], r, /[ \t]+/)
+            if (r[1] ~ /^\.\.?\//) {
+                if (staging != "" && r[1] ~ /^\.\/staging\//) print "\t" left " => " left " " staging
+            } else {
+                print "\t" line
+            }
+        }
+        { single = 0 }
+    ' "$gomod"
+}
+
+# write_wrapper DIR GROUP GOMOD: a tiny main module that requires the target.
+write_wrapper() {
+    local dir=$1 group=$2 gomod=$3 godirective replaces
+    godirective=$(awk '$1 == "go" { print $2; exit }' "$gomod")
+    replaces=$(replace_lines "$group" "$gomod")
+    mkdir -p "$dir"
+    rm -f "$dir/go.mod"
+    {
+        echo "// Generated by e2e/tools/build-binaries.sh for $G_MODULE@$G_VERSION; do not edit."
+        echo "module kinfer.local/build/$group"
+        echo
+        echo "go ${godirective:-1.26}"
+        echo
+        echo "require $G_MODULE $G_VERSION"
+        if [[ -n "$replaces" ]]; then
+            printf '\nreplace (\n%s\n)\n' "$replaces"
+        fi
+    } >"$dir/go.mod"
+}
+
+# --- version stamping (-ldflags -X) ------------------------------------------
+
+# module_time MOD VER: the release time the proxy records, used as buildDate so
+# that rebuilds are reproducible.
+module_time() {
+    local info
+    info="$(go env GOMODCACHE)/cache/download/$1/@v/$2.info"
+    sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$info" 2>/dev/null || true
+}
+
+ldflags_for() {
+    local group=$1 gomod=$2 date flags="-s -w" p minor
+    date=$(module_time "$G_MODULE" "$G_VERSION")
+    case "$group" in
+    kubernetes)
+        # Same variables hack/lib/version.sh sets: `kube-apiserver --version`,
+        # /version and Helm's capability checks then report the real release.
+        minor=${K8S_VERSION#*.}
+        minor=${minor%%.*}
+        for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+            flags+=" -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+            flags+=" -X $p.gitTreeState=clean -X $p.buildDate=$date"
+        done
+        ;;
+    metrics-server)
+        # kwokctl parses `metrics-server --version`; the default is unparsable.
+        p=k8s.io/client-go/pkg/version
+        flags+=" -X $p.gitVersion=$G_VERSION -X $p.gitTreeState=clean -X $p.buildDate=$date"
+        ;;
+    kwok)
+        p=sigs.k8s.io/kwok/pkg/consts
+        flags+=" -X $p.Version=$G_VERSION -X $p.KubeVersion=$K8S_VERSION"
+        ;;
+    helm)
+        # As helm's Makefile: version, plus the default Kubernetes version for
+        # `helm template`/lint, derived from the client-go it is built against.
+        local cg
+        cg=$(awk '$1 == "k8s.io/client-go" { print $2; exit }' "$gomod")
+        cg=${cg#v0.}
+        p=helm.sh/helm/v3
+        flags+=" -X $p/internal/version.version=$G_VERSION -X $p/internal/version.gitTreeState=clean"
+        if [[ -n "$cg" ]]; then
+            flags+=" -X $p/pkg/chartutil.k8sVersionMajor=1 -X $p/pkg/chartutil.k8sVersionMinor=${cg%%.*}"
+            flags+=" -X $p/pkg/lint/rules.k8sVersionMajor=1 -X $p/pkg/lint/rules.k8sVersionMinor=${cg%%.*}"
+        fi
+        ;;
+    kubeconform) flags+=" -X main.version=$G_VERSION" ;;
+    etcd) ;; # etcd's version is a constant in go.etcd.io/etcd/api/v3/version
+    esac
+    printf '%s\n' "$flags"
+}
+
+# --- building ----------------------------------------------------------------
+
+# run_logged WHAT LOGFILE CMD...: run CMD with output in LOGFILE, printing a
+# "still <WHAT>" line every PROGRESS_EVERY seconds (a cold Kubernetes build
+# takes many minutes on two cores, and silence looks like a hang).
+run_logged() {
+    local what=$1 logfile=$2 pid t0=$SECONDS rc=0 next=$((SECONDS + PROGRESS_EVERY))
+    shift 2
+    "$@" >>"$logfile" 2>&1 &
+    pid=$!
+    CHILD=$pid
+    while kill -0 "$pid" 2>/dev/null; do
+        sleep 1
+        if ((SECONDS >= next)); then
+            next=$((SECONDS + PROGRESS_EVERY))
+            log "   still $what ... $((SECONDS - t0))s, $(grep -c . "$logfile") log lines"
+        fi
+    done
+    wait "$pid" || rc=$?
+    CHILD=""
+    if ((rc != 0)); then
+        printf '%s\n' "---- last 40 lines of $logfile ----" >&2
+        tail -n 40 "$logfile" >&2
+        die "$what failed (exit $rc); full log: $logfile"
+    fi
+}
+
+build_group() {
+    local group=$1 t0=$SECONDS gomod dir logfile ldflags p pkgs=() b
+    group_spec "$group"
+    log "== $group: $G_MODULE@$G_VERSION -> $(group_bins | tr '\n' ' ')"
+    gomod=$(download_module "$G_MODULE@$G_VERSION")
+    dir="$SRC/$group"
+    logfile="$LOGS/$group.log"
+    : >"$logfile"
+    write_wrapper "$dir" "$group" "$gomod"
+    for p in "${G_PKGS[@]}"; do pkgs+=("${p%%=*}"); done
+    ldflags=$(ldflags_for "$group" "$gomod")
+
+    log "   resolving dependencies (go get)"
+    local gets=()
+    for p in "${pkgs[@]}"; do gets+=("$p@$G_VERSION"); done
+    run_logged "resolving $group dependencies (go get; needs the module proxy unless cached)" \
+        "$logfile" go -C "$dir" get "${gets[@]}"
+
+    # One `go build` per group so the packages the binaries share compile once.
+    TMP_OUT=$(mktemp -d "$ROOT/.tmp-$group.XXXXXX")
+    log "   compiling ${#pkgs[@]} package(s) (go build -v output in $logfile)"
+    run_logged "building $group" "$logfile" go -C "$dir" build -v -trimpath -ldflags "$ldflags" -o "$TMP_OUT/" "${pkgs[@]}"
+
+    # `go build -o dir/` names a binary after its import path, dropping a /vN
+    # suffix (go.etcd.io/etcd/server/v3 -> server); rename to what we want.
+    for p in "${G_PKGS[@]}"; do
+        local path=${p%%=*} want=${p#*=} got
+        got=${path##*/}
+        [[ $got =~ ^v[0-9]+$ ]] && got=$(basename "$(dirname "$path")")
+        [[ -x "$TMP_OUT/$got" ]] || die "go build produced no $got for $path (see $logfile)"
+        [[ $got == "$want" ]] || mv -f "$TMP_OUT/$got" "$TMP_OUT/$want"
+    done
+    # rename(2) within one filesystem is atomic: bin/ never holds a half binary.
+    for b in $(group_bins); do mv -f "$TMP_OUT/$b" "$BIN/$b"; done
+    rmdir "$TMP_OUT" 2>/dev/null || rm -rf "$TMP_OUT"
+    TMP_OUT=""
+    stamp_value >"$STAMPS/.$group.tmp"
+    mv -f "$STAMPS/.$group.tmp" "$STAMPS/$group"
+    log "== $group built in $((SECONDS - t0))s"
+    printf '%s %s@%s %ss\n' "$(date -u +%FT%TZ)" "$group" "$G_VERSION" "$((SECONDS - t0))" >>"$LOGS/timings.txt"
+}
+
+# shellcheck disable=SC2317 # invoked by the EXIT trap
+cleanup() {
+    local rc=$?
+    [[ -n "${CHILD:-}" ]] && kill "$CHILD" 2>/dev/null && wait "$CHILD" 2>/dev/null
+    [[ -n "${TMP_OUT:-}" && -d "$TMP_OUT" ]] && rm -rf "$TMP_OUT"
+    exit "$rc"
+}
+
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; }
+
+main() {
+    local force=0 g todo=() want=()
+    while (($#)); do
+        case "$1" in
+        --bin-dir)
+            printf '%s\n' "$BIN"
+            return 0
+            ;;
+        --force) force=1 ;;
+        -h | --help)
+            usage
+            return 0
+            ;;
+        -*) die "unknown option '$1' (try --help)" ;;
+        *)
+            [[ " ${ALL_GROUPS[*]} " == *" $1 "* ]] || die "unknown group '$1' (groups: ${ALL_GROUPS[*]})"
+            want+=("$1")
+            ;;
+        esac
+        shift
+    done
+    ((${#want[@]})) || want=("${ALL_GROUPS[@]}")
+
+    for g in "${want[@]}"; do
+        if ((force)) || ! up_to_date "$g"; then todo+=("$g"); fi
+    done
+    if ((${#todo[@]} == 0)); then
+        log "binaries up to date in $BIN"
+        return 0
+    fi
+
+    mkdir -p "$BIN" "$STAMPS" "$SRC" "$LOGS"
+    # Two concurrent `make binaries` would fight over the same files: serialise.
+    exec 9>"$ROOT/.lock"
+    if ! flock -n 9; then
+        log "another build holds $ROOT/.lock; waiting for it"
+        flock 9
+    fi
+    trap cleanup EXIT
+    trap 'log "interrupted; completed groups are kept, rerun to resume"; exit 130' INT TERM
+    rm -rf "$ROOT"/.tmp-* # leftovers of an interrupted run
+    find_go
+    # Fetch every top-level module first: an unreachable proxy fails now, not
+    # after the Kubernetes group has compiled for many minutes.
+    for g in "${todo[@]}"; do
+        group_spec "$g"
+        download_module "$G_MODULE@$G_VERSION" >/dev/null
+    done
+    log "to build: ${todo[*]} (cold builds take a while; the Kubernetes group is the long pole)"
+    for g in "${todo[@]}"; do
+        if ((force)) || ! up_to_date "$g"; then build_group "$g"; fi
+    done
+    log "done: binaries in $BIN ($((SECONDS - START))s)"
+}
+
+# One line: bash has read all of it before main runs, so editing this file
+# during a (long) build cannot make bash read on into a half-written line.
+main "$@"; exit

@@ -1,0 +1,124 @@
+"""The operator's workload: restricted pod security, probes, ports, peering, bad values."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+Render = Callable[..., list[dict[str, Any]]]
+
+
+def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (found,) = [d for d in docs if d["kind"] == kind]
+    return found
+
+
+def _pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return dict(_one(docs, "Deployment")["spec"]["template"]["spec"])
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_pod_meets_the_restricted_pod_security_standard(render: Render) -> None:
+    pod = _pod(render())
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    ctx = container["securityContext"]
+    assert ctx["allowPrivilegeEscalation"] is False
+    assert ctx["readOnlyRootFilesystem"] is True
+    assert ctx["capabilities"] == {"drop": ["ALL"]}
+    # The read-only root needs a writable /tmp, and nothing else.
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert [v["name"] for v in pod["volumes"] if "emptyDir" in v] == ["tmp"]
+
+
+def test_probes_hit_kopf_healthz_and_metrics_port_is_named(render: Render) -> None:
+    (container,) = _pod(render())["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"health": 8080, "metrics": 8081}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    env = _env(container)
+    assert (env["KINFER_HEALTH_PORT"], env["KINFER_METRICS_PORT"]) == ("8080", "8081")
+
+
+def test_prometheus_url_reaches_the_operator_for_canary_analysis(render: Render) -> None:
+    (container,) = _pod(render(**{"operator.prometheusURL": "http://prom:9090"}))["containers"]
+    assert _env(container)["KINFER_PROMETHEUS_URL"] == "http://prom:9090"
+
+
+def test_image_defaults_to_the_chart_app_version(render: Render) -> None:
+    (container,) = _pod(render())["containers"]
+    assert container["image"] == "kinfer/operator:0.1.0"
+    (tagged,) = _pod(render(**{"image.tag": "dev"}))["containers"]
+    assert tagged["image"] == "kinfer/operator:dev"
+
+
+def test_two_replicas_peer_through_the_chart_s_peering_object(render: Render) -> None:
+    docs = render()
+    workload = _one(docs, "Deployment")
+    assert workload["spec"]["replicas"] == 2
+    env = _env(workload["spec"]["template"]["spec"]["containers"][0])
+    assert env["KINFER_PEERING"] == "kinfer"
+    # kopf pauses every operator that shares a priority; identical replicas must therefore
+    # keep the operator's random default, never one fixed value.
+    assert "KINFER_PEERING_PRIORITY" not in env
+    assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    peering = _one(docs, "ClusterKopfPeering")
+    assert peering["metadata"]["name"] == "kinfer"
+    assert "post-install" in peering["metadata"]["annotations"]["helm.sh/hook"]
+
+
+def test_namespaced_mode_peers_in_each_watched_namespace(render: Render) -> None:
+    docs = render(watchNamespaces="{team-a,team-b}")
+    assert not [d for d in docs if d["kind"] == "ClusterKopfPeering"]
+    peerings = [d for d in docs if d["kind"] == "KopfPeering"]
+    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
+
+
+def test_standalone_mode_sets_no_peering(render: Render) -> None:
+    docs = render(**{"peering.enabled": "false", "replicas": "1"})
+    env = _env(_pod(docs)["containers"][0])
+    assert "KINFER_PEERING" not in env
+    assert not [d for d in docs if "KopfPeering" in d["kind"]]
+
+
+def test_monitoring_objects_only_when_enabled(render: Render) -> None:
+    kinds = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+    assert not [d for d in render() if d["kind"] in kinds]
+    enabled = render(
+        **{
+            f"monitoring.{k}.enabled": "true"
+            for k in ("serviceMonitor", "podMonitor", "prometheusRule")
+        }
+    )
+    pod_monitor = _one(enabled, "PodMonitor")
+    assert pod_monitor["spec"]["selector"] == {
+        "matchLabels": {"app.kubernetes.io/managed-by": "kinfer"}
+    }
+    assert pod_monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    assert _one(enabled, "ServiceMonitor")["spec"]["endpoints"][0]["honorLabels"] is True
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"replicas": "two"}, "/replicas"),
+        ({"operator.logFormat": "xml"}, "/operator/logFormat"),
+        ({"watchNamespaces": "{Team_A}"}, "/watchNamespaces/0"),
+        ({"crds.instal": "true"}, "instal"),
+        ({"image.pullPolicy": "Sometimes"}, "/image/pullPolicy"),
+        ({"monitoring.prometheusRule.gpuUnschedulableFor": "soon"}, "gpuUnschedulableFor"),
+        ({"replicas": "2", "peering.enabled": "false"}, "needs peering.enabled=true"),
+        ({"operator.prometheusURL": "prometheus:9090"}, "/operator/prometheusURL"),
+    ],
+)
+def test_wrong_values_fail_rendering_with_a_message(
+    render_error: Callable[..., str], values: dict[str, str], message: str
+) -> None:
+    assert message in render_error(**values)
