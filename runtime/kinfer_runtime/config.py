@@ -1,0 +1,180 @@
+"""Settings for `kinfer-runtime serve`: command-line flags, each defaulting to a KINFER_* variable.
+
+The operator configures the runtime through the environment only, so every flag has a variable;
+the model source's Authorization header is environment-only because argv is world-readable.
+"""
+
+import argparse
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal, TypeVar, cast, get_args
+
+from kinfer_runtime.backends import FORMATS, Device, ModelFormat, TorchDtype
+
+__all__ = ["ENV", "BatchPadding", "Settings", "add_serve_arguments", "settings_from_args"]
+
+BatchPadding = Literal["auto", "always", "never"]
+
+# Flag destination -> environment variable. Names are part of the operator contract.
+ENV: Final = {
+    "model_uri": "KINFER_MODEL_URI",
+    "model_name": "KINFER_MODEL_NAME",
+    "model_version": "KINFER_MODEL_VERSION",
+    "model_format": "KINFER_MODEL_FORMAT",
+    "model_sha256": "KINFER_MODEL_SHA256",
+    "model_cache_dir": "KINFER_MODEL_CACHE_DIR",
+    "model_auth_header": "KINFER_MODEL_AUTH_HEADER",
+    "host": "KINFER_HOST",
+    "port": "KINFER_PORT",
+    "metrics_port": "KINFER_METRICS_PORT",
+    "max_batch_size": "KINFER_MAX_BATCH_SIZE",
+    "max_queue_delay_us": "KINFER_MAX_QUEUE_DELAY_US",
+    "max_queue_size": "KINFER_MAX_QUEUE_SIZE",
+    "request_timeout_s": "KINFER_REQUEST_TIMEOUT_S",
+    "max_body_bytes": "KINFER_MAX_BODY_BYTES",
+    "device": "KINFER_DEVICE",
+    "torch_dtype": "KINFER_TORCH_DTYPE",
+    "threads": "KINFER_THREADS",
+    "batch_padding": "KINFER_BATCH_PADDING",
+    "revision": "KINFER_REVISION",
+    "drain_delay_s": "KINFER_DRAIN_DELAY_S",
+    "termination_log": "KINFER_TERMINATION_LOG",
+    "log_level": "KINFER_LOG_LEVEL",
+    "access_log": "KINFER_ACCESS_LOG",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_uri: str
+    model_name: str
+    model_version: str = "1"
+    model_format: ModelFormat | None = None  # None: from the file extension
+    model_sha256: str | None = None
+    model_cache_dir: Path = Path(tempfile.gettempdir()) / "kinfer-models"
+    model_auth_header: str | None = None
+    host: str = "0.0.0.0"
+    port: int = 8080
+    metrics_port: int = 9090  # 0: /metrics on the main port only
+    max_batch_size: int = 16
+    max_queue_delay_us: int = 1000
+    max_queue_size: int = 256
+    request_timeout_s: float = 30.0
+    max_body_bytes: int = 64 * 1024 * 1024
+    device: Device = "auto"
+    torch_dtype: TorchDtype = "fp32"
+    threads: int | None = None  # None: the container's CPU limit
+    batch_padding: BatchPadding = "auto"
+    revision: str = ""
+    # After SIGTERM: how long to keep serving (while reporting not-ready) so that Kubernetes
+    # can take the pod out of its Service before the listener closes.
+    drain_delay_s: float = 5.0
+    termination_log: Path | None = Path("/dev/termination-log")
+    log_level: str = "info"
+    access_log: bool = False
+
+    def __repr__(self) -> str:
+        # Never print the credential.
+        auth = "<set>" if self.model_auth_header else None
+        return f"Settings(uri={self.model_uri!r}, name={self.model_name!r}, auth={auth})"
+
+
+T = TypeVar("T")
+
+
+def _positive(kind: Callable[[str], T]) -> Callable[[str], T]:
+    def parse(text: str) -> T:
+        value = kind(text)
+        if not cast(float, value) > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _non_negative(kind: Callable[[str], T]) -> Callable[[str], T]:
+    def parse(text: str) -> T:
+        value = kind(text)
+        if cast(float, value) < 0:
+            raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _sha256(text: str) -> str:
+    if len(text) != 64 or any(c not in "0123456789abcdefABCDEF" for c in text):
+        raise argparse.ArgumentTypeError("expected 64 hexadecimal digits")
+    return text.lower()
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    """Declares the serve flags; each default comes from its variable in `environ`."""
+
+    def flag(dest: str, *, help: str, **kwargs: object) -> None:
+        env = ENV[dest]
+        # Empty counts as unset: manifests often render optional values as "".
+        default = environ.get(env) or None
+        kind = kwargs.get("type")
+        if default is not None and callable(kind):
+            try:
+                default = kind(default)
+            except (argparse.ArgumentTypeError, ValueError) as exc:
+                parser.error(f"{env}={default!r}: {exc}")
+        required = kwargs.pop("required", False) and default is None
+        parser.add_argument(
+            "--" + dest.replace("_", "-"),
+            dest=dest,
+            default=default,
+            required=bool(required),
+            help=f"{help} [env {env}]",
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    defaults = Settings(model_uri="", model_name="")
+    flag("model_uri", required=True, help="model file: path, file://, http:// or https://")
+    flag("model_name", required=True, help="name clients use in /v2/models/{name}")
+    flag("model_version", help=f"version reported and routed (default {defaults.model_version})")
+    flag("model_format", choices=FORMATS, help="model format (default: from the extension)")
+    flag("model_sha256", type=_sha256, help="expected sha256 of the model file")
+    flag("model_cache_dir", type=Path, help="where downloads are kept")
+    flag("host", help=f"listen address (default {defaults.host})")
+    flag("port", type=_positive(int), help=f"HTTP port (default {defaults.port})")
+    flag("metrics_port", type=_non_negative(int), help="extra /metrics port, 0 = none (9090)")
+    flag("max_batch_size", type=_positive(int), help="rows per batch, 1 = no batching (16)")
+    flag("max_queue_delay_us", type=_non_negative(int), help="wait for a fuller batch (1000)")
+    flag("max_queue_size", type=_positive(int), help="queued requests before 503 (256)")
+    flag("request_timeout_s", type=_positive(float), help="per-request deadline (30)")
+    flag("max_body_bytes", type=_positive(int), help="largest request body, else 413 (64 MiB)")
+    flag("device", choices=get_args(Device), help="auto: CUDA when available (auto)")
+    flag("torch_dtype", choices=get_args(TorchDtype), help="PyTorch compute dtype (fp32)")
+    flag("threads", type=_positive(int), help="CPU threads per model (default: CPU limit)")
+    flag(
+        "batch_padding",
+        choices=get_args(BatchPadding),
+        help="pad batches to max size for exact results; auto = when the backend needs it",
+    )
+    flag("revision", help="opaque revision label added to every metric")
+    flag("drain_delay_s", type=_non_negative(float), help="serve on after SIGTERM (5)")
+    flag("termination_log", type=Path, help="file for the fatal error message")
+    flag("log_level", choices=("debug", "info", "warning", "error"), help="log level (info)")
+    flag("access_log", type=_bool, help="log every request (false)")
+
+
+def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    given = {k: v for k, v in vars(args).items() if k in ENV and v is not None}
+    given["model_auth_header"] = environ.get(ENV["model_auth_header"]) or None
+    return Settings(**given)

@@ -1,0 +1,66 @@
+"""A served model as the data plane sees it: identity, phase, signature and batcher."""
+
+from kinfer_runtime.backends.base import Backend, ModelSignature
+from kinfer_runtime.dataplane.batcher import Batcher, Tensors
+from kinfer_runtime.dataplane.readiness import Phase, Readiness
+from kinfer_runtime.dataplane.validation import check_inputs
+from kinfer_runtime.errors import ModelNotReady, Overloaded
+
+__all__ = ["ServedModel"]
+
+
+class ServedModel:
+    def __init__(self, name: str, version: str, readiness: Readiness) -> None:
+        self.name = name
+        self.version = version
+        self.readiness = readiness
+        self._backend: Backend | None = None
+        self._batcher: Batcher | None = None
+
+    def attach(self, backend: Backend, batcher: Batcher) -> None:
+        """Makes a loaded, warmed-up backend available; the batcher must already be started."""
+        self._backend = backend
+        self._batcher = batcher
+
+    @property
+    def loaded(self) -> bool:
+        return self._backend is not None
+
+    @property
+    def ready(self) -> bool:
+        return self.loaded and self.readiness.ready
+
+    def require_ready(self) -> None:
+        if not self.ready:
+            raise ModelNotReady(f"model {self.name!r} is not ready ({self.readiness.phase.value})")
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            raise ModelNotReady(f"model {self.name!r} is not loaded yet")
+        return self._backend
+
+    @property
+    def signature(self) -> ModelSignature:
+        return self.backend.signature
+
+    @property
+    def batcher(self) -> Batcher | None:
+        return self._batcher
+
+    def admit(self) -> None:
+        """Cheap checks before a request body is even read: serving, and room in the queue."""
+        if self._batcher is None or not self.readiness.serving:
+            phase = self.readiness.phase
+            state = "loading" if phase is Phase.LOADING else phase.value
+            raise ModelNotReady(f"model {self.name!r} is not serving ({state})")
+        if self._batcher.full:
+            raise Overloaded(f"model {self.name!r} is overloaded: queue full")
+
+    async def infer(self, inputs: Tensors) -> Tensors:
+        """Validates one request, queues it for batching, returns all of the model's outputs."""
+        self.admit()
+        assert self._batcher is not None and self._backend is not None
+        rows = check_inputs(self._backend.signature, inputs)
+        prepared = self._backend.prepare(inputs)
+        return await self._batcher.submit(prepared, rows)

@@ -1,0 +1,52 @@
+"""Domain exceptions.
+
+Layers below the routes raise these and know nothing about HTTP; `routes.errors` maps each one
+to a status code in a single place.
+"""
+
+__all__ = [
+    "InferenceFailed",
+    "InvalidInput",
+    "KinferError",
+    "ModelLoadError",
+    "ModelNotFound",
+    "ModelNotReady",
+    "Overloaded",
+    "PayloadTooLarge",
+]
+
+
+class KinferError(Exception):
+    """Base class: the message is safe to show to the client."""
+
+
+class InvalidInput(KinferError):
+    """The request is malformed or does not match the model's signature."""
+
+
+class ModelNotFound(KinferError):
+    """No model (or model version) with that name is served here."""
+
+
+class ModelNotReady(KinferError):
+    """The model is known but not loaded yet, or is shutting down."""
+
+    retry_after_s = 1
+
+
+class Overloaded(KinferError):
+    """The queue is full or the request waited too long; retrying later may succeed."""
+
+    retry_after_s = 1
+
+
+class PayloadTooLarge(KinferError):
+    """The request body is above the configured limit."""
+
+
+class InferenceFailed(KinferError):
+    """The model itself raised while executing a batch (a server-side fault, not bad input)."""
+
+
+class ModelLoadError(KinferError):
+    """The model could not be fetched, verified, loaded or warmed up; the process must exit."""

@@ -1,0 +1,106 @@
+"""Runs the app under uvicorn (uvloop, httptools) with a Kubernetes-friendly shutdown.
+
+SIGTERM: readiness turns false at once; the server keeps serving for `drain_delay_s` so the
+endpoint is removed from Services before the listener closes; then uvicorn stops accepting,
+waits for every in-flight request (queued ones included) and the process exits 0.
+A model that cannot be loaded ends the process with exit code 1 and a one-line reason.
+"""
+
+import logging
+import signal
+import time
+from types import FrameType
+
+import uvicorn
+from prometheus_client import disable_created_metrics, start_http_server
+
+from kinfer_runtime.app import create_app
+from kinfer_runtime.config import Settings
+from kinfer_runtime.service import InferenceService
+from kinfer_runtime.termination import report_fatal
+
+__all__ = ["serve"]
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, service: InferenceService, drain_delay_s: float):
+        super().__init__(config)
+        self._service = service
+        self._drain_delay_s = drain_delay_s
+        self._stop_at: float | None = None
+        self.exit_code = 0
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Unlike uvicorn's own handler this does not re-raise the signal after shutdown: a
+        # drained stop is a clean exit, status 0.
+        if self.should_exit:
+            self.force_exit = True  # a second signal during shutdown: stop waiting
+            return
+        if self._stop_at is not None:
+            self.should_exit = True  # a second signal during the drain delay: close now
+            return
+        was_serving = self._service.readiness.begin_drain()
+        if sig == signal.SIGTERM and was_serving and self._drain_delay_s > 0:
+            log.info("SIGTERM: not ready; serving on for %.1fs, then closing", self._drain_delay_s)
+            self._stop_at = time.monotonic() + self._drain_delay_s
+        else:
+            self.should_exit = True
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._stop_at is not None and time.monotonic() >= self._stop_at:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+    def fail(self, message: str, settings: Settings) -> None:
+        report_fatal(message, settings.termination_log)
+        self.exit_code = 1
+        self.should_exit = True
+
+
+def serve(settings: Settings) -> int:
+    """Serves until SIGTERM/SIGINT (exit 0) or a model load failure (exit 1)."""
+    server: _Server | None = None
+
+    def on_fatal(message: str) -> None:
+        assert server is not None
+        server.fail(message, settings)
+
+    # The *_created series would double the scrape size, and nothing queries them.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    service = InferenceService(settings, on_fatal=on_fatal)
+    config = uvicorn.Config(
+        create_app(service),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_config=None,  # the CLI configured logging for everything
+        access_log=settings.access_log,
+        server_header=False,
+    )
+    server = _Server(config, service, settings.drain_delay_s)
+    metrics_server = None
+    if settings.metrics_port and settings.metrics_port != settings.port:
+        try:
+            metrics_server, _ = start_http_server(
+                settings.metrics_port, addr=settings.host, registry=service.metrics.registry
+            )
+        except OSError as exc:
+            message = f"cannot listen on metrics port {settings.metrics_port}: {exc}"
+            report_fatal(message, settings.termination_log)
+            return 1
+    try:
+        server.run()
+    except SystemExit:
+        if server.started:
+            raise
+        # uvicorn exits this way when it cannot bind the port (it logged why).
+        report_fatal(f"cannot listen on {settings.host}:{settings.port}", settings.termination_log)
+        return 1
+    finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
+    return server.exit_code

@@ -1,0 +1,106 @@
+"""Wires the settings into a served model: fetch, load, warm up, batch; then drain and close."""
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from kinfer_runtime.backends import Backend, BackendOptions, detect_format, open_backend
+from kinfer_runtime.config import Settings
+from kinfer_runtime.dataplane import Batcher, BatchPolicy, ModelRegistry, Readiness, ServedModel
+from kinfer_runtime.dataplane.warmup import warm_up, warmup_batch_sizes
+from kinfer_runtime.errors import ModelLoadError
+from kinfer_runtime.metrics import RuntimeMetrics
+from kinfer_runtime.sources import redact, resolve_model
+
+__all__ = ["InferenceService"]
+
+log = logging.getLogger(__name__)
+
+
+class InferenceService:
+    def __init__(self, settings: Settings, on_fatal: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self.readiness = Readiness()
+        self.metrics = RuntimeMetrics(
+            settings.model_name, settings.model_version, settings.revision
+        )
+        self.model = ServedModel(settings.model_name, settings.model_version, self.readiness)
+        self.registry = ModelRegistry()
+        self.registry.add(self.model)
+        self.failure: str | None = None
+        self._on_fatal = on_fatal
+
+    async def start(self) -> None:
+        """Loads the model off the event loop; marks ready, or reports a fatal error."""
+        started = time.perf_counter()
+        try:
+            backend, policy = await asyncio.to_thread(self._load)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
+            self.failure = (
+                f"cannot serve model {self.settings.model_name!r} from "
+                f"{redact(self.settings.model_uri)}: {reason}"
+            )
+            self.readiness.mark_failed()
+            if self._on_fatal is not None:
+                self._on_fatal(self.failure)
+            return
+        batcher = Batcher(backend.infer, policy, self.metrics)
+        batcher.start()
+        self.model.attach(backend, batcher)
+        seconds = time.perf_counter() - started
+        self.metrics.model_load_seconds.set(seconds)
+        if backend.device.startswith("cuda"):
+            self.metrics.watch_gpu(int(backend.device.partition(":")[2] or 0))
+        self.readiness.mark_ready()
+        log.info(
+            "model %r ready in %.2fs on %s (%s)", self.model.name, seconds, backend.device, policy
+        )
+
+    def _load(self) -> tuple[Backend, BatchPolicy]:
+        s = self.settings
+        path = resolve_model(
+            s.model_uri,
+            cache_dir=s.model_cache_dir,
+            sha256=s.model_sha256,
+            auth_header=s.model_auth_header,
+        )
+        options = BackendOptions(
+            device=s.device,
+            torch_dtype=s.torch_dtype,
+            threads=s.threads,
+            cache_dir=s.model_cache_dir,
+        )
+        backend = open_backend(path, s.model_format or detect_format(path.name), options)
+        backend.load()
+        batchable = backend.signature.batchable
+        # With one row per batch every batch already has the same size: nothing to pad.
+        pad = (
+            batchable
+            and s.max_batch_size > 1
+            and (
+                s.batch_padding == "always"
+                or (s.batch_padding == "auto" and not backend.batch_invariant)
+            )
+        )
+        sizes = warmup_batch_sizes(s.max_batch_size, padded=pad, on_gpu=backend.device != "cpu")
+        batchable = warm_up(backend, sizes, batchable=batchable)
+        policy = BatchPolicy(
+            max_batch_size=s.max_batch_size if batchable else 1,
+            max_queue_delay_s=s.max_queue_delay_us / 1e6,
+            max_queue_size=s.max_queue_size,
+            timeout_s=s.request_timeout_s,
+            batchable=batchable,
+            pad_to_max=pad and batchable,
+        )
+        return backend, policy
+
+    async def stop(self) -> None:
+        """Finishes queued work, then releases the model."""
+        self.readiness.begin_drain()
+        batcher = self.model.batcher
+        if batcher is not None:
+            await batcher.stop()
+        if self.model.loaded:
+            self.model.backend.close()

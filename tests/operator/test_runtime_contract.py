@@ -1,0 +1,44 @@
+"""The operator and the runtime agree on the environment variables that configure a pod."""
+
+from __future__ import annotations
+
+import argparse
+
+from kinfer_operator import runtime_contract as rc
+from kinfer_runtime.config import ENV, add_serve_arguments, settings_from_args
+
+
+def test_every_variable_the_operator_sets_is_one_the_runtime_reads() -> None:
+    assert set(rc.ALL_ENV) <= set(ENV.values())
+
+
+def test_operator_values_reach_the_runtime_settings() -> None:
+    env = {
+        rc.ENV_MODEL_URI: "file:///m/model.onnx",
+        rc.ENV_MODEL_NAME: "resnet50",
+        rc.ENV_MODEL_VERSION: "3",
+        rc.ENV_MODEL_FORMAT: "onnx",
+        rc.ENV_PORT: str(rc.HTTP_PORT),
+        rc.ENV_METRICS_PORT: str(rc.METRICS_PORT),
+        rc.ENV_MAX_BATCH_SIZE: "8",
+        rc.ENV_MAX_QUEUE_DELAY_US: "500",
+        rc.ENV_MAX_QUEUE_SIZE: "64",
+        rc.ENV_DEVICE: "cpu",
+        rc.ENV_TORCH_DTYPE: "fp16",
+        rc.ENV_REVISION: "abc123",
+    }
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser, env)
+    settings = settings_from_args(parser.parse_args([]), env)
+    assert (settings.model_name, settings.model_version, settings.revision) == (
+        "resnet50",
+        "3",
+        "abc123",
+    )
+    assert (settings.port, settings.metrics_port) == (rc.HTTP_PORT, rc.METRICS_PORT)
+    assert (settings.max_batch_size, settings.max_queue_delay_us, settings.max_queue_size) == (
+        8,
+        500,
+        64,
+    )
+    assert (settings.device, settings.torch_dtype) == ("cpu", "fp16")

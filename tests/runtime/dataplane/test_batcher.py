@@ -1,0 +1,283 @@
+"""Unit tests of the dynamic batcher, with a fake model that records every batch it runs."""
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
+
+import numpy as np
+import pytest
+from kinfer_runtime.dataplane.batcher import Batcher, BatchPolicy
+from kinfer_runtime.errors import InferenceFailed, InvalidInput, ModelNotReady, Overloaded
+
+T = TypeVar("T")
+
+
+class FakeModel:
+    """y = 2x + 1 per row; records batch sizes and the thread each batch ran on."""
+
+    def __init__(self, delay_s: float = 0.0, fail: bool = False) -> None:
+        self.batches: list[int] = []
+        self.threads: set[str] = set()
+        self.delay_s = delay_s
+        self.fail = fail
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.release.wait(10)
+        x = inputs["x"]
+        self.batches.append(x.shape[0])
+        self.threads.add(threading.current_thread().name)
+        time.sleep(self.delay_s)
+        if self.fail:
+            raise RuntimeError("kernel exploded")
+        return {"y": x * 2 + 1}
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+        self.waits: list[float] = []
+        self.depths: list[int] = []
+
+    def batch_executed(self, rows: int, queue_waits: Sequence[float]) -> None:
+        self.rows.append(rows)
+        self.waits += queue_waits
+
+    def queue_depth(self, depth: int) -> None:
+        self.depths.append(depth)
+
+
+def run(factory: Callable[[], Awaitable[T]]) -> T:
+    async def main() -> T:
+        return await factory()
+
+    return asyncio.run(main())
+
+
+def rows(n: int, start: float = 0) -> dict[str, np.ndarray]:
+    return {"x": np.arange(start, start + n, dtype=np.float32).reshape(n, 1)}
+
+
+async def started(model: FakeModel, **policy: object) -> Batcher:
+    batcher = Batcher(model, BatchPolicy(**policy))  # type: ignore[arg-type]
+    batcher.start()
+    return batcher
+
+
+def test_concurrent_requests_are_coalesced_up_to_max_batch_size() -> None:
+    model = FakeModel(delay_s=0.02)
+
+    async def scenario() -> list[dict[str, np.ndarray]]:
+        batcher = await started(model, max_batch_size=4, max_queue_delay_s=0.05)
+        results = await asyncio.gather(*(batcher.submit(rows(1, i), 1) for i in range(10)))
+        await batcher.stop()
+        return results
+
+    results = run(scenario)
+    assert sum(model.batches) == 10
+    assert max(model.batches) == 4
+    assert len(model.batches) <= 4  # 10 rows in batches of at most 4: coalescing happened
+    for i, result in enumerate(results):  # each caller gets its own rows back
+        assert result["y"].tolist() == [[2 * i + 1]]
+
+
+def test_lone_request_waits_at_most_the_queue_delay() -> None:
+    model = FakeModel()
+
+    async def scenario() -> float:
+        batcher = await started(model, max_batch_size=8, max_queue_delay_s=0.1)
+        t0 = time.perf_counter()
+        await batcher.submit(rows(1), 1)
+        elapsed = time.perf_counter() - t0
+        await batcher.stop()
+        return elapsed
+
+    elapsed = run(scenario)
+    assert model.batches == [1]
+    assert 0.09 <= elapsed < 1.0
+
+
+def test_full_batch_starts_without_waiting_for_the_delay() -> None:
+    model = FakeModel()
+
+    async def scenario() -> float:
+        batcher = await started(model, max_batch_size=4, max_queue_delay_s=5.0)
+        t0 = time.perf_counter()
+        await batcher.submit(rows(4), 4)
+        elapsed = time.perf_counter() - t0
+        await batcher.stop()
+        return elapsed
+
+    assert run(scenario) < 1.0
+    assert model.batches == [4]
+
+
+def test_request_larger_than_a_batch_is_split_in_order() -> None:
+    model = FakeModel()
+
+    async def scenario() -> dict[str, np.ndarray]:
+        batcher = await started(model, max_batch_size=4, max_queue_delay_s=0.0)
+        result = await batcher.submit(rows(10), 10)
+        await batcher.stop()
+        return result
+
+    result = run(scenario)
+    assert model.batches == [4, 4, 2]
+    assert result["y"].ravel().tolist() == [2 * i + 1 for i in range(10)]
+
+
+def test_full_queue_rejects_fast_with_overloaded() -> None:
+    model = FakeModel()
+    model.release.clear()  # the worker is stuck: nothing leaves the queue
+
+    async def scenario() -> None:
+        batcher = await started(model, max_batch_size=1, max_queue_size=3, max_queue_delay_s=0)
+        running = asyncio.ensure_future(batcher.submit(rows(1), 1))
+        await asyncio.sleep(0.05)  # now executing, off the queue
+        queued = [asyncio.ensure_future(batcher.submit(rows(1), 1)) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        assert batcher.full
+        t0 = time.perf_counter()
+        with pytest.raises(Overloaded, match="queue full"):
+            await batcher.submit(rows(1), 1)
+        assert time.perf_counter() - t0 < 0.05
+        model.release.set()
+        await asyncio.gather(running, *queued)
+        await batcher.stop()
+
+    run(scenario)
+    assert model.batches == [1, 1, 1, 1]
+
+
+def test_request_that_times_out_in_the_queue_is_never_run() -> None:
+    model = FakeModel()
+    model.release.clear()
+
+    async def scenario() -> None:
+        batcher = await started(model, max_batch_size=1, timeout_s=0.1, max_queue_delay_s=0)
+        first = asyncio.ensure_future(batcher.submit(rows(1, 0), 1))
+        await asyncio.sleep(0.02)
+        with pytest.raises(Overloaded, match="did not complete within"):
+            await batcher.submit(rows(1, 99), 1)
+        model.release.set()
+        with pytest.raises(Overloaded):
+            await first  # also past its deadline while the worker was held
+        await batcher.submit(rows(1, 5), 1)
+        await batcher.stop()
+
+    run(scenario)
+    assert model.batches == [1, 1]  # the held one and the last one; 99 never ran
+
+
+def test_model_failure_fails_every_request_in_the_batch_and_the_batcher_survives() -> None:
+    model = FakeModel(fail=True)
+
+    async def scenario() -> None:
+        batcher = await started(model, max_batch_size=4, max_queue_delay_s=0.05)
+        results = await asyncio.gather(
+            *(batcher.submit(rows(1), 1) for _ in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(r, InferenceFailed) for r in results)
+        assert "kernel exploded" in str(results[0])
+        model.fail = False
+        assert (await batcher.submit(rows(1, 3), 1))["y"].tolist() == [[7]]
+        await batcher.stop()
+
+    run(scenario)
+
+
+def test_padding_runs_every_batch_at_max_size_and_returns_only_real_rows() -> None:
+    model = FakeModel()
+
+    async def scenario() -> dict[str, np.ndarray]:
+        batcher = await started(model, max_batch_size=8, pad_to_max=True, max_queue_delay_s=0)
+        result = await batcher.submit(rows(3), 3)
+        await batcher.stop()
+        return result
+
+    result = run(scenario)
+    assert model.batches == [8]
+    assert result["y"].ravel().tolist() == [1, 3, 5]
+
+
+def test_unbatchable_model_runs_each_request_alone() -> None:
+    model = FakeModel(delay_s=0.01)
+
+    async def scenario() -> None:
+        batcher = await started(model, max_batch_size=8, batchable=False, max_queue_delay_s=0.05)
+        await asyncio.gather(*(batcher.submit(rows(2), 1) for _ in range(4)))
+        await batcher.stop()
+
+    run(scenario)
+    assert model.batches == [2, 2, 2, 2]
+
+
+def test_inference_runs_off_the_event_loop() -> None:
+    model = FakeModel(delay_s=0.3)
+
+    async def scenario() -> int:
+        batcher = await started(model, max_batch_size=1, max_queue_delay_s=0)
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.ensure_future(ticker())
+        await batcher.submit(rows(1), 1)
+        task.cancel()
+        await batcher.stop()
+        return ticks
+
+    assert run(scenario) >= 10  # the loop kept running during the 0.3 s of inference
+    assert model.threads and threading.main_thread().name not in model.threads
+
+
+def test_stop_lets_queued_requests_finish_then_refuses_new_ones() -> None:
+    model = FakeModel(delay_s=0.02)
+
+    async def scenario() -> None:
+        batcher = await started(model, max_batch_size=1, max_queue_delay_s=0)
+        pending = [asyncio.ensure_future(batcher.submit(rows(1, i), 1)) for i in range(5)]
+        await asyncio.sleep(0)
+        await batcher.stop()
+        assert all(p.done() and not p.exception() for p in pending)
+        with pytest.raises(ModelNotReady):
+            await batcher.submit(rows(1), 1)
+
+    run(scenario)
+    assert model.batches == [1] * 5
+
+
+def test_observer_sees_batch_sizes_queue_waits_and_depth() -> None:
+    model = FakeModel(delay_s=0.02)
+    recorder = Recorder()
+
+    async def scenario() -> None:
+        batcher = Batcher(model, BatchPolicy(max_batch_size=4, max_queue_delay_s=0.01), recorder)
+        batcher.start()
+        await asyncio.gather(*(batcher.submit(rows(1), 1) for _ in range(6)))
+        await batcher.stop()
+
+    run(scenario)
+    assert recorder.rows == model.batches
+    assert len(recorder.waits) == 6 and all(w >= 0 for w in recorder.waits)
+    assert max(recorder.depths) >= 2 and recorder.depths[-1] == 0
+
+
+def test_request_larger_than_the_whole_queue_is_invalid_not_overloaded() -> None:
+    model = FakeModel()
+
+    async def scenario() -> None:
+        batcher = await started(model, max_batch_size=2, max_queue_size=3)
+        with pytest.raises(InvalidInput, match="needs 4 batches of 2 rows; at most 3"):
+            await batcher.submit(rows(8), 8)
+        await batcher.stop()
+
+    run(scenario)
+    assert model.batches == []

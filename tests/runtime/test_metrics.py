@@ -1,0 +1,64 @@
+"""Metric names and labels are public API: canary analysis and the HPA query them by name."""
+
+import httpx
+from kinfer_runtime import metrics
+from prometheus_client.parser import text_string_to_metric_families
+
+EXPECTED = {
+    "kinfer_requests_total": "counter",
+    "kinfer_request_duration_seconds": "histogram",
+    "kinfer_queue_wait_seconds": "histogram",
+    "kinfer_batch_size": "histogram",
+    "kinfer_inflight_requests": "gauge",
+    "kinfer_queue_depth": "gauge",
+    "kinfer_model_load_seconds": "gauge",
+}
+
+
+def test_names_are_exactly_the_published_ones() -> None:
+    published = {getattr(metrics, n) for n in metrics.__all__ if n.isupper() and n != "LABELS"}
+    assert published == {*EXPECTED, "kinfer_gpu_memory_used_bytes", "kinfer_gpu_utilization_ratio"}
+    assert metrics.LABELS == ("model", "version", "revision")
+
+
+def test_scrape_has_every_series_with_model_version_revision_labels(
+    client: httpx.Client, oip, images
+) -> None:
+    body, headers = oip.image_body(images[:2])
+    assert client.post("/v2/models/demo/infer", content=body, headers=headers).status_code == 200
+    assert client.post("/v2/models/demo/infer", json={}).status_code == 400
+    assert client.post("/v2/models/nope/infer", json={}).status_code == 404
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+    for name, kind in EXPECTED.items():
+        family = families[name.removesuffix("_total")]
+        assert family.type == kind, name
+        for sample in family.samples:
+            assert sample.labels["model"] == "demo"
+            assert sample.labels["version"] == "1"
+            assert sample.labels["revision"] == "r1"
+    codes = {
+        s.labels["code"]: s.value
+        for s in families["kinfer_requests"].samples
+        if s.name == "kinfer_requests_total"
+    }
+    assert codes["200"] >= 1 and codes["400"] >= 1 and codes["404"] >= 1
+    assert families["kinfer_model_load_seconds"].samples[0].value > 0
+    batch_bounds = [
+        s.labels["le"] for s in families["kinfer_batch_size"].samples if s.name.endswith("_bucket")
+    ]
+    assert batch_bounds[:8] == ["1.0", "2.0", "4.0", "8.0", "16.0", "32.0", "64.0", "128.0"]
+    duration_bounds = [
+        float(s.labels["le"])
+        for s in families["kinfer_request_duration_seconds"].samples
+        if s.name.endswith("_bucket") and s.labels["le"] != "+Inf"
+    ]
+    assert duration_bounds[0] == 0.001 and duration_bounds[-1] == 30.0
+
+
+def test_gpu_gauges_are_absent_on_cpu(client: httpx.Client) -> None:
+    assert "kinfer_gpu_" not in client.get("/metrics").text
+
+
+def test_inflight_and_queue_depth_return_to_zero_when_idle(onnx_server) -> None:
+    assert onnx_server.metric("kinfer_inflight_requests") == 0
+    assert onnx_server.metric("kinfer_queue_depth") == 0

@@ -1,0 +1,53 @@
+"""The real process: SIGTERM drains every queued and in-flight request, then exits 0."""
+
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+
+
+def test_sigterm_turns_unready_finishes_every_request_then_exits_0(
+    variant_dir, server_process, oip, images: np.ndarray
+) -> None:
+    server = server_process(
+        {
+            "KINFER_MODEL_URI": str(variant_dir("slow") / "model.onnx"),
+            "KINFER_MODEL_NAME": "demo",
+            "KINFER_MAX_BATCH_SIZE": "2",
+            "KINFER_DRAIN_DELAY_S": "1.0",
+        },
+        metrics=True,
+    )
+    server.wait_ready()
+    assert server.metrics_url is not None
+    assert "kinfer_requests_total" in httpx.get(f"{server.metrics_url}/metrics").text
+
+    body, headers = oip.image_body(images[:2])
+    url = f"{server.url}/v2/models/demo/infer"
+
+    def post(_: int) -> httpx.Response:
+        return httpx.post(url, content=body, headers=headers, timeout=60)
+
+    def gauge(client: httpx.Client, name: str) -> float:
+        page = client.get(f"{server.metrics_url}/metrics").text
+        return float(re.search(rf"^{name}{{.*}} (\S+)$", page, re.MULTILINE)[1])  # type: ignore[index]
+
+    with ThreadPoolExecutor(12) as pool, httpx.Client() as probe:
+        in_flight = [pool.submit(post, i) for i in range(12)]
+        # SIGTERM only once the server holds a backlog: several requests queued or executing.
+        deadline = time.monotonic() + 20
+        while gauge(probe, "kinfer_inflight_requests") < 6:
+            assert time.monotonic() < deadline, "requests never piled up in the server"
+        assert gauge(probe, "kinfer_queue_depth") >= 1
+
+        server.terminate()
+        time.sleep(0.2)
+        assert httpx.get(f"{server.url}/v2/health/ready").status_code == 503  # at once
+        late = post(99)  # during the drain delay, new requests are still served
+        responses = [f.result() for f in in_flight] + [late]
+
+    assert [r.status_code for r in responses] == [200] * 13
+    assert all(oip.outputs(r)["logits"].shape == (2, 10) for r in responses)
+    assert server.process.wait(timeout=30) == 0
