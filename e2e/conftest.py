@@ -24,7 +24,9 @@ from harness import kubectl, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 OPERATOR_MODE = os.environ.get("KINFER_E2E_OPERATOR", "local")
-SESSION = secrets.token_hex(2)
+# Through the environment, so every import of this module (pytest's, and a test's own
+# `from conftest import ...`, which is a second module object) agrees on it.
+SESSION = os.environ.setdefault("KINFER_E2E_SESSION", secrets.token_hex(2))
 """Prefix of this run's namespaces. The local operator watches only these, so several e2e
 runs (developers sharing a cluster) never act on each other's models."""
 

@@ -12,11 +12,12 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import NotFoundError
+from kubernetes.dynamic.exceptions import ForbiddenError, NotFoundError
 
 from kinfer_operator.api import GROUP, KIND, PLURAL, VERSION
 from kinfer_operator.metrics import API_WRITES
@@ -24,7 +25,7 @@ from kinfer_operator.naming import MODEL_LABEL
 from kinfer_operator.references import Reference
 from kinfer_operator.world import Observed
 
-__all__ = ["FIELD_MANAGER", "Kube", "load_config"]
+__all__ = ["FIELD_MANAGER", "Kube", "MissingPermission", "load_config"]
 
 FIELD_MANAGER = "kinfer-operator"
 _log = logging.getLogger(__name__)
@@ -36,6 +37,10 @@ _CHILD_KINDS: dict[str, str] = {
     "HorizontalPodAutoscaler": "autoscaling/v2",
     "HTTPRoute": "gateway.networking.k8s.io/v1",
 }
+
+
+class MissingPermission(Exception):
+    """The operator's RBAC does not allow something this model needs."""
 
 
 def load_config(kubeconfig: str | None = None) -> client.ApiClient:
@@ -100,12 +105,19 @@ class Kube:
                 )
             )
 
+        try:
+            routes = owned("HTTPRoute") if with_routes else ()
+        except ForbiddenError as err:
+            raise MissingPermission(
+                "the operator may not list httproutes.gateway.networking.k8s.io: install the "
+                "chart with gatewayAPI.enabled=true to use spec.rollout.traffic.mode GatewayAPI"
+            ) from err
         return Observed(
             deployments=owned("Deployment"),
             services=owned("Service"),
             pdbs=owned("PodDisruptionBudget"),
             hpas=owned("HorizontalPodAutoscaler"),
-            routes=owned("HTTPRoute") if with_routes else (),
+            routes=routes,
             pods=tuple(self._list("v1", "Pod", namespace, selector)),
         )
 
@@ -118,6 +130,28 @@ class Kube:
         if ref.key is not None and ref.key not in (obj.to_dict().get("data") or {}):
             return f"{ref.field}: Secret {ref.name!r} has no key {ref.key!r}"
         return None
+
+    def outranked(self, peering: str, namespace: str | None, priority: int) -> bool:
+        """A live kopf peer with a higher priority exists, so this operator is on standby.
+
+        kopf pauses its own watches in that case; this lets kinfer's self-scheduled resyncs
+        (which kopf does not know about) stand by too. Same rule as kopf: a peer is alive
+        until `lastseen + lifetime`.
+        """
+        kind = "KopfPeering" if namespace else "ClusterKopfPeering"
+        try:
+            obj = self._resource("kopf.dev/v1", kind).get(name=peering, namespace=namespace)
+        except NotFoundError:
+            return False
+        now = datetime.now(UTC)
+        for peer in (obj.to_dict().get("status") or {}).values():
+            if not isinstance(peer, dict) or "lastseen" not in peer:
+                continue
+            seen = datetime.fromisoformat(str(peer["lastseen"]))
+            alive = seen + timedelta(seconds=int(peer.get("lifetime", 60))) > now
+            if alive and int(peer.get("priority", 0)) > priority:
+                return True
+        return False
 
     # -- writes ----------------------------------------------------------------------------
 

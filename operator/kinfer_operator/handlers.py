@@ -1,9 +1,14 @@
 """kopf wiring: every trigger funnels into the one level-based Reconciler.
 
 Watch events on InferenceModels cover create, update and resume (kopf lists every object when
-it starts); a timer resyncs; events on owned Deployments and on the model's pods re-run the
-owner's reconcile so status follows the world. None of these handlers make kopf persist state
-on the object, so a no-op pass writes nothing at all.
+it starts); events on owned Deployments and on the model's pods re-run the owner's reconcile
+so status follows the world; and every pass schedules the next one (a periodic resync, or
+sooner when a rollout needs it).
+
+The resync is scheduled here rather than with `@kopf.timer` on purpose: kopf puts a finalizer
+on every object that has a timer, and a finalizer makes InferenceModels (and their
+namespaces) undeletable whenever the operator is down or uninstalled. None of these handlers
+makes kopf write anything on the object, so a no-op pass writes nothing at all.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -36,19 +42,30 @@ def _owner_model(body: kopf.Body) -> str | None:
 class _Requeue:
     """Delayed re-runs of a model's reconcile (controller-runtime's RequeueAfter).
 
-    Rollouts need passes at analysis and pause boundaries even when nothing in the cluster
-    changes; one pending timer per model, the earliest wins.
+    Every pass leaves one pending timer per model: the periodic resync, or earlier when a
+    rollout's analysis or pause is due. The earliest wins. While `standby()` says a peer with
+    a higher priority is active, timers fire without reconciling (kopf has already paused
+    the watches).
     """
 
-    def __init__(self, reconciler: Reconciler) -> None:
+    def __init__(self, reconciler: Reconciler, standby: Callable[[], bool]) -> None:
         self._reconciler = reconciler
+        self._standby = standby
         self._timers: dict[tuple[str, str], tuple[float, threading.Timer]] = {}
         self._lock = threading.Lock()
 
     def run(self, namespace: str, name: str, trigger: str) -> None:
-        outcome = self._reconciler.reconcile(namespace, name, trigger=trigger)
-        if outcome is not None and outcome.requeue_after is not None:
-            self.after(namespace, name, outcome.requeue_after)
+        try:
+            outcome = self._reconciler.reconcile(namespace, name, trigger=trigger)
+        except Exception:
+            self.after(namespace, name, RESYNC_SECONDS)  # level-based: try again later
+            raise
+        if outcome is None:  # the model is gone
+            return
+        delay = RESYNC_SECONDS
+        if outcome.requeue_after is not None:
+            delay = min(delay, outcome.requeue_after)
+        self.after(namespace, name, delay)
 
     def after(self, namespace: str, name: str, delay: float) -> None:
         key, due = (namespace, name), time.monotonic() + delay
@@ -67,9 +84,12 @@ class _Requeue:
         with self._lock:
             self._timers.pop((namespace, name), None)
         try:
-            self.run(namespace, name, "requeue")
+            if self._standby():
+                self.after(namespace, name, RESYNC_SECONDS)
+                return
+            self.run(namespace, name, "resync")
         except Exception:
-            _log.exception("requeued reconcile of %s/%s failed", namespace, name)
+            _log.exception("scheduled reconcile of %s/%s failed", namespace, name)
 
     def cancel(self, namespace: str, name: str) -> None:
         with self._lock:
@@ -78,10 +98,17 @@ class _Requeue:
             pending[1].cancel()
 
 
-def install(reconciler: Reconciler, registry: kopf.OperatorRegistry | None = None) -> None:
-    """Register the handlers on a kopf registry (the default one unless given)."""
+def install(
+    reconciler: Reconciler,
+    registry: kopf.OperatorRegistry | None = None,
+    standby: Callable[[], bool] = lambda: False,
+) -> None:
+    """Register the handlers on a kopf registry (the default one unless given).
+
+    `standby` tells scheduled resyncs whether a higher-priority peer is the active operator.
+    """
     reg = registry or kopf.get_default_registry()
-    requeue = _Requeue(reconciler)
+    requeue = _Requeue(reconciler, standby)
 
     @kopf.on.startup(registry=reg)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -97,11 +124,6 @@ def install(reconciler: Reconciler, registry: kopf.OperatorRegistry | None = Non
             reconciler.forget(namespace, name)
             return
         requeue.run(namespace, name, "model")
-
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, registry=reg)
-    def resync(name: str, namespace: str | None, **_: Any) -> None:
-        assert namespace, "InferenceModel is namespaced"
-        requeue.run(namespace, name, "resync")
 
     @kopf.on.event("apps", "v1", "deployments", labels={MODEL_LABEL: kopf.PRESENT}, registry=reg)
     def deployment_event(body: kopf.Body, namespace: str | None, **_: Any) -> None:

@@ -67,7 +67,15 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("kinfer_operator").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if args.metrics_port:
         start_http_server(args.metrics_port)
-    install(Reconciler(Kube()))
+    kube = Kube()
+    priority = args.priority or random.SystemRandom().randint(1, 1_000_000)
+    exact = [ns for ns in args.namespace if not set(ns) & set("*?[]!")]
+    peering_namespace = exact[0] if args.namespace and exact else None
+
+    def standby() -> bool:
+        return bool(args.peering) and kube.outranked(args.peering, peering_namespace, priority)
+
+    install(Reconciler(kube), standby=standby)
 
     @kopf.on.startup()
     def peering_settings(settings: kopf.OperatorSettings, **_: object) -> None:
@@ -79,7 +87,6 @@ def main(argv: list[str] | None = None) -> None:
             set(ns) & set("*?[]!") for ns in args.namespace
         )
 
-    priority = args.priority or random.SystemRandom().randint(1, 1_000_000)
     logging.getLogger("kinfer_operator").info(
         "starting kinfer-operator %s (peering %s, priority %d)",
         __version__,

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kinfer_operator._kube import Kube
+from kinfer_operator._kube import Kube, MissingPermission
 from kinfer_operator.api.status import AnalysisRun, InferenceModelStatus
 from kinfer_operator.children.httproute import route_accepts
 from kinfer_operator.events import Event
@@ -158,7 +158,14 @@ class Reconciler:
 
         rollout_spec = model.spec.rollout
         gateway = rollout_spec is not None and rollout_spec.traffic.mode == "GatewayAPI"
-        observed = kube.observe(namespace, name, model.uid, with_routes=gateway)
+        try:
+            observed = kube.observe(namespace, name, model.uid, with_routes=gateway)
+        except MissingPermission as err:
+            report = invalid_status(
+                previous, generation, str(err), now=now, reason="MissingPermission"
+            )
+            self._publish(body, raw_status, report, now)
+            return Outcome(sum(kube.writes.values()) - writes_before, None, report.status)
         rollout = self._decide_rollout(model, observed, previous, body)
         decided = plan(model, observed, rollout)
         self._execute(model, observed_find=observed.find, decided=decided)

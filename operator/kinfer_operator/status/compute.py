@@ -175,13 +175,18 @@ def _apply_verdict(
 
 
 def invalid_status(
-    previous: InferenceModelStatus | None, generation: int, message: str, *, now: str
+    previous: InferenceModelStatus | None,
+    generation: int,
+    message: str,
+    *,
+    now: str,
+    reason: str = "InvalidSpec",
 ) -> StatusReport:
     """Status for a spec only the operator could reject: children keep serving the last valid
     spec, so the observed fields stay; the conditions say what is wrong and that retrying
     will not help until the spec changes."""
-    bad: _Cond = _c("False", "InvalidSpec", message)
-    verdict = _Verdict("Failed", bad, bad, _c("True", "InvalidSpec", message), stalled=True)
+    bad: _Cond = _c("False", reason, message)
+    verdict = _Verdict("Failed", bad, bad, _c("True", reason, message), stalled=True)
     old = list(previous.conditions) if previous else []
     conditions = _apply_verdict(old, verdict, generation, now)
     base = previous or InferenceModelStatus()
@@ -208,6 +213,7 @@ def _transition_events(old: list[Condition], new: list[Condition]) -> list[Event
             "GPUUnschedulable",
             "Unschedulable",
             "InvalidSpec",
+            "MissingPermission",
         }
         if type_ == "Degraded" and after.status == "False" and before is None:
             continue  # "not degraded" on first sight is not news
