@@ -160,3 +160,20 @@ def namespace(request: pytest.FixtureRequest, operator: object) -> Iterator[str]
     yield name
     kubectl("delete", "namespace", name, "--wait=false", check=False)
     print(f"\n{request.node.name}: {time.monotonic() - started:.1f}s in {name}")
+
+
+@pytest.fixture
+def quiet_cluster(namespace: str) -> str:
+    """The test's namespace, once earlier tests' namespaces of this run are gone.
+
+    For tests that measure something cluster-wide (an operator's write counter, every API
+    call a cluster-wide operator makes): models still terminating elsewhere would show up.
+    """
+
+    def others_gone() -> bool:
+        listed = kubectl("get", "ns", "-l", "kinfer.io/e2e=true", "-o", "name").stdout.split()
+        ours = [n for n in listed if n.startswith(f"namespace/e2e-{SESSION}-")]
+        return ours == [f"namespace/{namespace}"]
+
+    wait_until(others_gone, 180, "other e2e namespaces of this run to finish terminating")
+    return namespace

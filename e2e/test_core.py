@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import SESSION
 from harness import condition, kubectl, kubectl_apply, kubectl_json, wait_until
 from kinfer_operator._kube import Kube, load_config
 from kinfer_operator.reconcile import Reconciler
@@ -192,15 +191,8 @@ def test_missing_credentials_secret_is_invalid_spec_until_created(namespace: str
     wait_ready(namespace, "demo-cpu")  # level-based: the next pass sees the Secret
 
 
-def test_noop_reconcile_writes_nothing(namespace: str, operator: Any) -> None:
-    def others_gone() -> bool:
-        # Earlier tests' namespaces are still terminating; their models' passes would show up
-        # in the operator's global write counter, so measure on a quiet cluster.
-        listed = kubectl("get", "ns", "-l", "kinfer.io/e2e=true", "-o", "name").stdout.split()
-        ours = [n for n in listed if n.startswith(f"namespace/e2e-{SESSION}-")]
-        return ours == [f"namespace/{namespace}"]
-
-    wait_until(others_gone, 120, "other e2e namespaces to finish terminating")
+def test_noop_reconcile_writes_nothing(quiet_cluster: str, operator: Any) -> None:
+    namespace = quiet_cluster
     kubectl_apply(example("resnet-gpu.yaml"), namespace)
     wait_ready(namespace, "resnet50")
     time.sleep(2)  # let in-flight passes from the last pod events finish
