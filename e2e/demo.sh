@@ -16,7 +16,12 @@ say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 stop_pidfile() {
   if [[ -f $1 ]]; then
-    kill "$(cat "$1")" 2>/dev/null || true
+    local pid
+    pid=$(cat "$1")
+    kill "$pid" 2>/dev/null || true
+    # The data plane stops its runtimes and Prometheus on SIGTERM; give it time, then insist.
+    for _ in $(seq 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$pid" 2>/dev/null || true
     rm -f "$1"
   fi
 }
@@ -51,7 +56,7 @@ watch_until() {
 }
 
 rollout_line() {
-  kubectl get im resnet50 -n "$NS" -o jsonpath='{.status.rollout.phase} step {.status.rollout.step}/{.status.rollout.steps} weight {.status.rollout.weight}% analysis {.status.rollout.lastAnalysis.decision} {.status.rollout.lastAnalysis.message}' 2>/dev/null
+  kubectl get im resnet50 -n "$NS" -o jsonpath='{.status.rollout.phase} weight {.status.rollout.weight}% analysis {.status.rollout.lastAnalysis.decision} {.status.rollout.lastAnalysis.message}' 2>/dev/null
 }
 stable_version() {
   kubectl get im resnet50 -n "$NS" -o jsonpath='{.status.stableModelVersion}' 2>/dev/null
