@@ -11,7 +11,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import kubectl, wait_until
+from harness import free_port, kubectl, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 OPERATOR_MODE = os.environ.get("KINFER_E2E_OPERATOR", "local")
@@ -50,12 +49,6 @@ def crds() -> None:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class LocalOperator:
     """The operator as a local process against the test cluster; restartable."""
 
@@ -73,8 +66,8 @@ class LocalOperator:
         name: str = "operator",
     ) -> None:
         self.log_path = log_dir / f"{name}.log"
-        self.metrics_port = _free_port()
-        self.health_port = _free_port()
+        self.metrics_port = free_port()
+        self.health_port = free_port()
         self.args = args
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None

@@ -19,7 +19,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -30,15 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from harness import kubectl_json, wait_until
+from harness import free_port, kubectl_json, wait_until
 
 __all__ = ["DataPlane", "Prometheus", "free_port"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ready(url: str) -> bool:

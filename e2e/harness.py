@@ -7,15 +7,23 @@ goes through KUBECONFIG.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, Self, TypeVar
 
 import yaml
 
 __all__ = [
+    "EXAMPLES",
+    "BackgroundLoop",
     "condition",
+    "example",
+    "free_port",
     "kubectl",
     "kubectl_apply",
     "kubectl_json",
@@ -23,6 +31,49 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def example(name: str) -> dict[str, Any]:
+    """A manifest from examples/, as a user would apply it."""
+    return dict(yaml.safe_load((EXAMPLES / name).read_text()))
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class BackgroundLoop:
+    """Calls `tick()` every `interval` seconds in a daemon thread for the span of a `with`
+    block. A failing tick is reported and the loop goes on: tests assert on outcomes."""
+
+    interval = 1.0
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception as err:
+                print(f"{type(self).__name__}: {err}", file=sys.stderr)
+            self._stop.wait(self.interval)
+
+    def tick(self) -> None:
+        raise NotImplementedError
 
 
 def kubectl(

@@ -27,13 +27,13 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import pytest
 from custom_metrics import CustomMetricsServer
 from dataplane import _Runtime
-from harness import condition, kubectl, kubectl_apply, kubectl_json, wait_until
+from harness import BackgroundLoop, condition, kubectl, kubectl_apply, kubectl_json, wait_until
 from kinfer_operator._kube import FIELD_MANAGER, Kube, load_config
 from kinfer_operator.children.hpa import INFLIGHT_METRIC
 from kinfer_operator.reconcile import Reconciler
@@ -115,7 +115,7 @@ def emulated_cluster() -> None:
 # -- load ------------------------------------------------------------------------------------
 
 
-class CpuLoad:
+class CpuLoad(BackgroundLoop):
     """Keeps kwok's CPU-usage annotation on every pod of a model at `per_pod`.
 
     New pods (the HPA's, a canary's) get it within a second, as a loaded Service spreads
@@ -123,46 +123,32 @@ class CpuLoad:
     """
 
     def __init__(self, namespace: str, model: str, per_pod: str = IDLE) -> None:
+        super().__init__()
         self.namespace, self.model, self.per_pod = namespace, model, per_pod
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def set(self, per_pod: str) -> None:
         self.per_pod = per_pod
 
-    def __enter__(self) -> CpuLoad:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            want = self.per_pod
-            try:
-                pods = kubectl_json("get", "pods", "-n", self.namespace, "-l", self._selector)
-                stale = [
-                    p["metadata"]["name"]
-                    for p in pods["items"]
-                    if not p["metadata"].get("deletionTimestamp")
-                    and (p["metadata"].get("annotations") or {}).get(USAGE_CPU) != want
-                ]
-                if stale:
-                    kubectl(
-                        "annotate",
-                        "--overwrite",
-                        "-n",
-                        self.namespace,
-                        "pods",
-                        *stale,
-                        f"{USAGE_CPU}={want}",
-                        check=False,
-                    )
-            except Exception as err:  # keep loading; the test asserts on outcomes
-                print(f"cpu load: {err}", file=sys.stderr)
-            self._stop.wait(1.0)
+    def tick(self) -> None:
+        want = self.per_pod
+        pods = kubectl_json("get", "pods", "-n", self.namespace, "-l", self._selector)
+        stale = [
+            p["metadata"]["name"]
+            for p in pods["items"]
+            if not p["metadata"].get("deletionTimestamp")
+            and (p["metadata"].get("annotations") or {}).get(USAGE_CPU) != want
+        ]
+        if stale:
+            kubectl(
+                "annotate",
+                "--overwrite",
+                "-n",
+                self.namespace,
+                "pods",
+                *stale,
+                f"{USAGE_CPU}={want}",
+                check=False,
+            )
 
     @property
     def _selector(self) -> str:
@@ -214,32 +200,23 @@ def _hpa_metric(hpa: Mapping[str, Any]) -> str:
     return "-"
 
 
-class Recorder:
+class Recorder(BackgroundLoop):
     """Samples the model's Deployments, HPA and status about once a second, in a thread."""
 
+    interval = 0.8
+
     def __init__(self, namespace: str, model: str, load: Callable[[], str]) -> None:
+        super().__init__()
         self.namespace, self.model, self.load = namespace, model, load
         self.samples: list[Sample] = []
         self.started = time.monotonic()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> Recorder:
+    def __enter__(self) -> Self:
         self.started = time.monotonic()
-        self._thread.start()
-        return self
+        return super().__enter__()
 
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=15)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.samples.append(self.sample())
-            except Exception as err:
-                print(f"recorder: {err}", file=sys.stderr)
-            self._stop.wait(0.8)
+    def tick(self) -> None:
+        self.samples.append(self.sample())
 
     def sample(self) -> Sample:
         t = time.monotonic() - self.started

@@ -11,15 +11,22 @@ import copy
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from dataplane import DataPlane, Prometheus, free_port
-from harness import condition, kubectl, kubectl_apply, kubectl_json, wait_until
+from dataplane import DataPlane, Prometheus
+from harness import (
+    BackgroundLoop,
+    condition,
+    free_port,
+    kubectl,
+    kubectl_apply,
+    kubectl_json,
+    wait_until,
+)
 
 NAME = "canary-demo"
 
@@ -352,34 +359,20 @@ def gateway_api_crds() -> None:
     )
 
 
-class GatewayStandIn:
+class GatewayStandIn(BackgroundLoop):
     """TEST-ONLY stand-in for a Gateway API controller: it reports the kinfer HTTPRoute as
     Accepted with ResolvedRefs for its current generation, as a real gateway would once it
     programmed the route. `accepting` lets a test hold that back."""
 
+    interval = 0.5
+
     def __init__(self, namespace: str) -> None:
+        super().__init__()
         self.namespace = namespace
         self.accepting = False
         self.weights: list[tuple[int, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> GatewayStandIn:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.5):
-            try:
-                self._observe()
-            except AssertionError as err:  # keep standing in; the test asserts on outcomes
-                print(f"gateway stand-in: {err}", file=sys.stderr)
-
-    def _observe(self) -> None:
+    def tick(self) -> None:
         for route in kubectl_json("get", "httproutes", "-n", self.namespace)["items"]:
             backends = route["spec"]["rules"][0]["backendRefs"]
             pair = (backends[0].get("weight"), backends[1].get("weight"))

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import OPERATOR_MODE, LocalOperator
-from harness import condition, kubectl, kubectl_apply, kubectl_json, wait_until
+from harness import condition, example, kubectl, kubectl_apply, kubectl_json, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "kinfer"
@@ -165,10 +165,6 @@ def _rbac_denials(log: Path) -> list[str]:
     ]
 
 
-def _demo_model() -> dict[str, Any]:
-    return dict(yaml.safe_load((REPO / "examples" / "demo-cpu.yaml").read_text()))
-
-
 def _wait_ready(namespace: str, replicas: int) -> dict[str, Any]:
     def ready() -> dict[str, Any] | None:
         im = kubectl_json("get", "im", MODEL, "-n", namespace)
@@ -199,7 +195,7 @@ def test_core_cases_pass_under_the_cluster_role(
 
         wait_until(announced, 30, "a keep-alive in the chart's ClusterKopfPeering")
 
-        kubectl_apply(_demo_model(), namespace)
+        kubectl_apply(example("demo-cpu.yaml"), namespace)
         im = _wait_ready(namespace, replicas=2)
         assert im["status"]["observedGeneration"] == im["metadata"]["generation"]
         events = kubectl_json("get", "events", "-n", namespace)["items"]
@@ -268,6 +264,6 @@ def test_namespaced_mode_serves_its_namespace_without_cluster_rights(
                 return bool(peering.get("status"))
 
             wait_until(announced, 30, "a keep-alive in the namespace's KopfPeering")
-            kubectl_apply(_demo_model(), namespace)
+            kubectl_apply(example("demo-cpu.yaml"), namespace)
             _wait_ready(namespace, replicas=2)
             assert not _rbac_denials(chart_operator.log_path)

@@ -9,20 +9,13 @@ from __future__ import annotations
 
 import copy
 import time
-from pathlib import Path
 from typing import Any
 
-import yaml
-from harness import condition, kubectl, kubectl_apply, kubectl_json, wait_until
+from harness import condition, example, kubectl, kubectl_apply, kubectl_json, wait_until
 from kinfer_operator._kube import Kube, load_config
 from kinfer_operator.reconcile import Reconciler
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 H100 = "NVIDIA-H100-80GB-HBM3"
-
-
-def example(name: str) -> dict[str, Any]:
-    return dict(yaml.safe_load((EXAMPLES / name).read_text()))
 
 
 def get_im(ns: str, name: str) -> dict[str, Any]:

@@ -9,11 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from conftest import LocalOperator
-from harness import kubectl, kubectl_apply, kubectl_json, wait_until
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+from harness import example, kubectl, kubectl_apply, kubectl_json, wait_until
 
 
 @pytest.fixture
@@ -64,7 +61,7 @@ def test_only_the_highest_priority_peer_acts_and_a_standby_takes_over(
     active.start()
     standby.start()
     try:
-        kubectl_apply(yaml.safe_load((EXAMPLES / "demo-cpu.yaml").read_text()), namespace)
+        kubectl_apply(example("demo-cpu.yaml"), namespace)
         wait_until(lambda: _ready_replicas(namespace) == 2, 60, "the active peer to serve")
         assert active.metric("kinfer_operator_reconciles_total") > 0
         assert standby.metric("kinfer_operator_reconciles_total") == 0
@@ -86,7 +83,7 @@ def test_operator_serves_health_and_metrics_and_logs_json(
     )
     op.start()
     try:
-        kubectl_apply(yaml.safe_load((EXAMPLES / "demo-cpu.yaml").read_text()), namespace)
+        kubectl_apply(example("demo-cpu.yaml"), namespace)
         wait_until(lambda: _ready_replicas(namespace) == 2, 60, "the model to serve")
         with urllib.request.urlopen(f"http://127.0.0.1:{op.health_port}/healthz") as r:
             assert r.status == 200

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import random
+import time
 
 import kopf
 from prometheus_client import start_http_server
@@ -72,8 +73,17 @@ def main(argv: list[str] | None = None) -> None:
     exact = [ns for ns in args.namespace if not set(ns) & set("*?[]!")]
     peering_namespace = exact[0] if args.namespace and exact else None
 
+    checked: list[tuple[float, bool]] = []  # (monotonic time, answer): one GET per 5 s
+
     def standby() -> bool:
-        return bool(args.peering) and kube.outranked(args.peering, peering_namespace, priority)
+        # Asked by every model's scheduled resync; the peering object changes far slower.
+        if not args.peering:
+            return False
+        if not checked or time.monotonic() - checked[0][0] > 5:
+            checked[:] = [
+                (time.monotonic(), kube.outranked(args.peering, peering_namespace, priority))
+            ]
+        return checked[0][1]
 
     install(Reconciler(kube), standby=standby)
 

@@ -16,7 +16,6 @@ from kinfer_operator.children.pdb import wants_pdb
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import (
     HASH_ANNOTATION,
-    TRACK_LABEL,
     deployment_name,
     object_hash,
     revision_of,
@@ -204,8 +203,3 @@ def _scales(
     if candidate and rollout.canary_replicas is not None:
         out.append(Scale(deployment_name(model, candidate), rollout.canary_replicas))
     return out
-
-
-def track_of(obj: dict[str, Any]) -> str:
-    """Track label of a built Deployment."""
-    return str(obj["metadata"]["labels"].get(TRACK_LABEL, ""))

@@ -166,7 +166,7 @@ class Reconciler:
             )
             self._publish(body, raw_status, report, now)
             return Outcome(sum(kube.writes.values()) - writes_before, None, report.status)
-        rollout = self._decide_rollout(model, observed, previous, body)
+        rollout = self._decide_rollout(model, observed, previous, body, parse_time(now))
         decided = plan(model, observed, rollout)
         self._execute(model, observed_find=observed.find, decided=decided)
         report = compute_status(model, observed, decided, previous, now=now, rollout=rollout)
@@ -199,13 +199,13 @@ class Reconciler:
         observed: Observed,
         previous: InferenceModelStatus | None,
         body: Mapping[str, Any],
+        now: datetime,
     ) -> RolloutDecision | None:
         """The canary decision, when the model has spec.rollout and a stable revision."""
         spec = model.spec.rollout
         stable = observed.stable()
         if spec is None or stable is None:
             return None
-        now = datetime.now(UTC) if self._clock is utc_now else parse_time(self._clock())
         window = spec.analysis.interval_seconds
         prometheus = spec.analysis.prometheus_url or self._prometheus_url
 

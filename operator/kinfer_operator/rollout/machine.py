@@ -221,6 +221,12 @@ def _rolled_back(
     waited = ctx.seconds_since(status.finished_at)
     done = _stable_restored(ctx) and waited >= delay
     canary = ctx.observed.deployment(status.revision)
+    if done:
+        requeue: float | None = None
+    elif waited < delay:
+        requeue = max(0.5, min(delay - waited, _HOLD_POLL_SECONDS))
+    else:
+        requeue = _HOLD_POLL_SECONDS  # waiting for stable to be whole again
     return RolloutDecision(
         status=status,
         canary_revision=None if done else status.revision,
@@ -229,11 +235,7 @@ def _rolled_back(
         route_weight=0,
         retire_others=done,
         events=events,
-        requeue_after=None
-        if done
-        else max(0.5, min(delay - waited, _HOLD_POLL_SECONDS))
-        if waited < delay
-        else _HOLD_POLL_SECONDS,
+        requeue_after=requeue,
     )
 
 

@@ -132,3 +132,18 @@ def test_invalid_spec_keeps_observed_fields_and_stalls() -> None:
     stalled = find_condition(report.status.conditions, "Stalled")
     assert ready is not None and ready.reason == "InvalidSpec"
     assert stalled is not None and stalled.status == "True"
+
+
+def test_replica_split_during_a_surge_is_reported_as_approximate(make_model: MakeModel) -> None:
+    old, new = make_model(), make_model({"model": {"version": "4"}})
+    stable_built = next(a for a in plan(old, Observed()).applies if a["kind"] == "Deployment")
+    stable = observed_deployment(stable_built, track="stable", ready=2)
+    candidate_built = next(
+        a for a in plan(new, Observed(deployments=(stable,))).applies if a["kind"] == "Deployment"
+    )
+    candidate = observed_deployment(candidate_built, track="canary", replicas=2, ready=1)
+    observed = Observed(deployments=(stable, candidate))
+    report = compute_status(new, observed, plan(new, observed), None, now="T")
+    assert report.status.traffic_split == "Approximate"
+    assert report.status.canary_weight == 33  # 1 ready canary pod of 3 ready in total
+    assert report.status.canary_revision == revision_of(new)
