@@ -9,7 +9,7 @@ KINFER_CACHE ?= $(HOME)/.cache/kinfer
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 export KINFER_CACHE CLUSTER_DIR
 
-.PHONY: help venv system-deps crds lint typecheck unit binaries cluster cluster-down e2e test demo demo-down bench clean
+.PHONY: help venv system-deps crds lint typecheck unit binaries images cluster cluster-down e2e test demo demo-down bench clean
 
 include e2e/tools/versions.env
 K8S_BIN := $(KINFER_CACHE)/k8s-$(K8S_VERSION)/bin
@@ -25,12 +25,19 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[operator,runtime,torch,dev]'
 	@touch $@
 
-system-deps: ## Debian packages the e2e suite runs for real (Prometheus for canary analysis)
-	@command -v prometheus >/dev/null || { \
-	  echo "installing Debian's prometheus (canary e2e analysis)"; \
-	  $$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] \
-	    && echo sudo) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+# Debian packages: Prometheus (canary analysis, for real), and the real node's tools: buildah
+# and mmdebstrap (images without Docker), nftables/iptables/conntrack (kube-proxy, kubelet),
+# socat (the API server relay), libseccomp-dev (runc's seccomp, built with cgo).
+SYSTEM_PACKAGES := prometheus buildah mmdebstrap nftables iptables conntrack socat libseccomp-dev gcc
+system-deps: ## Debian packages the e2e suite runs for real (Prometheus, the real node's tools)
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
+	    | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  sudo=$$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo); \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
+	    --no-install-recommends $$missing >/dev/null; \
+	fi
 
 crds: venv ## regenerate crds/ (and the chart's copy) from the pydantic API
 	$(BIN)/python -m kinfer_operator.api.crdgen --out crds
@@ -49,17 +56,20 @@ unit: venv ## unit tests (no cluster)
 binaries: ## build the pinned control-plane binaries from the Go module proxy (cached)
 	bash e2e/tools/build-binaries.sh
 
-cluster: binaries ## start the local control plane; prints the kubeconfig path
+images: system-deps binaries ## build the operator, runtime (CPU) and pause images with buildah (cached)
+	bash e2e/images.sh
+
+cluster: system-deps binaries ## start the control plane, kwok nodes and the real node; prints the kubeconfig path
 	bash e2e/cluster.sh up
 
-cluster-down: ## stop the local control plane
+cluster-down: ## stop the control plane and the real node; leaves nothing on the host
 	bash e2e/cluster.sh down
 
 e2e: venv system-deps cluster ## e2e suite against $$KUBECONFIG_E2E (default: the local cluster)
 	PATH=$(K8S_BIN):$$PATH KUBECONFIG=$${KUBECONFIG_E2E:-$(CLUSTER_DIR)/kubeconfig} \
 	  $(BIN)/pytest e2e
 
-test: ## everything CI runs: lint, types, unit, control plane, e2e (phases timed)
+test: ## everything CI runs: lint, types, unit, images, cluster, e2e on both lanes, teardown check
 	bash .ci/phases.sh
 
 demo: venv cluster ## local cluster + operator + sample InferenceModel, shown live

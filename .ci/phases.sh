@@ -31,11 +31,17 @@ phase lint       make --no-print-directory lint
 phase typecheck  make --no-print-directory typecheck
 phase unit       make --no-print-directory unit
 phase binaries   make --no-print-directory binaries
+phase images     bash e2e/images.sh
 phase chart      bash e2e/chart-check.sh
+# What the host looks like before the cluster and the real node: compared after teardown.
+SNAPSHOT="${CLUSTER_DIR:-$PWD/.cluster}/host-before.json"
+python3 e2e/node/hostcheck.py snapshot "$SNAPSHOT"
 phase cluster    bash e2e/cluster.sh up
 # shellcheck source=../e2e/tools/versions.env
 source e2e/tools/versions.env
 K8S_BIN="${KINFER_CACHE:-$HOME/.cache/kinfer}/k8s-$K8S_VERSION/bin"
 phase e2e        env PATH="$K8S_BIN:$PATH" KUBECONFIG="${CLUSTER_DIR:-$PWD/.cluster}/kubeconfig" \
                    .venv/bin/pytest e2e --durations=0 --durations-min=1.0
+phase teardown   bash e2e/cluster.sh down
+phase hygiene    env KINFER_HOSTCHECK_SNAPSHOT="$SNAPSHOT" .venv/bin/pytest e2e/hygiene -q
 report

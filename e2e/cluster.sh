@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The kinfer local control plane: real etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler and metrics-server processes, with kwok playing the kubelets of
-# fake GPU/CPU nodes. No containers, no Docker; supervised by kwokctl's binary runtime.
+# fake GPU/CPU nodes, supervised by kwokctl's binary runtime; plus one real node
+# (e2e/node.sh: kubelet, containerd, runc, CNI, kube-proxy) that runs kinfer's own
+# images (e2e/images.sh). No Docker, no registry. KINFER_REAL_NODE=0 leaves the real
+# node out (it needs root); it is on by default for root.
 #
 #   e2e/cluster.sh up          start (idempotent); prints the kubeconfig path last
 #   e2e/cluster.sh down        stop everything and remove the cluster state
@@ -24,6 +27,10 @@ KINFER_CACHE=${KINFER_CACHE:-$HOME/.cache/kinfer}
 BIN_DIR="$KINFER_CACHE/k8s-$K8S_VERSION/bin"
 CONFIG_SRC="$HERE/cluster"
 UP_TIMEOUT=${UP_TIMEOUT:-180}   # seconds for the whole readiness wait
+if [[ -z ${KINFER_REAL_NODE:-} ]]; then
+    KINFER_REAL_NODE=$([[ $(id -u) == 0 ]] && echo 1 || echo 0)
+fi
+NET_ENV="$CLUSTER_DIR/net.env"
 
 # kwokctl keeps everything (config, pki, pids, logs) under $KWOK_WORKDIR.
 export KWOK_WORKDIR="$CLUSTER_DIR/kwok"
@@ -98,8 +105,23 @@ require_binaries() {
 
 render_config() {
     mkdir -p "$CLUSTER_DIR"
+    # Addresses for the Services and the real node, in a range no host route overlaps.
+    python3 "$HERE/node/netplan.py" >"$NET_ENV.tmp" || die "could not plan the cluster's addresses"
+    mv -f "$NET_ENV.tmp" "$NET_ENV"
+    # shellcheck source=/dev/null
+    source "$NET_ENV"
     sed -e "s|@BIN_DIR@|$BIN_DIR|g" -e "s|@CLUSTER_CONFIG_DIR@|$CONFIG_SRC|g" \
-        "$CONFIG_SRC/kwokctl.yaml" >"$CLUSTER_DIR/kwokctl.yaml"
+        -e "s|@NODE_IP@|$NODE_IP|g" -e "s|@SERVICE_CIDR@|$SERVICE_CIDR|g" \
+        -e "s|@SERVICE_IP@|$SERVICE_IP|g" -e "s|@APISERVER_PORT@|$APISERVER_PORT|g" \
+        -e "s|@PKI_DIR@|$WORK/pki|g" "$CONFIG_SRC/kwokctl.yaml" >"$CLUSTER_DIR/kwokctl.yaml"
+}
+
+# real_node_up: images (cached by content) and the node; its own script tears it down on
+# failure, and this one then fails (the EXIT trap of `make test` stops the rest).
+real_node_up() {
+    ((KINFER_REAL_NODE)) || return 0
+    bash "$HERE/images.sh" || die "building the images failed"
+    CA_FILE="$WORK/pki/ca.crt" bash "$HERE/node.sh" up || die "the real node did not come up (logs above)"
 }
 
 create_cluster() {
@@ -145,6 +167,7 @@ cmd_up() {
         # Still check nodes and metrics: a previous `up` may have timed out.
         log "already running; checking readiness"
         wait_ready
+        real_node_up
         printf '%s\n' "$KUBECONFIG_PATH"
         return 0
     fi
@@ -159,12 +182,15 @@ cmd_up() {
     write_kubeconfig
     link_logs
     wait_ready
+    real_node_up
     log "up in $((SECONDS - t0))s; export KUBECONFIG=$KUBECONFIG_PATH"
     printf '%s\n' "$KUBECONFIG_PATH"
 }
 
 cmd_down() {
     local pids left i
+    # The node first: its kubelet and kube-proxy need the API server to stop cleanly.
+    bash "$HERE/node.sh" down || log "warning: the real node's teardown reported errors"
     pids=$(our_pids)
     if [[ -d "$WORK" ]]; then
         log "deleting cluster '$NAME'"
@@ -193,7 +219,7 @@ cmd_down() {
             kill -9 $left 2>/dev/null || true
         fi
     fi
-    rm -rf "$KWOK_WORKDIR" "$KUBECONFIG_PATH" "$CLUSTER_DIR/kwokctl.yaml" "$KUBECACHEDIR"
+    rm -rf "$KWOK_WORKDIR" "$KUBECONFIG_PATH" "$CLUSTER_DIR/kwokctl.yaml" "$KUBECACHEDIR" "$NET_ENV"
     left=$(our_pids)
     if [[ -n "$left" ]]; then
         log "error: processes still running: $(tr '\n' ' ' <<<"$left")"
@@ -216,6 +242,7 @@ cmd_status() {
     done
     kc get nodes -L nvidia.com/gpu.product
     kc get apiservice v1beta1.metrics.k8s.io
+    bash "$HERE/node.sh" status || true
 }
 
 cmd_kubeconfig() {

@@ -19,7 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import free_port, kubectl, wait_until
+import yaml
+from dataplane import Prometheus
+from harness import EXAMPLES, free_port, kubectl, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 OPERATOR_MODE = os.environ.get("KINFER_E2E_OPERATOR", "local")
@@ -30,7 +32,14 @@ SESSION = os.environ.setdefault("KINFER_E2E_SESSION", secrets.token_hex(2))
 runs (developers sharing a cluster) never act on each other's models."""
 
 
+HOSTCHECK = os.environ.get("KINFER_HOSTCHECK_SNAPSHOT")
+"""Set only for the run after teardown (e2e/hygiene): no cluster then, and nothing else runs."""
+collect_ignore = [] if HOSTCHECK else ["hygiene"]
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    if HOSTCHECK:
+        return
     if not os.environ.get("KUBECONFIG"):
         raise pytest.UsageError("e2e needs KUBECONFIG: run `make e2e` or `make cluster` first")
     if shutil.which("kubectl") is None:
@@ -170,3 +179,20 @@ def quiet_cluster(namespace: str) -> str:
 
     wait_until(others_gone, 180, "other e2e namespaces of this run to finish terminating")
     return namespace
+
+
+@pytest.fixture(scope="session")
+def real_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    """Debian's Prometheus with the scrape job examples/ ships, discovering the real node's
+    pods through the API server. It listens on the node's address, so the operator reaches
+    it from a pod as well as from this host."""
+    from realnode import node_ip, require_real_node
+
+    require_real_node()
+    job = yaml.safe_load((EXAMPLES / "observability" / "prometheus-scrape.yaml").read_text())[0]
+    job["scrape_interval"] = "1s"
+    job["kubernetes_sd_configs"][0]["kubeconfig_file"] = os.environ["KUBECONFIG"]
+    prom = Prometheus(tmp_path_factory.mktemp("prometheus-real"), [job], host=node_ip())
+    prom.start()
+    yield prom
+    prom.stop()

@@ -43,12 +43,21 @@ def _ready(url: str) -> bool:
 
 
 class Prometheus:
-    """A real Prometheus scraping file-discovered targets every second."""
+    """A real Prometheus scraping every second: file-discovered targets (`set_targets`), or
+    the scrape jobs given (the real-node lane passes the Kubernetes discovery job of
+    examples/observability/prometheus-scrape.yaml)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        scrape_configs: list[dict[str, Any]] | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
         self.workdir = workdir
+        self.scrape_configs = scrape_configs
+        self.host = host
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self.targets_file = workdir / "targets.json"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -62,7 +71,8 @@ class Prometheus:
             json.dumps(
                 {
                     "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                    "scrape_configs": [
+                    "scrape_configs": self.scrape_configs
+                    or [
                         {
                             "job_name": "kinfer-runtime",
                             "file_sd_configs": [
@@ -79,7 +89,7 @@ class Prometheus:
                 binary,
                 f"--config.file={config}",
                 f"--storage.tsdb.path={self.workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
+                f"--web.listen-address={self.host}:{self.port}",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make demo`: the local control plane, the CRDs, the operator, a sample InferenceModel going
-# Ready on fake GPU nodes, then a model-version bump rolled out live. `make demo-down` undoes it.
+# `make demo`: the local control plane with its real node, the operator installed by Helm from
+# its image, a sample InferenceModel answering real inferences through its Service, then a
+# model-version bump rolled out live as a canary judged by Prometheus. `make demo-down` undoes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,19 +20,23 @@ stop_pidfile() {
     local pid
     pid=$(cat "$1")
     kill "$pid" 2>/dev/null || true
-    # The data plane stops its runtimes and Prometheus on SIGTERM; give it time, then insist.
+    # Prometheus and the load client stop on SIGTERM; give them time, then insist.
     for _ in $(seq 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     kill -9 "$pid" 2>/dev/null || true
     rm -f "$1"
   fi
 }
-stop_operator() {
-  stop_pidfile "$DEMO_DIR/operator.pid"
-  stop_pidfile "$DEMO_DIR/dataplane.pid"
+stop_demo() {
+  if [[ -f $KUBECONFIG ]]; then
+    helm uninstall kinfer -n kinfer-system --wait >/dev/null 2>&1 || true
+    kubectl delete clusterkopfpeering kinfer --ignore-not-found >/dev/null 2>&1 || true
+  fi
+  stop_pidfile "$DEMO_DIR/load.pid"
+  stop_pidfile "$DEMO_DIR/prometheus.pid"
 }
 
 if [[ ${1:-up} == down ]]; then
-  stop_operator
+  stop_demo
   bash e2e/cluster.sh down
   exit 0
 fi
@@ -56,55 +61,106 @@ watch_until() {
 }
 
 rollout_line() {
-  kubectl get im resnet50 -n "$NS" -o jsonpath='{.status.rollout.phase} weight {.status.rollout.weight}% analysis {.status.rollout.lastAnalysis.decision} {.status.rollout.lastAnalysis.message}' 2>/dev/null
+  kubectl get im demo -n "$NS" -o jsonpath='{.status.rollout.phase} weight {.status.rollout.weight}% analysis {.status.rollout.lastAnalysis.decision} {.status.rollout.lastAnalysis.message}' 2>/dev/null
 }
 stable_version() {
-  kubectl get im resnet50 -n "$NS" -o jsonpath='{.status.stableModelVersion}' 2>/dev/null
+  kubectl get im demo -n "$NS" -o jsonpath='{.status.stableModelVersion}' 2>/dev/null
 }
 is_ready() {
-  [[ $(kubectl get im resnet50 -n "$NS" \
+  [[ $(kubectl get im demo -n "$NS" \
        -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]
 }
 
 mkdir -p "$DEMO_DIR"
-say "Installing the InferenceModel CRD"
-kubectl apply --server-side --force-conflicts -f crds/
-kubectl wait --for=condition=Established crd/inferencemodels.serving.kinfer.io --timeout=60s
+# shellcheck source=/dev/null
+source "$CLUSTER_DIR/images.env"
+# shellcheck source=/dev/null
+source "$CLUSTER_DIR/net.env"
+[[ -n ${KINFER_RUNTIME_IMAGE:-} && -n ${NODE_IP:-} ]] || {
+  echo "make demo needs the real node (root): see e2e/README.md" >&2; exit 1; }
 
-stop_operator
+say "Nodes: two fake GPU nodes and a CPU node (kwok), and a real kubelet node"
+kubectl get nodes -o wide -L nvidia.com/gpu.product,node.kinfer.io/real
+
+say "Installing the CRD"
+kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
+kubectl wait --for=condition=Established crd/inferencemodels.serving.kinfer.io --timeout=60s
+stop_demo
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl delete im --all -n "$NS" --wait=true >/dev/null 2>&1 || true
 
-say "Starting the stand-in data plane: Prometheus + one real kinfer-runtime per revision"
-echo "    (kwok pods run no containers; see e2e/dataplane.py. Log: $DEMO_DIR/dataplane.log)"
-rm -f "$DEMO_DIR/prometheus-url"
-.venv/bin/python e2e/demo_dataplane.py --namespace "$NS" --model resnet50 \
-  --workdir "$DEMO_DIR/dataplane" --prometheus-url-file "$DEMO_DIR/prometheus-url" \
-  >"$DEMO_DIR/dataplane.log" 2>&1 &
-echo $! >"$DEMO_DIR/dataplane.pid"
-for _ in $(seq 120); do [[ -s $DEMO_DIR/prometheus-url ]] && break; sleep 0.5; done
-[[ -s $DEMO_DIR/prometheus-url ]] || { tail -20 "$DEMO_DIR/dataplane.log"; exit 1; }
+say "Starting Prometheus (Debian's), discovering runtime pods as examples/observability/prometheus-scrape.yaml does"
+PROM_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p "$DEMO_DIR/prometheus"
+{
+  echo "global: {scrape_interval: 2s, evaluation_interval: 2s}"
+  echo "scrape_configs:"
+  grep -v '^#' examples/observability/prometheus-scrape.yaml | sed -e 's/^/  /' \
+    -e 's|scrape_interval: 15s|scrape_interval: 2s|' \
+    -e "s|^    - role: pod|    - role: pod\n      kubeconfig_file: $KUBECONFIG|"
+} >"$DEMO_DIR/prometheus/prometheus.yml"
+prometheus --config.file="$DEMO_DIR/prometheus/prometheus.yml" \
+  --storage.tsdb.path="$DEMO_DIR/prometheus/data" --web.listen-address="$NODE_IP:$PROM_PORT" \
+  >"$DEMO_DIR/prometheus.log" 2>&1 &
+echo $! >"$DEMO_DIR/prometheus.pid"
 
-say "Starting the operator (log: $DEMO_DIR/operator.log)"
-KINFER_PROMETHEUS_URL=$(cat "$DEMO_DIR/prometheus-url") \
-  .venv/bin/kinfer-operator --log-format plain --health-port 0 --metrics-port 0 \
-  >"$DEMO_DIR/operator.log" 2>&1 &
-echo $! >"$DEMO_DIR/operator.pid"
+say "helm install kinfer charts/kinfer: the operator image on the real node (2 replicas, peering)"
+helm install kinfer charts/kinfer -n kinfer-system --create-namespace --wait --timeout 180s \
+  --set image.repository="${KINFER_OPERATOR_IMAGE%:*}" --set image.tag="${KINFER_OPERATOR_IMAGE##*:}" \
+  --set image.pullPolicy=Never --set crds.install=false \
+  --set 'nodeSelector.node\.kinfer\.io/real=true' \
+  --set 'tolerations[0].key=node.kinfer.io/real' --set 'tolerations[0].operator=Exists' \
+  --set operator.prometheusURL="http://$NODE_IP:$PROM_PORT" --set operator.resyncSeconds=10
+kubectl get pods -n kinfer-system -o wide
 
-say "Nodes: two fake GPU nodes (8 GPUs each) and a CPU node"
-kubectl get nodes -L nvidia.com/gpu.product,nvidia.com/gpu.present
+manifest() {
+  cat <<EOF
+apiVersion: serving.kinfer.io/v1alpha1
+kind: InferenceModel
+metadata:
+  name: demo
+spec:
+  model: {uri: "file:///models/demo/model.onnx", version: "$1"}
+  runtime:
+    image: $KINFER_RUNTIME_IMAGE
+    imagePullPolicy: Never
+    resources: {requests: {cpu: 100m, memory: 256Mi}, limits: {memory: 1Gi}}
+  replicas: 4
+  scheduling:
+    nodeSelector: {node.kinfer.io/real: "true"}
+    tolerations: [{key: node.kinfer.io/real, operator: Exists}]
+  rollout:
+    canary:
+      steps: [{weight: 25, pauseSeconds: 6}, {weight: 50, pauseSeconds: 6}, {weight: 75, pauseSeconds: 6}]
+      scaleDownDelaySeconds: 5
+    analysis: {intervalSeconds: 4, minRequestCount: 5}
+EOF
+}
 
-say "Applying examples/canary.yaml (model version 1, 1 H100 per replica, 4 replicas)"
-kubectl apply -n "$NS" -f examples/canary.yaml
-watch_until "resnet50 is Ready" is_ready 120
+say "Applying the demo model (version 1, 4 replicas of the CPU runtime image)"
+manifest 1 | kubectl apply -n "$NS" -f -
+watch_until "demo is Ready" is_ready 240
+URL="http://$(kubectl get svc demo -n "$NS" -o jsonpath='{.spec.clusterIP}'):8080"
 
-say "Bumping the model to version 2 (as a git commit would): canary 25% -> 50% -> 75%"
-sed 's/version: "1"/version: "2"/' examples/canary.yaml | kubectl apply -n "$NS" -f -
+say "A real inference through the Service ($URL)"
+.venv/bin/python e2e/demo_client.py "$URL" demo once
+
+say "Bumping the model to version 2 (as a git commit would) under live traffic: canary 25% -> 50% -> 75%"
+.venv/bin/python e2e/demo_client.py "$URL" demo load 600 >"$DEMO_DIR/load.log" 2>&1 &
+echo $! >"$DEMO_DIR/load.pid"
+sleep 3
+manifest 2 | kubectl apply -n "$NS" -f -
 watch_until "version 2 passed every step and is stable" \
-  '[[ $(stable_version) == 2 ]] && is_ready' 240
+  '[[ $(stable_version) == 2 ]] && is_ready' 300
+stop_pidfile "$DEMO_DIR/load.pid"
+say "Answers per second by model version during the rollout (every 5th second of $DEMO_DIR/load.log)"
+awk 'NR % 5 == 1' "$DEMO_DIR/load.log" | tail -n 20
+
+say "The same request after the rollout"
+.venv/bin/python e2e/demo_client.py "$URL" demo once
 
 say "Status and events"
-kubectl get im resnet50 -n "$NS" -o yaml | sed -n '/^status:/,$p'
+kubectl get im demo -n "$NS" -o yaml | sed -n '/^status:/,$p'
 kubectl get events -n "$NS" --field-selector involvedObject.kind=InferenceModel \
   --sort-by=.lastTimestamp
-say "Done. The cluster and operator keep running; KUBECONFIG=$KUBECONFIG. Tear down: make demo-down"
+say "Done. The cluster, operator and Prometheus keep running; KUBECONFIG=$KUBECONFIG. Tear down: make demo-down"

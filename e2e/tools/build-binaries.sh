@@ -5,7 +5,8 @@
 #   e2e/tools/build-binaries.sh --bin-dir  print the binary directory and exit
 #   e2e/tools/build-binaries.sh --force    rebuild (all groups, or the ones named)
 #   e2e/tools/build-binaries.sh helm kwok  only these groups
-#   groups: kubernetes etcd kwok metrics-server helm kubeconform
+#   groups: kubernetes etcd kwok metrics-server helm kubeconform (control plane)
+#           node containerd runc cni crictl pause                    (the real node)
 #
 # Output: ${KINFER_CACHE:-$HOME/.cache/kinfer}/k8s-<K8S_VERSION>/bin/ (outside the repo).
 # Versions come from e2e/tools/versions.env. Binaries are grouped so that one
@@ -26,7 +27,8 @@ SRC="$ROOT/src"   # generated wrapper modules (kept: go.sum makes a rebuild chea
 LOGS="$ROOT/logs"
 PROGRESS_EVERY=${PROGRESS_EVERY:-30}   # seconds between "still building" lines
 
-ALL_GROUPS=(kubernetes etcd kwok metrics-server helm kubeconform)
+ALL_GROUPS=(kubernetes etcd kwok metrics-server helm kubeconform node containerd runc cni crictl pause)
+NODE_SRC="$HERE/../node"   # sources of our own node binaries (pause)
 START=$SECONDS
 
 log() { printf '[binaries %4ds] %s\n' "$((SECONDS - START))" "$*" >&2; }
@@ -35,8 +37,11 @@ die() {
     exit 1
 }
 
-# group_spec NAME sets G_MODULE, G_VERSION and G_PKGS ("import/path=binary" entries).
+# group_spec NAME sets G_MODULE, G_VERSION and G_PKGS ("import/path=binary" entries),
+# plus G_CGO (1 for cgo builds) and G_TAGS (go build -tags). A G_MODULE starting with
+# "./" is a module inside this repository, built in place (no wrapper, no download).
 group_spec() {
+    G_CGO=0 G_TAGS=""
     case "$1" in
     kubernetes)
         G_MODULE=k8s.io/kubernetes G_VERSION=v$K8S_VERSION
@@ -67,6 +72,40 @@ group_spec() {
         G_MODULE=github.com/yannh/kubeconform G_VERSION=v$KUBECONFORM_VERSION
         G_PKGS=(github.com/yannh/kubeconform/cmd/kubeconform=kubeconform)
         ;;
+    node)
+        # Same module and replaces as the control plane: GOCACHE shares most of the work.
+        G_MODULE=k8s.io/kubernetes G_VERSION=v$K8S_VERSION
+        G_PKGS=(k8s.io/kubernetes/cmd/kubelet=kubelet k8s.io/kubernetes/cmd/kube-proxy=kube-proxy)
+        ;;
+    containerd)
+        G_MODULE=github.com/containerd/containerd/v2 G_VERSION=v$CONTAINERD_VERSION
+        G_PKGS=(github.com/containerd/containerd/v2/cmd/containerd=containerd
+            github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2=containerd-shim-runc-v2
+            github.com/containerd/containerd/v2/cmd/ctr=ctr)
+        G_TAGS="no_btrfs no_zfs no_devmapper"
+        ;;
+    runc)
+        # seccomp needs cgo and libseccomp-dev (make system-deps).
+        G_MODULE=github.com/opencontainers/runc G_VERSION=v$RUNC_VERSION
+        G_PKGS=(github.com/opencontainers/runc=runc)
+        G_CGO=1 G_TAGS="seccomp urfave_cli_no_docs"
+        ;;
+    cni)
+        G_MODULE=github.com/containernetworking/plugins G_VERSION=v$CNI_PLUGINS_VERSION
+        G_PKGS=(github.com/containernetworking/plugins/plugins/main/bridge=bridge
+            github.com/containernetworking/plugins/plugins/main/loopback=loopback
+            github.com/containernetworking/plugins/plugins/ipam/host-local=host-local
+            github.com/containernetworking/plugins/plugins/meta/portmap=portmap)
+        ;;
+    crictl)
+        G_MODULE=sigs.k8s.io/cri-tools G_VERSION=v$CRICTL_VERSION
+        G_PKGS=(sigs.k8s.io/cri-tools/cmd/crictl=crictl)
+        ;;
+    pause)
+        # The sandbox image's only binary: ours, so no image has to be pulled.
+        G_MODULE=./e2e/node/pause G_VERSION=src-$(cat "$NODE_SRC/pause/main.go" "$NODE_SRC/pause/go.mod" | cksum | cut -d' ' -f1)
+        G_PKGS=(kinfer.local/pause=pause)
+        ;;
     *) die "unknown group $1" ;;
     esac
 }
@@ -76,7 +115,12 @@ group_bins() {
     for p in "${G_PKGS[@]}"; do printf '%s\n' "${p#*=}"; done
 }
 
-stamp_value() { printf '%s@%s rev=%s %s\n' "$G_MODULE" "$G_VERSION" "$BUILD_REV" "${G_PKGS[*]}"; }
+# Build settings other than the defaults (cgo off, no tags) are part of the stamp too.
+stamp_value() {
+    local extra=""
+    [[ $G_CGO == 1 || -n $G_TAGS ]] && extra=" cgo=$G_CGO tags=$G_TAGS"
+    printf '%s@%s rev=%s%s %s\n' "$G_MODULE" "$G_VERSION" "$BUILD_REV" "$extra" "${G_PKGS[*]}"
+}
 
 # up_to_date NAME: stamp matches the pinned version and every binary is present.
 up_to_date() {
@@ -134,7 +178,7 @@ download_module() {
 #    require lines already carry the matching published versions.
 replace_lines() {
     local group=$1 gomod=$2 staging=""
-    [[ $group == kubernetes ]] && staging="v0.${K8S_VERSION#*.}"
+    [[ $group == kubernetes || $group == node ]] && staging="v0.${K8S_VERSION#*.}"
     awk -v staging="$staging" '
         /^replace[ \t]*\($/ { inblock = 1; next }
         inblock && /^\)/     { inblock = 0; next }
@@ -188,7 +232,7 @@ ldflags_for() {
     local group=$1 gomod=$2 date flags="-s -w" p minor
     date=$(module_time "$G_MODULE" "$G_VERSION")
     case "$group" in
-    kubernetes)
+    kubernetes | node)
         # Same variables hack/lib/version.sh sets: `kube-apiserver --version`,
         # /version and Helm's capability checks then report the real release.
         minor=${K8S_VERSION#*.}
@@ -221,6 +265,9 @@ ldflags_for() {
         fi
         ;;
     kubeconform) flags+=" -X main.version=$G_VERSION" ;;
+    containerd) flags+=" -X github.com/containerd/containerd/v2/version.Version=$G_VERSION" ;;
+    runc) flags+=" -X main.version=${G_VERSION#v}" ;;
+    crictl) flags+=" -X sigs.k8s.io/cri-tools/pkg/version.Version=$G_VERSION" ;;
     etcd) ;; # etcd's version is a constant in go.etcd.io/etcd/api/v3/version
     esac
     printf '%s\n' "$flags"
@@ -257,24 +304,29 @@ build_group() {
     local group=$1 t0=$SECONDS gomod dir logfile ldflags p pkgs=() b
     group_spec "$group"
     log "== $group: $G_MODULE@$G_VERSION -> $(group_bins | tr '\n' ' ')"
-    gomod=$(download_module "$G_MODULE@$G_VERSION")
-    dir="$SRC/$group"
     logfile="$LOGS/$group.log"
     : >"$logfile"
-    write_wrapper "$dir" "$group" "$gomod"
     for p in "${G_PKGS[@]}"; do pkgs+=("${p%%=*}"); done
-    ldflags=$(ldflags_for "$group" "$gomod")
-
-    log "   resolving dependencies (go get)"
-    local gets=()
-    for p in "${pkgs[@]}"; do gets+=("$p@$G_VERSION"); done
-    run_logged "resolving $group dependencies (go get; needs the module proxy unless cached)" \
-        "$logfile" go -C "$dir" get "${gets[@]}"
+    if [[ $G_MODULE == ./* ]]; then
+        dir="$HERE/../../$G_MODULE" # our own module: no dependencies to resolve
+        ldflags="-s -w"
+    else
+        gomod=$(download_module "$G_MODULE@$G_VERSION")
+        dir="$SRC/$group"
+        write_wrapper "$dir" "$group" "$gomod"
+        ldflags=$(ldflags_for "$group" "$gomod")
+        log "   resolving dependencies (go get)"
+        local gets=()
+        for p in "${pkgs[@]}"; do gets+=("$p@$G_VERSION"); done
+        run_logged "resolving $group dependencies (go get; needs the module proxy unless cached)" \
+            "$logfile" go -C "$dir" get "${gets[@]}"
+    fi
 
     # One `go build` per group so the packages the binaries share compile once.
     TMP_OUT=$(mktemp -d "$ROOT/.tmp-$group.XXXXXX")
     log "   compiling ${#pkgs[@]} package(s) (go build -v output in $logfile)"
-    run_logged "building $group" "$logfile" go -C "$dir" build -v -trimpath -ldflags "$ldflags" -o "$TMP_OUT/" "${pkgs[@]}"
+    CGO_ENABLED=$G_CGO run_logged "building $group" "$logfile" \
+        go -C "$dir" build -v -trimpath -tags "$G_TAGS" -ldflags "$ldflags" -o "$TMP_OUT/" "${pkgs[@]}"
 
     # `go build -o dir/` names a binary after its import path, dropping a /vN
     # suffix (go.etcd.io/etcd/server/v3 -> server); rename to what we want.
@@ -351,7 +403,7 @@ main() {
     # after the Kubernetes group has compiled for many minutes.
     for g in "${todo[@]}"; do
         group_spec "$g"
-        download_module "$G_MODULE@$G_VERSION" >/dev/null
+        [[ $G_MODULE == ./* ]] || download_module "$G_MODULE@$G_VERSION" >/dev/null
     done
     log "to build: ${todo[*]} (cold builds take a while; the Kubernetes group is the long pole)"
     for g in "${todo[@]}"; do

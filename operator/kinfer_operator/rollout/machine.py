@@ -291,6 +291,8 @@ def _progress(ctx: RolloutContext, status: RolloutStatus, events: list[Event]) -
         events = [*events, Event("Normal", "Promoting", status.message or "")]
     if diagnosis.load_failed is not None:
         return _rollback(ctx, status, "ModelLoadFailed", diagnosis.load_failed, events)
+    if diagnosis.startup_timed_out is not None:
+        return _rollback(ctx, status, "StartupTimeout", diagnosis.startup_timed_out, events)
     if canary is not None and canary.deadline_exceeded:
         return _rollback(
             ctx,

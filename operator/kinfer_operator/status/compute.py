@@ -110,6 +110,15 @@ def _verdict(
         return _Verdict(
             "Degraded", failed, failed, _c("True", "ModelLoadFailed", load_failure), True
         )
+    if diagnosis.startup_timed_out is not None:
+        timed_out = _c("False", "StartupTimeout", diagnosis.startup_timed_out)
+        return _Verdict(
+            "Degraded",
+            timed_out,
+            timed_out,
+            _c("True", "StartupTimeout", diagnosis.startup_timed_out),
+            True,
+        )
     if diagnosis.image_pull_failed is not None:
         pull = _c("True", "ImagePullFailed", diagnosis.image_pull_failed)
         return _Verdict(

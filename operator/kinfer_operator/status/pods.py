@@ -9,6 +9,7 @@ from typing import Any
 __all__ = ["PodDiagnosis", "diagnose_pods"]
 
 _PULL_FAILURES = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName"}
+_KILLED = {137, 143}  # 128 + SIGKILL, 128 + SIGTERM
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class PodDiagnosis:
     """Container message when the runtime exited or crash-loops (the model failed to load)."""
     image_pull_failed: str | None = None
     """Kubelet message when the runtime image cannot be pulled."""
+    startup_timed_out: str | None = None
+    """The kubelet killed a runtime that never became ready: its startup probe gave up."""
 
 
 def _scheduling_message(pod: Mapping[str, Any]) -> str | None:
@@ -36,13 +39,32 @@ def _scheduling_message(pod: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _killed_before_ready(cs: Mapping[str, Any]) -> str | None:
+    """The kubelet stopped a container that never passed its startup probe: SIGTERM or SIGKILL
+    (exit 143/137, not the OOM killer) while the current attempt has not started either."""
+    last = (cs.get("lastState") or {}).get("terminated") or {}
+    if last.get("exitCode") not in _KILLED or last.get("reason") == "OOMKilled":
+        return None
+    if cs.get("started") or cs.get("ready"):
+        return None
+    return (
+        f"the kubelet's startup probe killed the runtime before its model was ready "
+        f"(exit code {last['exitCode']}, {cs.get('restartCount', 0)} restart(s)): downloading, "
+        f"loading and warming up took longer than spec.runtime.startupTimeoutSeconds allows"
+    )
+
+
 def _container_failure(pod: Mapping[str, Any]) -> tuple[str, str] | None:
-    """('load', msg) for a runtime that exited non-zero, ('pull', msg) for image trouble."""
+    """('load', msg) for a runtime that exited non-zero, ('pull', msg) for image trouble,
+    ('startup', msg) for one the startup probe killed."""
     for cs in pod.get("status", {}).get("containerStatuses") or []:
         state = cs.get("state") or {}
         waiting = state.get("waiting") or {}
         if waiting.get("reason") in _PULL_FAILURES:
             return "pull", str(waiting.get("message") or waiting["reason"])
+        killed = _killed_before_ready(cs)
+        if killed is not None:
+            return "startup", killed
         for terminated in (state.get("terminated"), (cs.get("lastState") or {}).get("terminated")):
             if terminated and terminated.get("exitCode", 0) != 0:
                 detail = str(terminated.get("message") or terminated.get("reason") or "").strip()
@@ -55,7 +77,7 @@ def _container_failure(pod: Mapping[str, Any]) -> tuple[str, str] | None:
 
 def diagnose_pods(pods: Iterable[Mapping[str, Any]], gpu_resource: str) -> PodDiagnosis:
     """Summarise the pods of one revision; the first pod reporting a problem wins."""
-    gpu = other = load = pull = None
+    gpu = other = load = pull = startup = None
     for pod in pods:
         message = _scheduling_message(pod)
         if message is not None:
@@ -68,8 +90,14 @@ def diagnose_pods(pods: Iterable[Mapping[str, Any]], gpu_resource: str) -> PodDi
             kind, text = failure
             if kind == "pull":
                 pull = pull or text
+            elif kind == "startup":
+                startup = startup or text
             else:
                 load = load or text
     return PodDiagnosis(
-        gpu_unschedulable=gpu, unschedulable=other, load_failed=load, image_pull_failed=pull
+        gpu_unschedulable=gpu,
+        unschedulable=other,
+        load_failed=load,
+        image_pull_failed=pull,
+        startup_timed_out=startup,
     )

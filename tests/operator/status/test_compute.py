@@ -93,6 +93,36 @@ def test_crashing_runtime_is_degraded_with_the_container_message(make_model: Mak
     assert degraded is not None and "sha256 mismatch" in degraded.message
 
 
+def _killed(exit_code: int, reason: str = "Error", started: bool = False) -> dict[str, Any]:
+    return {
+        "name": "runtime",
+        "started": started,
+        "ready": False,
+        "restartCount": 1,
+        "state": {"running": {}},
+        "lastState": {"terminated": {"exitCode": exit_code, "reason": reason}},
+    }
+
+
+def test_startup_probe_kill_is_degraded_as_startup_timeout(make_model: MakeModel) -> None:
+    model = make_model()
+    killed = pod("resnet50", revision_of(model), containerStatuses=[_killed(137)])
+    report = _status(model, ready=0, pods=(killed,))
+    assert _cond(report, "Degraded") == ("True", "StartupTimeout")
+    degraded = find_condition(report.status.conditions, "Degraded")
+    assert degraded is not None and "startupTimeoutSeconds" in degraded.message
+    assert "1 restart(s)" in degraded.message
+
+
+def test_oom_kill_or_a_started_runtime_is_not_a_startup_timeout(make_model: MakeModel) -> None:
+    model = make_model()
+    for status in (_killed(137, reason="OOMKilled"), _killed(143, started=True)):
+        report = _status(
+            model, ready=0, pods=(pod("resnet50", revision_of(model), containerStatuses=[status]),)
+        )
+        assert _cond(report, "Degraded")[1] != "StartupTimeout"
+
+
 def test_progress_deadline_without_ready_pods_is_model_load_failed(make_model: MakeModel) -> None:
     report = _status(make_model(), ready=0, deadline_exceeded=True)
     assert _cond(report, "Degraded") == ("True", "ModelLoadFailed")

@@ -1,0 +1,3 @@
+module kinfer.local/pause
+
+go 1.26

@@ -1,0 +1,300 @@
+"""The real-node lane: placing pods on the kubelet node, kinfer's images, and talking to the
+runtime through its Service the way an in-cluster client does.
+
+The real node (e2e/node.sh) carries a label and a NoSchedule taint, so nothing lands there
+unless it asks: `on_real_node()` adds both to an InferenceModel, as any user would.
+Traffic goes from this host to ClusterIPs (kube-proxy's rules) and pod IPs on the node's own
+bridge, never anywhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from functools import cache
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import pytest
+from harness import kubectl, kubectl_apply, kubectl_json, wait_until
+
+__all__ = [
+    "NODE_KEY",
+    "NODE_NAME",
+    "LoadGenerator",
+    "images",
+    "infer",
+    "model_manifest",
+    "node_ip",
+    "on_real_node",
+    "reference_logits",
+    "require_real_node",
+    "service_url",
+    "serving_url",
+    "start_model_server",
+]
+
+NODE_NAME = "kinfer-real-0"
+NODE_KEY = "node.kinfer.io/real"
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+def _cluster_env(name: str) -> dict[str, str]:
+    """KEY=value lines that e2e/cluster.sh and e2e/images.sh leave next to the kubeconfig."""
+    path = Path(os.environ.get("KUBECONFIG", ".cluster/kubeconfig")).parent / name
+    values = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not key.startswith("#"):
+            values[key] = value.strip('"')
+    return values
+
+
+@cache
+def images() -> dict[str, str]:
+    """Image names e2e/images.sh built and e2e/node.sh imported (KINFER_*_IMAGE)."""
+    return _cluster_env("images.env")
+
+
+@cache
+def node_ip() -> str:
+    """The real node's address (on its own bridge): pods reach host services there."""
+    return _cluster_env("net.env")["NODE_IP"]
+
+
+def require_real_node() -> None:
+    """Fail (in CI, or when the node was asked for) or skip when there is no real node."""
+    nodes = kubectl_json("get", "nodes", "-l", NODE_KEY)["items"]
+    ready = [
+        n
+        for n in nodes
+        for c in n["status"].get("conditions", [])
+        if c["type"] == "Ready" and c["status"] == "True"
+    ]
+    if ready:
+        return
+    message = f"no Ready real node ({NODE_KEY}); `make cluster` starts one (root only)"
+    if os.environ.get("CI") or os.environ.get("KINFER_REAL_NODE") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def on_real_node(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The InferenceModel with the real node's label selected and its taint tolerated."""
+    scheduling = manifest["spec"].setdefault("scheduling", {})
+    scheduling.setdefault("nodeSelector", {})[NODE_KEY] = "true"
+    scheduling.setdefault("tolerations", []).append(
+        {"key": NODE_KEY, "operator": "Exists", "effect": "NoSchedule"}
+    )
+    return manifest
+
+
+def model_manifest(
+    name: str, uri: str = "file:///models/demo/model.onnx", version: str = "1", **spec: Any
+) -> dict[str, Any]:
+    """An InferenceModel of the CPU runtime image on the real node."""
+    runtime = {
+        "image": images()["KINFER_RUNTIME_IMAGE"],
+        "imagePullPolicy": "Never",
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        "startupTimeoutSeconds": 120,
+        "terminationGracePeriodSeconds": 10,
+        **spec.pop("runtime", {}),
+    }
+    return on_real_node(
+        {
+            "apiVersion": "serving.kinfer.io/v1alpha1",
+            "kind": "InferenceModel",
+            "metadata": {"name": name},
+            "spec": {
+                "model": {"uri": uri, "format": "onnx", "version": version},
+                "runtime": runtime,
+                **spec,
+            },
+        }
+    )
+
+
+def start_model_server(namespace: str, slow_bytes_per_s: int = 20_000) -> str:
+    """e2e/modelserver.py in a pod on the real node, behind a Service; returns its base URL
+    (the ClusterIP: pods have no cluster DNS here, and a URL is what users put in a spec)."""
+    script = Path(__file__).with_name("modelserver.py").read_text()
+    kubectl_apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "modelserver"},
+            "data": {"modelserver.py": script},
+        },
+        namespace,
+    )
+    labels = {"app": "modelserver"}
+    pod = on_real_node({"spec": {}})["spec"]["scheduling"]
+    kubectl_apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "modelserver", "labels": labels},
+            "spec": {
+                "nodeSelector": pod["nodeSelector"],
+                "tolerations": pod["tolerations"],
+                "automountServiceAccountToken": False,
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": 65532,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [
+                    {
+                        "name": "http",
+                        "image": images()["KINFER_RUNTIME_IMAGE"],
+                        "imagePullPolicy": "Never",
+                        "command": ["python3", "/srv/modelserver.py"],
+                        "env": [
+                            {"name": "KINFER_SLOW_BYTES_PER_S", "value": str(slow_bytes_per_s)}
+                        ],
+                        "ports": [{"name": "http", "containerPort": 8000}],
+                        "readinessProbe": {"tcpSocket": {"port": 8000}, "periodSeconds": 1},
+                        "securityContext": {
+                            "allowPrivilegeEscalation": False,
+                            "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                        "volumeMounts": [{"name": "script", "mountPath": "/srv"}],
+                    }
+                ],
+                "volumes": [{"name": "script", "configMap": {"name": "modelserver"}}],
+            },
+        },
+        namespace,
+    )
+    kubectl_apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "modelserver"},
+            "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": "http"}]},
+        },
+        namespace,
+    )
+    kubectl("wait", "-n", namespace, "pod/modelserver", "--for=condition=Ready", "--timeout=90s")
+    return service_url(namespace, "modelserver", port=80)
+
+
+def service_url(namespace: str, service: str, port: int = 8080) -> str:
+    """http://<ClusterIP>:<port>: reached from this host through kube-proxy's rules."""
+    svc = kubectl_json("get", "service", service, "-n", namespace)
+    return f"http://{svc['spec']['clusterIP']}:{port}"
+
+
+def serving_url(namespace: str, model: str, timeout: float = 30) -> str:
+    """The model's Service URL once kube-proxy routes it: a model turns Ready when its pods
+    do, and kube-proxy programs their endpoints a moment later (as for any Service)."""
+    url = service_url(namespace, model)
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/v2/models/{model}/ready", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    wait_until(ready, timeout, f"{url} to answer for {model}")
+    return url
+
+
+@cache
+def _demo_session() -> Any:
+    import onnxruntime as ort
+    from kinfer_runtime.demo import build_demo_model
+
+    out = Path(os.environ.get("TMPDIR", "/tmp")) / f"kinfer-e2e-demo-{os.getpid()}"
+    (path,) = build_demo_model(out, "normal", with_torch=False)
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def reference_logits(batch: np.ndarray) -> np.ndarray:
+    """What the demo model answers, computed here by onnxruntime from the same weights."""
+    session = _demo_session()
+    return np.asarray(session.run(None, {session.get_inputs()[0].name: batch})[0])
+
+
+def infer(
+    base_url: str, model: str, batch: np.ndarray, binary: bool = False, timeout: float = 10
+) -> np.ndarray:
+    """One Open Inference Protocol request (JSON, or the binary tensor extension)."""
+    tensor: dict[str, Any] = {"name": "input", "datatype": "FP32", "shape": list(batch.shape)}
+    headers = {"Content-Type": "application/json"}
+    if binary:
+        tensor["parameters"] = {"binary_data_size": batch.nbytes}
+        head = json.dumps(
+            {
+                "inputs": [tensor],
+                "outputs": [{"name": "logits", "parameters": {"binary_data": True}}],
+            }
+        ).encode()
+        body = head + batch.astype(np.float32).tobytes()
+        headers = {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(head))}
+    else:
+        tensor["data"] = batch.ravel().tolist()
+        body = json.dumps({"inputs": [tensor]}).encode()
+    request = urllib.request.Request(
+        f"{base_url}/v2/models/{model}/infer", data=body, headers=headers, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        payload = response.read()
+        length = response.headers.get(HEADER_LENGTH)
+    if length is None:
+        out = json.loads(payload)["outputs"][0]
+        return np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])
+    out = json.loads(payload[: int(length)])["outputs"][0]
+    return np.frombuffer(payload[int(length) :], dtype=np.float32).reshape(out["shape"])
+
+
+class LoadGenerator:
+    """Clients sending inferences through a Service without pause, for the span of a `with`
+    block, each answer checked against the reference. Counts every outcome; a request that
+    errs or answers wrongly is a failure, with its reason kept."""
+
+    def __init__(self, base_url: str, model: str, clients: int = 4) -> None:
+        self.base_url, self.model = base_url, model
+        self.outcomes: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        rng = np.random.default_rng(7)
+        self._batch = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
+        self._expected = reference_logits(self._batch)
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                got = infer(self.base_url, self.model, self._batch, binary=True)
+                outcome = "ok" if np.allclose(got, self._expected, atol=1e-3) else "wrong answer"
+            except (urllib.error.URLError, OSError, ValueError) as err:
+                outcome = f"{type(err).__name__}: {err}"
+            with self._lock:
+                self.outcomes["ok" if outcome == "ok" else "failed"] += 1
+                if outcome != "ok":
+                    self.failures.append(f"{time.strftime('%T')} {outcome}")
+
+    @property
+    def total(self) -> int:
+        return sum(self.outcomes.values())
+
+    def __enter__(self) -> Self:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)

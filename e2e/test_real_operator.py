@@ -1,0 +1,120 @@
+"""The operator from its image: the chart installs it on the real node, it reconciles as the
+chart's ServiceAccount through in-cluster config, and when the active replica's pod is
+deleted mid-canary the standby resumes at the same step.
+
+The session's local operator is stopped meanwhile (as in test_chart.py), so every write is
+the in-cluster operator's; it watches the whole cluster, so the test waits for a quiet one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import LocalOperator
+from dataplane import Prometheus
+from harness import kubectl, kubectl_apply, kubectl_json, wait_until
+from realnode import (
+    NODE_KEY,
+    NODE_NAME,
+    LoadGenerator,
+    images,
+    model_manifest,
+    require_real_node,
+    serving_url,
+)
+from test_chart import Release, installed_chart
+from test_core import wait_ready
+
+
+@pytest.fixture
+def chart_operator(quiet_cluster: str, operator: LocalOperator | None) -> Iterator[Release]:
+    require_real_node()
+    repository, _, tag = images()["KINFER_OPERATOR_IMAGE"].rpartition(":")
+    values = {
+        "image.repository": repository,
+        "image.tag": tag,
+        "image.pullPolicy": "Never",
+        "nodeSelector." + NODE_KEY.replace(".", "\\."): "true",
+        "tolerations[0].key": NODE_KEY,
+        "tolerations[0].operator": "Exists",
+        "operator.resyncSeconds": "5",
+        # A standby takes over once the active peer is silent this long.
+        "peering.lifetime": "10",
+    }
+    if operator is not None:
+        operator.stop()
+    try:
+        with installed_chart(**values) as release:
+            yield release
+    finally:
+        if operator is not None:
+            operator.start()
+
+
+def active_peer(release: Release) -> str:
+    """The pod whose peering priority is highest: the one replica that acts."""
+    peering = kubectl_json("get", "clusterkopfpeering", release.peering)
+    peers: dict[str, Any] = peering.get("status") or {}
+    return max(peers, key=lambda peer: int(peers[peer]["priority"]))
+
+
+def rollout(ns: str) -> dict[str, Any]:
+    return dict(kubectl_json("get", "im", "demo", "-n", ns)["status"].get("rollout") or {})
+
+
+def test_operator_image_resumes_a_canary_after_its_active_pod_is_deleted(
+    quiet_cluster: str, chart_operator: Release, real_prometheus: Prometheus
+) -> None:
+    namespace, release = quiet_cluster, chart_operator
+    pods = kubectl_json(
+        "get", "pods", "-n", release.namespace, "-l", "app.kubernetes.io/name=kinfer"
+    )["items"]
+    assert len(pods) == 2 and {p["spec"]["nodeName"] for p in pods} == {NODE_NAME}
+    for pod in pods:
+        assert pod["spec"]["serviceAccountName"] == release.account
+        assert pod["spec"]["containers"][0]["image"] == images()["KINFER_OPERATOR_IMAGE"]
+
+    manifest = model_manifest(
+        "demo",
+        replicas=2,
+        rollout={
+            "canary": {
+                "steps": [{"weight": 50, "pauseSeconds": 40}, {"weight": 100, "pauseSeconds": 2}],
+                "scaleDownDelaySeconds": 2,
+                "progressDeadlineSeconds": 180,
+            },
+            "analysis": {
+                "prometheusUrl": real_prometheus.url,
+                "intervalSeconds": 3,
+                "minRequestCount": 5,
+            },
+        },
+    )
+    kubectl_apply(manifest, namespace)
+    wait_ready(namespace, "demo", timeout=180)
+    with LoadGenerator(serving_url(namespace, "demo"), "demo", clients=2):
+        manifest["spec"]["model"]["version"] = "2"
+        kubectl_apply(manifest, namespace)
+        at_step = wait_until(
+            lambda: (
+                (r := rollout(namespace)).get("phase") == "Progressing"
+                and r.get("stepStartedAt")
+                and r
+            ),
+            180,
+            "the canary's first step",
+        )
+        victim = active_peer(release)
+        kubectl("delete", "pod", "-n", release.namespace, victim, "--wait=false")
+        # The other replica takes over and finishes the rollout from where it was.
+        wait_until(lambda: rollout(namespace).get("phase") == "Succeeded", 240, "promotion")
+    assert active_peer(release) != victim
+    assert at_step["step"] == 0
+    started = kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "reason=RolloutStarted", "-o", "name"
+    ).stdout.split()
+    assert len(started) == 1, "the new active replica restarted the rollout"
+    status = kubectl_json("get", "im", "demo", "-n", namespace)["status"]
+    assert status["stableModelVersion"] == "2"

@@ -1,0 +1,127 @@
+"""Rollouts on real pods: no request lost while a version replaces another, and canary
+analysis on the runtime's real metrics, scraped by Prometheus through Kubernetes discovery.
+
+Requests go through the model's ClusterIP Service from fresh connections, as a client
+behind kube-proxy sees it: readiness gates, preStop, endpoint removal and the runtime's
+drain all have to work together for the failure count to stay at zero.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from dataplane import Prometheus
+from harness import condition, kubectl_apply, kubectl_json, wait_until
+from realnode import LoadGenerator, model_manifest, require_real_node, serving_url
+from test_core import pods_of, wait_ready
+
+
+@pytest.fixture(autouse=True)
+def _real_node() -> None:
+    require_real_node()
+
+
+def get(ns: str, name: str) -> dict[str, Any]:
+    return dict(kubectl_json("get", "im", name, "-n", ns))
+
+
+def only_revision_left(ns: str, name: str, version: str) -> bool:
+    """The new version is stable and every pod of the old revisions is gone."""
+    status = get(ns, name).get("status") or {}
+    pods = pods_of(ns, name)
+    versions = {p["metadata"]["annotations"].get("serving.kinfer.io/model-version") for p in pods}
+    return status.get("stableModelVersion") == version and versions == {version}
+
+
+def roll_under_load(ns: str, manifest: dict[str, Any], timeout: float) -> LoadGenerator:
+    kubectl_apply(manifest, ns)
+    wait_ready(ns, "demo", timeout=180)
+    with LoadGenerator(serving_url(ns, "demo"), "demo", clients=4) as load:
+        wait_until(lambda: load.total >= 40, 60, "traffic through the Service")
+        manifest["spec"]["model"]["version"] = "2"
+        kubectl_apply(manifest, ns)
+        wait_until(lambda: only_revision_left(ns, "demo", "2"), timeout, "version 2 alone")
+        time.sleep(3)  # requests after the last old pod went away
+    print(f"\nrequests: {load.total}, failed: {load.outcomes['failed']}")
+    return load
+
+
+def test_version_bump_under_load_loses_no_request(namespace: str) -> None:
+    load = roll_under_load(namespace, model_manifest("demo", replicas=2), timeout=180)
+    assert load.outcomes["failed"] == 0, load.failures[:10]
+    assert load.outcomes["ok"] >= 100
+
+
+def test_canary_under_load_loses_no_request(namespace: str, real_prometheus: Prometheus) -> None:
+    manifest = model_manifest(
+        "demo",
+        replicas=2,
+        rollout={
+            "canary": {
+                "steps": [{"weight": 50, "pauseSeconds": 3}],
+                "scaleDownDelaySeconds": 3,
+                "progressDeadlineSeconds": 120,
+            },
+            "analysis": {
+                "prometheusUrl": real_prometheus.url,
+                "intervalSeconds": 3,
+                "minRequestCount": 5,
+            },
+        },
+    )
+    load = roll_under_load(namespace, manifest, timeout=240)
+    assert load.outcomes["failed"] == 0, load.failures[:10]
+    rollout = get(namespace, "demo")["status"]["rollout"]
+    assert rollout["phase"] == "Succeeded"
+    assert rollout["lastAnalysis"]["decision"] == "Pass"
+
+
+def test_faulty_canary_is_rolled_back_on_its_real_error_rate(
+    namespace: str, real_prometheus: Prometheus
+) -> None:
+    manifest = model_manifest(
+        "demo",
+        replicas=2,
+        rollout={
+            "canary": {
+                "steps": [{"weight": 50, "pauseSeconds": 30}],
+                "scaleDownDelaySeconds": 2,
+                "progressDeadlineSeconds": 120,
+            },
+            "analysis": {
+                "prometheusUrl": real_prometheus.url,
+                "intervalSeconds": 3,
+                "minRequestCount": 5,
+                "failureLimit": 2,
+            },
+        },
+    )
+    kubectl_apply(manifest, namespace)
+    first = wait_ready(namespace, "demo", timeout=180)["status"]["stableRevision"]
+    with LoadGenerator(serving_url(namespace, "demo"), "demo", clients=4) as load:
+        wait_until(lambda: load.total >= 20, 60, "traffic through the Service")
+        # The faulty demo model loads and warms up, then fails on every real input.
+        manifest["spec"]["model"] |= {
+            "uri": "file:///models/demo-faulty/model.onnx",
+            "version": "2",
+        }
+        kubectl_apply(manifest, namespace)
+        rollout = wait_until(
+            lambda: (
+                (r := get(namespace, "demo")["status"].get("rollout") or {}).get("phase")
+                == "RolledBack"
+                and r
+            ),
+            180,
+            "the faulty canary to be rolled back",
+        )
+    assert rollout["reason"] == "AnalysisFailed"
+    metric = next(m for m in rollout["lastAnalysis"]["metrics"] if m["name"] == "error-rate")
+    assert metric["verdict"] == "Fail" and float(metric["value"]) > 0.01
+    im = get(namespace, "demo")
+    assert im["status"]["stableRevision"] == first
+    assert condition(im, "Degraded")["reason"] == "RolledBack"
+    # Clients did see the canary's errors (that is what the analysis measured) until rollback.
+    assert load.outcomes["failed"] > 0
