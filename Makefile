@@ -25,11 +25,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[operator,runtime,torch,dev]'
 	@touch $@
 
-# Debian packages: Prometheus (canary analysis, for real), and the real node's tools: buildah
-# and mmdebstrap (images without Docker), nftables/iptables/conntrack (kube-proxy, kubelet),
-# socat (the API server relay), libseccomp-dev (runc's seccomp, built with cgo).
-SYSTEM_PACKAGES := prometheus buildah mmdebstrap nftables iptables conntrack socat libseccomp-dev gcc
-system-deps: ## Debian packages the e2e suite runs for real (Prometheus, the real node's tools)
+# Debian packages the real node needs: buildah and mmdebstrap (images without Docker),
+# nftables/iptables/conntrack (kube-proxy, kubelet), socat (the API server relay),
+# libseccomp-dev and gcc (runc's seccomp, built with cgo). Prometheus is built by
+# `make binaries`: Debian's has no Kubernetes service discovery.
+SYSTEM_PACKAGES := buildah mmdebstrap nftables iptables conntrack socat libseccomp-dev gcc
+system-deps: ## Debian packages the e2e suite's real node needs (buildah, mmdebstrap, netfilter tools)
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
 	    | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

@@ -64,7 +64,7 @@ class Prometheus:
     def start(self) -> None:
         binary = shutil.which("prometheus")
         if binary is None:
-            raise RuntimeError("prometheus not found: `make test` installs Debian's package")
+            raise RuntimeError("prometheus not found on PATH: `make binaries` builds it")
         self.targets_file.write_text("[]")
         config = self.workdir / "prometheus.yml"
         config.write_text(

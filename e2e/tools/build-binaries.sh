@@ -7,6 +7,7 @@
 #   e2e/tools/build-binaries.sh helm kwok  only these groups
 #   groups: kubernetes etcd kwok metrics-server helm kubeconform (control plane)
 #           node containerd runc cni crictl pause                    (the real node)
+#           prometheus                                                (canary analysis)
 #
 # Output: ${KINFER_CACHE:-$HOME/.cache/kinfer}/k8s-<K8S_VERSION>/bin/ (outside the repo).
 # Versions come from e2e/tools/versions.env. Binaries are grouped so that one
@@ -27,7 +28,8 @@ SRC="$ROOT/src"   # generated wrapper modules (kept: go.sum makes a rebuild chea
 LOGS="$ROOT/logs"
 PROGRESS_EVERY=${PROGRESS_EVERY:-30}   # seconds between "still building" lines
 
-ALL_GROUPS=(kubernetes etcd kwok metrics-server helm kubeconform node containerd runc cni crictl pause)
+ALL_GROUPS=(kubernetes etcd kwok metrics-server helm kubeconform node containerd runc cni crictl pause
+    prometheus)
 NODE_SRC="$HERE/../node"   # sources of our own node binaries (pause)
 START=$SECONDS
 
@@ -100,6 +102,13 @@ group_spec() {
     crictl)
         G_MODULE=sigs.k8s.io/cri-tools G_VERSION=v$CRICTL_VERSION
         G_PKGS=(sigs.k8s.io/cri-tools/cmd/crictl=crictl)
+        ;;
+    prometheus)
+        # Debian's prometheus is built without Kubernetes discovery; this one has that and
+        # the built-in ones (file, static, HTTP), and no other cloud's.
+        G_MODULE=github.com/prometheus/prometheus G_VERSION=v$PROMETHEUS_MODULE_VERSION
+        G_PKGS=(github.com/prometheus/prometheus/cmd/prometheus=prometheus)
+        G_TAGS="remove_all_sd enable_kubernetes_sd"
         ;;
     pause)
         # The sandbox image's only binary: ours, so no image has to be pulled.
@@ -268,6 +277,11 @@ ldflags_for() {
     containerd) flags+=" -X github.com/containerd/containerd/v2/version.Version=$G_VERSION" ;;
     runc) flags+=" -X main.version=${G_VERSION#v}" ;;
     crictl) flags+=" -X sigs.k8s.io/cri-tools/pkg/version.Version=$G_VERSION" ;;
+    prometheus)
+        # The module's v0.3XX.Y is Prometheus 3.XX.Y.
+        local release=${G_VERSION#v0.}
+        flags+=" -X github.com/prometheus/common/version.Version=3.${release:1}"
+        ;;
     etcd) ;; # etcd's version is a constant in go.etcd.io/etcd/api/v3/version
     esac
     printf '%s\n' "$flags"
