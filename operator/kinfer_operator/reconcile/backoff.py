@@ -1,7 +1,8 @@
 """Per-model memory of writes the API server did not take, with capped exponential backoff.
 
-A refused child is asked for again only when its desired content changes (the user fixed the
-spec: retried on the very next pass) or when its backoff has run out; every other pass reuses
+A refused child is asked for again only when the model changes (the user fixed the spec, or
+touched it after fixing what was around it: retried on the very next pass) or when its
+backoff has run out; every other pass reuses
 the remembered answer, so status keeps saying what is wrong while the API server sees no hot
 loop. controller-runtime's per-item rate limiter does the same for whole reconciles; here it
 is per write, because one refused child must not hold back the others.
@@ -39,6 +40,13 @@ class WriteBackoff:
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._attempts: dict[WriteKey, _Attempt] = {}
+        self._generation: int | None = None
+
+    def generation(self, generation: int) -> None:
+        """A new metadata.generation means someone acted: every write may be tried now."""
+        if generation != self._generation:
+            self._attempts.clear()
+            self._generation = generation
 
     def waiting(self, key: WriteKey, digest: str) -> WriteFailure | None:
         """The remembered failure while this exact write is still backing off, else None."""

@@ -167,7 +167,10 @@ class Reconciler:
         started = time.perf_counter()
         try:
             with self._lock_for((namespace, name)):
-                return self._pass(namespace, name)
+                outcome = self._pass(namespace, name)
+            if outcome is not None:
+                _log.debug("pass %s/%s (%s): %d write(s)", namespace, name, trigger, outcome.writes)
+            return outcome
         except Exception as exc:
             RECONCILE_ERRORS.labels(error=type(exc).__name__).inc()
             raise
@@ -233,6 +236,7 @@ class Reconciler:
             self._publish(body, raw_status, report, now)
             return Outcome(sum(kube.writes.values()) - writes_before, None, report.status)
         backoff = self._backoff_for((namespace, name))
+        backoff.generation(generation)
         rollout = self._decide_rollout(model, observed, previous, body, parse_time(now), backoff)
         decided = plan(model, observed, rollout)
         failures = self._execute(model, observed.find, decided, backoff)

@@ -282,3 +282,14 @@ def test_a_canary_rollout_emits_one_event_per_transition() -> None:
         "Promoting",
         "Promoted",
     ]
+
+
+def test_any_change_to_the_model_retries_a_refused_write_at_once() -> None:
+    kube, reconciler, clock = _setup()
+    kube.refuse = _refuse_deployments
+    _pass(reconciler)
+    kube.refuse = lambda _verb, _obj: None  # e.g. a quota was raised
+    kube.set_spec(deep_merge(kube.model["spec"], {"replicas": 3}))
+    clock.t = 1.0
+    _pass(reconciler)
+    assert len(kube.deployments()) == 1
