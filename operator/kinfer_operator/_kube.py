@@ -56,22 +56,27 @@ class WriteError(Exception):
 
 def _api_message(err: ApiException) -> tuple[str, str]:
     """(reason, message) of the Status object the API server sent with an error."""
+    raw = err.body.decode(errors="replace") if isinstance(err.body, bytes) else err.body
     try:
-        body = json.loads(err.body or "{}")
+        body = json.loads(raw or "{}")
     except (TypeError, ValueError):
         body = {}
     if not isinstance(body, dict):
         body = {}
     reason = str(body.get("reason") or err.reason or "Error")
-    message = str(body.get("message") or err.body or err.reason or "").strip()
-    return reason, message
+    message = str(body.get("message") or raw or err.reason or "").strip()
+    return reason, message[:_MESSAGE_LIMIT]
 
 
 def _failure(err: Exception, verb: str, kind: str, name: str) -> WriteFailure:
     if isinstance(err, ApiException) and err.status:
         reason, message = _api_message(err)
         return WriteFailure(verb, kind, name, int(err.status), reason, message)
-    return WriteFailure(verb, kind, name, None, type(err).__name__, str(err))
+    return WriteFailure(verb, kind, name, None, type(err).__name__, str(err)[:_MESSAGE_LIMIT])
+
+
+_MESSAGE_LIMIT = 2048
+"""Enough for the API server's field errors; status and Events stay readable."""
 
 
 _WRITE_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
