@@ -99,6 +99,7 @@ class Kube:
         self._dyn = DynamicClient(api or load_config())  # type: ignore[no-untyped-call]
         self._lock = threading.Lock()
         self.writes: Counter[tuple[str, str]] = Counter()
+        self._here = threading.local()
 
     def _resource(self, api_version: str, kind: str) -> Any:
         with self._lock:  # discovery is lazy and not thread-safe
@@ -106,7 +107,13 @@ class Kube:
 
     def _count(self, verb: str, kind: str) -> None:
         self.writes[(verb, kind)] += 1
+        self._here.writes = self.thread_writes() + 1
         API_WRITES.labels(verb=verb, kind=kind).inc()
+
+    def thread_writes(self) -> int:
+        """Writes made by the calling thread: one pass's own, while passes of other models
+        run in other threads."""
+        return int(getattr(self._here, "writes", 0))
 
     # -- reads -----------------------------------------------------------------------------
 

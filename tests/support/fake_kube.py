@@ -34,6 +34,9 @@ class FakeKube:
         self.missing_refs: dict[str, str] = {}
         self._created = 0
 
+    def thread_writes(self) -> int:
+        return sum(self.writes.values())
+
     # -- reads -------------------------------------------------------------------------
 
     def get_model(self, namespace: str, name: str) -> dict[str, Any] | None:

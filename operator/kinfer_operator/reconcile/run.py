@@ -6,7 +6,6 @@ import logging
 import os
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,7 +57,7 @@ class ClusterApi(Protocol):
     """What a pass needs from the API boundary (`_kube.Kube`); tests drive passes with an
     in-memory fake. Writes of children raise `WriteError` when they do not go through."""
 
-    writes: Counter[tuple[str, str]]
+    def thread_writes(self) -> int: ...
 
     def get_model(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
@@ -179,7 +178,7 @@ class Reconciler:
 
     def _pass(self, namespace: str, name: str) -> Outcome | None:
         kube = self.kube
-        writes_before = sum(kube.writes.values())
+        writes_before = kube.thread_writes()
         body = kube.get_model(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
@@ -223,7 +222,7 @@ class Reconciler:
         if problem is not None:
             report = invalid_status(previous, generation, problem, now=now)
             self._publish(body, raw_status, report, now)
-            return Outcome(sum(kube.writes.values()) - writes_before, None, report.status)
+            return Outcome(kube.thread_writes() - writes_before, None, report.status)
 
         rollout_spec = model.spec.rollout
         gateway = rollout_spec is not None and rollout_spec.traffic.mode == "GatewayAPI"
@@ -234,7 +233,7 @@ class Reconciler:
                 previous, generation, str(err), now=now, reason="MissingPermission"
             )
             self._publish(body, raw_status, report, now)
-            return Outcome(sum(kube.writes.values()) - writes_before, None, report.status)
+            return Outcome(kube.thread_writes() - writes_before, None, report.status)
         backoff = self._backoff_for((namespace, name))
         backoff.generation(generation)
         rollout = self._decide_rollout(model, observed, previous, body, parse_time(now), backoff)
@@ -272,7 +271,7 @@ class Reconciler:
             if t is not None
         ]
         return Outcome(
-            sum(kube.writes.values()) - writes_before,
+            kube.thread_writes() - writes_before,
             decided,
             report.status,
             min(due) if due else None,
