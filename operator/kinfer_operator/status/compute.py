@@ -255,7 +255,7 @@ def retrying_status(
     status = base.model_copy(
         update={
             "observed_generation": generation,
-            "phase": base.phase or "Progressing",
+            "phase": "Progressing",
             "message": message,
             "conditions": conditions,
         }
