@@ -429,3 +429,52 @@ def test_a_canary_whose_pods_cannot_be_created_is_rolled_back(namespace: str) ->
     ready = condition(im, "Ready")
     assert ready is not None and ready["reason"] == "RolledBack"
     print(f"\ncanary with a missing ServiceAccount rolled back after {took:.1f}s")
+
+
+def _service_range_size() -> int | None:
+    """Addresses in the cluster's Service CIDR, from the ServiceCIDR API (None if absent)."""
+    found = kubectl("get", "servicecidrs", "-o", "json", check=False)
+    if found.returncode != 0:
+        return None
+    cidrs = [c for item in json.loads(found.stdout)["items"] for c in item["spec"]["cidrs"]]
+    v4 = [c for c in cidrs if ":" not in c]
+    return sum(2 ** (32 - int(c.split("/")[1])) for c in v4) if v4 else None
+
+
+def test_a_full_service_ip_range_is_a_retry_that_says_why(namespace: str) -> None:
+    size = _service_range_size()
+    if size is None or size > 1024:
+        pytest.skip(f"Service CIDR too large to fill in a test ({size} addresses)")
+    fillers = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": f"filler-{i}", "labels": {"kinfer.io/filler": "true"}},
+                "spec": {"ports": [{"port": 80}]},
+            }
+            for i in range(size)
+        ],
+    }
+    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(fillers), check=False)
+    try:
+        kubectl_apply(_base(), namespace)
+
+        def retrying() -> dict[str, Any] | None:
+            ready = _ready_in(namespace)
+            return ready if ready and ready["reason"] == "Retrying" else None
+
+        ready = wait_until(retrying, RESYNC_SECONDS, "Ready=False reason Retrying")
+        assert "range is full" in ready["message"] or "allocate" in ready["message"]
+        im = kubectl_json("get", "im", NAME, "-n", namespace)
+        assert condition(im, "Degraded")["status"] == "False"  # type: ignore[index]
+        assert condition(im, "Progressing")["reason"] == "Retrying"  # type: ignore[index]
+    finally:
+        kubectl("delete", "svc", "-n", namespace, "-l", "kinfer.io/filler=true", "--wait=false")
+    kubectl("wait", "-n", namespace, f"im/{NAME}", "--for=condition=Ready", "--timeout=120s")
+
+
+def _ready_in(namespace: str) -> dict[str, Any] | None:
+    return condition(kubectl_json("get", "im", NAME, "-n", namespace), "Ready")

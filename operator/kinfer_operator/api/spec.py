@@ -81,7 +81,7 @@ Quantity = Annotated[
                 },
                 {
                     "rule": "type(self) == int ? self >= 0 : "
-                    "(!isQuantity(self) || quantity(self).sign() >= 0)",
+                    "(!isQuantity(self) || quantity(self).compareTo(quantity('0')) >= 0)",
                     "message": "must not be negative",
                 },
             ],
