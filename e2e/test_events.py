@@ -11,7 +11,12 @@ from harness import condition, example, kubectl, kubectl_apply, kubectl_json, wa
 
 def _events(namespace: str, name: str) -> list[dict[str, Any]]:
     items = kubectl_json("get", "events", "-n", namespace)["items"]
-    ours = [e for e in items if e["involvedObject"].get("name") == name]
+    ours = [
+        e
+        for e in items
+        if e["involvedObject"].get("name") == name
+        and e["involvedObject"].get("kind") == "InferenceModel"
+    ]
     return sorted(ours, key=lambda e: (e.get("firstTimestamp") or "", e["metadata"]["name"]))
 
 

@@ -370,6 +370,7 @@ def test_every_failure_cause_shows_in_status_and_recovers(
             e
             for e in events
             if e["involvedObject"].get("name") == NAME
+            and e["involvedObject"].get("kind") == "InferenceModel"
             and e["type"] == "Warning"
             and e["reason"] == cause.reason
         ]
@@ -441,7 +442,9 @@ def _service_range_size() -> int | None:
     return sum(2 ** (32 - int(c.split("/")[1])) for c in v4) if v4 else None
 
 
-def test_a_full_service_ip_range_is_a_retry_that_says_why(namespace: str) -> None:
+def test_a_full_service_ip_range_is_a_retry_that_says_why(
+    namespace: str, operator: LocalOperator | None
+) -> None:
     size = _service_range_size()
     if size is None or size > 1024:
         pytest.skip(f"Service CIDR too large to fill in a test ({size} addresses)")
@@ -460,6 +463,7 @@ def test_a_full_service_ip_range_is_a_retry_that_says_why(namespace: str) -> Non
     }
     kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(fillers), check=False)
     try:
+        applied = time.monotonic()
         kubectl_apply(_base(), namespace)
 
         def retrying() -> dict[str, Any] | None:
@@ -467,10 +471,17 @@ def test_a_full_service_ip_range_is_a_retry_that_says_why(namespace: str) -> Non
             return ready if ready and ready["reason"] == "Retrying" else None
 
         ready = wait_until(retrying, RESYNC_SECONDS, "Ready=False reason Retrying")
-        assert "range is full" in ready["message"] or "allocate" in ready["message"]
+        shown = time.monotonic() - applied
+        assert "range is full" in ready["message"], ready["message"]
         im = kubectl_json("get", "im", NAME, "-n", namespace)
         assert condition(im, "Degraded")["status"] == "False"  # type: ignore[index]
         assert condition(im, "Progressing")["reason"] == "Retrying"  # type: ignore[index]
+        if operator is not None:
+            before = _writes_by_namespace(operator).get(namespace, 0)
+            time.sleep(30)
+            writes = _writes_by_namespace(operator).get(namespace, 0) - before
+            assert writes * 2 <= MAX_WRITES_PER_MINUTE
+            print(f"\nService IP range full: Retrying after {shown:.1f}s, {writes * 2} writes/min")
     finally:
         kubectl("delete", "svc", "-n", namespace, "-l", "kinfer.io/filler=true", "--wait=false")
     kubectl("wait", "-n", namespace, f"im/{NAME}", "--for=condition=Ready", "--timeout=120s")
