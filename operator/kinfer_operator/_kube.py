@@ -23,7 +23,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ForbiddenError, NotFoundError
 
 from kinfer_operator.api import GROUP, KIND, PLURAL, VERSION
-from kinfer_operator.metrics import API_WRITES
+from kinfer_operator.metrics import API_WRITE_FAILURES, API_WRITES
 from kinfer_operator.naming import MODEL_LABEL
 from kinfer_operator.references import Reference
 from kinfer_operator.world import Observed, WriteFailure
@@ -71,8 +71,12 @@ def _api_message(err: ApiException) -> tuple[str, str]:
 def _failure(err: Exception, verb: str, kind: str, name: str) -> WriteFailure:
     if isinstance(err, ApiException) and err.status:
         reason, message = _api_message(err)
-        return WriteFailure(verb, kind, name, int(err.status), reason, message)
-    return WriteFailure(verb, kind, name, None, type(err).__name__, str(err)[:_MESSAGE_LIMIT])
+        failure = WriteFailure(verb, kind, name, int(err.status), reason, message)
+    else:
+        text = str(err)[:_MESSAGE_LIMIT]
+        failure = WriteFailure(verb, kind, name, None, type(err).__name__, text)
+    API_WRITE_FAILURES.labels(verb=verb, kind=kind, code=str(failure.code or 0)).inc()
+    return failure
 
 
 _MESSAGE_LIMIT = 2048

@@ -48,3 +48,12 @@ def test_no_answer_is_a_retry() -> None:
     failure = _failure(err, "scale", "Deployment", "m-1")
     assert failure.code is None and not failure.permanent
     assert failure.reason == "ReadTimeoutError" and "retrying scale" in failure.describe()
+
+
+def test_every_failure_is_counted_by_verb_kind_and_code() -> None:
+    from kinfer_operator.metrics import API_WRITE_FAILURES
+
+    counter = API_WRITE_FAILURES.labels(verb="delete", kind="HorizontalPodAutoscaler", code="403")
+    before = counter._value.get()
+    _failure(_api_error(403, "Forbidden", "no"), "delete", "HorizontalPodAutoscaler", "m")
+    assert counter._value.get() == before + 1
