@@ -6,6 +6,7 @@ import json
 
 import pytest
 from kinfer_operator._kube import _failure
+from kinfer_operator.metrics import API_WRITE_FAILURES
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import ReadTimeoutError
 
@@ -51,8 +52,6 @@ def test_no_answer_is_a_retry() -> None:
 
 
 def test_every_failure_is_counted_by_verb_kind_and_code() -> None:
-    from kinfer_operator.metrics import API_WRITE_FAILURES
-
     counter = API_WRITE_FAILURES.labels(verb="delete", kind="HorizontalPodAutoscaler", code="403")
     before = counter._value.get()
     _failure(_api_error(403, "Forbidden", "no"), "delete", "HorizontalPodAutoscaler", "m")
