@@ -413,7 +413,33 @@ def test_every_failure_cause_shows_in_status_and_recovers(
     assert problems == {}
 
 
-def test_a_canary_whose_pods_cannot_be_created_is_rolled_back(namespace: str) -> None:
+INVALID_AFFINITY = {
+    "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}
+}
+CANARY_FAILURES = [
+    (
+        "pods-cannot-be-created",
+        {"runtime": {"serviceAccountName": "runner"}},
+        "ServiceAccountNotFound",
+        'serviceaccount "runner" not found',
+    ),
+    (
+        "deployment-refused",
+        {"scheduling": {"affinity": INVALID_AFFINITY}},
+        "ChildRejected",
+        "nodeSelectorTerms",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason", "expect"),
+    [c[1:] for c in CANARY_FAILURES],
+    ids=[c[0] for c in CANARY_FAILURES],
+)
+def test_a_canary_that_cannot_run_is_rolled_back_with_the_reason(
+    namespace: str, change: dict[str, Any], reason: str, expect: str
+) -> None:
     manifest = example("demo-cpu.yaml")
     manifest["spec"]["rollout"] = {
         "canary": {"steps": [{"weight": 50, "pauseSeconds": 0}], "scaleDownDelaySeconds": 0}
@@ -421,8 +447,7 @@ def test_a_canary_whose_pods_cannot_be_created_is_rolled_back(namespace: str) ->
     kubectl_apply(manifest, namespace)
     kubectl("wait", "-n", namespace, f"im/{NAME}", "--for=condition=Ready", "--timeout=90s")
     started = time.monotonic()
-    broken = _merge(manifest, {"spec": {"runtime": {"serviceAccountName": "runner"}}})
-    kubectl_apply(broken, namespace)
+    kubectl_apply(_merge(manifest, {"spec": change}), namespace)
 
     def rolled_back() -> dict[str, Any] | None:
         im = kubectl_json("get", "im", NAME, "-n", namespace)
@@ -432,12 +457,13 @@ def test_a_canary_whose_pods_cannot_be_created_is_rolled_back(namespace: str) ->
     im = wait_until(rolled_back, 60, "the canary to be rolled back")
     took = time.monotonic() - started
     rollout = im["status"]["rollout"]
-    assert rollout["reason"] == "ServiceAccountNotFound"
-    assert 'serviceaccount "runner" not found' in rollout["message"]
+    assert rollout["reason"] == reason
+    assert expect in rollout["message"]
     assert took < 30, f"rolled back after {took:.0f}s: it waited for a deadline"
     ready = condition(im, "Ready")
     assert ready is not None and ready["reason"] == "RolledBack"
-    print(f"\ncanary with a missing ServiceAccount rolled back after {took:.1f}s")
+    assert im["status"]["stableModelVersion"] == "1"  # the stable revision kept serving
+    print(f"\ncanary rolled back ({reason}) after {took:.1f}s")
 
 
 def _service_range_size() -> int | None:
