@@ -34,6 +34,8 @@ def _mutate(path: str, value: Any) -> dict[str, Any]:
 
 _DELETE = object()
 AUTOSCALING = {"minReplicas": 2, "maxReplicas": 4}
+CANARY = {"canary": {"stepWeight": 25}}
+CHECK = {"name": "queue", "query": "sum(q)", "min": 2, "max": 1}
 
 CASES = [
     ("missing-uri", _mutate("spec.model.uri", _DELETE), ["spec.model.uri", "Required"]),
@@ -132,6 +134,149 @@ CASES = [
     ("unknown-field", _mutate("spec.runtime.gpus", 1), ["unknown field", "spec.runtime.gpus"]),
     ("name-too-long", _mutate("metadata.name", "m" * 50), ["metadata.name", "40 characters"]),
     ("replicas-zero", _mutate("spec.replicas", 0), ["spec.replicas"]),
+    # Issue 11: what a careful review of every field found.
+    (
+        "steps-not-increasing",
+        _mutate("spec.rollout", {"canary": {"steps": [{"weight": 50}, {"weight": 20}]}}),
+        ["spec.rollout.canary.steps", "strictly increase"],
+    ),
+    (
+        "steps-repeated",
+        _mutate("spec.rollout", {"canary": {"steps": [{"weight": 20}, {"weight": 20}]}}),
+        ["spec.rollout.canary.steps", "strictly increase"],
+    ),
+    (
+        "check-min-above-max",
+        _mutate("spec.rollout", {**CANARY, "analysis": {"custom": [CHECK]}}),
+        ["spec.rollout.analysis.custom[0].min", "less than or equal to max"],
+    ),
+    (
+        "check-names-repeat",
+        _mutate(
+            "spec.rollout",
+            {**CANARY, "analysis": {"custom": [{**CHECK, "min": 0}, {**CHECK, "min": 0}]}},
+        ),
+        ["spec.rollout.analysis.custom[1]", "Duplicate value"],
+    ),
+    (
+        "negative-quantity",
+        _mutate("spec.runtime.resources.requests", {"cpu": "-1"}),
+        ["spec.runtime.resources.requests", "must not be negative"],
+    ),
+    (
+        "negative-integer-quantity",
+        _mutate("spec.runtime.resources.limits", {"memory": -1}),
+        ["spec.runtime.resources.limits", "must not be negative"],
+    ),
+    (
+        "requests-above-limits",
+        _mutate("spec.runtime.resources", {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}),
+        ["spec.runtime.resources.requests", "less than or equal to its limit"],
+    ),
+    (
+        "unqualified-resource",
+        _mutate("spec.runtime.resources.limits", {"fpga": 1}),
+        ["spec.runtime.resources.limits", "domain-qualified"],
+    ),
+    (
+        "env-runtime-contract",
+        _mutate("spec.runtime.env", [{"name": "KINFER_MAX_BATCH_SIZE", "value": "8"}]),
+        ["spec.runtime.env[0].name", "runtime contract"],
+    ),
+    (
+        "env-twice",
+        _mutate("spec.runtime.env", [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),
+        ["spec.runtime.env[1]", "Duplicate value"],
+    ),
+    (
+        "node-selector-key",
+        _mutate("spec.scheduling", {"nodeSelector": {"not a key!": "x"}}),
+        ["spec.scheduling.nodeSelector", "label keys"],
+    ),
+    (
+        "node-selector-value",
+        _mutate("spec.scheduling", {"nodeSelector": {"zone": "not a value!"}}),
+        ["spec.scheduling.nodeSelector"],
+    ),
+    (
+        "toleration-exists-with-value",
+        _mutate(
+            "spec.scheduling", {"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}
+        ),
+        ["spec.scheduling.tolerations[0].value", "leave value empty"],
+    ),
+    (
+        "toleration-seconds-without-noexecute",
+        _mutate(
+            "spec.scheduling",
+            {"tolerations": [{"key": "k", "effect": "NoSchedule", "tolerationSeconds": 5}]},
+        ),
+        ["spec.scheduling.tolerations[0].tolerationSeconds", "NoExecute"],
+    ),
+    (
+        "toleration-empty-key-equal",
+        _mutate("spec.scheduling", {"tolerations": [{"operator": "Equal", "value": "v"}]}),
+        ["spec.scheduling.tolerations[0].operator", "Exists"],
+    ),
+    (
+        "toleration-key",
+        _mutate("spec.scheduling", {"tolerations": [{"key": "-bad-", "operator": "Exists"}]}),
+        ["spec.scheduling.tolerations[0].key"],
+    ),
+    (
+        "service-account-name",
+        _mutate("spec.runtime.serviceAccountName", "Not_A_Name"),
+        ["spec.runtime.serviceAccountName"],
+    ),
+    (
+        "priority-class-name",
+        _mutate("spec.scheduling", {"priorityClassName": "High Priority"}),
+        ["spec.scheduling.priorityClassName"],
+    ),
+    (
+        "image-pull-secret-name",
+        _mutate("spec.runtime.imagePullSecrets", ["Bad_Name"]),
+        ["spec.runtime.imagePullSecrets[0]"],
+    ),
+    (
+        "unqualified-gpu-resource",
+        _mutate("spec.runtime.gpu.resourceName", "gpu"),
+        ["spec.runtime.gpu.resourceName"],
+    ),
+    (
+        "kubernetes-io-gpu-resource",
+        _mutate("spec.runtime.gpu.resourceName", "kubernetes.io/gpu"),
+        ["spec.runtime.gpu.resourceName", "vendor"],
+    ),
+    (
+        "gpu-product-label",
+        _mutate("spec.runtime.gpu.productLabel", "not a key!"),
+        ["spec.runtime.gpu.productLabel"],
+    ),
+    (
+        "uri-host-without-path",
+        _mutate("spec.model.uri", "https://models.example.com"),
+        ["spec.model.uri", "name the model file"],
+    ),
+    (
+        "uri-host-with-bare-slash",
+        _mutate("spec.model.uri", "https://models.example.com/"),
+        ["spec.model.uri", "name the model file"],
+    ),
+    (
+        "gateway-hostname",
+        _mutate(
+            "spec.rollout",
+            {
+                **CANARY,
+                "traffic": {
+                    "mode": "GatewayAPI",
+                    "gateway": {"parentRefs": [{"name": "gw"}], "hostnames": ["Not A Host"]},
+                },
+            },
+        ),
+        ["spec.rollout.traffic.gateway.hostnames[0]"],
+    ),
 ]
 
 

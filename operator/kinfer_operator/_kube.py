@@ -8,6 +8,7 @@ nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections import Counter
@@ -15,17 +16,19 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ForbiddenError, NotFoundError
 
 from kinfer_operator.api import GROUP, KIND, PLURAL, VERSION
-from kinfer_operator.metrics import API_WRITES
+from kinfer_operator.metrics import API_WRITE_FAILURES, API_WRITES
 from kinfer_operator.naming import MODEL_LABEL
 from kinfer_operator.references import Reference
-from kinfer_operator.world import Observed
+from kinfer_operator.world import Observed, WriteFailure
 
-__all__ = ["FIELD_MANAGER", "Kube", "MissingPermission", "load_config"]
+__all__ = ["FIELD_MANAGER", "Kube", "MissingPermission", "WriteError", "load_config"]
 
 FIELD_MANAGER = "kinfer-operator"
 _log = logging.getLogger(__name__)
@@ -41,6 +44,47 @@ _CHILD_KINDS: dict[str, str] = {
 
 class MissingPermission(Exception):
     """The operator's RBAC does not allow something this model needs."""
+
+
+class WriteError(Exception):
+    """A write of a child did not go through; `failure` says what the API server answered."""
+
+    def __init__(self, failure: WriteFailure) -> None:
+        super().__init__(failure.describe())
+        self.failure = failure
+
+
+def _api_message(err: ApiException) -> tuple[str, str]:
+    """(reason, message) of the Status object the API server sent with an error."""
+    raw = err.body.decode(errors="replace") if isinstance(err.body, bytes) else err.body
+    try:
+        body = json.loads(raw or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    reason = str(body.get("reason") or err.reason or "Error")
+    message = str(body.get("message") or raw or err.reason or "").strip()
+    return reason, message[:_MESSAGE_LIMIT]
+
+
+def _failure(err: Exception, verb: str, kind: str, name: str) -> WriteFailure:
+    if isinstance(err, ApiException) and err.status:
+        reason, message = _api_message(err)
+        failure = WriteFailure(verb, kind, name, int(err.status), reason, message)
+    else:
+        text = str(err)[:_MESSAGE_LIMIT]
+        failure = WriteFailure(verb, kind, name, None, type(err).__name__, text)
+    API_WRITE_FAILURES.labels(verb=verb, kind=kind, code=str(failure.code or 0)).inc()
+    return failure
+
+
+_MESSAGE_LIMIT = 2048
+"""Enough for the API server's field errors; status and Events stay readable."""
+
+
+_WRITE_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
+"""What a write may raise: an API server answer, or no answer at all."""
 
 
 def load_config(kubeconfig: str | None = None) -> client.ApiClient:
@@ -59,6 +103,7 @@ class Kube:
         self._dyn = DynamicClient(api or load_config())  # type: ignore[no-untyped-call]
         self._lock = threading.Lock()
         self.writes: Counter[tuple[str, str]] = Counter()
+        self._here = threading.local()
 
     def _resource(self, api_version: str, kind: str) -> Any:
         with self._lock:  # discovery is lazy and not thread-safe
@@ -66,7 +111,13 @@ class Kube:
 
     def _count(self, verb: str, kind: str) -> None:
         self.writes[(verb, kind)] += 1
+        self._here.writes = self.thread_writes() + 1
         API_WRITES.labels(verb=verb, kind=kind).inc()
+
+    def thread_writes(self) -> int:
+        """Writes made by the calling thread: one pass's own, while passes of other models
+        run in other threads."""
+        return int(getattr(self._here, "writes", 0))
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -160,22 +211,28 @@ class Kube:
         kind = str(obj["kind"])
         resource = self._resource(str(obj["apiVersion"]), kind)
         self._count("apply", kind)
-        result = resource.server_side_apply(
-            body=dict(obj), field_manager=FIELD_MANAGER, force_conflicts=True
-        )
+        try:
+            result = resource.server_side_apply(
+                body=dict(obj), field_manager=FIELD_MANAGER, force_conflicts=True
+            )
+        except _WRITE_ERRORS as err:
+            raise WriteError(_failure(err, "apply", kind, str(obj["metadata"]["name"]))) from err
         return dict(result.to_dict())
 
     def scale(self, namespace: str, deployment: str, replicas: int) -> None:
         """Set replicas through the scale subresource, so apply never owns spec.replicas."""
         self._count("scale", "Deployment")
         path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{deployment}/scale"
-        self._dyn.request(
-            "patch",
-            path,
-            body={"spec": {"replicas": replicas}},
-            content_type="application/merge-patch+json",
-            field_manager=FIELD_MANAGER,
-        )
+        try:
+            self._dyn.request(
+                "patch",
+                path,
+                body={"spec": {"replicas": replicas}},
+                content_type="application/merge-patch+json",
+                field_manager=FIELD_MANAGER,
+            )
+        except _WRITE_ERRORS as err:
+            raise WriteError(_failure(err, "scale", "Deployment", deployment)) from err
 
     def delete(self, namespace: str, kind: str, name: str) -> None:
         """Delete a child (foreground not needed: its own dependents are GC'd by owner refs)."""
@@ -184,6 +241,8 @@ class Kube:
             self._resource(_CHILD_KINDS[kind], kind).delete(name=name, namespace=namespace)
         except NotFoundError:
             _log.debug("%s %s/%s already gone", kind, namespace, name)
+        except _WRITE_ERRORS as err:
+            raise WriteError(_failure(err, "delete", kind, name)) from err
 
     def patch_model_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Merge-patch the status subresource; spec is never written."""

@@ -12,6 +12,7 @@ from kinfer_operator.api.status import Condition
 __all__ = [
     "ANALYSES",
     "API_WRITES",
+    "API_WRITE_FAILURES",
     "CANARY_WEIGHT",
     "MODEL_CONDITION",
     "PROMOTIONS",
@@ -40,6 +41,12 @@ API_WRITES = Counter(
     "kinfer_operator_api_writes_total",
     "Write calls to the Kubernetes API, by verb and kind; flat when nothing changes.",
     ["verb", "kind"],
+)
+API_WRITE_FAILURES = Counter(
+    "kinfer_operator_api_write_failures_total",
+    "Writes of children the API server did not take, by verb, kind and HTTP status "
+    "(0: no answer); 4xx become Degraded/ChildRejected, the rest are retried.",
+    ["verb", "kind", "code"],
 )
 
 MODEL_CONDITION = Gauge(

@@ -8,7 +8,50 @@ from typing import Any
 
 from kinfer_operator.naming import REVISION_LABEL, TRACK_LABEL
 
-__all__ = ["DeploymentView", "Observed"]
+__all__ = ["DeploymentView", "Observed", "WriteFailure"]
+
+_RETRYABLE_CODES = frozenset({408, 409, 425, 429})
+"""4xx answers that say "try again", not "this object is wrong"."""
+
+
+@dataclass(frozen=True)
+class WriteFailure:
+    """The API server's answer to a write of one child that did not go through.
+
+    What the API server says about a desired child is part of the observed world: status
+    reports it, the rollout machine rolls a canary back over it, and the reconciler backs
+    off before asking again.
+    """
+
+    verb: str
+    """apply, scale or delete."""
+    kind: str
+    name: str
+    code: int | None
+    """HTTP status; None when no answer came (timeout, connection refused)."""
+    reason: str
+    """The API server's Status reason (Invalid, Forbidden, InternalError...), or the error
+    type when there was no answer."""
+    message: str
+    """The API server's own message, which names the offending field."""
+
+    @property
+    def permanent(self) -> bool:
+        """A 4xx refusal: asking again with the same object gets the same answer.
+
+        Server errors, timeouts, conflicts and throttling may pass on their own.
+        """
+        return (
+            self.code is not None and 400 <= self.code < 500 and (self.code not in _RETRYABLE_CODES)
+        )
+
+    def describe(self) -> str:
+        """One line for status and Events, quoting the API server."""
+        answer = f"{self.code} {self.reason}" if self.code is not None else self.reason
+        target = f"{self.kind} {self.name}"
+        if self.permanent:
+            return f"the API server refused to {self.verb} {target} ({answer}): {self.message}"
+        return f"retrying {self.verb} of {target} after {answer}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -27,6 +70,9 @@ class DeploymentView:
     """The Deployment controller has observed the latest generation of it."""
     deadline_exceeded: bool
     """The Deployment's progress deadline passed without the replicas becoming available."""
+    replica_failure: str | None
+    """The controllers' message when pods of this Deployment cannot be created (the
+    ReplicaFailure condition the Deployment copies from its ReplicaSet's FailedCreate)."""
     created: str
     labels: Mapping[str, str]
     annotations: Mapping[str, str]
@@ -38,9 +84,9 @@ class DeploymentView:
         spec = obj.get("spec", {})
         status = obj.get("status", {}) or {}
         labels = meta.get("labels") or {}
-        progressing: Mapping[str, Any] = next(
-            (c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), {}
-        )
+        conditions = {c.get("type"): c for c in status.get("conditions") or []}
+        progressing: Mapping[str, Any] = conditions.get("Progressing") or {}
+        failure: Mapping[str, Any] = conditions.get("ReplicaFailure") or {}
         return cls(
             name=meta["name"],
             revision=labels.get(REVISION_LABEL, ""),
@@ -52,6 +98,9 @@ class DeploymentView:
             updated=int(status.get("updatedReplicas", 0)),
             settled=int(status.get("observedGeneration", 0)) >= int(meta.get("generation", 0)),
             deadline_exceeded=progressing.get("reason") == "ProgressDeadlineExceeded",
+            replica_failure=str(failure.get("message") or failure.get("reason") or "FailedCreate")
+            if failure.get("status") == "True"
+            else None,
             created=str(meta.get("creationTimestamp", "")),
             labels=labels,
             annotations=meta.get("annotations") or {},

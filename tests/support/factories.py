@@ -55,6 +55,7 @@ def observed_deployment(
     created: str = "2026-01-01T00:00:00Z",
     stamped: bool = True,
     deadline_exceeded: bool = False,
+    replica_failure: str | None = None,
 ) -> dict[str, Any]:
     """A built Deployment as the API server would show it after the controller acted."""
     obj = copy.deepcopy(built)
@@ -70,6 +71,15 @@ def observed_deployment(
     if deadline_exceeded:
         conditions.append(
             {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+        )
+    if replica_failure is not None:
+        conditions.append(
+            {
+                "type": "ReplicaFailure",
+                "status": "True",
+                "reason": "FailedCreate",
+                "message": replica_failure,
+            }
         )
     obj["status"] = {
         "observedGeneration": 1,

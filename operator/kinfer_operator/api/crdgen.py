@@ -163,6 +163,8 @@ def _printer_columns() -> list[dict[str, Any]]:
         col("Weight", ".status.canaryWeight", "integer"),
         col("Replicas", ".status.replicas", "integer"),
         col("GPU", ".spec.runtime.gpu.count", "integer"),
+        # What to fix, without -o wide: ChildRejected, QuotaExceeded, ServiceAccountNotFound...
+        col("Reason", '.status.conditions[?(@.type=="Ready")].reason'),
         col("Age", ".metadata.creationTimestamp", "date"),
         col("Version", ".status.stableModelVersion", priority=1),
         col("Endpoint", ".status.endpoint", priority=1),

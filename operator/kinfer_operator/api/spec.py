@@ -7,11 +7,13 @@ manifest is rejected at `kubectl apply` time with a message naming the field.
 
 from __future__ import annotations
 
+import re
 from itertools import pairwise
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, WithJsonSchema, field_validator, model_validator
+from pydantic import AfterValidator, Field, WithJsonSchema, field_validator, model_validator
 
+from kinfer_operator import runtime_contract
 from kinfer_operator.api._base import ApiModel, cel, rule
 
 __all__ = [
@@ -46,9 +48,27 @@ PLURAL = "inferencemodels"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+_DNS_PREFIX = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+_NAME_PART = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+QUALIFIED_NAME = rf"^({_DNS_PREFIX}/)?{_NAME_PART}$"
+"""A label key (and taint key): an optional DNS-subdomain prefix and a name of at most 63."""
+EXTENDED_RESOURCE = rf"^{_DNS_PREFIX}/{_NAME_PART}$"
+"""A vendor resource such as nvidia.com/gpu: always domain-qualified."""
+_NATIVE_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+def _not_negative(value: int | str) -> int | str:
+    # Mirrors the CEL rule for objects an older CRD let through; the format itself is
+    # checked by the API server (isQuantity), which knows every suffix.
+    if (isinstance(value, int) and value < 0) or str(value).startswith("-"):
+        raise ValueError("a resource quantity must not be negative")
+    return value
+
 
 Quantity = Annotated[
     int | str,
+    AfterValidator(_not_negative),
     WithJsonSchema(
         {
             "x-kubernetes-int-or-string": True,
@@ -58,12 +78,20 @@ Quantity = Annotated[
                 {
                     "rule": "type(self) == int || isQuantity(self)",
                     "message": "must be a Kubernetes quantity such as 500m, 2 or 8Gi",
-                }
+                },
+                {
+                    "rule": "type(self) == int ? self >= 0 : "
+                    "(!isQuantity(self) || quantity(self).compareTo(quantity('0')) >= 0)",
+                    "message": "must not be negative",
+                },
             ],
         }
     ),
 ]
 """A Kubernetes resource quantity; the API server checks the format with CEL."""
+
+LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]
+"""A Kubernetes label value."""
 
 FreeformObject = Annotated[
     dict[str, Any],
@@ -96,6 +124,13 @@ class ModelSource(ApiModel):
             "credentials apply only to http:// and https:// model uris",
             ".credentials",
         ),
+        rule(
+            "!self.uri.startsWith('http') || "
+            "self.uri.matches('^https?://[^/?#]+/[^?#]*[^/?#]([?#].*)?$')",
+            "an http(s) uri must name the model file after the host: "
+            "https://<host>/<path/to/model>",
+            ".uri",
+        ),
     )
 
     uri: str = Field(min_length=1, max_length=2048, pattern=r"^(file:///|pvc://|https?://)\S+$")
@@ -114,14 +149,27 @@ class ModelSource(ApiModel):
 class GPU(ApiModel):
     """GPUs per replica. Omit, or set count 0, to serve on the CPU."""
 
+    model_config = cel(
+        rule(
+            "!self.resourceName.contains('kubernetes.io/')",
+            "must be a vendor's extended resource such as nvidia.com/gpu, "
+            "not in the kubernetes.io namespace",
+            ".resourceName",
+        ),
+    )
+
     count: int = Field(default=1, ge=0, le=64)
     """Whole GPUs each replica requests as a resource limit; 0 means CPU only."""
     product: str | None = Field(default=None, max_length=63, pattern=LABEL_VALUE)
     """Only schedule onto nodes whose product label equals this, e.g. NVIDIA-H100-80GB-HBM3."""
-    resource_name: str = Field(default="nvidia.com/gpu", min_length=1, max_length=253)
+    resource_name: str = Field(
+        default="nvidia.com/gpu", min_length=1, max_length=317, pattern=EXTENDED_RESOURCE
+    )
     """Extended resource name of the device plugin; also the tolerated taint key.
     Change it for other vendors, e.g. amd.com/gpu."""
-    product_label: str = Field(default="nvidia.com/gpu.product", min_length=1, max_length=253)
+    product_label: str = Field(
+        default="nvidia.com/gpu.product", min_length=1, max_length=317, pattern=QUALIFIED_NAME
+    )
     """Node label that carries the GPU product name (set by GPU feature discovery)."""
 
 
@@ -133,6 +181,25 @@ class Resources(ApiModel):
             "(!has(self.requests) || !self.requests.exists(k, k.contains('gpu'))) && "
             "(!has(self.limits) || !self.limits.exists(k, k.contains('gpu')))",
             "set GPUs with spec.runtime.gpu, not as a raw resource",
+        ),
+        *(
+            rule(
+                f"!has(self.{side}) || self.{side}.all(k, k in {list(_NATIVE_RESOURCES)} "
+                f"|| k.startsWith('hugepages-') || k.matches(r'{EXTENDED_RESOURCE}'))",
+                "resource names are cpu, memory, ephemeral-storage, hugepages-<size> or a "
+                "domain-qualified extended resource such as example.com/fpga",
+                f".{side}",
+            )
+            for side in ("requests", "limits")
+        ),
+        rule(
+            "!has(self.requests) || !has(self.limits) || self.requests.all(k, "
+            "!(k in self.limits) "
+            "|| !isQuantity(string(self.requests[k])) || !isQuantity(string(self.limits[k])) "
+            "|| quantity(string(self.requests[k])).compareTo("
+            "quantity(string(self.limits[k]))) <= 0)",
+            "every request must be less than or equal to its limit",
+            ".requests",
         ),
     )
 
@@ -156,10 +223,26 @@ class Batching(ApiModel):
 class EnvVar(ApiModel):
     """An extra environment variable for the runtime container."""
 
+    model_config = cel(
+        rule(
+            f"!(self.name in {list(runtime_contract.ALL_ENV)})",
+            "is set by the operator (the runtime contract): use the spec field it comes "
+            "from instead, e.g. spec.runtime.batching for KINFER_MAX_BATCH_SIZE",
+            ".name",
+        ),
+    )
+
     name: str = Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-    """Variable name."""
+    """Variable name; not one of the KINFER_* variables the operator sets itself."""
     value: str = Field(default="", max_length=32768)
     """Variable value."""
+
+    @field_validator("name")
+    @classmethod
+    def _not_the_runtime_contract(cls, name: str) -> str:
+        if name in runtime_contract.ALL_ENV:
+            raise ValueError(f"{name} is set by the operator (the runtime contract)")
+        return name
 
 
 class Runtime(ApiModel):
@@ -169,8 +252,10 @@ class Runtime(ApiModel):
     """kinfer runtime image (or a compatible one that speaks the Open Inference Protocol)."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     """When the kubelet pulls the image."""
-    image_pull_secrets: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
-        default_factory=list, max_length=16
+    image_pull_secrets: list[
+        Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+    ] = Field(
+        default_factory=list, max_length=16, json_schema_extra={"x-kubernetes-list-type": "set"}
     )
     """Names of Secrets used to pull the image."""
     gpu: GPU | None = None
@@ -181,42 +266,95 @@ class Runtime(ApiModel):
     """Dynamic batching settings passed to the runtime."""
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     """Compute precision for PyTorch models on GPU; ONNX models run as exported."""
-    env: list[EnvVar] = Field(default_factory=list, max_length=64)
-    """Extra environment variables, e.g. KINFER_REQUEST_TIMEOUT_S."""
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=64,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """Extra environment variables, each name once, e.g. KINFER_REQUEST_TIMEOUT_S."""
     startup_timeout_seconds: int = Field(default=600, ge=30, le=7200)
     """Budget to download, load and warm up the model; past it the replica counts as failed."""
     termination_grace_period_seconds: int = Field(default=60, ge=5, le=3600)
     """Time for a stopping replica to drain in-flight requests."""
-    service_account_name: str | None = Field(default=None, max_length=253)
+    service_account_name: str | None = Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN)
     """ServiceAccount the runtime pods run as; the namespace default when unset."""
 
 
 class Toleration(ApiModel):
     """A pod toleration (subset of core/v1 Toleration)."""
 
-    key: str | None = Field(default=None, max_length=316)
+    model_config = cel(
+        rule(
+            "!(has(self.operator) && self.operator == 'Exists') "
+            "|| !has(self.value) || self.value == ''",
+            "operator Exists matches any value: leave value empty",
+            ".value",
+        ),
+        rule(
+            "(has(self.key) && self.key != '') "
+            "|| (has(self.operator) && self.operator == 'Exists')",
+            "an empty key matches every taint only with operator Exists",
+            ".operator",
+        ),
+        rule(
+            "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            "tolerationSeconds applies only to effect NoExecute",
+            ".tolerationSeconds",
+        ),
+    )
+
+    key: str | None = Field(default=None, max_length=316, pattern=QUALIFIED_NAME)
     """Taint key the toleration matches; empty with operator Exists matches all."""
     operator: Literal["Exists", "Equal"] = "Equal"
     """How key and value are compared."""
-    value: str | None = Field(default=None, max_length=63)
+    value: str | None = Field(default=None, max_length=63, pattern=LABEL_VALUE)
     """Taint value for operator Equal."""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     """Taint effect to match; empty matches all effects."""
     toleration_seconds: int | None = Field(default=None, ge=0)
     """For NoExecute: how long the pod stays bound after the taint appears."""
 
+    @model_validator(mode="after")
+    def _as_kubernetes_validates(self) -> Toleration:
+        # Mirrors the CEL rules, for objects an older CRD let through.
+        if self.operator == "Exists" and self.value:
+            raise ValueError("operator Exists matches any value: leave value empty")
+        if not self.key and self.operator != "Exists":
+            raise ValueError("an empty key matches every taint only with operator Exists")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds applies only to effect NoExecute")
+        return self
+
 
 class Scheduling(ApiModel):
     """Where runtime pods may run, on top of the GPU placement kinfer adds itself."""
 
-    node_selector: dict[str, str] = Field(default_factory=dict, max_length=32)
+    model_config = cel(
+        rule(
+            f"!has(self.nodeSelector) || self.nodeSelector.all(k, size(k) <= 317 "
+            f"&& k.matches(r'{QUALIFIED_NAME}'))",
+            "nodeSelector keys must be label keys: [prefix/]name, the name at most 63 "
+            "alphanumerics, '-', '_' or '.', the prefix a DNS subdomain",
+            ".nodeSelector",
+        ),
+    )
+
+    node_selector: dict[str, LabelValue] = Field(default_factory=dict, max_length=32)
     """Extra node labels a node must have."""
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
     """Extra taints the pods tolerate (the GPU taint is tolerated automatically)."""
     affinity: FreeformObject | None = None
     """A core/v1 Affinity, passed through unchanged."""
-    priority_class_name: str | None = Field(default=None, max_length=253)
+    priority_class_name: str | None = Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN)
     """PriorityClass of the runtime pods."""
+
+    @field_validator("node_selector")
+    @classmethod
+    def _label_keys(cls, selector: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in selector if len(k) > 317 or not re.match(QUALIFIED_NAME, k)]
+        if bad:
+            raise ValueError(f"not label keys: {bad}")
+        return selector
 
 
 class AutoscalingMetric(ApiModel):
@@ -302,6 +440,12 @@ class Canary(ApiModel):
             "stepWeight must be less than or equal to maxWeight",
             ".stepWeight",
         ),
+        rule(
+            "!has(self.steps) || (self.steps.map(s, s.weight).isSorted() "
+            "&& self.steps.all(s, self.steps.exists_one(t, t.weight == s.weight)))",
+            "step weights must strictly increase",
+            ".steps",
+        ),
     )
 
     steps: list[CanaryStep] | None = Field(default=None, min_length=1, max_length=20)
@@ -322,7 +466,7 @@ class Canary(ApiModel):
     @field_validator("steps")
     @classmethod
     def _weights_increase(cls, steps: list[CanaryStep] | None) -> list[CanaryStep] | None:
-        # CEL cannot compare neighbouring list items, so the operator checks this one.
+        # Mirrors the CEL rule, for objects an older CRD let through.
         weights = [s.weight for s in steps or []]
         if any(b <= a for a, b in pairwise(weights)):
             raise ValueError(f"step weights must strictly increase, got {weights}")
@@ -361,6 +505,11 @@ class CustomCheck(ApiModel):
             "has(self.min) || has(self.max)",
             "a custom check needs min, max or both",
         ),
+        rule(
+            "!has(self.min) || !has(self.max) || self.min <= self.max",
+            "min must be less than or equal to max",
+            ".min",
+        ),
     )
 
     name: str = Field(min_length=1, max_length=63, pattern=r"^[a-zA-Z][-_a-zA-Z0-9]*$")
@@ -372,6 +521,12 @@ class CustomCheck(ApiModel):
     """Lowest acceptable value."""
     max: float | None = None
     """Highest acceptable value."""
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> CustomCheck:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min must be less than or equal to max")
+        return self
 
 
 class Analysis(ApiModel):
@@ -395,7 +550,11 @@ class Analysis(ApiModel):
     """Built-in check on the runtime's kinfer_requests_total."""
     latency_p99: LatencyCheck | None = None
     """Built-in check on the runtime's kinfer_request_duration_seconds."""
-    custom: list[CustomCheck] = Field(default_factory=list, max_length=16)
+    custom: list[CustomCheck] = Field(
+        default_factory=list,
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
     """Extra PromQL checks."""
 
 
@@ -404,7 +563,7 @@ class GatewayTraffic(ApiModel):
 
     parent_refs: list[FreeformObject] = Field(min_length=1, max_length=16)
     """Gateway API parentRefs (usually one Gateway), passed through."""
-    hostnames: list[Annotated[str, Field(max_length=253)]] = Field(
+    hostnames: list[Annotated[str, Field(max_length=253, pattern=HOSTNAME)]] = Field(
         default_factory=list, max_length=16
     )
     """Hostnames the route matches."""

@@ -137,7 +137,14 @@ def plan(model: InferenceModel, observed: Observed, rollout: RolloutDecision | N
     elif observed.pdbs:
         deletes.extend(Delete("PodDisruptionBudget", p["metadata"]["name"]) for p in observed.pdbs)
 
-    if candidate == revision or serving == revision:
+    rolled_back = (
+        rollout is not None
+        and rollout.status is not None
+        and rollout.status.phase == "RolledBack"
+        and rollout.status.revision == revision
+    )
+    if (candidate == revision and not rolled_back) or serving == revision:
+        # A rolled-back canary is only scaled away: re-applying it could not help.
         applies.append(build_deployment(model, "canary" if candidate else "stable"))
     keep = {serving} | ({candidate} if candidate else set())
     if not may_retire:

@@ -20,7 +20,7 @@ from kinfer_operator.events import Event
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import DOMAIN, revision_of
 from kinfer_operator.rollout.traffic import replica_split
-from kinfer_operator.status.pods import diagnose_pods
+from kinfer_operator.status.pods import diagnose_pods, pod_creation_reason
 from kinfer_operator.world import DeploymentView, Observed
 
 __all__ = [
@@ -75,6 +75,9 @@ class RolloutContext:
     """Runs the analysis at a step; only called when one is due."""
     route_ready: Callable[[int], bool] = lambda _weight: True
     """Whether the traffic layer has accepted this canary weight (HTTPRoute conditions)."""
+    refused: str | None = None
+    """Why the API server refused the canary revision's Deployment, if it did (a 4xx on an
+    earlier pass): a reason to roll back, as retrying the same object cannot help."""
 
     @property
     def rollout(self) -> Rollout:
@@ -293,6 +296,16 @@ def _progress(ctx: RolloutContext, status: RolloutStatus, events: list[Event]) -
         return _rollback(ctx, status, "ModelLoadFailed", diagnosis.load_failed, events)
     if diagnosis.startup_timed_out is not None:
         return _rollback(ctx, status, "StartupTimeout", diagnosis.startup_timed_out, events)
+    if ctx.refused is not None:
+        return _rollback(ctx, status, "ChildRejected", ctx.refused, events)
+    if canary is not None and canary.replica_failure is not None:
+        return _rollback(
+            ctx,
+            status,
+            pod_creation_reason(canary.replica_failure),
+            f"canary pods cannot be created: {canary.replica_failure}",
+            events,
+        )
     if canary is not None and canary.deadline_exceeded:
         return _rollback(
             ctx,

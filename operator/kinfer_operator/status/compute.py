@@ -5,6 +5,7 @@ Pure: the same world gives the same status, so a steady-state reconcile writes n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -20,14 +21,14 @@ from kinfer_operator.events import Event
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import MODEL_LABEL, MODEL_VERSION_ANNOTATION, REVISION_LABEL
 from kinfer_operator.status.conditions import find_condition, set_condition
-from kinfer_operator.status.pods import PodDiagnosis, diagnose_pods
-from kinfer_operator.world import DeploymentView, Observed
+from kinfer_operator.status.pods import PodDiagnosis, diagnose_pods, pod_creation_reason
+from kinfer_operator.world import DeploymentView, Observed, WriteFailure
 
 if TYPE_CHECKING:  # status sits below reconcile in the layering; only the types are needed
     from kinfer_operator.reconcile.plan import Plan
     from kinfer_operator.rollout.machine import RolloutDecision
 
-__all__ = ["Event", "StatusReport", "compute_status", "invalid_status"]
+__all__ = ["Event", "StatusReport", "compute_status", "invalid_status", "retrying_status"]
 
 
 @dataclass(frozen=True)
@@ -81,13 +82,36 @@ def _rollout_verdict(rollout: RolloutStatus, revision: str) -> _Verdict | None:
     return None
 
 
+def _write_verdict(failures: Sequence[WriteFailure]) -> _Verdict | None:
+    """Writes the API server did not take say more than anything observed downstream."""
+    refused = [f for f in failures if f.permanent]
+    if refused:
+        message = "; ".join(f.describe() for f in refused)
+        bad = _c("False", "ChildRejected", message)
+        return _Verdict("Failed", bad, bad, _c("True", "ChildRejected", message), True)
+    if failures:
+        message = "; ".join(f.describe() for f in failures)
+        return _Verdict(
+            "Progressing",
+            _c("False", "Retrying", message),
+            _c("True", "Retrying", message),
+            _c("False", "AsExpected", ""),
+            False,
+        )
+    return None
+
+
 def _verdict(
     model: InferenceModel,
     observed: Observed,
     plan: Plan,
     rollout: RolloutStatus | None,
+    failures: Sequence[WriteFailure] = (),
 ) -> _Verdict:
     revision = plan.desired_revision
+    from_writes = _write_verdict(failures)
+    if from_writes is not None:
+        return from_writes
     if rollout is not None:
         from_rollout = _rollout_verdict(rollout, revision)
         if from_rollout is not None:
@@ -129,11 +153,18 @@ def _verdict(
             False,
         )
 
+    if target is not None and target.replica_failure is not None:
+        reason = pod_creation_reason(target.replica_failure)
+        message = f"pods of revision {revision} cannot be created: {target.replica_failure}"
+        failed = _c("False", reason, message)
+        return _Verdict("Degraded", failed, failed, _c("True", reason, message), True)
+
     healthy = _c("False", "AsExpected", "")
     serving_now = (
         plan.candidate_revision is None
         and target is not None
-        and target.track == "stable"
+        # Promoted this pass: the relabel is written but not yet observed.
+        and (target.track == "stable" or plan.promoted)
         and target.fully_available(plan.want_replicas)
     )
     if serving_now:
@@ -210,23 +241,78 @@ def invalid_status(
     return StatusReport(status=status, events=_transition_events(old, conditions))
 
 
+def retrying_status(
+    previous: InferenceModelStatus | None,
+    generation: int,
+    message: str,
+    *,
+    now: str,
+    reason: str = "Retrying",
+) -> StatusReport:
+    """Status for a pass that could not finish for a reason that may pass (the API server
+    erred or timed out): not degraded, but Ready and Progressing say what is retried."""
+    verdict = _Verdict(
+        "Progressing",
+        _c("False", reason, message),
+        _c("True", reason, message),
+        _c("False", "AsExpected", ""),
+        stalled=False,
+    )
+    old = list(previous.conditions) if previous else []
+    conditions = _apply_verdict(old, verdict, generation, now)
+    base = previous or InferenceModelStatus()
+    status = base.model_copy(
+        update={
+            "observed_generation": generation,
+            "phase": "Progressing",
+            "message": message,
+            "conditions": conditions,
+        }
+    )
+    return StatusReport(status=status, events=_transition_events(old, conditions))
+
+
+_WAITS = frozenset({"GPUUnschedulable", "Unschedulable", "Retrying"})
+"""Reasons that are not failures but still deserve a Warning: someone may have to act."""
+
+
 def _transition_events(old: list[Condition], new: list[Condition]) -> list[Event]:
+    """One Event per transition of the model, not one per condition that moved with it.
+
+    Ready is the headline; Progressing speaks only when Ready did not change (a rollout
+    moving on underneath a steady Ready); Degraded only when it turns True with a reason of
+    its own. A reason already told in this pass is not told twice.
+    """
+    degraded_now = find_condition(new, "Degraded")
+    bad = degraded_now is not None and degraded_now.status == "True"
     events: list[Event] = []
-    for type_ in ("Ready", "Degraded", "Progressing"):
+    told: set[str] = set()
+    ready_moved = False
+    for type_ in ("Ready", "Progressing", "Degraded"):
         before, after = find_condition(old, type_), find_condition(new, type_)
         if after is None:
             continue
         if before is not None and (before.status, before.reason) == (after.status, after.reason):
             continue
-        bad = (type_ == "Degraded" and after.status == "True") or after.reason in {
-            "GPUUnschedulable",
-            "Unschedulable",
-            "InvalidSpec",
-            "MissingPermission",
-        }
-        if type_ == "Degraded" and after.status == "False" and before is None:
-            continue  # "not degraded" on first sight is not news
-        events.append(Event("Warning" if bad else "Normal", after.reason, after.message))
+        if type_ == "Ready":
+            ready_moved = True
+        elif type_ == "Progressing" and ready_moved:
+            continue
+        elif type_ == "Degraded" and after.status != "True":
+            continue  # recovery is told by Ready
+        if after.reason in told:
+            continue
+        told.add(after.reason)
+        warning = (
+            bad
+            or after.reason in _WAITS
+            or after.reason
+            in {
+                "InvalidSpec",
+                "MissingPermission",
+            }
+        )
+        events.append(Event("Warning" if warning else "Normal", after.reason, after.message))
     return events
 
 
@@ -238,10 +324,12 @@ def compute_status(
     *,
     now: str,
     rollout: RolloutDecision | None = None,
+    failures: Sequence[WriteFailure] = (),
 ) -> StatusReport:
-    """The status for this pass; `rollout` is the canary decision when spec.rollout is set."""
+    """The status for this pass; `rollout` is the canary decision when spec.rollout is set,
+    `failures` the writes of this pass the API server did not take (or that back off)."""
     rollout_status = rollout.status if rollout is not None else None
-    verdict = _verdict(model, observed, plan, rollout_status)
+    verdict = _verdict(model, observed, plan, rollout_status, failures)
     gen = model.generation
     old = list(previous.conditions) if previous else []
     conditions = _apply_verdict(old, verdict, gen, now)

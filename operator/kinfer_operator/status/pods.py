@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PodDiagnosis", "diagnose_pods"]
+__all__ = ["PodDiagnosis", "diagnose_pods", "pod_creation_reason"]
 
 _PULL_FAILURES = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName"}
 _KILLED = {137, 143}  # 128 + SIGKILL, 128 + SIGTERM
@@ -73,6 +73,30 @@ def _container_failure(pod: Mapping[str, Any]) -> tuple[str, str] | None:
         if waiting.get("reason") == "CrashLoopBackOff":
             return "load", str(waiting.get("message") or "runtime container is crash-looping")
     return None
+
+
+_CREATE_FAILURES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("ServiceAccountNotFound", ("error looking up service account",)),
+    ("QuotaExceeded", ("exceeded quota", "failed quota")),
+    ("PodSecurityViolation", ("violates podsecurity",)),
+    (
+        "LimitRangeViolation",
+        ("usage per container is", "usage per pod is", "limit to request ratio per"),
+    ),
+    ("PriorityClassNotFound", ("no priorityclass with name",)),
+)
+"""Admission messages (ServiceAccount, ResourceQuota, PodSecurity, LimitRanger, Priority
+plugins) as the ReplicaSet controller quotes them, mapped to a reason each."""
+
+
+def pod_creation_reason(message: str) -> str:
+    """A condition reason for a ReplicaSet's FailedCreate message; PodCreationFailed for
+    causes without a reason of their own (webhooks, other admission plugins)."""
+    text = message.lower()
+    for reason, needles in _CREATE_FAILURES:
+        if any(n in text for n in needles):
+            return reason
+    return "PodCreationFailed"
 
 
 def diagnose_pods(pods: Iterable[Mapping[str, Any]], gpu_resource: str) -> PodDiagnosis:

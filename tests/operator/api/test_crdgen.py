@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kinfer_operator.api.crdgen import (
     CRD_FILENAME,
     PEERING_FILENAME,
@@ -98,3 +100,79 @@ def test_conditions_are_a_map_list_keyed_by_type() -> None:
     conditions = _schema()["properties"]["status"]["properties"]["conditions"]
     assert conditions["x-kubernetes-list-type"] == "map"
     assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+
+
+def _node(path: str) -> dict[str, Any]:
+    node = _schema()
+    for key in path.split("."):
+        node = node["items"] if key == "[]" else node["properties"][key]
+    return node
+
+
+ADMISSION_RULES = [
+    # (schema node, fieldPath the API server names, a word of the rule)
+    ("spec.rollout.canary", ".steps", "isSorted"),
+    ("spec.rollout.analysis.custom.[]", ".min", "self.min <= self.max"),
+    ("spec.runtime.resources", ".requests", "compareTo"),
+    ("spec.runtime.resources", ".limits", "hugepages-"),
+    ("spec.runtime.env.[]", ".name", "KINFER_MODEL_URI"),
+    ("spec.scheduling", ".nodeSelector", "matches"),
+    ("spec.scheduling.tolerations.[]", ".value", "Exists"),
+    ("spec.scheduling.tolerations.[]", ".tolerationSeconds", "NoExecute"),
+    ("spec.scheduling.tolerations.[]", ".operator", "self.key"),
+    ("spec.runtime.gpu", ".resourceName", "kubernetes.io/"),
+    ("spec.model", ".uri", "https?://[^/?#]+/"),
+]
+
+
+@pytest.mark.parametrize(("path", "field_path", "fragment"), ADMISSION_RULES)
+def test_cel_rules_name_the_field_they_check(path: str, field_path: str, fragment: str) -> None:
+    rules = _node(path).get("x-kubernetes-validations", [])
+    matching = [r for r in rules if r.get("fieldPath") == field_path and fragment in r["rule"]]
+    assert matching, f"{path}: no rule on {field_path} with {fragment!r}"
+    assert all(r["message"] for r in matching)
+
+
+def test_quantities_must_not_be_negative() -> None:
+    for side in ("requests", "limits"):
+        rules = _node(f"spec.runtime.resources.{side}")["additionalProperties"][
+            "x-kubernetes-validations"
+        ]
+        assert any("compareTo(quantity('0')) >= 0" in r["rule"] for r in rules)
+
+
+PATTERNS = [
+    ("spec.runtime.serviceAccountName", "my-sa", "My_SA"),
+    ("spec.scheduling.priorityClassName", "high", "High Priority"),
+    ("spec.runtime.gpu.resourceName", "amd.com/gpu", "gpu"),
+    ("spec.runtime.gpu.productLabel", "nvidia.com/gpu.product", "bad key!"),
+    ("spec.scheduling.tolerations.[].key", "example.com/dedicated", "-bad-"),
+    ("spec.scheduling.tolerations.[].value", "gpu", "not a value!"),
+]
+
+
+@pytest.mark.parametrize(("path", "good", "bad"), PATTERNS)
+def test_name_fields_carry_the_kubernetes_pattern(path: str, good: str, bad: str) -> None:
+    pattern = _node(path)["pattern"]
+    assert re.match(pattern, good) and not re.match(pattern, bad)
+
+
+def test_node_selector_values_are_label_values() -> None:
+    values = _node("spec.scheduling.nodeSelector")["additionalProperties"]
+    assert values["maxLength"] == 63
+    assert not re.match(values["pattern"], "has space")
+
+
+def test_lists_keyed_by_name_refuse_duplicates() -> None:
+    for path in ("spec.runtime.env", "spec.rollout.analysis.custom"):
+        node = _node(path)
+        assert node["x-kubernetes-list-type"] == "map"
+        assert node["x-kubernetes-list-map-keys"] == ["name"]
+    assert _node("spec.runtime.imagePullSecrets")["x-kubernetes-list-type"] == "set"
+
+
+def test_kubectl_get_shows_the_ready_reason() -> None:
+    columns = build_crd()["spec"]["versions"][0]["additionalPrinterColumns"]
+    reason = next(c for c in columns if c["name"] == "Reason")
+    assert reason["jsonPath"] == '.status.conditions[?(@.type=="Ready")].reason'
+    assert not reason.get("priority")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kinfer_operator.api import InferenceModelSpec
@@ -32,3 +34,41 @@ def test_defaults_fill_batching_and_format() -> None:
     assert spec.runtime.batching.max_batch_size == 32
     assert spec.gpu_count == 0
     assert spec.fixed_replicas == 1
+
+
+def _base() -> dict[str, Any]:
+    return load_example("resnet-gpu.yaml")["spec"]  # type: ignore[no-any-return]
+
+
+ROLLOUT = {"canary": {"steps": [{"weight": 10}, {"weight": 50}]}}
+INVALID = [
+    ("rollout", {**ROLLOUT, "canary": {"steps": [{"weight": 50}, {"weight": 50}]}}, "increase"),
+    (
+        "rollout",
+        {**ROLLOUT, "analysis": {"custom": [{"name": "c", "query": "q", "min": 2, "max": 1}]}},
+        "min must be less than or equal to max",
+    ),
+    ("runtime.resources", {"requests": {"cpu": "-1"}}, "negative"),
+    ("runtime.resources", {"requests": {"memory": -5}}, "negative"),
+    ("runtime.env", [{"name": "KINFER_MAX_BATCH_SIZE", "value": "8"}], "runtime contract"),
+    ("scheduling", {"nodeSelector": {"bad key": "x"}}, "label keys"),
+    ("scheduling", {"nodeSelector": {"zone": "not a value"}}, "nodeSelector.zone"),
+    ("scheduling", {"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}, "Exists"),
+    ("scheduling", {"tolerations": [{"key": "k", "tolerationSeconds": 5}]}, "NoExecute"),
+    ("scheduling", {"tolerations": [{"operator": "Equal", "value": "v"}]}, "empty key"),
+    ("runtime.serviceAccountName", "Not_A_Name", "serviceAccountName"),
+    ("runtime.gpu", {"count": 1, "resourceName": "gpu"}, "resourceName"),
+    ("scheduling", {"priorityClassName": "High"}, "priorityClassName"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "expected"), INVALID, ids=[e for *_, e in INVALID])
+def test_operator_mirrors_the_admission_rules(path: str, value: Any, expected: str) -> None:
+    spec = _base()
+    *parents, leaf = path.split(".")
+    node = spec
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+    with pytest.raises(ValidationError, match=re.escape(expected)):
+        InferenceModelSpec.model_validate(spec)

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from kinfer_operator.reconcile.run import _status_patch
+import copy
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from kinfer_operator.naming import TRACK_LABEL
+from kinfer_operator.reconcile.run import Outcome, Reconciler, _status_patch
+from kinfer_operator.rollout.machine import format_time
+from kinfer_operator.world import WriteFailure
+from support.factories import deep_merge, model_body
+from support.fake_kube import FakeKube
 
 
 def test_nested_keys_that_disappear_become_null() -> None:
@@ -18,3 +29,267 @@ def test_top_level_keys_that_disappear_become_null_and_lists_are_replaced() -> N
     old = {"canaryRevision": "abc", "conditions": [{"type": "Ready"}, {"type": "Stalled"}]}
     new = {"conditions": [{"type": "Ready"}]}
     assert _status_patch(old, new) == {"conditions": [{"type": "Ready"}], "canaryRevision": None}
+
+
+# -- whole passes against the in-memory API ------------------------------------------------
+
+
+class Clock:
+    """Wall clock (status timestamps) and monotonic clock (backoff) moved by the test."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> str:
+        return format_time(datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=self.t))
+
+    def monotonic(self) -> float:
+        return self.t
+
+
+def _setup(spec: dict[str, Any] | None = None) -> tuple[FakeKube, Reconciler, Clock]:
+    kube = FakeKube(model_body(spec))
+    clock = Clock()
+    return kube, Reconciler(kube, clock=clock.now, monotonic=clock.monotonic), clock
+
+
+def _pass(reconciler: Reconciler) -> Outcome:
+    outcome = reconciler.reconcile("ml", "resnet50")
+    assert outcome is not None
+    return outcome
+
+
+def _condition(kube: FakeKube, type_: str) -> tuple[str, str, str]:
+    for c in kube.model["status"]["conditions"]:
+        if c["type"] == type_:
+            return c["status"], c["reason"], c["message"]
+    raise AssertionError(f"no {type_} condition")
+
+
+INVALID_REQUESTS = (
+    'Deployment.apps "resnet50-x" is invalid: spec.template.spec.containers[0].resources'
+    '.requests: Invalid value: "2": must be less than or equal to cpu limit of 1'
+)
+
+
+def _refuse_deployments(verb: str, obj: Mapping[str, Any]) -> WriteFailure | None:
+    if verb == "apply" and obj["kind"] == "Deployment":
+        return WriteFailure(
+            "apply", "Deployment", obj["metadata"]["name"], 422, "Invalid", INVALID_REQUESTS
+        )
+    return None
+
+
+def test_a_refused_child_shows_in_status_from_the_first_pass() -> None:
+    kube, reconciler, _ = _setup()
+    kube.refuse = _refuse_deployments
+    _pass(reconciler)
+    status, reason, message = _condition(kube, "Ready")
+    assert (status, reason) == ("False", "ChildRejected")
+    assert "resources.requests" in message and "422 Invalid" in message
+    assert _condition(kube, "Degraded")[:2] == ("True", "ChildRejected")
+    assert kube.model["status"]["phase"] == "Failed"
+    assert [(e.type, e.reason) for e in kube.events] == [("Warning", "ChildRejected")]
+    assert ("Service", "resnet50") in kube.children  # the other children still converge
+
+
+def test_a_refused_child_is_retried_with_capped_exponential_backoff() -> None:
+    kube, reconciler, clock = _setup()
+    kube.refuse = _refuse_deployments
+    due = []
+    for second in range(0, 600):  # a pass every second: watch events, resyncs
+        clock.t = float(second)
+        due.append(_pass(reconciler).requeue_after)
+    attempts = kube.writes[("apply", "Deployment")]
+    assert attempts == 7  # at 0, 5, 15, 35, 75, 155 and 315 s; the cap is 300 s
+    assert kube.writes[("patch-status", "InferenceModel")] == 1  # status written once
+    assert len(kube.events) == 1
+    assert due[0] == 5.0
+
+
+def test_fixing_the_spec_recovers_on_the_next_pass() -> None:
+    kube, reconciler, clock = _setup({"runtime": {"resources": {"limits": {"cpu": "1"}}}})
+    kube.refuse = lambda verb, obj: (
+        _refuse_deployments(verb, obj)
+        if obj["kind"] == "Deployment"
+        and "limits" in str(obj["spec"]["template"])
+        and "'cpu': '1'" in str(obj["spec"]["template"])
+        else None
+    )
+    _pass(reconciler)
+    assert _condition(kube, "Ready")[1] == "ChildRejected"
+    fixed = copy.deepcopy(kube.model["spec"])
+    fixed["runtime"]["resources"]["limits"] = {"cpu": "4"}
+    kube.set_spec(fixed)
+    clock.t = 1.0  # well inside the backoff of the refused object
+    _pass(reconciler)
+    assert len(kube.deployments()) == 1
+    kube.settle()
+    _pass(reconciler)
+    assert _condition(kube, "Ready")[:2] == ("True", "Serving")
+    assert _condition(kube, "Degraded")[0] == "False"
+
+
+def test_server_errors_are_retries_that_say_what_is_retried() -> None:
+    kube, reconciler, _ = _setup()
+    kube.refuse = lambda verb, obj: (
+        WriteFailure(
+            verb,
+            "Service",
+            "resnet50",
+            500,
+            "InternalError",
+            "failed to allocate a serviceIP: range is full",
+        )
+        if obj["kind"] == "Service"
+        else None
+    )
+    _pass(reconciler)
+    status, reason, message = _condition(kube, "Ready")
+    assert (status, reason) == ("False", "Retrying")
+    assert "range is full" in message
+    assert _condition(kube, "Progressing")[:2] == ("True", "Retrying")
+    assert _condition(kube, "Degraded")[0] == "False"
+
+
+def test_a_pass_that_breaks_still_leaves_status() -> None:
+    kube, reconciler, _ = _setup()
+    kube.observe_error = ConnectionError("connection refused")
+    with pytest.raises(ConnectionError):
+        reconciler.reconcile("ml", "resnet50")
+    status, reason, message = _condition(kube, "Ready")
+    assert (status, reason) == ("False", "Retrying") and "connection refused" in message
+    assert _condition(kube, "Degraded")[0] == "False"
+
+
+def test_pods_that_cannot_be_created_are_degraded_until_fixed() -> None:
+    kube, reconciler, _ = _setup({"runtime": {"serviceAccountName": "runner"}})
+    _pass(reconciler)
+    (deployment,) = kube.deployments()
+    kube.fail_pod_creation(
+        deployment["metadata"]["name"],
+        'pods "x" is forbidden: error looking up service account ml/runner: '
+        'serviceaccount "runner" not found',
+    )
+    _pass(reconciler)
+    assert _condition(kube, "Ready")[:2] == ("False", "ServiceAccountNotFound")
+    assert _condition(kube, "Degraded")[:2] == ("True", "ServiceAccountNotFound")
+    fixed = copy.deepcopy(kube.model["spec"])
+    del fixed["runtime"]["serviceAccountName"]
+    kube.set_spec(fixed)
+    _pass(reconciler)  # the new revision surges in next to the broken one
+    kube.settle()
+    _pass(reconciler)  # promoted
+    _pass(reconciler)
+    assert _condition(kube, "Ready")[:2] == ("True", "Serving")
+    assert len(kube.deployments()) == 1
+
+
+ROLLOUT = {
+    "rollout": {
+        "canary": {"steps": [{"weight": 50, "pauseSeconds": 0}]},
+        "analysis": {"prometheusUrl": "http://prometheus.invalid:9090", "errorRate": None},
+    }
+}
+
+
+def _stable_then_canary(kube: FakeKube, reconciler: Reconciler, change: dict[str, Any]) -> None:
+    _pass(reconciler)
+    kube.settle()
+    _pass(reconciler)
+    assert _condition(kube, "Ready")[:2] == ("True", "Serving")
+    kube.set_spec(deep_merge(kube.model["spec"], change))
+
+
+def test_a_refused_canary_is_rolled_back_with_the_reason() -> None:
+    kube, reconciler, clock = _setup(ROLLOUT)
+    _stable_then_canary(kube, reconciler, {"model": {"version": "4"}})
+    stable = {d["metadata"]["name"] for d in kube.deployments()}
+    kube.refuse = lambda verb, obj: (
+        _refuse_deployments(verb, obj) if obj["metadata"]["name"] not in stable else None
+    )
+    _pass(reconciler)
+    assert _condition(kube, "Degraded")[:2] == ("True", "ChildRejected")
+    clock.t += 1
+    _pass(reconciler)
+    rollout = kube.model["status"]["rollout"]
+    assert rollout["phase"] == "RolledBack" and rollout["reason"] == "ChildRejected"
+    assert "resources.requests" in rollout["message"]
+    assert _condition(kube, "Ready")[:2] == ("False", "RolledBack")
+    assert "RolledBack" in [e.reason for e in kube.events]
+
+
+def test_canary_pods_that_cannot_be_created_roll_the_canary_back() -> None:
+    kube, reconciler, _ = _setup(ROLLOUT)
+    _stable_then_canary(kube, reconciler, {"runtime": {"serviceAccountName": "runner"}})
+    _pass(reconciler)
+    canary = next(d for d in kube.deployments() if d["metadata"]["labels"][TRACK_LABEL] == "canary")
+    kube.fail_pod_creation(
+        canary["metadata"]["name"],
+        'pods "x" is forbidden: error looking up service account ml/runner: not found',
+    )
+    _pass(reconciler)
+    rollout = kube.model["status"]["rollout"]
+    assert (rollout["phase"], rollout["reason"]) == ("RolledBack", "ServiceAccountNotFound")
+    assert "error looking up service account" in rollout["message"]
+
+
+def test_a_full_rollout_emits_one_event_per_transition() -> None:
+    kube, reconciler, _ = _setup()
+    for _ in range(3):
+        _pass(reconciler)  # triggers that arrive before anything changed
+    kube.settle(ready=False)
+    _pass(reconciler)
+    kube.settle()
+    for _ in range(3):
+        _pass(reconciler)
+    kube.set_spec(deep_merge(kube.model["spec"], {"model": {"version": "4"}}))
+    for _ in range(2):
+        _pass(reconciler)
+    kube.settle()
+    for _ in range(4):
+        _pass(reconciler)
+    assert [e.reason for e in kube.events] == [
+        "Deploying",
+        "Serving",
+        "RollingOut",
+        "Promoted",
+    ]
+
+
+def test_a_canary_rollout_emits_one_event_per_transition() -> None:
+    kube, reconciler, clock = _setup(ROLLOUT)
+    _stable_then_canary(kube, reconciler, {"model": {"version": "4"}})
+    for _ in range(3):
+        clock.t += 1
+        _pass(reconciler)
+        kube.settle()
+    kube.model["metadata"]["annotations"] = {
+        "serving.kinfer.io/promote": kube.model["status"]["rollout"]["revision"]
+    }
+    for _ in range(6):
+        clock.t += 1
+        _pass(reconciler)
+        kube.settle()
+    assert kube.model["status"]["rollout"]["phase"] == "Succeeded"
+    reasons = [e.reason for e in kube.events]
+    assert reasons == [
+        "Deploying",
+        "Serving",
+        "RolloutStarted",
+        "Canary",
+        "CanaryWeight",
+        "Promoting",
+        "Promoted",
+    ]
+
+
+def test_any_change_to_the_model_retries_a_refused_write_at_once() -> None:
+    kube, reconciler, clock = _setup()
+    kube.refuse = _refuse_deployments
+    _pass(reconciler)
+    kube.refuse = lambda _verb, _obj: None  # e.g. a quota was raised
+    kube.set_spec(deep_merge(kube.model["spec"], {"replicas": 3}))
+    clock.t = 1.0
+    _pass(reconciler)
+    assert len(kube.deployments()) == 1

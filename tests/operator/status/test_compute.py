@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from kinfer_operator.api.status import InferenceModelStatus
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import revision_of
 from kinfer_operator.reconcile.plan import plan
 from kinfer_operator.status import find_condition
 from kinfer_operator.status.compute import compute_status, invalid_status
-from kinfer_operator.world import Observed
+from kinfer_operator.world import Observed, WriteFailure
 from support.factories import observed_deployment, pod
 
 MakeModel = Callable[..., InferenceModel]
@@ -142,7 +143,7 @@ def test_becoming_ready_emits_a_normal_event(make_model: MakeModel) -> None:
     model = make_model()
     progressing = _status(model, ready=0, now="T1")
     ready = _status(model, previous=progressing.status, now="T2")
-    assert [e.reason for e in ready.events if e.type == "Normal"] == ["Serving", "RolloutComplete"]
+    assert [e.reason for e in ready.events] == ["Serving"]  # one transition, one Event
     cond = find_condition(ready.status.conditions, "Ready")
     assert cond is not None and cond.last_transition_time == "T2"
 
@@ -177,3 +178,105 @@ def test_replica_split_during_a_surge_is_reported_as_approximate(make_model: Mak
     assert report.status.traffic_split == "Approximate"
     assert report.status.canary_weight == 33  # 1 ready canary pod of 3 ready in total
     assert report.status.canary_revision == revision_of(new)
+
+
+def test_deploying_emits_one_event_not_one_per_condition(make_model: MakeModel) -> None:
+    report = _status(make_model(), ready=0)
+    assert [e.reason for e in report.events] == ["Deploying"]
+
+
+REFUSED = WriteFailure(
+    "apply",
+    "Deployment",
+    "resnet50-abc",
+    422,
+    "Invalid",
+    'Deployment.apps "resnet50-abc" is invalid: spec.template.spec.containers[0].resources'
+    '.requests: Invalid value: "2": must be less than or equal to cpu limit of 1',
+)
+
+
+def _with_failures(model: InferenceModel, *failures: WriteFailure, **kw: Any):  # type: ignore[no-untyped-def]
+    observed = Observed()
+    return compute_status(
+        model, observed, plan(model, observed), kw.get("previous"), now="T", failures=failures
+    )
+
+
+def test_refused_child_is_degraded_quoting_the_api_server(make_model: MakeModel) -> None:
+    report = _with_failures(make_model(), REFUSED)
+    assert _cond(report, "Ready") == ("False", "ChildRejected")
+    assert _cond(report, "Degraded") == ("True", "ChildRejected")
+    assert _cond(report, "Stalled") == ("True", "ChildRejected")
+    assert report.status.message is not None
+    assert "resources.requests" in report.status.message and "422 Invalid" in report.status.message
+    assert [(e.type, e.reason) for e in report.events] == [("Warning", "ChildRejected")]
+
+
+def test_server_errors_are_retried_and_never_degraded(make_model: MakeModel) -> None:
+    full = WriteFailure("apply", "Service", "resnet50", 500, "InternalError", "range is full")
+    report = _with_failures(make_model(), full)
+    assert _cond(report, "Ready") == ("False", "Retrying")
+    assert _cond(report, "Progressing") == ("True", "Retrying")
+    assert _cond(report, "Degraded") == ("False", "AsExpected")
+    assert report.status.message is not None and "range is full" in report.status.message
+    timeout = WriteFailure("apply", "Service", "resnet50", None, "ReadTimeoutError", "timed out")
+    assert _cond(_with_failures(make_model(), timeout), "Degraded")[0] == "False"
+    conflict = WriteFailure("scale", "Deployment", "x", 409, "Conflict", "modified")
+    assert _cond(_with_failures(make_model(), conflict), "Degraded")[0] == "False"
+
+
+def test_fixing_the_spec_recovers_from_a_refusal(make_model: MakeModel) -> None:
+    model = make_model()
+    refused = _with_failures(model, REFUSED)
+    recovered = _status(model, previous=refused.status)
+    assert _cond(recovered, "Ready") == ("True", "Serving")
+    assert _cond(recovered, "Degraded") == ("False", "AsExpected")
+    assert _cond(recovered, "Stalled")[0] == "False"
+
+
+CREATE_FAILURES = [
+    (
+        'pods "m-1-x" is forbidden: error looking up service account ml/runner: '
+        'serviceaccount "runner" not found',
+        "ServiceAccountNotFound",
+    ),
+    (
+        'pods "m-1-x" is forbidden: exceeded quota: gpus, requested: requests.nvidia.com/gpu=1, '
+        "used: requests.nvidia.com/gpu=0, limited: requests.nvidia.com/gpu=0",
+        "QuotaExceeded",
+    ),
+    (
+        'pods "m-1-x" is forbidden: failed quota: cpu: must specify limits.cpu for: runtime',
+        "QuotaExceeded",
+    ),
+    (
+        'pods "m-1-x" is forbidden: violates PodSecurity "restricted:latest": hostPort',
+        "PodSecurityViolation",
+    ),
+    (
+        'pods "m-1-x" is forbidden: maximum cpu usage per Container is 1, but limit is 2',
+        "LimitRangeViolation",
+    ),
+    (
+        'pods "m-1-x" is forbidden: no PriorityClass with name urgent was found',
+        "PriorityClassNotFound",
+    ),
+    ('admission webhook "deny.example.com" denied the request: no', "PodCreationFailed"),
+]
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    CREATE_FAILURES,
+    ids=["sa", "quota", "quota-limits", "psa", "limitrange", "priority", "other"],
+)
+def test_pods_that_cannot_be_created_are_degraded_with_a_reason_per_cause(
+    make_model: MakeModel, message: str, reason: str
+) -> None:
+    report = _status(make_model(), ready=0, replica_failure=message)
+    assert _cond(report, "Ready") == ("False", reason)
+    assert _cond(report, "Degraded") == ("True", reason)
+    assert report.status.phase == "Degraded"
+    assert report.status.message is not None and message in report.status.message
+    assert [(e.type, e.reason) for e in report.events] == [("Warning", reason)]

@@ -1,0 +1,165 @@
+"""An in-memory stand-in for `_kube.Kube`, so unit tests can drive whole reconcile passes.
+
+It stores what the reconciler writes, answers reads from that store, and can be told to
+refuse writes the way the API server does (a WriteFailure per verb and kind).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kinfer_operator._kube import WriteError
+from kinfer_operator.events import Event
+from kinfer_operator.references import Reference
+from kinfer_operator.world import Observed, WriteFailure
+
+Refusal = Callable[[str, Mapping[str, Any]], WriteFailure | None]
+"""(verb, object) -> the failure to raise, or None to let the write through."""
+
+
+class FakeKube:
+    """One InferenceModel and its children, kept as plain dicts."""
+
+    def __init__(self, model: dict[str, Any]) -> None:
+        self.model = copy.deepcopy(model)
+        self.children: dict[tuple[str, str], dict[str, Any]] = {}
+        self.pods: list[dict[str, Any]] = []
+        self.writes: Counter[tuple[str, str]] = Counter()
+        self.events: list[Event] = []
+        self.refuse: Refusal = lambda _verb, _obj: None
+        self.observe_error: Exception | None = None
+        self.missing_refs: dict[str, str] = {}
+        self._created = 0
+
+    def thread_writes(self) -> int:
+        return sum(self.writes.values())
+
+    # -- reads -------------------------------------------------------------------------
+
+    def get_model(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.model)
+
+    def missing(self, namespace: str, ref: Reference) -> str | None:
+        return self.missing_refs.get(ref.name)
+
+    def observe(
+        self, namespace: str, model_name: str, model_uid: str, with_routes: bool = False
+    ) -> Observed:
+        if self.observe_error is not None:
+            raise self.observe_error
+
+        def of(kind: str) -> tuple[dict[str, Any], ...]:
+            return tuple(
+                copy.deepcopy(o) for (k, _), o in sorted(self.children.items()) if k == kind
+            )
+
+        return Observed(
+            deployments=of("Deployment"),
+            services=of("Service"),
+            pdbs=of("PodDisruptionBudget"),
+            hpas=of("HorizontalPodAutoscaler"),
+            routes=of("HTTPRoute") if with_routes else (),
+            pods=tuple(copy.deepcopy(self.pods)),
+        )
+
+    # -- writes ------------------------------------------------------------------------
+
+    def _check(self, verb: str, obj: Mapping[str, Any]) -> None:
+        failure = self.refuse(verb, obj)
+        if failure is not None:
+            raise WriteError(failure)
+
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        kind, name = str(obj["kind"]), str(obj["metadata"]["name"])
+        self.writes[("apply", kind)] += 1
+        self._check("apply", obj)
+        stored = copy.deepcopy(dict(obj))
+        meta = stored["metadata"]
+        before = self.children.get((kind, name))
+        self._created += 1
+        meta["generation"] = 1
+        meta["creationTimestamp"] = (
+            before["metadata"]["creationTimestamp"]
+            if before is not None
+            else f"2026-01-01T00:{self._created // 60:02d}:{self._created % 60:02d}Z"
+        )
+        if kind == "Deployment":
+            stored["spec"]["replicas"] = before["spec"]["replicas"] if before else 1
+            stored["status"] = before.get("status", {}) if before else {"observedGeneration": 1}
+        self.children[(kind, name)] = stored
+        return copy.deepcopy(stored)
+
+    def scale(self, namespace: str, deployment: str, replicas: int) -> None:
+        self.writes[("scale", "Deployment")] += 1
+        obj = self.children[("Deployment", deployment)]
+        self._check("scale", obj)
+        obj["spec"]["replicas"] = replicas
+
+    def delete(self, namespace: str, kind: str, name: str) -> None:
+        self.writes[("delete", kind)] += 1
+        self._check("delete", {"kind": kind, "metadata": {"name": name}})
+        self.children.pop((kind, name), None)
+
+    def patch_model_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.writes[("patch-status", "InferenceModel")] += 1
+        self.model["status"] = _merge(self.model.get("status") or {}, status)
+
+    def post_event(
+        self, model: Mapping[str, Any], type_: str, reason: str, message: str, now: str
+    ) -> None:
+        self.writes[("create", "Event")] += 1
+        self.events.append(Event(type_, reason, message))
+
+    # -- what the Deployment controller and the kubelet would do ------------------------
+
+    def deployments(self) -> list[dict[str, Any]]:
+        return [o for (k, _), o in sorted(self.children.items()) if k == "Deployment"]
+
+    def settle(self, ready: bool = True) -> None:
+        """Every Deployment reaches its replica count (ready or not)."""
+        for dep in self.deployments():
+            want = int(dep["spec"].get("replicas", 1))
+            have = want if ready else 0
+            dep["status"] = {
+                **dep.get("status", {}),
+                "observedGeneration": 1,
+                "replicas": want,
+                "updatedReplicas": want,
+                "readyReplicas": have,
+                "availableReplicas": have,
+            }
+
+    def fail_pod_creation(self, name: str, message: str) -> None:
+        """The ReplicaSet controller cannot create pods of this Deployment."""
+        dep = self.children[("Deployment", name)]
+        dep["status"] = {
+            "observedGeneration": 1,
+            "conditions": [
+                {
+                    "type": "ReplicaFailure",
+                    "status": "True",
+                    "reason": "FailedCreate",
+                    "message": message,
+                }
+            ],
+        }
+
+    def set_spec(self, spec: dict[str, Any]) -> None:
+        self.model["spec"] = copy.deepcopy(spec)
+        self.model["metadata"]["generation"] = int(self.model["metadata"]["generation"]) + 1
+
+
+def _merge(old: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """RFC 7386 merge patch."""
+    out = dict(copy.deepcopy(old))
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
