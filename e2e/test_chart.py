@@ -72,8 +72,9 @@ class Release:
 
 
 @contextmanager
-def installed_chart(**values: str) -> Iterator[Release]:
-    """helm install into a fresh namespace that enforces the restricted Pod Security level."""
+def installed_chart(strings: dict[str, str] | None = None, **values: str) -> Iterator[Release]:
+    """helm install into a fresh namespace that enforces the restricted Pod Security level.
+    `strings` go in with --set-string (a node selector's "true" must stay a string)."""
     suffix = secrets.token_hex(3)
     release = Release(f"kc{suffix}", f"kinfer-chart-{suffix}", f"kinfer-e2e-{suffix}")
     kubectl("create", "namespace", release.namespace)
@@ -83,6 +84,7 @@ def installed_chart(**values: str) -> Iterator[Release]:
     # The suite's session fixture installed the CRDs (kubectl apply), so the chart must not.
     settings = {"crds.install": "false", "peering.name": release.peering, **values}
     args = [arg for k, v in settings.items() for arg in ("--set", f"{k}={v}")]
+    args += [arg for k, v in (strings or {}).items() for arg in ("--set-string", f"{k}={v}")]
     args += ["--wait", "--timeout", "120s"]
     helm = _helm()
     try:

@@ -36,7 +36,6 @@ def chart_operator(quiet_cluster: str, operator: LocalOperator | None) -> Iterat
         "image.repository": repository,
         "image.tag": tag,
         "image.pullPolicy": "Never",
-        "nodeSelector." + NODE_KEY.replace(".", "\\."): "true",
         "tolerations[0].key": NODE_KEY,
         "tolerations[0].operator": "Exists",
         "operator.resyncSeconds": "5",
@@ -46,7 +45,8 @@ def chart_operator(quiet_cluster: str, operator: LocalOperator | None) -> Iterat
     if operator is not None:
         operator.stop()
     try:
-        with installed_chart(**values) as release:
+        node_selector = {"nodeSelector." + NODE_KEY.replace(".", "\\."): "true"}
+        with installed_chart(node_selector, **values) as release:
             yield release
     finally:
         if operator is not None:
@@ -69,7 +69,7 @@ def test_operator_image_resumes_a_canary_after_its_active_pod_is_deleted(
 ) -> None:
     namespace, release = quiet_cluster, chart_operator
     pods = kubectl_json(
-        "get", "pods", "-n", release.namespace, "-l", "app.kubernetes.io/name=kinfer"
+        "get", "pods", "-n", release.namespace, "-l", "app.kubernetes.io/name=kinfer-operator"
     )["items"]
     assert len(pods) == 2 and {p["spec"]["nodeName"] for p in pods} == {NODE_NAME}
     for pod in pods:

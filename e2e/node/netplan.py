@@ -60,7 +60,8 @@ def plan(taken: list[ipaddress.IPv4Network]) -> dict[str, str]:
             continue
         base = block.network_address
         pods = ipaddress.ip_network(f"{base + 256}/24")  # x.y.1.0/24
-        services = ipaddress.ip_network(f"{base + 16 * 256}/20")  # x.y.16.0/20: 4094 Services
+        # x.y.16.0/24: 254 Services, small enough that e2e/test_failures.py can fill it.
+        services = ipaddress.ip_network(f"{base + 16 * 256}/24")
         return {
             "NODE_IP": str(base + 1),
             "POD_CIDR": str(pods),

@@ -34,7 +34,7 @@ def test_first_free_block_is_split_into_node_pods_and_services() -> None:
         "NODE_IP": "10.251.0.1",
         "POD_CIDR": "10.251.1.0/24",
         "POD_GATEWAY": "10.251.1.1",
-        "SERVICE_CIDR": "10.251.16.0/20",
+        "SERVICE_CIDR": "10.251.16.0/24",
         "SERVICE_IP": "10.251.16.1",
     }
 
