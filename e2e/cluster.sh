@@ -121,7 +121,8 @@ render_config() {
 real_node_up() {
     ((KINFER_REAL_NODE)) || return 0
     bash "$HERE/images.sh" || die "building the images failed"
-    CA_FILE="$WORK/pki/ca.crt" bash "$HERE/node.sh" up || die "the real node did not come up (logs above)"
+    # 8>&-: the node's daemons must not inherit our lock (see lock()).
+    CA_FILE="$WORK/pki/ca.crt" bash "$HERE/node.sh" up 8>&- || die "the real node did not come up (logs above)"
 }
 
 create_cluster() {

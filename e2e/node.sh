@@ -65,16 +65,18 @@ alive() {
     kill -0 "$pid" 2>/dev/null
 }
 
+# Each daemon leads its own process group (setsid), so its children go with it: the
+# relay's per-connection forks, for one.
 stop_daemon() {
     local name=$1 pid i
     pid=$(pid_of "$name") || return 0
-    if kill -0 "$pid" 2>/dev/null; then
-        kill "$pid" 2>/dev/null || true
+    if kill -0 -- "-$pid" 2>/dev/null; then
+        kill -- "-$pid" 2>/dev/null || true
         for ((i = 0; i < 50; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
+            kill -0 -- "-$pid" 2>/dev/null || break
             sleep 0.2
         done
-        kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null
+        kill -9 -- "-$pid" 2>/dev/null || true
     fi
     rm -f "$NODE_DIR/pids/$name"
 }

@@ -44,8 +44,9 @@ class _Requeue:
 
     Every pass leaves one pending timer per model: the periodic resync, or earlier when a
     rollout's analysis or pause is due. The earliest wins. While `standby()` says a peer with
-    a higher priority is active, timers fire without reconciling (kopf has already paused
-    the watches).
+    a higher priority is active, nothing reconciles, whatever the trigger: kopf pauses its
+    watches only once it has seen that peer's keep-alive, and two replicas starting together
+    both acted for up to a peering lifetime before this check (seen on the real node).
     """
 
     def __init__(self, reconciler: Reconciler, standby: Callable[[], bool]) -> None:
@@ -55,6 +56,9 @@ class _Requeue:
         self._lock = threading.Lock()
 
     def run(self, namespace: str, name: str, trigger: str) -> None:
+        if self._standby():
+            self.after(namespace, name, RESYNC_SECONDS)
+            return
         try:
             outcome = self._reconciler.reconcile(namespace, name, trigger=trigger)
         except Exception:
@@ -84,9 +88,6 @@ class _Requeue:
         with self._lock:
             self._timers.pop((namespace, name), None)
         try:
-            if self._standby():
-                self.after(namespace, name, RESYNC_SECONDS)
-                return
             self.run(namespace, name, "resync")
         except Exception:
             _log.exception("scheduled reconcile of %s/%s failed", namespace, name)
@@ -105,7 +106,8 @@ def install(
 ) -> None:
     """Register the handlers on a kopf registry (the default one unless given).
 
-    `standby` tells scheduled resyncs whether a higher-priority peer is the active operator.
+    `standby` tells whether a higher-priority peer is the active operator: then no trigger
+    reconciles here.
     """
     reg = registry or kopf.get_default_registry()
     requeue = _Requeue(reconciler, standby)
