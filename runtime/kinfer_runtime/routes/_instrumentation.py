@@ -36,4 +36,4 @@ class InferenceMetricsMiddleware:
             await self.app(scope, receive, send_and_record_status)
         finally:
             self.metrics.inflight.dec()
-            self.metrics.request_done(status, time.perf_counter() - started)
+            self.metrics.request_done(status, time.perf_counter() - started, "rest")

@@ -30,7 +30,9 @@ def inference_routes(registry: ModelRegistry, max_body_bytes: int) -> list[BaseR
         body = await read_body(request, max_body_bytes)
         decoded = decode_request(body, parse_header_length(request.headers.get(HEADER_LENGTH)))
         selected = select_outputs(decoded, [spec.name for spec in model.signature.outputs])
-        outputs = await model.infer(decoded.inputs)
+        outputs = await model.infer(
+            decoded.inputs, priority=decoded.priority, timeout_us=decoded.timeout_us
+        )
         content, header_length = encode_response(
             model.name, model.version, decoded.id, outputs, selected
         )

@@ -32,3 +32,12 @@ def test_defaults_fill_batching_and_format() -> None:
     assert spec.runtime.batching.max_batch_size == 32
     assert spec.gpu_count == 0
     assert spec.fixed_replicas == 1
+
+
+def test_priority_levels_default_to_one_and_the_default_level_must_exist() -> None:
+    base = {"model": {"uri": "file:///m.onnx", "version": "1"}, "runtime": {"image": "img"}}
+    batching = InferenceModelSpec.model_validate(base).runtime.batching
+    assert (batching.priority_levels, batching.default_priority_level) == (1, 1)
+    base["runtime"]["batching"] = {"priorityLevels": 2, "defaultPriorityLevel": 3}  # type: ignore[index]
+    with pytest.raises(ValidationError, match="at most priorityLevels"):
+        InferenceModelSpec.model_validate(base)

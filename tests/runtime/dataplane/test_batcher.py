@@ -39,15 +39,19 @@ class FakeModel:
 class Recorder:
     def __init__(self) -> None:
         self.rows: list[int] = []
-        self.waits: list[float] = []
+        self.waits: list[tuple[int, float]] = []
         self.depths: list[int] = []
+        self.rejections: list[tuple[str, int]] = []
 
-    def batch_executed(self, rows: int, queue_waits: Sequence[float]) -> None:
+    def batch_executed(self, rows: int, queue_waits: Sequence[tuple[int, float]]) -> None:
         self.rows.append(rows)
         self.waits += queue_waits
 
     def queue_depth(self, depth: int) -> None:
         self.depths.append(depth)
+
+    def request_rejected(self, reason: str, priority: int) -> None:
+        self.rejections.append((reason, priority))
 
 
 def run(factory: Callable[[], Awaitable[T]]) -> T:
@@ -266,7 +270,7 @@ def test_observer_sees_batch_sizes_queue_waits_and_depth() -> None:
 
     run(scenario)
     assert recorder.rows == model.batches
-    assert len(recorder.waits) == 6 and all(w >= 0 for w in recorder.waits)
+    assert len(recorder.waits) == 6 and all(p == 1 and w >= 0 for p, w in recorder.waits)
     assert max(recorder.depths) >= 2 and recorder.depths[-1] == 0
 
 
