@@ -3,6 +3,7 @@
 import gzip
 import json
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -423,3 +424,68 @@ def test_model_failing_at_run_time_is_500_and_the_server_keeps_serving(
         zeros, headers = oip.image_body(np.zeros((1, 3, 32, 32), np.float32))
         assert httpx.post(url, content=zeros, headers=headers).status_code == 200
         assert live.metric("kinfer_requests_total", protocol="rest", code="500") == 1
+
+
+# --- priorities and queue timeouts -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def slow_two_levels(variant_dir, make_settings, serve) -> Iterator[Any]:
+    settings = make_settings(
+        variant_dir("slow") / "model.onnx", max_batch_size=8, priority_levels=2, default_priority=2
+    )
+    with serve(settings) as live:
+        yield live
+
+
+def _hold_the_worker(url: str, oip, images: np.ndarray) -> threading.Thread:
+    """Sends a full batch of the slow model (~0.3 s of work) and returns once it runs."""
+    body, headers = oip.image_body(images[:8])
+    thread = threading.Thread(
+        target=httpx.post, args=(url,), kwargs={"content": body, "headers": headers, "timeout": 60}
+    )
+    thread.start()
+    time.sleep(0.1)
+    return thread
+
+
+def test_request_past_its_queue_timeout_is_503_at_once(slow_two_levels, oip, images) -> None:
+    url = f"{slow_two_levels.url}{INFER}"
+    rejected_before = slow_two_levels.metric(
+        "kinfer_rejected_requests_total", reason="queue_timeout", priority="1"
+    )
+    holder = _hold_the_worker(url, oip, images)
+    body, headers = oip.binary_body(
+        {"input": ("FP32", images[:1])}, parameters={"priority": 1, "timeout": 20_000}
+    )
+    t0 = time.perf_counter()
+    response = httpx.post(url, content=body, headers=headers, timeout=60)
+    elapsed = time.perf_counter() - t0
+    holder.join()
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] == "1"
+    assert "queue timeout" in response.json()["error"]
+    assert elapsed < 0.25  # answered at its timeout, not once the worker freed up
+    rejected = slow_two_levels.metric(
+        "kinfer_rejected_requests_total", reason="queue_timeout", priority="1"
+    )
+    assert rejected == (rejected_before or 0) + 1
+
+
+def test_priority_and_timeout_are_accepted_when_there_is_time(slow_two_levels, oip, images) -> None:
+    body, headers = oip.binary_body(
+        {"input": ("FP32", images[:1])}, parameters={"priority": 1, "timeout": 30_000_000}
+    )
+    response = httpx.post(f"{slow_two_levels.url}{INFER}", content=body, headers=headers)
+    assert response.status_code == 200
+    assert slow_two_levels.metric("kinfer_queue_wait_seconds_count", priority="1")
+
+
+@pytest.mark.parametrize("parameters", [{"priority": -1}, {"priority": "high"}, {"timeout": 1.5}])
+def test_malformed_scheduling_parameters_are_400(
+    client: httpx.Client, oip, images, parameters
+) -> None:
+    body, headers = oip.binary_body({"input": ("FP32", images[:1])}, parameters=parameters)
+    response = client.post(INFER, content=body, headers=headers)
+    assert response.status_code == 400
+    assert "must be a non-negative integer" in response.json()["error"]

@@ -3,6 +3,8 @@
 import asyncio
 import contextlib
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -264,3 +266,35 @@ def grpc_blocker() -> Iterator[int]:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         yield sock.getsockname()[1]
+
+
+# --- priorities and queue timeouts -----------------------------------------------------------
+
+
+def test_request_past_its_queue_timeout_is_unavailable_at_once(
+    serve, make_settings, unused_port, variant_dir, images: np.ndarray
+) -> None:
+    settings = make_settings(
+        variant_dir("slow") / "model.onnx",
+        max_batch_size=8,
+        priority_levels=2,
+        default_priority=2,
+        grpc_port=unused_port(),
+    )
+    with serve(settings) as live, tc.InferenceServerClient(live.grpc_target) as client:
+        holder = threading.Thread(target=client.infer, args=("demo", [image_input(images[:8])]))
+        holder.start()
+        time.sleep(0.1)  # the full batch (~0.3 s of the slow model) is running
+        t0 = time.perf_counter()
+        with pytest.raises(InferenceServerException) as info:
+            client.infer("demo", [image_input(images[:1])], priority=1, timeout=20_000)
+        elapsed = time.perf_counter() - t0
+        holder.join()
+        assert status_of(info.value) == "StatusCode.UNAVAILABLE"
+        assert "queue timeout" in info.value.message()
+        assert elapsed < 0.25
+        assert live.metric("kinfer_requests_total", protocol="grpc", code="503") == 1
+        assert live.metric("kinfer_rejected_requests_total", reason="queue_timeout", priority="1")
+        # With time to spare, the same parameters are served.
+        result = client.infer("demo", [image_input(images[:1])], priority=1, timeout=30_000_000)
+        assert result.as_numpy("logits").shape == (1, 10)
