@@ -124,7 +124,8 @@ class Batcher:
     @property
     def full(self) -> bool:
         """Whether no level has room: then no request can be queued, whatever its priority."""
-        return all(len(queue) >= self.policy.max_queue_size for queue in self._queues)
+        # Each level holds at most max_queue_size, so this total means every level is full.
+        return self._queued >= self.policy.max_queue_size * self.policy.priority_levels
 
     @property
     def depth(self) -> int:
