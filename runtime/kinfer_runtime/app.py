@@ -8,15 +8,15 @@ from collections.abc import AsyncIterator
 
 import grpc
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from kinfer_runtime import __version__
 from kinfer_runtime.routes import (
+    InferenceEndpoint,
     health_router,
-    inference_routes,
     install_error_handler,
     models_router,
 )
-from kinfer_runtime.routes._instrumentation import InferenceMetricsMiddleware
 from kinfer_runtime.routes.grpc import start_grpc_server
 from kinfer_runtime.service import InferenceService
 
@@ -45,7 +45,9 @@ async def _start_grpc(service: InferenceService) -> grpc.aio.Server | None:
     return server
 
 
-def create_app(service: InferenceService) -> FastAPI:
+def create_app(service: InferenceService) -> ASGIApp:
+    """The ASGI app: the /infer endpoint in front of FastAPI, which serves everything else."""
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # The gRPC server shares this event loop, and so the data plane, with the HTTP one.
@@ -70,11 +72,10 @@ def create_app(service: InferenceService) -> FastAPI:
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
-        # First in the routing table: inference is nearly all of the traffic.
-        routes=inference_routes(service.registry, service.settings.max_body_bytes),
     )
     install_error_handler(app)
     app.include_router(health_router(service.readiness, service.metrics))
     app.include_router(models_router(service.registry))
-    app.add_middleware(InferenceMetricsMiddleware, metrics=service.metrics)
-    return app
+    return InferenceEndpoint(
+        app, service.registry, service.metrics, service.settings.max_body_bytes
+    )

@@ -276,23 +276,29 @@ def test_request_past_its_queue_timeout_is_unavailable_at_once(
 ) -> None:
     settings = make_settings(
         variant_dir("slow") / "model.onnx",
-        max_batch_size=8,
+        max_batch_size=16,
         priority_levels=2,
         default_priority=2,
         grpc_port=unused_port(),
     )
     with serve(settings) as live, tc.InferenceServerClient(live.grpc_target) as client:
-        holder = threading.Thread(target=client.infer, args=("demo", [image_input(images[:8])]))
+        # A full batch: ~1 s of the slow model.
+        holder = threading.Thread(target=client.infer, args=("demo", [image_input(images[:16])]))
         holder.start()
-        time.sleep(0.1)  # the full batch (~0.3 s of the slow model) is running
-        t0 = time.perf_counter()
+        deadline = time.monotonic() + 30
+        while not (
+            live.metric("kinfer_inflight_requests") == 1 and live.metric("kinfer_queue_depth") == 0
+        ):
+            assert time.monotonic() < deadline, "the request never reached the worker"
+            time.sleep(0.005)
+        time.sleep(0.05)
         with pytest.raises(InferenceServerException) as info:
             client.infer("demo", [image_input(images[:1])], priority=1, timeout=20_000)
-        elapsed = time.perf_counter() - t0
+        answered_while_busy = holder.is_alive()
         holder.join()
         assert status_of(info.value) == "StatusCode.UNAVAILABLE"
         assert "queue timeout" in info.value.message()
-        assert elapsed < 0.25
+        assert answered_while_busy  # at its timeout, not once the worker freed up
         assert live.metric("kinfer_requests_total", protocol="grpc", code="503") == 1
         assert live.metric("kinfer_rejected_requests_total", reason="queue_timeout", priority="1")
         # With time to spare, the same parameters are served.
