@@ -1,5 +1,6 @@
-"""The FastAPI application: routes, the error handler, metrics, model loading at startup, and
-the gRPC server's lifetime (it runs on the same event loop, beside uvicorn's)."""
+"""The ASGI application: the /infer endpoint in front of FastAPI (every other route, the error
+handler), model loading at startup, and the gRPC server's lifetime (it runs on the same event
+loop, beside uvicorn's)."""
 
 import asyncio
 import contextlib

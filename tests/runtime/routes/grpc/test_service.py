@@ -304,3 +304,16 @@ def test_request_past_its_queue_timeout_is_unavailable_at_once(
         # With time to spare, the same parameters are served.
         result = client.infer("demo", [image_input(images[:1])], priority=1, timeout=30_000_000)
         assert result.as_numpy("logits").shape == (1, 10)
+
+
+def test_message_over_the_body_limit_is_resource_exhausted(
+    serve, make_settings, unused_port, demo_dir: Path, images: np.ndarray
+) -> None:
+    settings = make_settings(
+        demo_dir / "model.onnx", max_body_bytes=20_000, grpc_port=unused_port()
+    )
+    with serve(settings) as live, tc.InferenceServerClient(live.grpc_target) as client:
+        assert client.infer("demo", [image_input(images[:1])]).as_numpy("logits").shape == (1, 10)
+        with pytest.raises(InferenceServerException) as info:
+            client.infer("demo", [image_input(images[:2])])  # 24 KiB of pixels
+        assert status_of(info.value) == "StatusCode.RESOURCE_EXHAUSTED"
