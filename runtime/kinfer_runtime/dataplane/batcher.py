@@ -154,20 +154,35 @@ class Batcher:
             raise ModelNotReady("the model is not accepting requests")
         level = self.level(priority)
         jobs = self._enqueue(self._split(inputs, rows), level, queue_timeout_s)
+        # A plain timer rather than asyncio.timeout(): the same deadline for ~1/5 of the cost,
+        # which shows on the hot path (profiled).
+        deadline = asyncio.get_running_loop().call_later(
+            self.policy.timeout_s, self._deadline_passed, jobs
+        )
         try:
-            async with asyncio.timeout(self.policy.timeout_s):
-                results = [await job.future for job in jobs]
-        except TimeoutError:
-            self._observer.request_rejected(Overloaded.reason, level)
-            raise Overloaded(
-                f"request did not complete within {self.policy.timeout_s:g}s"
-            ) from None
+            results = [await job.future for job in jobs]
         finally:
+            deadline.cancel()
             for job in jobs:
-                job.future.cancel()  # no-op when done; queued: skipped; running: result dropped
+                future = job.future
+                if future.done():
+                    if not future.cancelled():
+                        future.exception()  # retrieved: a sibling's error was the one raised
+                else:
+                    future.cancel()  # queued: skipped; running: its result is dropped
         if len(results) == 1:
             return results[0]
         return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
+
+    def _deadline_passed(self, jobs: list[_Job]) -> None:
+        """The request's deadline (`timeout_s`, queueing and execution) passed: Overloaded."""
+        pending = [job for job in jobs if not job.future.done()]
+        if not pending:
+            return
+        self._observer.request_rejected(Overloaded.reason, jobs[0].priority)
+        error = f"request did not complete within {self.policy.timeout_s:g}s"
+        for job in pending:
+            job.future.set_exception(Overloaded(error))
 
     def _split(self, inputs: Tensors, rows: int) -> list[tuple[Tensors, int]]:
         limit = self.policy.max_batch_size
