@@ -11,12 +11,13 @@ call the protocol's `inference.GRPCInferenceService` (see the note in grpc_servi
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import grpc
 
 from kinfer_runtime import __version__
+from kinfer_runtime.backends.base import TensorSpec
 from kinfer_runtime.dataplane.readiness import Readiness
 from kinfer_runtime.dataplane.registry import ModelRegistry
 from kinfer_runtime.errors import KinferError
@@ -36,7 +37,7 @@ if TYPE_CHECKING:  # grpcio's classes are generic only in their stubs
     Context = grpc.aio.ServicerContext[Any, Any]
 
 
-def _tensors(specs: Any) -> list[pb.ModelMetadataResponse.TensorMetadata]:
+def _tensors(specs: Sequence[TensorSpec]) -> list[pb.ModelMetadataResponse.TensorMetadata]:
     return [
         pb.ModelMetadataResponse.TensorMetadata(
             name=spec.name, datatype=spec.datatype, shape=spec.shape
