@@ -33,7 +33,8 @@ __all__ = [
 
 # + labels `protocol` and `code`: the HTTP status, as a string. A gRPC request counts with the
 # HTTP status its outcome has over REST (200, 400, 404, 503...), so that error-rate queries
-# such as the canary analysis's `code!~"2.."` see both protocols alike.
+# such as the canary analysis's `code!~"2.."` see both protocols alike; a gRPC call cancelled
+# by its client (or its deadline) is 499, nginx's "client closed request".
 REQUESTS_TOTAL: Final = "kinfer_requests_total"
 REQUEST_DURATION_SECONDS: Final = "kinfer_request_duration_seconds"  # + label `protocol`
 QUEUE_WAIT_SECONDS: Final = "kinfer_queue_wait_seconds"  # + label `priority`

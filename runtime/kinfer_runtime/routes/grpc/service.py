@@ -10,6 +10,7 @@ call the protocol's `inference.GRPCInferenceService` (see the note in grpc_servi
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -112,6 +113,11 @@ class InferenceServicer:
             response = await self._infer(request)
             status = 200
             return response
+        except asyncio.CancelledError:
+            # The client cancelled or its deadline passed: nginx's "client closed request",
+            # a 4xx, so that error-rate analysis can leave it out like other client errors.
+            status = 499
+            raise
         except Exception as exc:
             status = http_status(exc)
             raise

@@ -317,3 +317,20 @@ def test_message_over_the_body_limit_is_resource_exhausted(
         with pytest.raises(InferenceServerException) as info:
             client.infer("demo", [image_input(images[:2])])  # 24 KiB of pixels
         assert status_of(info.value) == "StatusCode.RESOURCE_EXHAUSTED"
+
+
+def test_call_cancelled_by_its_client_deadline_counts_as_499(
+    serve, make_settings, unused_port, variant_dir, images: np.ndarray
+) -> None:
+    settings = make_settings(
+        variant_dir("slow") / "model.onnx", max_batch_size=16, grpc_port=unused_port()
+    )
+    with serve(settings) as live, tc.InferenceServerClient(live.grpc_target) as client:
+        with pytest.raises(InferenceServerException) as info:
+            client.infer("demo", [image_input(images[:16])], client_timeout=0.05)
+        assert status_of(info.value) == "StatusCode.DEADLINE_EXCEEDED"
+        deadline = time.monotonic() + 30
+        while live.metric("kinfer_requests_total", protocol="grpc", code="499") != 1:
+            assert time.monotonic() < deadline, "the cancelled call was not counted as 499"
+            time.sleep(0.01)
+        assert not live.metric("kinfer_requests_total", protocol="grpc", code="500")
