@@ -1,15 +1,16 @@
 """Runtime benchmark: kinfer-runtime against the in-process ceiling and a peer server.
 
-Not a test. Measures throughput and p50/p99 latency at several concurrencies, with JSON and
-binary (KServe v2 binary tensor extension) payloads, for:
+Not a test. Measures throughput and p50/p99 latency at several concurrencies, with JSON,
+binary (KServe v2 binary tensor extension) and gRPC (v2 `ModelInfer`, raw tensor contents)
+payloads, for:
 
 1. kinfer-runtime with dynamic batching;
 2. kinfer-runtime with batching off (max batch size 1);
 3. the same model in-process through ONNX Runtime (kinfer's own ONNX backend, same session
    options), at the batch size the server can form at that concurrency: the ceiling;
 4. KServe's Python model server (the `kserve` package) serving the same ONNX file through the
-   same v2 protocol, driven by the same load generator. It runs from its own virtualenv, built
-   on first use under the cache directory; if that fails the table says so.
+   same v2 protocol (REST and gRPC), driven by the same load generators. It runs from its own
+   virtualenv, built on first use under the cache directory; if that fails the table says so.
 
 Every request carries one demo image ([1,3,32,32] FP32). All servers run at once and each round
 measures every system in turn, so background load on a shared machine hits them alike; the
@@ -37,12 +38,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import numpy as np
 import onnxruntime as ort
 from kinfer_runtime.backends import BackendOptions
 from kinfer_runtime.backends._cpu import available_cpus
 from kinfer_runtime.backends.onnx import OnnxBackend
 from kinfer_runtime.demo import build_demo_model
+from kinfer_runtime.schemas.proto import grpc_service_pb2 as pb
 
 try:
     import aiohttp
@@ -54,10 +57,12 @@ ORT_PIN = "onnxruntime==1.31.1"
 ORT_GPU_PIN = "onnxruntime-gpu==1.31.1"
 MODEL_NAME = "demo"
 HEADER = "Inference-Header-Content-Length"
+GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
+PAYLOADS = ("json", "binary", "grpc")
 
 # The peer: a KServe custom model, written the way KServe documents them (a Model subclass
-# whose predict() runs ONNX Runtime), served by kserve.ModelServer with gRPC and per-request
-# latency logging off so that it does no work our server does not do.
+# whose predict() runs ONNX Runtime), served by kserve.ModelServer over REST and gRPC (as
+# kinfer is), with per-request latency logging off so that it does no work ours does not do.
 PEER_SERVER = """
 import argparse
 import onnxruntime as ort
@@ -69,6 +74,7 @@ parser.add_argument("--name", required=True)
 parser.add_argument("--threads", type=int, required=True)
 parser.add_argument("--device", default="cpu")
 parser.add_argument("--http_port", type=int, required=True)
+parser.add_argument("--grpc_port", type=int, required=True)
 args, _ = parser.parse_known_args()
 
 
@@ -93,7 +99,9 @@ class OnnxModel(Model):
         batch = payload.inputs[0].as_numpy()
         (logits,) = self.session.run([self.output_name], {self.input_name: batch})
         output = InferOutput(name=self.output_name, shape=list(logits.shape), datatype="FP32")
-        output.set_data_from_numpy(logits, binary_data=payload.use_binary_outputs)
+        # gRPC requests never ask for binary outputs; raw contents are what its clients expect.
+        binary = payload.use_binary_outputs or payload.from_grpc
+        output.set_data_from_numpy(logits, binary_data=binary)
         return InferResponse(
             response_id=payload.id or "",
             model_name=self.name,
@@ -107,8 +115,9 @@ model = OnnxModel(args.name, args.model_path)
 model.load()
 ModelServer(
     http_port=args.http_port,
+    grpc_port=args.grpc_port,
     workers=1,
-    enable_grpc=False,
+    enable_grpc=True,
     enable_latency_logging=False,
 ).start([model])
 """
@@ -178,6 +187,25 @@ def binary_request(image: np.ndarray) -> tuple[bytes, dict[str, str]]:
     return header + image.tobytes(), headers
 
 
+def grpc_request(image: np.ndarray) -> bytes:
+    """A serialized ModelInferRequest: sent as bytes, so the client serializes nothing per call."""
+    request = pb.ModelInferRequest(model_name=MODEL_NAME)
+    request.inputs.add(name="input", datatype="FP32", shape=list(image.shape))
+    request.outputs.add(name="logits")
+    request.raw_input_contents.append(image.tobytes())
+    return request.SerializeToString()
+
+
+def parse_grpc_logits(body: bytes) -> np.ndarray:
+    response = pb.ModelInferResponse.FromString(body)
+    output = response.outputs[0]
+    if response.raw_output_contents:
+        data = np.frombuffer(response.raw_output_contents[0], dtype=np.float32)
+    else:
+        data = np.asarray(output.contents.fp32_contents, dtype=np.float32)
+    return data.reshape(tuple(output.shape))
+
+
 def parse_logits(body: bytes, header_length: str | None) -> np.ndarray:
     if header_length is None:
         output = json.loads(body)["outputs"][0]
@@ -188,6 +216,12 @@ def parse_logits(body: bytes, header_length: str | None) -> np.ndarray:
 
 
 # --- load generator ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str  # REST infer URL
+    grpc: str  # host:port
 
 
 async def _load(
@@ -229,8 +263,40 @@ async def _load(
     return elapsed, latencies, *sample
 
 
+async def _grpc_load(
+    target: str, body: bytes, concurrency: int, requests: int, time_limit_s: float
+) -> tuple[float, list[float], bytes]:
+    """The same loop as `_load` over one gRPC channel (HTTP/2 multiplexes the calls on one
+    connection, as Triton's and KServe's clients do)."""
+    latencies: list[float] = []
+    remaining = requests
+    sample = b""
+    deadline = time.perf_counter() + time_limit_s
+    async with grpc.aio.insecure_channel(target) as channel:
+        infer = channel.unary_unary(GRPC_INFER)  # bytes in, bytes out
+
+        async def one() -> bytes:
+            response: bytes = await infer(body)
+            return response
+
+        await asyncio.gather(*(one() for _ in range(concurrency * 2)))
+
+        async def worker() -> None:
+            nonlocal remaining, sample
+            while remaining > 0 and time.perf_counter() < deadline:
+                remaining -= 1
+                started = time.perf_counter()
+                sample = await one()
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return elapsed, latencies, sample
+
+
 def run_load(
-    url: str,
+    endpoint: Endpoint,
     payload: str,
     image: np.ndarray,
     concurrency: int,
@@ -238,13 +304,19 @@ def run_load(
     time_limit_s: float,
     reference: np.ndarray,
 ) -> tuple[float, float, float]:
-    body, headers = (binary_request if payload == "binary" else json_request)(image)
-    elapsed, latencies, sample, header_length = asyncio.run(
-        _load(url, body, headers, concurrency, requests, time_limit_s)
-    )
-    logits = parse_logits(sample, header_length)
+    if payload == "grpc":
+        elapsed, latencies, sample = asyncio.run(
+            _grpc_load(endpoint.grpc, grpc_request(image), concurrency, requests, time_limit_s)
+        )
+        logits = parse_grpc_logits(sample)
+    else:
+        body, headers = (binary_request if payload == "binary" else json_request)(image)
+        elapsed, latencies, sample, header_length = asyncio.run(
+            _load(endpoint.url, body, headers, concurrency, requests, time_limit_s)
+        )
+        logits = parse_logits(sample, header_length)
     if not np.allclose(logits, reference, atol=1e-4):
-        raise RuntimeError(f"{url} returned logits that differ from the in-process model")
+        raise RuntimeError(f"{endpoint} returned logits that differ from the in-process model")
     latencies.sort()
     return (
         len(latencies) / elapsed,
@@ -270,12 +342,14 @@ def wait_ready(port: int, process: subprocess.Popen[bytes], timeout_s: float = 1
 
 
 @contextlib.contextmanager
-def running(command: list[str], port: int, log: Path) -> Iterator[str]:
+def running(command: list[str], port: int, grpc_port: int, log: Path) -> Iterator[Endpoint]:
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
         try:
             wait_ready(port, process)
-            yield f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/infer"
+            yield Endpoint(
+                f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/infer", f"127.0.0.1:{grpc_port}"
+            )
         finally:
             process.terminate()
             try:
@@ -285,7 +359,9 @@ def running(command: list[str], port: int, log: Path) -> Iterator[str]:
                 process.wait()
 
 
-def kinfer_command(model: Path, port: int, max_batch: int, delay_us: int, device: str) -> list[str]:
+def kinfer_command(
+    model: Path, port: int, grpc_port: int, max_batch: int, delay_us: int, device: str
+) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -297,6 +373,8 @@ def kinfer_command(model: Path, port: int, max_batch: int, delay_us: int, device
         MODEL_NAME,
         "--port",
         str(port),
+        "--grpc-port",
+        str(grpc_port),
         "--metrics-port",
         "0",
         "--max-batch-size",
@@ -396,6 +474,43 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def _lookup(results: list[Result], c: int, payload: str, system: str) -> Result | None:
+    found = next(
+        (r for r in results if (r.concurrency, r.payload, r.system) == (c, payload, system)), None
+    )
+    return found if found is not None and found.throughput else None
+
+
+def targets(results: list[Result], top: int) -> str:
+    """Issue 13's goals, each as the ratio (or difference) it is stated in."""
+
+    def ratio(a: Result | None, b: Result | None) -> str:
+        return "—" if a is None or b is None else f"{a.throughput / b.throughput:.2f}"  # type: ignore[operator]
+
+    rest = _lookup(results, top, "binary", BATCHING)
+    json_ = _lookup(results, top, "json", BATCHING)
+    lines = [
+        "| goal | target | measured |",
+        "|---|---:|---:|",
+        f"| REST binary c={top} / in-process ceiling | ≥ 0.90 "
+        f"| {ratio(rest, _lookup(results, top, '—', CEILING))} |",
+        f"| REST binary c={top} / KServe binary | ≥ 3.00 "
+        f"| {ratio(rest, _lookup(results, top, 'binary', PEER))} |",
+        f"| gRPC c={top} / REST binary c={top} | ≥ 1.00 "
+        f"| {ratio(_lookup(results, top, 'grpc', BATCHING), rest)} |",
+        f"| JSON c={top} / KServe JSON | ≥ 2.00 "
+        f"| {ratio(json_, _lookup(results, top, 'json', PEER))} |",
+    ]
+    alone = _lookup(results, 1, "—", CEILING)
+    for payload in ("binary", "grpc"):
+        served = _lookup(results, 1, payload, BATCHING)
+        overhead = "—"
+        if served is not None and alone is not None:
+            overhead = f"{served.p50_ms - alone.p50_ms:.2f} ms"  # type: ignore[operator]
+        lines.append(f"| c=1 {payload}: p50 over in-process batch 1 | ≤ 0.50 ms | {overhead} |")
+    return "\n".join(lines)
+
+
 def machine(device: str) -> str:
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
@@ -463,10 +578,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     commands: dict[str, list[str]] = {}
     ports: dict[str, int] = {}
+    grpc_ports: dict[str, int] = {}
     notes: dict[str, str] = {}
     for label, max_batch in ((BATCHING, args.max_batch_size), (NO_BATCHING, 1)):
-        ports[label] = free_port()
-        commands[label] = kinfer_command(model, ports[label], max_batch, delay_us, args.device)
+        ports[label], grpc_ports[label] = free_port(), free_port()
+        commands[label] = kinfer_command(
+            model, ports[label], grpc_ports[label], max_batch, delay_us, args.device
+        )
     if args.skip_peer:
         notes[PEER] = "skipped (--skip-peer)"
     else:
@@ -476,7 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             script = args.cache / "kserve_peer.py"
             script.write_text(PEER_SERVER)
-            ports[PEER] = free_port()
+            ports[PEER], grpc_ports[PEER] = free_port(), free_port()
             commands[PEER] = [
                 str(python),
                 str(script),
@@ -490,15 +608,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.device,
                 "--http_port",
                 str(ports[PEER]),
+                "--grpc_port",
+                str(grpc_ports[PEER]),
             ]
 
     runs: dict[tuple[int, str, str], list[tuple[float, float, float]]] = {}
+    # One protocol failing (the peer's gRPC, say) leaves the system's other rows standing.
+    failures: dict[tuple[str, str], str] = {}
     with contextlib.ExitStack() as stack:
-        urls: dict[str, str] = {}
+        urls: dict[str, Endpoint] = {}
         for label, command in commands.items():
             log = logs / f"{ports[label]}.log"
             try:
-                urls[label] = stack.enter_context(running(command, ports[label], log))
+                urls[label] = stack.enter_context(
+                    running(command, ports[label], grpc_ports[label], log)
+                )
             except Exception as exc:
                 notes[label] = f"did not start: {exc} (log: {log})"
         # Rounds interleave every system, so background load on a shared machine hits all of
@@ -510,15 +634,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 runs.setdefault((c, "—", CEILING), []).append(
                     ceiling(backend, images, batch, args.requests, args.time_limit_s)
                 )
-                for payload in ("json", "binary"):
+                for payload in PAYLOADS:
                     for label, url in list(urls.items()):
                         try:
                             measured = run_load(
                                 url, payload, image, c, args.requests, args.time_limit_s, reference
                             )
                         except Exception as exc:
-                            notes[label] = f"failed: {exc}"
-                            del urls[label]
+                            failures[label, payload] = f"failed: {exc}"[:300]
                             continue
                         runs.setdefault((c, payload, label), []).append(measured)
     backend.close()
@@ -529,13 +652,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.append(
             Result(c, "—", CEILING, *_median_run(runs[c, "—", CEILING]), note=f"batch {batch}")
         )
-        for payload in ("json", "binary"):
+        for payload in PAYLOADS:
             for label in (BATCHING, NO_BATCHING, PEER):
                 measured = runs.get((c, payload, label))
                 if label in notes or not measured:
-                    results.append(
-                        Result(c, payload, label, None, None, None, notes.get(label, "no result"))
-                    )
+                    note = notes.get(label) or failures.get((label, payload), "no result")
+                    results.append(Result(c, payload, label, None, None, None, note))
                 else:
                     results.append(Result(c, payload, label, *_median_run(measured)))
     print(f"**Machine:** {machine(args.device)}  ")
@@ -546,6 +668,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"interleaved rounds of up to {args.requests} requests each; device {args.device}.\n"
     )
     print(table(results))
+    if 1 in args.concurrency:
+        print()
+        print(targets(results, max(args.concurrency)))
     return 0
 
 

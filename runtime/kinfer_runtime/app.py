@@ -1,27 +1,58 @@
-"""The FastAPI application: routes, the error handler, metrics, and model loading at startup."""
+"""The ASGI application: the /infer endpoint in front of FastAPI (every other route, the error
+handler), model loading at startup, and the gRPC server's lifetime (it runs on the same event
+loop, beside uvicorn's)."""
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
+import grpc
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from kinfer_runtime import __version__
 from kinfer_runtime.routes import (
+    InferenceEndpoint,
     health_router,
-    inference_routes,
     install_error_handler,
     models_router,
 )
-from kinfer_runtime.routes._instrumentation import InferenceMetricsMiddleware
+from kinfer_runtime.routes.grpc import start_grpc_server
 from kinfer_runtime.service import InferenceService
 
 __all__ = ["create_app"]
 
+log = logging.getLogger(__name__)
 
-def create_app(service: InferenceService) -> FastAPI:
+
+async def _start_grpc(service: InferenceService) -> grpc.aio.Server | None:
+    settings = service.settings
+    if not settings.grpc_port:
+        return None
+    try:
+        server, port = await start_grpc_server(
+            service.registry,
+            service.readiness,
+            service.metrics,
+            host=settings.host,
+            port=settings.grpc_port,
+            max_message_bytes=settings.max_body_bytes,
+        )
+    except RuntimeError as exc:
+        service.fail(f"cannot listen on gRPC port {settings.grpc_port}: {exc}")
+        return None
+    log.info("gRPC (inference.GRPCInferenceService) on port %d", port)
+    return server
+
+
+def create_app(service: InferenceService) -> ASGIApp:
+    """The ASGI app: the /infer endpoint in front of FastAPI, which serves everything else."""
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # The gRPC server shares this event loop, and so the data plane, with the HTTP one.
+        grpc_server = await _start_grpc(service)
         # Loading runs in the background: the server answers liveness probes meanwhile, and
         # readiness turns true only once the model is loaded and warmed up.
         loading = asyncio.create_task(service.start(), name="kinfer-load")
@@ -30,6 +61,9 @@ def create_app(service: InferenceService) -> FastAPI:
         finally:
             if not loading.done():
                 loading.cancel()
+            if grpc_server is not None:
+                # HTTP has drained by now; calls in flight get as long as a request may take.
+                await grpc_server.stop(grace=service.settings.request_timeout_s)
             await service.stop()
 
     app = FastAPI(
@@ -39,11 +73,10 @@ def create_app(service: InferenceService) -> FastAPI:
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
-        # First in the routing table: inference is nearly all of the traffic.
-        routes=inference_routes(service.registry, service.settings.max_body_bytes),
     )
     install_error_handler(app)
     app.include_router(health_router(service.readiness, service.metrics))
     app.include_router(models_router(service.registry))
-    app.add_middleware(InferenceMetricsMiddleware, metrics=service.metrics)
-    return app
+    return InferenceEndpoint(
+        app, service.registry, service.metrics, service.settings.max_body_bytes
+    )

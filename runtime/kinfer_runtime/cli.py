@@ -62,7 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo-model":
         return _demo_model(args)
-    settings = settings_from_args(args, os.environ)
+    try:
+        settings = settings_from_args(args, os.environ)
+    except ValueError as exc:
+        _parser().error(str(exc))
     _configure_logging(settings.log_level)
     from kinfer_runtime.server import serve  # FastAPI/uvicorn only for the serve command
 

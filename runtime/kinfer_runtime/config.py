@@ -28,11 +28,14 @@ ENV: Final = {
     "model_auth_header": "KINFER_MODEL_AUTH_HEADER",
     "host": "KINFER_HOST",
     "port": "KINFER_PORT",
+    "grpc_port": "KINFER_GRPC_PORT",
     "metrics_port": "KINFER_METRICS_PORT",
     "max_batch_size": "KINFER_MAX_BATCH_SIZE",
     "max_queue_delay_us": "KINFER_MAX_QUEUE_DELAY_US",
     "max_queue_size": "KINFER_MAX_QUEUE_SIZE",
     "request_timeout_s": "KINFER_REQUEST_TIMEOUT_S",
+    "priority_levels": "KINFER_PRIORITY_LEVELS",
+    "default_priority": "KINFER_DEFAULT_PRIORITY",
     "max_body_bytes": "KINFER_MAX_BODY_BYTES",
     "device": "KINFER_DEVICE",
     "torch_dtype": "KINFER_TORCH_DTYPE",
@@ -57,11 +60,16 @@ class Settings:
     model_auth_header: str | None = None
     host: str = "0.0.0.0"
     port: int = 8080
+    grpc_port: int = 8081  # 0: no gRPC endpoint
     metrics_port: int = 9090  # 0: /metrics on the main port only
     max_batch_size: int = 16
     max_queue_delay_us: int = 1000
     max_queue_size: int = 256
     request_timeout_s: float = 30.0
+    # Triton's request priorities: levels 1 (highest) .. priority_levels, one queue each; a
+    # request without a priority is queued at default_priority.
+    priority_levels: int = 1
+    default_priority: int = 1
     max_body_bytes: int = 64 * 1024 * 1024
     device: Device = "auto"
     torch_dtype: TorchDtype = "fp32"
@@ -153,11 +161,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, s
     flag("model_cache_dir", type=Path, help="where downloads are kept")
     flag("host", help=f"listen address (default {defaults.host})")
     flag("port", type=_positive(int), help=f"HTTP port (default {defaults.port})")
+    flag("grpc_port", type=_non_negative(int), help="gRPC port, 0 = none (8081)")
     flag("metrics_port", type=_non_negative(int), help="extra /metrics port, 0 = none (9090)")
     flag("max_batch_size", type=_positive(int), help="rows per batch, 1 = no batching (16)")
     flag("max_queue_delay_us", type=_non_negative(int), help="wait for a fuller batch (1000)")
     flag("max_queue_size", type=_positive(int), help="queued requests before 503 (256)")
     flag("request_timeout_s", type=_positive(float), help="per-request deadline (30)")
+    flag("priority_levels", type=_positive(int), help="request priority levels, 1 = highest (1)")
+    flag("default_priority", type=_positive(int), help="level of requests without one (1)")
     flag("max_body_bytes", type=_positive(int), help="largest request body, else 413 (64 MiB)")
     flag("device", choices=get_args(Device), help="auto: CUDA when available (auto)")
     flag("torch_dtype", choices=get_args(TorchDtype), help="PyTorch compute dtype (fp32)")
@@ -175,6 +186,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, s
 
 
 def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """Raises ValueError for settings that are invalid together."""
     given = {k: v for k, v in vars(args).items() if k in ENV and v is not None}
     given["model_auth_header"] = environ.get(ENV["model_auth_header"]) or None
-    return Settings(**given)
+    settings = Settings(**given)
+    if settings.default_priority > settings.priority_levels:
+        raise ValueError(
+            f"default priority {settings.default_priority} is above the lowest level, "
+            f"{settings.priority_levels} (KINFER_DEFAULT_PRIORITY, KINFER_PRIORITY_LEVELS)"
+        )
+    return settings

@@ -13,6 +13,8 @@ __all__ = [
     "ModelNotReady",
     "Overloaded",
     "PayloadTooLarge",
+    "QueueFull",
+    "QueueTimeout",
 ]
 
 
@@ -35,9 +37,22 @@ class ModelNotReady(KinferError):
 
 
 class Overloaded(KinferError):
-    """The queue is full or the request waited too long; retrying later may succeed."""
+    """The request did not complete in time; retrying later may succeed."""
 
     retry_after_s = 1
+    reason = "request_timeout"  # the `reason` label of the rejection counter
+
+
+class QueueFull(Overloaded):
+    """No room in the queue at the request's priority level."""
+
+    reason = "queue_full"
+
+
+class QueueTimeout(Overloaded):
+    """The request's own queue timeout passed before a batch took it; it never ran."""
+
+    reason = "queue_timeout"
 
 
 class PayloadTooLarge(KinferError):

@@ -3,10 +3,13 @@
 Canary analysis and the HorizontalPodAutoscaler query these series by name; renaming one, or
 changing its labels, breaks rollouts. Every series carries `model`, `version` and `revision`
 (the operator's KINFER_REVISION), so two revisions of one model are told apart.
+
+Labels may be added to a series (queries that aggregate with `sum` keep working), never
+removed or renamed: requests carry `protocol` (rest or grpc), queue waits `priority`.
 """
 
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -21,14 +24,22 @@ __all__ = [
     "MODEL_LOAD_SECONDS",
     "QUEUE_DEPTH",
     "QUEUE_WAIT_SECONDS",
+    "REJECTED_REQUESTS_TOTAL",
     "REQUESTS_TOTAL",
     "REQUEST_DURATION_SECONDS",
     "RuntimeMetrics",
+    "WireProtocol",
 ]
 
-REQUESTS_TOTAL: Final = "kinfer_requests_total"  # + label `code`: the HTTP status, as a string
-REQUEST_DURATION_SECONDS: Final = "kinfer_request_duration_seconds"
-QUEUE_WAIT_SECONDS: Final = "kinfer_queue_wait_seconds"
+# + labels `protocol` and `code`: the HTTP status, as a string. A gRPC request counts with the
+# HTTP status its outcome has over REST (200, 400, 404, 503...), so that error-rate queries
+# such as the canary analysis's `code!~"2.."` see both protocols alike; a gRPC call cancelled
+# by its client (or its deadline) is 499, nginx's "client closed request".
+REQUESTS_TOTAL: Final = "kinfer_requests_total"
+REQUEST_DURATION_SECONDS: Final = "kinfer_request_duration_seconds"  # + label `protocol`
+QUEUE_WAIT_SECONDS: Final = "kinfer_queue_wait_seconds"  # + label `priority`
+# + labels `reason` (queue_full, queue_timeout, request_timeout) and `priority`
+REJECTED_REQUESTS_TOTAL: Final = "kinfer_rejected_requests_total"
 BATCH_SIZE: Final = "kinfer_batch_size"
 INFLIGHT_REQUESTS: Final = "kinfer_inflight_requests"
 QUEUE_DEPTH: Final = "kinfer_queue_depth"
@@ -45,6 +56,8 @@ _LATENCY_BUCKETS: Final = (
 _QUEUE_BUCKETS: Final = (0.0001, 0.00025, 0.0005, *_LATENCY_BUCKETS)
 _BATCH_BUCKETS: Final = tuple(float(2**i) for i in range(11))  # 1 .. 1024
 
+WireProtocol = Literal["rest", "grpc"]
+
 
 class RuntimeMetrics:
     """The metrics of one served model, in a registry of their own (tests build many)."""
@@ -55,25 +68,33 @@ class RuntimeMetrics:
         values = self._label_values
         self._requests = Counter(
             REQUESTS_TOTAL,
-            "Inference requests by HTTP status code.",
-            [*LABELS, "code"],
+            "Inference requests by protocol and HTTP status code.",
+            [*LABELS, "protocol", "code"],
             registry=self.registry,
         )
-        self._codes: dict[int, Counter] = {}
-        self.request_duration = Histogram(
+        self._codes: dict[tuple[WireProtocol, int], Counter] = {}
+        self._request_duration = Histogram(
             REQUEST_DURATION_SECONDS,
             "Inference request latency, from receipt to response.",
-            LABELS,
+            [*LABELS, "protocol"],
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
-        ).labels(*values)
+        )
+        self._durations: dict[WireProtocol, Histogram] = {}
         self._queue_wait = Histogram(
             QUEUE_WAIT_SECONDS,
             "Time a request waited in the batch queue before its batch started.",
-            LABELS,
+            [*LABELS, "priority"],
             buckets=_QUEUE_BUCKETS,
             registry=self.registry,
-        ).labels(*values)
+        )
+        self._queue_waits: dict[int, Histogram] = {}
+        self._rejected = Counter(
+            REJECTED_REQUESTS_TOTAL,
+            "Requests the batch queue turned away, by reason and priority level.",
+            [*LABELS, "reason", "priority"],
+            registry=self.registry,
+        )
         self._batch_size = Histogram(
             BATCH_SIZE,
             "Rows per executed batch (padding excluded).",
@@ -100,21 +121,35 @@ class RuntimeMetrics:
             registry=self.registry,
         ).labels(*values)
 
-    def request_done(self, status: int, seconds: float) -> None:
-        counter = self._codes.get(status)
+    def request_done(self, status: int, seconds: float, protocol: WireProtocol = "rest") -> None:
+        key = (protocol, status)
+        counter = self._codes.get(key)
         if counter is None:
-            counter = self._codes[status] = self._requests.labels(*self._label_values, str(status))
+            counter = self._requests.labels(*self._label_values, protocol, str(status))
+            self._codes[key] = counter
         counter.inc()
-        self.request_duration.observe(seconds)
+        duration = self._durations.get(protocol)
+        if duration is None:
+            duration = self._durations[protocol] = self._request_duration.labels(
+                *self._label_values, protocol
+            )
+        duration.observe(seconds)
 
     # The batcher's observer interface (dataplane.batcher.BatchObserver).
-    def batch_executed(self, rows: int, queue_waits: Sequence[float]) -> None:
+    def batch_executed(self, rows: int, queue_waits: Sequence[tuple[int, float]]) -> None:
         self._batch_size.observe(rows)
-        for wait in queue_waits:
-            self._queue_wait.observe(wait)
+        for priority, wait in queue_waits:
+            histogram = self._queue_waits.get(priority)
+            if histogram is None:
+                histogram = self._queue_wait.labels(*self._label_values, str(priority))
+                self._queue_waits[priority] = histogram
+            histogram.observe(wait)
 
     def queue_depth(self, depth: int) -> None:
         self._queue_depth.set(depth)
+
+    def request_rejected(self, reason: str, priority: int) -> None:
+        self._rejected.labels(*self._label_values, reason, str(priority)).inc()
 
     def watch_gpu(self, device_index: int) -> None:
         """Adds the GPU gauges; called only once a model is running on a GPU."""

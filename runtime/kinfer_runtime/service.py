@@ -38,13 +38,10 @@ class InferenceService:
             backend, policy = await asyncio.to_thread(self._load)
         except Exception as exc:
             reason = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
-            self.failure = (
+            self.fail(
                 f"cannot serve model {self.settings.model_name!r} from "
                 f"{redact(self.settings.model_uri)}: {reason}"
             )
-            self.readiness.mark_failed()
-            if self._on_fatal is not None:
-                self._on_fatal(self.failure)
             return
         batcher = Batcher(backend.infer, policy, self.metrics)
         batcher.start()
@@ -57,6 +54,14 @@ class InferenceService:
         log.info(
             "model %r ready in %.2fs on %s (%s)", self.model.name, seconds, backend.device, policy
         )
+
+    def fail(self, message: str) -> None:
+        """Reports a fatal error: never ready, and the process is to exit."""
+        if self.failure is None:
+            self.failure = message
+        self.readiness.mark_failed()
+        if self._on_fatal is not None:
+            self._on_fatal(message)
 
     def _load(self) -> tuple[Backend, BatchPolicy]:
         s = self.settings
@@ -93,6 +98,8 @@ class InferenceService:
             timeout_s=s.request_timeout_s,
             batchable=batchable,
             pad_to_max=pad and batchable,
+            priority_levels=s.priority_levels,
+            default_priority=s.default_priority,
         )
         return backend, policy
 

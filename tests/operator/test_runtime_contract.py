@@ -19,10 +19,13 @@ def test_operator_values_reach_the_runtime_settings() -> None:
         rc.ENV_MODEL_VERSION: "3",
         rc.ENV_MODEL_FORMAT: "onnx",
         rc.ENV_PORT: str(rc.HTTP_PORT),
+        rc.ENV_GRPC_PORT: str(rc.GRPC_PORT),
         rc.ENV_METRICS_PORT: str(rc.METRICS_PORT),
         rc.ENV_MAX_BATCH_SIZE: "8",
         rc.ENV_MAX_QUEUE_DELAY_US: "500",
         rc.ENV_MAX_QUEUE_SIZE: "64",
+        rc.ENV_PRIORITY_LEVELS: "3",
+        rc.ENV_DEFAULT_PRIORITY: "2",
         rc.ENV_DEVICE: "cpu",
         rc.ENV_TORCH_DTYPE: "fp16",
         rc.ENV_REVISION: "abc123",
@@ -35,7 +38,12 @@ def test_operator_values_reach_the_runtime_settings() -> None:
         "3",
         "abc123",
     )
-    assert (settings.port, settings.metrics_port) == (rc.HTTP_PORT, rc.METRICS_PORT)
+    assert (settings.port, settings.grpc_port, settings.metrics_port) == (
+        rc.HTTP_PORT,
+        rc.GRPC_PORT,
+        rc.METRICS_PORT,
+    )
+    assert (settings.priority_levels, settings.default_priority) == (3, 2)
     assert (settings.max_batch_size, settings.max_queue_delay_us, settings.max_queue_size) == (
         8,
         500,

@@ -111,7 +111,7 @@ def test_base_images_are_pinned_by_tag(dockerfile: str) -> None:
     ("dockerfile", "entrypoint", "ports"),
     [
         ("Dockerfile.operator", '["kinfer-operator"]', "8080 8081"),
-        ("Dockerfile.runtime", '["kinfer-runtime", "serve"]', "8080 9090"),
+        ("Dockerfile.runtime", '["kinfer-runtime", "serve"]', "8080 8081 9090"),
     ],
 )
 def test_final_image_runs_non_root_with_its_entrypoint(

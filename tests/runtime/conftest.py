@@ -95,6 +95,8 @@ def _settings(uri: Path | str, **overrides: Any) -> Settings:
     base = Settings(
         model_uri=str(uri),
         model_name="demo",
+        host="127.0.0.1",
+        grpc_port=0,  # tests that speak gRPC ask for a free port
         metrics_port=0,
         termination_log=None,
         drain_delay_s=0.0,
@@ -114,6 +116,12 @@ class LiveServer:
     url: str
     service: InferenceService
     server: uvicorn.Server
+
+    @property
+    def grpc_target(self) -> str:
+        """host:port of the gRPC endpoint (the settings must have asked for one)."""
+        assert self.service.settings.grpc_port, "served without gRPC"
+        return f"127.0.0.1:{self.service.settings.grpc_port}"
 
     def metric(self, name: str, **labels: str) -> float | None:
         model = self.service.model
@@ -333,6 +341,12 @@ def free_port() -> int:
         return port
 
 
+@pytest.fixture(scope="session")
+def unused_port() -> Callable[[], int]:
+    """A function returning a TCP port that is free on 127.0.0.1 right now."""
+    return free_port
+
+
 @dataclass
 class ServerProcess:
     process: subprocess.Popen[str]
@@ -365,6 +379,7 @@ def server_process() -> Iterator[Callable[..., ServerProcess]]:
             "KINFER_PORT": str(port),
             "KINFER_HOST": "127.0.0.1",
             "KINFER_METRICS_PORT": str(metrics_port),
+            "KINFER_GRPC_PORT": "0",
             "KINFER_TERMINATION_LOG": os.devnull,
             "KINFER_LOG_LEVEL": "warning",
             **env,

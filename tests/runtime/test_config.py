@@ -15,10 +15,13 @@ OPERATOR_CONTRACT = {
     "KINFER_MODEL_CACHE_DIR",
     "KINFER_MODEL_AUTH_HEADER",
     "KINFER_PORT",
+    "KINFER_GRPC_PORT",
     "KINFER_METRICS_PORT",
     "KINFER_MAX_BATCH_SIZE",
     "KINFER_MAX_QUEUE_DELAY_US",
     "KINFER_MAX_QUEUE_SIZE",
+    "KINFER_PRIORITY_LEVELS",
+    "KINFER_DEFAULT_PRIORITY",
     "KINFER_REQUEST_TIMEOUT_S",
     "KINFER_MAX_BODY_BYTES",
     "KINFER_DEVICE",
@@ -43,6 +46,9 @@ FULL_ENV = {
     "KINFER_MODEL_AUTH_HEADER": "Bearer t0ken",
     "KINFER_PORT": "8081",
     "KINFER_METRICS_PORT": "9091",
+    "KINFER_GRPC_PORT": "8082",
+    "KINFER_PRIORITY_LEVELS": "4",
+    "KINFER_DEFAULT_PRIORITY": "3",
     "KINFER_MAX_BATCH_SIZE": "32",
     "KINFER_MAX_QUEUE_DELAY_US": "500",
     "KINFER_MAX_QUEUE_SIZE": "64",
@@ -70,7 +76,8 @@ def test_environment_alone_configures_everything() -> None:
     assert s.model_sha256 == "a" * 64
     assert s.model_cache_dir == Path("/cache")
     assert s.model_auth_header == "Bearer t0ken"
-    assert (s.port, s.metrics_port) == (8081, 9091)
+    assert (s.port, s.metrics_port, s.grpc_port) == (8081, 9091, 8082)
+    assert (s.priority_levels, s.default_priority) == (4, 3)
     assert (s.max_batch_size, s.max_queue_delay_us, s.max_queue_size) == (32, 500, 64)
     assert (s.request_timeout_s, s.max_body_bytes) == (2.5, 1000)
     assert (s.device, s.torch_dtype, s.revision, s.drain_delay_s) == ("cpu", "bf16", "abc123", 0.5)
@@ -84,6 +91,7 @@ def test_flags_override_the_environment() -> None:
 def test_defaults() -> None:
     s = parse(["--model-uri", "m.onnx", "--model-name", "m"], {})
     assert (s.port, s.metrics_port, s.model_version, s.revision) == (8080, 9090, "1", "")
+    assert (s.grpc_port, s.priority_levels, s.default_priority) == (8081, 1, 1)
     assert s.model_format is None and s.model_auth_header is None
     assert s.termination_log == Path("/dev/termination-log")
 
@@ -130,3 +138,10 @@ def test_auth_header_is_environment_only_and_never_printed() -> None:
     add_serve_arguments(parser, {})
     assert "--model-auth-header" not in parser.format_help()
     assert "t0ken" not in repr(parse([], FULL_ENV))
+
+
+def test_default_priority_must_be_one_of_the_levels() -> None:
+    env = {"KINFER_MODEL_URI": "m.onnx", "KINFER_MODEL_NAME": "m", "KINFER_PRIORITY_LEVELS": "2"}
+    with pytest.raises(ValueError, match="KINFER_DEFAULT_PRIORITY"):
+        parse(["--default-priority", "3"], env)
+    assert parse(["--default-priority", "2"], env).default_priority == 2

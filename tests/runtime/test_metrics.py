@@ -17,7 +17,12 @@ EXPECTED = {
 
 def test_names_are_exactly_the_published_ones() -> None:
     published = {getattr(metrics, n) for n in metrics.__all__ if n.isupper() and n != "LABELS"}
-    assert published == {*EXPECTED, "kinfer_gpu_memory_used_bytes", "kinfer_gpu_utilization_ratio"}
+    assert published == {
+        *EXPECTED,
+        "kinfer_rejected_requests_total",  # no series until a request is turned away
+        "kinfer_gpu_memory_used_bytes",
+        "kinfer_gpu_utilization_ratio",
+    }
     assert metrics.LABELS == ("model", "version", "revision")
 
 
@@ -62,3 +67,17 @@ def test_gpu_gauges_are_absent_on_cpu(client: httpx.Client) -> None:
 def test_inflight_and_queue_depth_return_to_zero_when_idle(onnx_server) -> None:
     assert onnx_server.metric("kinfer_inflight_requests") == 0
     assert onnx_server.metric("kinfer_queue_depth") == 0
+
+
+def test_requests_carry_protocol_and_queue_waits_priority(
+    client: httpx.Client, oip, images
+) -> None:
+    body, headers = oip.image_body(images[:1])
+    assert client.post("/v2/models/demo/infer", content=body, headers=headers).status_code == 200
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+    requests = [s for s in families["kinfer_requests"].samples if s.name == "kinfer_requests_total"]
+    assert {s.labels["protocol"] for s in requests} == {"rest"}
+    durations = families["kinfer_request_duration_seconds"].samples
+    assert {s.labels["protocol"] for s in durations} == {"rest"}
+    waits = families["kinfer_queue_wait_seconds"].samples
+    assert {s.labels["priority"] for s in waits} == {"1"}

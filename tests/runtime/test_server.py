@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
+import tritonclient.grpc as tc
 
 
 def test_sigterm_turns_unready_finishes_every_request_then_exits_0(
@@ -50,4 +51,39 @@ def test_sigterm_turns_unready_finishes_every_request_then_exits_0(
 
     assert [r.status_code for r in responses] == [200] * 13
     assert all(oip.outputs(r)["logits"].shape == (2, 10) for r in responses)
+    assert server.process.wait(timeout=30) == 0
+
+
+def test_sigterm_lets_grpc_calls_in_flight_finish_then_exits_0(
+    variant_dir, server_process, unused_port, images: np.ndarray
+) -> None:
+    grpc_port = unused_port()
+    server = server_process(
+        {
+            "KINFER_MODEL_URI": str(variant_dir("slow") / "model.onnx"),
+            "KINFER_MODEL_NAME": "demo",
+            "KINFER_MAX_BATCH_SIZE": "2",
+            "KINFER_DRAIN_DELAY_S": "0.5",
+            "KINFER_GRPC_PORT": str(grpc_port),
+        }
+    )
+    server.wait_ready()
+    target = f"127.0.0.1:{grpc_port}"
+
+    def infer(_: int) -> np.ndarray:
+        with tc.InferenceServerClient(target) as client:
+            tensor = tc.InferInput("input", [2, 3, 32, 32], "FP32")
+            tensor.set_data_from_numpy(images[:2])
+            return client.infer("demo", [tensor]).as_numpy("logits")
+
+    with ThreadPoolExecutor(8) as pool, tc.InferenceServerClient(target) as probe:
+        assert probe.is_server_ready()
+        in_flight = [pool.submit(infer, i) for i in range(8)]
+        time.sleep(0.5)  # queued and executing in the server (~4 batches of the slow model)
+        server.terminate()
+        time.sleep(0.2)
+        assert not probe.is_server_ready()  # at once, and gRPC still answers
+        results = [f.result(timeout=60) for f in in_flight]
+
+    assert all(r.shape == (2, 10) for r in results)
     assert server.process.wait(timeout=30) == 0

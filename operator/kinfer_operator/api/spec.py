@@ -212,12 +212,33 @@ class Resources(ApiModel):
 class Batching(ApiModel):
     """Dynamic batching in the runtime: requests arriving together run as one batch."""
 
+    model_config = cel(
+        rule(
+            "self.defaultPriorityLevel <= self.priorityLevels",
+            "defaultPriorityLevel must be one of the levels: at most priorityLevels",
+            ".defaultPriorityLevel",
+        ),
+    )
+
     max_batch_size: int = Field(default=32, ge=1, le=4096)
     """Largest batch the runtime forms; also the warm-up sizes' upper bound."""
     max_queue_delay_microseconds: int = Field(default=2000, ge=0, le=10_000_000)
     """How long the first request of a batch may wait for others to join."""
     max_queue_size: int = Field(default=256, ge=1, le=1_000_000)
-    """Requests allowed to wait; beyond it the runtime answers 503 with Retry-After."""
+    """Requests allowed to wait at each priority level; beyond it the runtime answers 503 with
+    Retry-After (gRPC: RESOURCE_EXHAUSTED)."""
+    priority_levels: int = Field(default=1, ge=1, le=16)
+    """Request priority levels, Triton's way: a request's `priority` parameter picks level 1
+    (highest) to priorityLevels, each with a queue of its own; batches fill from level 1."""
+    default_priority_level: int = Field(default=1, ge=1, le=16)
+    """Level of requests that give no priority (or one outside 1..priorityLevels)."""
+
+    @model_validator(mode="after")
+    def _default_is_a_level(self) -> Batching:
+        # Mirrors the CEL rule, for objects an older CRD let through.
+        if self.default_priority_level > self.priority_levels:
+            raise ValueError("defaultPriorityLevel must be at most priorityLevels")
+        return self
 
 
 class EnvVar(ApiModel):

@@ -1,4 +1,5 @@
-"""The model's Service: one stable endpoint over every ready replica of the model."""
+"""The model's Service: one stable endpoint over every ready replica of the model (HTTP and
+gRPC inference, metrics)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,14 @@ def build_service(model: InferenceModel) -> dict[str, Any]:
                     "targetPort": "http",
                     "protocol": "TCP",
                     "appProtocol": "http",
+                },
+                {
+                    "name": "grpc",
+                    "port": rc.GRPC_PORT,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    # Cleartext HTTP/2: how Gateway API implementations and meshes know gRPC.
+                    "appProtocol": "kubernetes.io/h2c",
                 },
                 {
                     "name": "metrics",

@@ -4,7 +4,7 @@ from kinfer_runtime.backends.base import Backend, ModelSignature
 from kinfer_runtime.dataplane.batcher import Batcher, Tensors
 from kinfer_runtime.dataplane.readiness import Phase, Readiness
 from kinfer_runtime.dataplane.validation import check_inputs
-from kinfer_runtime.errors import ModelNotReady, Overloaded
+from kinfer_runtime.errors import ModelNotReady
 
 __all__ = ["ServedModel"]
 
@@ -54,13 +54,18 @@ class ServedModel:
             phase = self.readiness.phase
             state = "loading" if phase is Phase.LOADING else phase.value
             raise ModelNotReady(f"model {self.name!r} is not serving ({state})")
-        if self._batcher.full:
-            raise Overloaded(f"model {self.name!r} is overloaded: queue full")
+        self._batcher.admit()
 
-    async def infer(self, inputs: Tensors) -> Tensors:
-        """Validates one request, queues it for batching, returns all of the model's outputs."""
+    async def infer(self, inputs: Tensors, *, priority: int = 0, timeout_us: int = 0) -> Tensors:
+        """Validates one request, queues it for batching, returns all of the model's outputs.
+
+        `priority` and `timeout_us` follow Triton: level 1 is the highest and 0 the model's
+        default; a timeout (0: none) bounds the request's wait in the queue.
+        """
         self.admit()
         assert self._batcher is not None and self._backend is not None
         rows = check_inputs(self._backend.signature, inputs)
         prepared = self._backend.prepare(inputs)
-        return await self._batcher.submit(prepared, rows)
+        return await self._batcher.submit(
+            prepared, rows, priority=priority, queue_timeout_s=timeout_us / 1e6
+        )

@@ -5,9 +5,9 @@ inflated here, under the same limit, so a small compressed bomb cannot exhaust m
 """
 
 import zlib
+from collections.abc import AsyncIterator, Mapping
 from typing import Final
 
-from fastapi import Request
 from starlette.requests import ClientDisconnect
 
 from kinfer_runtime.errors import InvalidInput, PayloadTooLarge
@@ -18,8 +18,8 @@ __all__ = ["read_body"]
 _WBITS: Final = {"gzip": 31, "x-gzip": 31, "deflate": 15}
 
 
-async def _read_raw(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+async def _read_raw(stream: AsyncIterator[bytes], headers: Mapping[str, str], limit: int) -> bytes:
+    declared = headers.get("content-length")
     if declared is not None:
         try:
             size = int(declared)
@@ -30,7 +30,7 @@ async def _read_raw(request: Request, limit: int) -> bytes:
     chunks = []
     received = 0
     try:
-        async for chunk in request.stream():  # chunked uploads have no Content-Length to check
+        async for chunk in stream:  # chunked uploads have no Content-Length to check
             received += len(chunk)
             if received > limit:
                 raise PayloadTooLarge(f"request body exceeds the {limit} byte limit")
@@ -57,9 +57,10 @@ def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
     return data
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    body = await _read_raw(request, limit)
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+async def read_body(stream: AsyncIterator[bytes], headers: Mapping[str, str], limit: int) -> bytes:
+    """The whole body of a request, given its body stream and headers (lower-case names)."""
+    body = await _read_raw(stream, headers, limit)
+    encoding = headers.get("content-encoding", "identity").strip().lower()
     if encoding == "identity":
         return body
     return _inflate(body, encoding, limit)

@@ -19,7 +19,7 @@ from kinfer_runtime.errors import (
     PayloadTooLarge,
 )
 
-__all__ = ["error_response", "install_error_handler"]
+__all__ = ["error_response", "http_status", "install_error_handler"]
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,20 @@ def _json(status: int, message: str, headers: dict[str, str] | None = None) -> R
     )
 
 
+def http_status(exc: Exception) -> int:
+    """The HTTP status of an exception raised while serving (500 for anything unexpected)."""
+    if isinstance(exc, KinferError):
+        return next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 500)
+    if isinstance(exc, HTTPException):
+        return exc.status_code
+    if isinstance(exc, RequestValidationError):
+        return 400
+    return 500
+
+
 def error_response(exc: Exception) -> Response:
     if isinstance(exc, KinferError):
-        status = next(code for kind, code in _STATUS.items() if isinstance(exc, kind))
+        status = http_status(exc)
         retry_after = getattr(exc, "retry_after_s", None)
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
         return _json(status, str(exc), headers)

@@ -22,9 +22,13 @@ __all__ = [
     "InferenceRequest",
     "OutputRequest",
     "RequestedOutput",
+    "array_from_raw",
     "decode_request",
     "encode_response",
+    "object_array",
     "parse_header_length",
+    "raw_bytes",
+    "scheduling_parameters",
     "select_outputs",
 ]
 
@@ -56,6 +60,22 @@ class InferenceRequest:
     inputs: dict[str, np.ndarray]
     outputs: list[RequestedOutput] | None  # None: every output
     binary_outputs: bool  # the request-wide default, `parameters.binary_data_output`
+    # Triton's scheduling parameters: `priority` (1 is the highest level; 0: the model's
+    # default) and `timeout`, the longest the request may wait in the queue in microseconds
+    # (0: no limit).
+    priority: int = 0
+    timeout_us: int = 0
+
+
+def scheduling_parameters(parameters: Mapping[str, Any]) -> tuple[int, int]:
+    """(priority, timeout in µs) from request-wide parameters, whichever protocol carried them."""
+    values = []
+    for key in ("priority", "timeout"):
+        value = parameters.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise InvalidInput(f"parameter {key!r} must be a non-negative integer")
+        values.append(value)
+    return values[0], values[1]
 
 
 def parse_header_length(value: str | None) -> int | None:
@@ -78,9 +98,10 @@ def _shape(name: str, value: Any) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _from_binary(
+def array_from_raw(
     name: str, datatype: str, dtype: np.dtype[Any], shape: tuple[int, ...], chunk: memoryview
 ) -> np.ndarray:
+    """A tensor from its raw little-endian bytes: a view of `chunk`, not a copy (BYTES aside)."""
     count = math.prod(shape)
     if datatype == BYTES:
         return _bytes_from_binary(name, shape, count, chunk)
@@ -107,10 +128,10 @@ def _bytes_from_binary(
             raise InvalidInput(f"input {name!r}: BYTES element overruns binary_data_size")
         items.append(bytes(chunk[offset : offset + length]))
         offset += length
-    return _object_array(name, items, shape, count)
+    return object_array(name, items, shape, count)
 
 
-def _object_array(name: str, items: list[bytes], shape: tuple[int, ...], count: int) -> np.ndarray:
+def object_array(name: str, items: list[bytes], shape: tuple[int, ...], count: int) -> np.ndarray:
     if len(items) != count:
         raise InvalidInput(
             f"input {name!r}: {len(items)} elements but shape {list(shape)} needs {count}"
@@ -139,7 +160,7 @@ def _from_json(
     if datatype == BYTES:
         items: list[bytes] = []
         _flatten_strings(name, data, items)
-        return _object_array(name, items, shape, count)
+        return object_array(name, items, shape, count)
     try:
         parsed = np.asarray(data)
     except (ValueError, TypeError):
@@ -185,7 +206,7 @@ def _decode_input(item: Any, binary: memoryview, offset: int) -> tuple[str, np.n
     if offset + size > len(binary):
         raise InvalidInput(f"input {name!r}: binary_data_size runs past the end of the body")
     chunk = binary[offset : offset + size]
-    return name, _from_binary(name, datatype, dtype, shape, chunk), offset + size
+    return name, array_from_raw(name, datatype, dtype, shape, chunk), offset + size
 
 
 def _decode_outputs(value: Any) -> list[RequestedOutput] | None:
@@ -245,7 +266,15 @@ def decode_request(body: bytes, header_length: int | None) -> InferenceRequest:
     binary_outputs = parameters.get("binary_data_output", False)
     if not isinstance(binary_outputs, bool):
         raise InvalidInput("binary_data_output must be true or false")
-    return InferenceRequest(request_id, inputs, _decode_outputs(doc.get("outputs")), binary_outputs)
+    priority, timeout_us = scheduling_parameters(parameters)
+    return InferenceRequest(
+        request_id,
+        inputs,
+        _decode_outputs(doc.get("outputs")),
+        binary_outputs,
+        priority,
+        timeout_us,
+    )
 
 
 def select_outputs(request: InferenceRequest, available: Sequence[str]) -> list[OutputRequest]:
@@ -278,7 +307,8 @@ def _json_data(name: str, array: np.ndarray, datatype: str) -> Any:
         ) from None
 
 
-def _binary_data(array: np.ndarray, datatype: str) -> bytes | memoryview:
+def raw_bytes(array: np.ndarray, datatype: str) -> bytes | memoryview:
+    """A tensor's raw encoding: little-endian values, or length-prefixed BYTES elements."""
     if datatype != BYTES:
         return memoryview(np.ascontiguousarray(array).data).cast("B")
     parts = []
@@ -303,7 +333,7 @@ def encode_response(
         datatype = datatype_of(array.dtype)
         entry: dict[str, Any] = {"name": wanted.name, "datatype": datatype, "shape": array.shape}
         if wanted.binary:
-            blob = _binary_data(array, datatype)
+            blob = raw_bytes(array, datatype)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:

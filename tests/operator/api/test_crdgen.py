@@ -88,6 +88,9 @@ def test_cross_field_rules_are_cel_validations() -> None:
     autoscaling = schema["properties"]["spec"]["properties"]["autoscaling"]
     rules = [r["rule"] for r in autoscaling["x-kubernetes-validations"]]
     assert "self.minReplicas <= self.maxReplicas" in rules
+    batching = schema["properties"]["spec"]["properties"]["runtime"]["properties"]["batching"]
+    rules = [r["rule"] for r in batching["x-kubernetes-validations"]]
+    assert "self.defaultPriorityLevel <= self.priorityLevels" in rules
 
 
 def test_nested_objects_default_to_empty_so_inner_defaults_apply() -> None:

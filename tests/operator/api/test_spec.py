@@ -72,3 +72,12 @@ def test_operator_mirrors_the_admission_rules(path: str, value: Any, expected: s
     node[leaf] = value
     with pytest.raises(ValidationError, match=re.escape(expected)):
         InferenceModelSpec.model_validate(spec)
+
+
+def test_priority_levels_default_to_one_and_the_default_level_must_exist() -> None:
+    base = {"model": {"uri": "file:///m.onnx", "version": "1"}, "runtime": {"image": "img"}}
+    batching = InferenceModelSpec.model_validate(base).runtime.batching
+    assert (batching.priority_levels, batching.default_priority_level) == (1, 1)
+    base["runtime"]["batching"] = {"priorityLevels": 2, "defaultPriorityLevel": 3}  # type: ignore[index]
+    with pytest.raises(ValidationError, match="at most priorityLevels"):
+        InferenceModelSpec.model_validate(base)

@@ -149,3 +149,21 @@ def test_children_avoid_argo_cd_tracking_label(make_model: MakeModel) -> None:
     for labels in (dep["metadata"]["labels"], dep["spec"]["template"]["metadata"]["labels"]):
         assert "app.kubernetes.io/instance" not in labels
         assert labels["app.kubernetes.io/managed-by"] == "kinfer"
+
+
+def test_runtime_serves_grpc_on_a_named_port_and_probes_stay_on_http(
+    make_model: MakeModel,
+) -> None:
+    dep = build_deployment(make_model(), "stable")
+    container = _container(dep)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": rc.HTTP_PORT, "grpc": rc.GRPC_PORT, "metrics": rc.METRICS_PORT}
+    assert _env(dep)[rc.ENV_GRPC_PORT] == str(rc.GRPC_PORT)
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["port"] == "http"
+
+
+def test_priority_levels_reach_runtime_env(make_model: MakeModel) -> None:
+    model = make_model({"runtime": {"batching": {"priorityLevels": 3, "defaultPriorityLevel": 2}}})
+    env = _env(build_deployment(model, "stable"))
+    assert (env[rc.ENV_PRIORITY_LEVELS], env[rc.ENV_DEFAULT_PRIORITY]) == ("3", "2")

@@ -18,11 +18,17 @@ def test_service_selects_every_revision_of_the_model(
     assert svc["spec"]["selector"] == {MODEL_LABEL: "resnet50"}
 
 
-def test_service_exposes_inference_and_metrics_ports(
+def test_service_exposes_http_grpc_and_metrics_ports(
     make_model: Callable[..., InferenceModel],
 ) -> None:
-    ports = {p["name"]: p["port"] for p in build_service(make_model())["spec"]["ports"]}
-    assert ports == {"http": rc.HTTP_PORT, "metrics": rc.METRICS_PORT}
+    ports = {p["name"]: p for p in build_service(make_model())["spec"]["ports"]}
+    assert {name: p["port"] for name, p in ports.items()} == {
+        "http": rc.HTTP_PORT,
+        "grpc": rc.GRPC_PORT,
+        "metrics": rc.METRICS_PORT,
+    }
+    assert ports["grpc"]["targetPort"] == "grpc"
+    assert ports["grpc"]["appProtocol"] == "kubernetes.io/h2c"
 
 
 def test_endpoint_is_the_in_cluster_model_url(make_model: Callable[..., InferenceModel]) -> None:

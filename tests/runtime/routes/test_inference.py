@@ -3,6 +3,7 @@
 import gzip
 import json
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -422,4 +423,80 @@ def test_model_failing_at_run_time_is_500_and_the_server_keeps_serving(
         assert reason.startswith("model execution failed: ") and "\n" not in reason
         zeros, headers = oip.image_body(np.zeros((1, 3, 32, 32), np.float32))
         assert httpx.post(url, content=zeros, headers=headers).status_code == 200
-        assert live.metric("kinfer_requests_total", code="500") == 1
+        assert live.metric("kinfer_requests_total", protocol="rest", code="500") == 1
+
+
+# --- priorities and queue timeouts -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def slow_two_levels(variant_dir, make_settings, serve) -> Iterator[Any]:
+    settings = make_settings(
+        variant_dir("slow") / "model.onnx", max_batch_size=16, priority_levels=2, default_priority=2
+    )
+    with serve(settings) as live:
+        yield live
+
+
+def wait_until_executing(live: Any) -> None:
+    """Until the one request in flight has left the queue for the worker."""
+    deadline = time.monotonic() + 30
+    while not (
+        live.metric("kinfer_inflight_requests") == 1 and live.metric("kinfer_queue_depth") == 0
+    ):
+        assert time.monotonic() < deadline, "the request never reached the worker"
+        time.sleep(0.005)
+    time.sleep(0.05)  # past decoding, into the model (microseconds of work)
+
+
+def test_request_past_its_queue_timeout_is_503_at_once(slow_two_levels, oip, images) -> None:
+    url = f"{slow_two_levels.url}{INFER}"
+    rejected_before = slow_two_levels.metric(
+        "kinfer_rejected_requests_total", reason="queue_timeout", priority="1"
+    )
+    body, headers = oip.image_body(images[:16])  # a full batch: ~1 s of the slow model
+    holder = threading.Thread(
+        target=httpx.post, args=(url,), kwargs={"content": body, "headers": headers, "timeout": 60}
+    )
+    holder.start()
+    wait_until_executing(slow_two_levels)
+    body, headers = oip.binary_body(
+        {"input": ("FP32", images[:1])}, parameters={"priority": 1, "timeout": 20_000}
+    )
+    response = httpx.post(url, content=body, headers=headers, timeout=60)
+    answered_while_busy = holder.is_alive()
+    holder.join()
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] == "1"
+    assert "queue timeout" in response.json()["error"]
+    assert answered_while_busy  # at its timeout, not once the worker freed up
+    rejected = slow_two_levels.metric(
+        "kinfer_rejected_requests_total", reason="queue_timeout", priority="1"
+    )
+    assert rejected == (rejected_before or 0) + 1
+
+
+def test_priority_and_timeout_are_accepted_when_there_is_time(slow_two_levels, oip, images) -> None:
+    body, headers = oip.binary_body(
+        {"input": ("FP32", images[:1])}, parameters={"priority": 1, "timeout": 30_000_000}
+    )
+    response = httpx.post(f"{slow_two_levels.url}{INFER}", content=body, headers=headers)
+    assert response.status_code == 200
+    assert slow_two_levels.metric("kinfer_queue_wait_seconds_count", priority="1")
+
+
+@pytest.mark.parametrize("parameters", [{"priority": -1}, {"priority": "high"}, {"timeout": 1.5}])
+def test_malformed_scheduling_parameters_are_400(
+    client: httpx.Client, oip, images, parameters
+) -> None:
+    body, headers = oip.binary_body({"input": ("FP32", images[:1])}, parameters=parameters)
+    response = client.post(INFER, content=body, headers=headers)
+    assert response.status_code == 400
+    assert "must be a non-negative integer" in response.json()["error"]
+
+
+def test_other_methods_on_infer_are_405_and_other_paths_still_route(client: httpx.Client) -> None:
+    response = client.get(INFER)
+    assert response.status_code == 405 and response.headers["Allow"] == "POST"
+    assert client.get("/v2/models/demo").status_code == 200
+    assert client.post("/v2/models/demo/infer/extra", json={}).status_code == 404

@@ -1,0 +1,43 @@
+"""The grpcio asyncio server carrying `inference.GRPCInferenceService`, on its own port."""
+
+import grpc
+
+from kinfer_runtime.dataplane.readiness import Readiness
+from kinfer_runtime.dataplane.registry import ModelRegistry
+from kinfer_runtime.metrics import RuntimeMetrics
+from kinfer_runtime.routes.grpc.service import SERVICE_NAME, InferenceServicer, method_handlers
+
+__all__ = ["start_grpc_server"]
+
+
+async def start_grpc_server(
+    registry: ModelRegistry,
+    readiness: Readiness,
+    metrics: RuntimeMetrics,
+    *,
+    host: str,
+    port: int,
+    max_message_bytes: int,
+) -> tuple[grpc.aio.Server, int]:
+    """Binds and starts the server on the running event loop; returns it and its port.
+
+    Raises RuntimeError when the address cannot be bound.
+    """
+    server = grpc.aio.server(
+        options=[
+            # The REST body limit applies to gRPC messages too (grpcio's default is 4 MiB).
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", -1),
+            # grpcio sets SO_REUSEPORT by default, which lets a second process bind a port
+            # that is taken and silently share its traffic: a clash must fail instead.
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    handlers = method_handlers(InferenceServicer(registry, readiness, metrics))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    bound = server.add_insecure_port(address)
+    if bound == 0:  # older grpcio reports a failed bind this way rather than raising
+        raise RuntimeError(f"failed to bind to {address}")
+    await server.start()
+    return server, bound
