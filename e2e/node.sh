@@ -311,6 +311,7 @@ clean_iptables() {
 # nftables: kube-proxy's own tables, and the iptables-nft tables that did not exist before.
 clean_nftables() {
     local family table
+    [[ -f $NODE_DIR/nft-tables.preexisting ]] || return 0 # nothing was recorded, nor started
     while read -r _ family table; do
         [[ -n $table ]] || continue
         grep -qx "table $family $table" "$NODE_DIR/nft-tables.preexisting" 2>/dev/null && continue
@@ -335,14 +336,11 @@ remove_cgroups() {
 
 remove_host_paths() {
     local p
+    [[ -f $NODE_DIR/paths.preexisting ]] || return 0 # nothing was recorded, nor started
     for p in "${HOST_PATHS[@]}"; do
-        if [[ -f $NODE_DIR/paths.preexisting ]] && grep -qx "$p" "$NODE_DIR/paths.preexisting"; then
-            continue
-        fi
-        # Pre-existing paths keep what was there; only our files inside them go.
-        rm -rf "$p"
+        grep -qx "$p" "$NODE_DIR/paths.preexisting" || rm -rf "$p"
     done
-    # Pre-existing ones: the files we know of.
+    # Paths that existed before keep what was there; only the files we know of go.
     rm -f /var/lib/kubelet/device-plugins/kubelet.sock /etc/cni/net.d/cni.lock
     find /var/log/containers -maxdepth 1 -lname "$NODE_DIR/*" -delete 2>/dev/null || true
 }

@@ -28,6 +28,7 @@ __all__ = [
     "NODE_KEY",
     "NODE_NAME",
     "LoadGenerator",
+    "canary_rollout",
     "images",
     "infer",
     "model_manifest",
@@ -185,6 +186,26 @@ def start_model_server(namespace: str, slow_bytes_per_s: int = 20_000) -> str:
     )
     kubectl("wait", "-n", namespace, "pod/modelserver", "--for=condition=Ready", "--timeout=90s")
     return service_url(namespace, "modelserver", port=80)
+
+
+def canary_rollout(
+    prometheus_url: str, steps: list[tuple[int, int]], **analysis: Any
+) -> dict[str, Any]:
+    """spec.rollout for a quick canary: (weight, pauseSeconds) steps, analysis every 3 s on
+    at least 5 requests, with Prometheus at `prometheus_url`."""
+    return {
+        "canary": {
+            "steps": [{"weight": w, "pauseSeconds": p} for w, p in steps],
+            "scaleDownDelaySeconds": 2,
+            "progressDeadlineSeconds": 180,
+        },
+        "analysis": {
+            "prometheusUrl": prometheus_url,
+            "intervalSeconds": 3,
+            "minRequestCount": 5,
+            **analysis,
+        },
+    }
 
 
 def service_url(namespace: str, service: str, port: int = 8080) -> str:

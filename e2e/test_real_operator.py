@@ -19,6 +19,7 @@ from realnode import (
     NODE_KEY,
     NODE_NAME,
     LoadGenerator,
+    canary_rollout,
     images,
     model_manifest,
     require_real_node,
@@ -76,22 +77,8 @@ def test_operator_image_resumes_a_canary_after_its_active_pod_is_deleted(
         assert pod["spec"]["serviceAccountName"] == release.account
         assert pod["spec"]["containers"][0]["image"] == images()["KINFER_OPERATOR_IMAGE"]
 
-    manifest = model_manifest(
-        "demo",
-        replicas=2,
-        rollout={
-            "canary": {
-                "steps": [{"weight": 50, "pauseSeconds": 40}, {"weight": 100, "pauseSeconds": 2}],
-                "scaleDownDelaySeconds": 2,
-                "progressDeadlineSeconds": 180,
-            },
-            "analysis": {
-                "prometheusUrl": real_prometheus.url,
-                "intervalSeconds": 3,
-                "minRequestCount": 5,
-            },
-        },
-    )
+    rollout = canary_rollout(real_prometheus.url, [(50, 40), (100, 2)])
+    manifest = model_manifest("demo", replicas=2, rollout=rollout)
     kubectl_apply(manifest, namespace)
     wait_ready(namespace, "demo", timeout=180)
     with LoadGenerator(serving_url(namespace, "demo"), "demo", clients=2):

@@ -14,7 +14,13 @@ from typing import Any
 import pytest
 from dataplane import Prometheus
 from harness import condition, kubectl_apply, kubectl_json, wait_until
-from realnode import LoadGenerator, model_manifest, require_real_node, serving_url
+from realnode import (
+    LoadGenerator,
+    canary_rollout,
+    model_manifest,
+    require_real_node,
+    serving_url,
+)
 from test_core import pods_of, wait_ready
 
 
@@ -55,22 +61,8 @@ def test_version_bump_under_load_loses_no_request(namespace: str) -> None:
 
 
 def test_canary_under_load_loses_no_request(namespace: str, real_prometheus: Prometheus) -> None:
-    manifest = model_manifest(
-        "demo",
-        replicas=2,
-        rollout={
-            "canary": {
-                "steps": [{"weight": 50, "pauseSeconds": 3}],
-                "scaleDownDelaySeconds": 3,
-                "progressDeadlineSeconds": 120,
-            },
-            "analysis": {
-                "prometheusUrl": real_prometheus.url,
-                "intervalSeconds": 3,
-                "minRequestCount": 5,
-            },
-        },
-    )
+    rollout = canary_rollout(real_prometheus.url, [(50, 3)])
+    manifest = model_manifest("demo", replicas=2, rollout=rollout)
     load = roll_under_load(namespace, manifest, timeout=240)
     assert load.outcomes["failed"] == 0, load.failures[:10]
     rollout = get(namespace, "demo")["status"]["rollout"]
@@ -81,23 +73,8 @@ def test_canary_under_load_loses_no_request(namespace: str, real_prometheus: Pro
 def test_faulty_canary_is_rolled_back_on_its_real_error_rate(
     namespace: str, real_prometheus: Prometheus
 ) -> None:
-    manifest = model_manifest(
-        "demo",
-        replicas=2,
-        rollout={
-            "canary": {
-                "steps": [{"weight": 50, "pauseSeconds": 30}],
-                "scaleDownDelaySeconds": 2,
-                "progressDeadlineSeconds": 120,
-            },
-            "analysis": {
-                "prometheusUrl": real_prometheus.url,
-                "intervalSeconds": 3,
-                "minRequestCount": 5,
-                "failureLimit": 2,
-            },
-        },
-    )
+    rollout = canary_rollout(real_prometheus.url, [(50, 30)], failureLimit=2)
+    manifest = model_manifest("demo", replicas=2, rollout=rollout)
     kubectl_apply(manifest, namespace)
     first = wait_ready(namespace, "demo", timeout=180)["status"]["stableRevision"]
     with LoadGenerator(serving_url(namespace, "demo"), "demo", clients=4) as load:

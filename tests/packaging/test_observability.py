@@ -190,3 +190,27 @@ def test_adapter_serves_the_metrics_the_hpa_builder_asks_for_per_pod() -> None:
 
 def test_pending_metrics_are_not_exported_yet() -> None:
     assert not PENDING_OPERATOR_METRICS & exported_names(), "exported now: drop from PENDING"
+
+
+def test_plain_prometheus_scrape_job_selects_what_the_chart_s_pod_monitor_does(
+    render: Render,
+) -> None:
+    (job,) = yaml.safe_load((OBSERVABILITY / "prometheus-scrape.yaml").read_text())
+    (monitor,) = [
+        d for d in render(**{"monitoring.podMonitor.enabled": "true"}) if d["kind"] == "PodMonitor"
+    ]
+    keeps = {
+        r["source_labels"][0]: r["regex"]
+        for r in job["relabel_configs"]
+        if r.get("action") == "keep"
+    }
+    ((label, value),) = monitor["spec"]["selector"]["matchLabels"].items()
+    meta = "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9]", "_", label)
+    assert keeps[meta] == value
+    assert (
+        keeps["__meta_kubernetes_pod_container_port_name"]
+        == (monitor["spec"]["podMetricsEndpoints"][0]["port"])
+    )
+    # Canary analysis and prometheus-adapter select on these, as on a PodMonitor's series.
+    targets = {r.get("target_label") for r in job["relabel_configs"]}
+    assert {"namespace", "pod"} <= targets
