@@ -214,7 +214,10 @@ class Batching(ApiModel):
 
     model_config = cel(
         rule(
-            "self.defaultPriorityLevel <= self.priorityLevels",
+            # has(): the API server also checks this rule against the `batching: {}` default,
+            # before its fields are defaulted.
+            "!has(self.defaultPriorityLevel) || self.defaultPriorityLevel <= "
+            "(has(self.priorityLevels) ? self.priorityLevels : 1)",
             "defaultPriorityLevel must be one of the levels: at most priorityLevels",
             ".defaultPriorityLevel",
         ),
