@@ -151,6 +151,16 @@ build_dockerfile() {
     fi
     export_archive "$archive" "$image"
     log "$name $image: built ($(du -m "$IMG/$archive.oci.tar" | cut -f1) MiB archive)"
+    drop_older "localhost/kinfer-$name" "$image"
+}
+
+# drop_older REPOSITORY KEEP: earlier builds of an image leave the storage (their archives
+# are gone already), so the cache stays bounded.
+drop_older() {
+    local ref
+    for ref in $(buildah images --format '{{.Name}}:{{.Tag}}' 2>/dev/null | grep -F "$1:"); do
+        [[ $ref == "$2" ]] || buildah rmi "$ref" >/dev/null 2>&1 || true
+    done
 }
 
 require() {
@@ -200,7 +210,7 @@ cmd_build() {
     build_pause
     build_dockerfile operator Dockerfile.operator PYTHON_IMAGE
     build_dockerfile runtime Dockerfile.runtime CUDA_IMAGE KINFER_EXTRAS=runtime
-    # Dangling layers of earlier builds; the base and current images stay.
+    # Untagged intermediate layers: a changed build context invalidates most of them anyway.
     buildah rmi --prune >/dev/null 2>&1 || true
     write_env
     log "done: $ENV_FILE"

@@ -61,7 +61,7 @@ def active_peer(release: Release) -> str:
     return max(peers, key=lambda peer: int(peers[peer]["priority"]))
 
 
-def rollout(ns: str) -> dict[str, Any]:
+def rollout_status(ns: str) -> dict[str, Any]:
     return dict(kubectl_json("get", "im", "demo", "-n", ns)["status"].get("rollout") or {})
 
 
@@ -77,8 +77,8 @@ def test_operator_image_resumes_a_canary_after_its_active_pod_is_deleted(
         assert pod["spec"]["serviceAccountName"] == release.account
         assert pod["spec"]["containers"][0]["image"] == images()["KINFER_OPERATOR_IMAGE"]
 
-    rollout = canary_rollout(real_prometheus.url, [(50, 40), (100, 2)])
-    manifest = model_manifest("demo", replicas=2, rollout=rollout)
+    canary = canary_rollout(real_prometheus.url, [(50, 40), (100, 2)])
+    manifest = model_manifest("demo", replicas=2, rollout=canary)
     kubectl_apply(manifest, namespace)
     wait_ready(namespace, "demo", timeout=180)
     with LoadGenerator(serving_url(namespace, "demo"), "demo", clients=2):
@@ -86,7 +86,7 @@ def test_operator_image_resumes_a_canary_after_its_active_pod_is_deleted(
         kubectl_apply(manifest, namespace)
         at_step = wait_until(
             lambda: (
-                (r := rollout(namespace)).get("phase") == "Progressing"
+                (r := rollout_status(namespace)).get("phase") == "Progressing"
                 and r.get("stepStartedAt")
                 and r
             ),
@@ -96,7 +96,7 @@ def test_operator_image_resumes_a_canary_after_its_active_pod_is_deleted(
         victim = active_peer(release)
         kubectl("delete", "pod", "-n", release.namespace, victim, "--wait=false")
         # The other replica takes over and finishes the rollout from where it was.
-        wait_until(lambda: rollout(namespace).get("phase") == "Succeeded", 240, "promotion")
+        wait_until(lambda: rollout_status(namespace).get("phase") == "Succeeded", 240, "promotion")
     assert active_peer(release) != victim
     assert at_step["step"] == 0
     started = kubectl(
