@@ -279,7 +279,8 @@ class CustomMetricsServer:
         self.workdir = workdir
         self.metrics = metrics
         self.values = values
-        self.token = secrets.token_hex(3)
+        # A letter first: a bare hex token such as 108e81 reads as a number in YAML.
+        self.token = f"t{secrets.token_hex(3)}"
         self.service = f"kinfer-e2e-custom-metrics-{self.token}"
         self.service_namespace = "kube-system"
         self.apiservice = f"{REGISTERED_VERSION}.{API_GROUP}"
