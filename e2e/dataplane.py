@@ -1,12 +1,14 @@
-"""TEST-ONLY data-plane stand-in for the canary e2e cases. It replaces the kubelet and the
-gateway, nothing else.
+"""TEST-ONLY data-plane stand-in for the canary e2e cases on kwok nodes. It replaces the
+kubelet and the gateway, nothing else.
 
-kwok pods run no containers, so on the local control plane nothing would serve or be measured.
-This stand-in:
+It stays only where the real node cannot go: GPU nodes (and the Gateway API, which has no
+real gateway here yet). The same canary behaviour on real pods, with real Prometheus
+discovery, is e2e/test_real_rollout.py. kwok pods run no containers, so nothing would serve
+or be measured on them. This stand-in:
 - runs one real `kinfer-runtime serve` process per revision that the operator deployed and
   kwok marked ready, serving the model file the test chose for that model version, with
   KINFER_REVISION set to the revision (as the operator sets it in the pod);
-- registers those processes with a real Prometheus server (Debian's `prometheus`), adding the
+- registers those processes with a real Prometheus server (file discovery), adding the
   `namespace` label that Prometheus' Kubernetes discovery adds to pod targets;
 - sends inference requests split in the proportions the operator wrote: ready replica counts
   of each revision's Deployment (ReplicaRatio mode) or the HTTPRoute's backend weights.

@@ -2,7 +2,9 @@
 
 The operator, API server, controllers, Prometheus and the runtime processes are real; the
 serving side of kwok's pods is played by the test-only stand-in in e2e/dataplane.py (it
-replaces the kubelet and the gateway; read its docstring).
+replaces the kubelet and the gateway; read its docstring). This file keeps the rollout
+machine's cases that need GPU nodes or the Gateway API; e2e/test_real_rollout.py runs
+canaries on real pods with a real data plane.
 """
 
 from __future__ import annotations

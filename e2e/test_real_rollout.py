@@ -50,20 +50,31 @@ def roll_under_load(ns: str, manifest: dict[str, Any], timeout: float) -> LoadGe
         kubectl_apply(manifest, ns)
         wait_until(lambda: only_revision_left(ns, "demo", "2"), timeout, "version 2 alone")
         time.sleep(3)  # requests after the last old pod went away
-    print(f"\nrequests: {load.total}, failed: {load.outcomes['failed']}")
     return load
 
 
-def test_version_bump_under_load_loses_no_request(namespace: str) -> None:
+def report(load: LoadGenerator, capsys: pytest.CaptureFixture[str]) -> None:
+    """The request count goes to the terminal, passed or not: it is this case's figure."""
+    with capsys.disabled():
+        print(f" [{load.total} requests, {load.outcomes['failed']} failed]", end="")
+
+
+def test_version_bump_under_load_loses_no_request(
+    namespace: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     load = roll_under_load(namespace, model_manifest("demo", replicas=2), timeout=180)
+    report(load, capsys)
     assert load.outcomes["failed"] == 0, load.failures[:10]
     assert load.outcomes["ok"] >= 100
 
 
-def test_canary_under_load_loses_no_request(namespace: str, real_prometheus: Prometheus) -> None:
+def test_canary_under_load_loses_no_request(
+    namespace: str, real_prometheus: Prometheus, capsys: pytest.CaptureFixture[str]
+) -> None:
     rollout = canary_rollout(real_prometheus.url, [(50, 3)])
     manifest = model_manifest("demo", replicas=2, rollout=rollout)
     load = roll_under_load(namespace, manifest, timeout=240)
+    report(load, capsys)
     assert load.outcomes["failed"] == 0, load.failures[:10]
     rollout = get(namespace, "demo")["status"]["rollout"]
     assert rollout["phase"] == "Succeeded"

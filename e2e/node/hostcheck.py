@@ -121,9 +121,8 @@ def _sysctls() -> dict[str, str]:
 
 
 def snapshot() -> dict[str, object]:
-    links = [
-        re.sub(r"^\d+: ", "", line).split()[0] for line in _run("ip", "-o", "link").splitlines()
-    ]
+    # "5: kinferbr0: <...>" or "7: veth1@if2: <...>": the name alone.
+    links = re.findall(r"^\d+: ([^:@\s]+)", _run("ip", "-o", "link"), re.M)
     return {
         "processes": _processes(),
         "mounts": _mounts(),
