@@ -8,7 +8,6 @@ fixed. The test prints the measured figures as a markdown table.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import time
@@ -19,25 +18,13 @@ from typing import Any
 import pytest
 from conftest import SESSION, LocalOperator
 from harness import condition, example, kubectl, kubectl_apply, kubectl_json, wait_until
+from support.factories import deep_merge
 
 RESYNC_SECONDS = 10.0  # KINFER_RESYNC_SECONDS of the e2e operator
 WINDOW_SECONDS = 60.0
 """How long each failure is left in place while the operator's writes are counted."""
 MAX_WRITES_PER_MINUTE = 10
 NAME = "demo-cpu"
-
-
-def _merge(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
-    """Deep merge; None removes a key (kubectl apply then removes the field)."""
-    out = copy.deepcopy(base)
-    for key, value in change.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def _quota(hard: dict[str, str]) -> dict[str, Any]:
@@ -220,9 +207,9 @@ def _base() -> dict[str, Any]:
 
 def _manifest(cause: Cause, fixed: bool = False) -> dict[str, Any]:
     manifest = _base()
-    manifest["spec"] = _merge(manifest["spec"], cause.change)
+    manifest["spec"] = deep_merge(manifest["spec"], cause.change)
     if fixed and cause.fix:
-        manifest["spec"] = _merge(manifest["spec"], cause.fix)
+        manifest["spec"] = deep_merge(manifest["spec"], cause.fix)
     return manifest
 
 
@@ -447,7 +434,7 @@ def test_a_canary_that_cannot_run_is_rolled_back_with_the_reason(
     kubectl_apply(manifest, namespace)
     kubectl("wait", "-n", namespace, f"im/{NAME}", "--for=condition=Ready", "--timeout=90s")
     started = time.monotonic()
-    kubectl_apply(_merge(manifest, {"spec": change}), namespace)
+    kubectl_apply(deep_merge(manifest, {"spec": change}), namespace)
 
     def rolled_back() -> dict[str, Any] | None:
         im = kubectl_json("get", "im", NAME, "-n", namespace)

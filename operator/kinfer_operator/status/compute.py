@@ -227,18 +227,7 @@ def invalid_status(
     will not help until the spec changes."""
     bad: _Cond = _c("False", reason, message)
     verdict = _Verdict("Failed", bad, bad, _c("True", reason, message), stalled=True)
-    old = list(previous.conditions) if previous else []
-    conditions = _apply_verdict(old, verdict, generation, now)
-    base = previous or InferenceModelStatus()
-    status = base.model_copy(
-        update={
-            "observed_generation": generation,
-            "phase": "Failed",
-            "message": message,
-            "conditions": conditions,
-        }
-    )
-    return StatusReport(status=status, events=_transition_events(old, conditions))
+    return _verdict_only(previous, generation, message, verdict, now)
 
 
 def retrying_status(
@@ -258,13 +247,24 @@ def retrying_status(
         _c("False", "AsExpected", ""),
         stalled=False,
     )
+    return _verdict_only(previous, generation, message, verdict, now)
+
+
+def _verdict_only(
+    previous: InferenceModelStatus | None,
+    generation: int,
+    message: str,
+    verdict: _Verdict,
+    now: str,
+) -> StatusReport:
+    """The previous status with the verdict's phase, message and conditions: for passes
+    that observed nothing new, so every observed field stays as it was."""
     old = list(previous.conditions) if previous else []
     conditions = _apply_verdict(old, verdict, generation, now)
-    base = previous or InferenceModelStatus()
-    status = base.model_copy(
+    status = (previous or InferenceModelStatus()).model_copy(
         update={
             "observed_generation": generation,
-            "phase": "Progressing",
+            "phase": verdict.phase,
             "message": message,
             "conditions": conditions,
         }
