@@ -1,9 +1,11 @@
 """The Kubernetes API boundary: the only module that reads or writes cluster state.
 
-Reads are plain lists; writes are server-side apply with one field manager, the scale
-subresource for fixed replica counts, deletes, status merge patches and Events. Every write is
-counted, so tests and the operator's metrics can prove that a steady-state reconcile writes
-nothing.
+Reconcile passes read from the informer cache (`world.store`), not from here: this module
+answers the few reads that are not watched (referenced Secrets and PVCs, the peering object,
+a relist after a standby) and makes every write: server-side apply with one field manager,
+the scale subresource for fixed replica counts, deletes, status merge patches and Events.
+Every call is counted by verb and kind, so the operator's metrics show that a steady state
+costs the API server nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import logging
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,20 +22,22 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import ForbiddenError, NotFoundError
+from kubernetes.dynamic.exceptions import NotFoundError
 
 from kinfer_operator.api import GROUP, KIND, PLURAL, VERSION
-from kinfer_operator.metrics import API_WRITE_FAILURES, API_WRITES
+from kinfer_operator.metrics import API_REQUESTS, API_WRITE_FAILURES, API_WRITES
 from kinfer_operator.naming import MODEL_LABEL
 from kinfer_operator.references import Reference
-from kinfer_operator.world import Observed, WriteFailure
+from kinfer_operator.world import WatchedKind, WriteFailure
 
-__all__ = ["FIELD_MANAGER", "Kube", "MissingPermission", "WriteError", "load_config"]
+__all__ = ["API_VERSIONS", "FIELD_MANAGER", "Kube", "MissingPermission", "WriteError", "load_config"]
 
 FIELD_MANAGER = "kinfer-operator"
 _log = logging.getLogger(__name__)
 
-_CHILD_KINDS: dict[str, str] = {
+API_VERSIONS: dict[str, str] = {
+    KIND: f"{GROUP}/{VERSION}",
+    "Pod": "v1",
     "Deployment": "apps/v1",
     "Service": "v1",
     "PodDisruptionBudget": "policy/v1",
@@ -87,13 +91,19 @@ _WRITE_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
 """What a write may raise: an API server answer, or no answer at all."""
 
 
-def load_config(kubeconfig: str | None = None) -> client.ApiClient:
-    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG honoured)."""
+def load_config(kubeconfig: str | None = None, pool_size: int = 8) -> client.ApiClient:
+    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG honoured).
+
+    `pool_size`: connections kept to the API server; at least the threads that call it,
+    or urllib3 opens and drops extra ones with a "Connection pool is full" warning each.
+    """
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = pool_size
+    return client.ApiClient(configuration)
 
 
 class Kube:
@@ -110,6 +120,7 @@ class Kube:
             return self._dyn.resources.get(api_version=api_version, kind=kind)
 
     def _count(self, verb: str, kind: str) -> None:
+        API_REQUESTS.labels(verb=verb, kind=kind).inc()
         self.writes[(verb, kind)] += 1
         self._here.writes = self.thread_writes() + 1
         API_WRITES.labels(verb=verb, kind=kind).inc()
@@ -121,59 +132,27 @@ class Kube:
 
     # -- reads -----------------------------------------------------------------------------
 
-    def get_model(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The InferenceModel object, or None when it is gone."""
-        try:
-            obj = self._resource(f"{GROUP}/{VERSION}", KIND).get(name=name, namespace=namespace)
-        except NotFoundError:
-            return None
-        return dict(obj.to_dict())
+    def _read(self, verb: str, kind: str) -> None:
+        API_REQUESTS.labels(verb=verb, kind=kind).inc()
 
-    def _list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[Any]:
-        listing = self._resource(api_version, kind).get(
-            namespace=namespace, label_selector=selector
-        )
-        return [dict(item) for item in listing.to_dict().get("items", [])]
+    def list(self, kind: WatchedKind, namespaces: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Every object of a watched kind that belongs to a model (the cache's relist).
 
-    def observe(
-        self, namespace: str, model_name: str, model_uid: str, with_routes: bool = False
-    ) -> Observed:
-        """Children controlled by this InferenceModel (by owner UID) and the model's pods.
-
-        HTTPRoutes are only listed for models that use Gateway API traffic, so clusters
-        without the Gateway API CRDs (and operators without RBAC for them) never ask.
+        The whole cluster, or each of `namespaces` when the operator watches only those.
         """
-        selector = f"{MODEL_LABEL}={model_name}"
-
-        def owned(kind: str) -> tuple[Mapping[str, Any], ...]:
-            items = self._list(_CHILD_KINDS[kind], kind, namespace, selector)
-            return tuple(
-                i
-                for i in items
-                if any(
-                    ref.get("uid") == model_uid and ref.get("controller")
-                    for ref in i.get("metadata", {}).get("ownerReferences") or []
-                )
-            )
-
-        try:
-            routes = owned("HTTPRoute") if with_routes else ()
-        except ForbiddenError as err:
-            raise MissingPermission(
-                "the operator may not list httproutes.gateway.networking.k8s.io: install the "
-                "chart with gatewayAPI.enabled=true to use spec.rollout.traffic.mode GatewayAPI"
-            ) from err
-        return Observed(
-            deployments=owned("Deployment"),
-            services=owned("Service"),
-            pdbs=owned("PodDisruptionBudget"),
-            hpas=owned("HorizontalPodAutoscaler"),
-            routes=routes,
-            pods=tuple(self._list("v1", "Pod", namespace, selector)),
-        )
+        selector = None if kind == KIND else MODEL_LABEL
+        resource = self._resource(API_VERSIONS[kind], kind)
+        items: list[dict[str, Any]] = []
+        scopes: Sequence[str | None] = namespaces or [None]
+        for namespace in scopes:
+            self._read("list", kind)
+            listing = resource.get(namespace=namespace, label_selector=selector)
+            items.extend(dict(i) for i in listing.to_dict().get("items", []))
+        return items
 
     def missing(self, namespace: str, ref: Reference) -> str | None:
         """Why a referenced object is unusable, or None when it is there."""
+        self._read("get", ref.kind)
         try:
             obj = self._resource("v1", ref.kind).get(name=ref.name, namespace=namespace)
         except NotFoundError:
@@ -190,6 +169,7 @@ class Kube:
         until `lastseen + lifetime`.
         """
         kind = "KopfPeering" if namespace else "ClusterKopfPeering"
+        self._read("get", kind)
         try:
             obj = self._resource("kopf.dev/v1", kind).get(name=peering, namespace=namespace)
         except NotFoundError:
@@ -219,42 +199,56 @@ class Kube:
             raise WriteError(_failure(err, "apply", kind, str(obj["metadata"]["name"]))) from err
         return dict(result.to_dict())
 
-    def scale(self, namespace: str, deployment: str, replicas: int) -> None:
-        """Set replicas through the scale subresource, so apply never owns spec.replicas."""
+    def scale(
+        self, namespace: str, deployment: str, replicas: int, resource_version: str | None = None
+    ) -> dict[str, Any]:
+        """Set replicas through the scale subresource, so apply never owns spec.replicas.
+
+        `resource_version` (of the Deployment as the cache saw it) makes the write conditional:
+        a count decided from a stale read is refused with 409 Conflict instead of undoing a
+        change the cache has not seen yet. Returns the Scale object.
+        """
         self._count("scale", "Deployment")
         path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{deployment}/scale"
+        body: dict[str, Any] = {"spec": {"replicas": replicas}}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         try:
-            self._dyn.request(
+            result = self._dyn.request(
                 "patch",
                 path,
-                body={"spec": {"replicas": replicas}},
+                body=body,
                 content_type="application/merge-patch+json",
                 field_manager=FIELD_MANAGER,
             )
         except _WRITE_ERRORS as err:
             raise WriteError(_failure(err, "scale", "Deployment", deployment)) from err
+        return dict(result.to_dict())
 
     def delete(self, namespace: str, kind: str, name: str) -> None:
         """Delete a child (foreground not needed: its own dependents are GC'd by owner refs)."""
         self._count("delete", kind)
         try:
-            self._resource(_CHILD_KINDS[kind], kind).delete(name=name, namespace=namespace)
+            self._resource(API_VERSIONS[kind], kind).delete(name=name, namespace=namespace)
         except NotFoundError:
             _log.debug("%s %s/%s already gone", kind, namespace, name)
         except _WRITE_ERRORS as err:
             raise WriteError(_failure(err, "delete", kind, name)) from err
 
-    def patch_model_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        """Merge-patch the status subresource; spec is never written."""
+    def patch_model_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch the status subresource (spec is never written); returns the model."""
         self._count("patch-status", KIND)
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
-        self._dyn.request(
+        result = self._dyn.request(
             "patch",
             path,
             body={"status": dict(status)},
             content_type="application/merge-patch+json",
             field_manager=FIELD_MANAGER,
         )
+        return dict(result.to_dict())
 
     def post_event(
         self, model: Mapping[str, Any], type_: str, reason: str, message: str, now: str

@@ -1,14 +1,20 @@
-"""kopf wiring: every trigger funnels into the one level-based Reconciler.
+"""kopf wiring: watches feed the informer cache and enqueue models; a fixed pool of workers
+runs the one level-based Reconciler from a keyed work queue.
 
-Watch events on InferenceModels cover create, update and resume (kopf lists every object when
-it starts); events on owned Deployments and on the model's pods re-run the owner's reconcile
-so status follows the world; and every pass schedules the next one (a periodic resync, or
-sooner when a rollout needs it).
+- Each watched kind has a kopf index function that puts the object into the `Store`. kopf
+  runs index functions before any handler and holds every handler back until all watches
+  have finished their initial listing, so no pass ever runs on a half-filled cache.
+- Event handlers only enqueue the model's key (a model event only when something other
+  than status changed: our own status writes do not wake the model again).
+- Every pass schedules the model's next one on the queue's one scheduler: the periodic
+  resync (a safety net: watches drive passes), or sooner when a rollout's analysis or pause
+  is due, or a failed write's backoff runs out. A pass that raises is retried with per-key
+  exponential backoff under a global rate limit.
 
-The resync is scheduled here rather than with `@kopf.timer` on purpose: kopf puts a finalizer
-on every object that has a timer, and a finalizer makes InferenceModels (and their
-namespaces) undeletable whenever the operator is down or uninstalled. None of these handlers
-makes kopf write anything on the object, so a no-op pass writes nothing at all.
+The resync is not `@kopf.timer` on purpose: kopf puts a finalizer on every object that has a
+timer, and a finalizer makes InferenceModels (and their namespaces) undeletable whenever the
+operator is down or uninstalled. None of these handlers makes kopf write anything on the
+object, so a no-op pass writes nothing at all.
 """
 
 from __future__ import annotations
@@ -17,123 +23,255 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
 
-from kinfer_operator.api import GROUP, KIND, PLURAL, VERSION
+from kinfer_operator.api import GROUP, PLURAL, VERSION
+from kinfer_operator.metrics import CACHE_OBJECTS, QUEUE_DELAYED, QUEUE_DEPTH, QUEUE_RETRIES
 from kinfer_operator.naming import MODEL_LABEL
 from kinfer_operator.reconcile import Reconciler
+from kinfer_operator.reconcile.queue import WorkQueue
+from kinfer_operator.world import Store, WatchedKind
+from kinfer_operator.world.store import ModelKey
 
-__all__ = ["RESYNC_SECONDS", "install"]
+__all__ = ["RESYNC_SECONDS", "WORKERS", "Controller", "install"]
 
-RESYNC_SECONDS = float(os.environ.get("KINFER_RESYNC_SECONDS", "30"))
+RESYNC_SECONDS = float(os.environ.get("KINFER_RESYNC_SECONDS", "300"))
+WORKERS = int(os.environ.get("KINFER_WORKERS", "4"))
 _log = logging.getLogger(__name__)
 
+_WATCHES: tuple[tuple[WatchedKind, str, str, str], ...] = (
+    ("Deployment", "apps", "v1", "deployments"),
+    ("Service", "", "v1", "services"),
+    ("PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets"),
+    ("HorizontalPodAutoscaler", "autoscaling", "v2", "horizontalpodautoscalers"),
+    ("Pod", "", "v1", "pods"),
+)
+_ROUTES: tuple[WatchedKind, str, str, str] = (
+    "HTTPRoute",
+    "gateway.networking.k8s.io",
+    "v1",
+    "httproutes",
+)
 
-def _owner_model(body: kopf.Body) -> str | None:
-    for ref in body.get("metadata", {}).get("ownerReferences") or []:
-        if ref.get("kind") == KIND and ref.get("apiVersion", "").startswith(f"{GROUP}/"):
-            return str(ref["name"])
-    return None
+
+def _identity(body: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What in a model, other than status, can change a pass's outcome."""
+    meta = body.get("metadata") or {}
+    return (
+        meta.get("generation"),
+        meta.get("deletionTimestamp"),
+        tuple(sorted((meta.get("annotations") or {}).items())),
+        tuple(sorted((meta.get("labels") or {}).items())),
+    )
 
 
-class _Requeue:
-    """Delayed re-runs of a model's reconcile (controller-runtime's RequeueAfter).
+class Controller:
+    """The work queue, its workers, and what each pass leads to next."""
 
-    Every pass leaves one pending timer per model: the periodic resync, or earlier when a
-    rollout's analysis or pause is due. The earliest wins. While `standby()` says a peer with
-    a higher priority is active, nothing reconciles, whatever the trigger: kopf pauses its
-    watches only once it has seen that peer's keep-alive, and two replicas starting together
-    both acted for up to a peering lifetime before this check (seen on the real node).
-    """
-
-    def __init__(self, reconciler: Reconciler, standby: Callable[[], bool]) -> None:
-        self._reconciler = reconciler
-        self._standby = standby
-        self._timers: dict[tuple[str, str], tuple[float, threading.Timer]] = {}
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        store: Store,
+        standby: Callable[[], bool] = lambda: False,
+        relist: Callable[[], set[ModelKey]] = set,
+        workers: int = WORKERS,
+        resync_seconds: float = RESYNC_SECONDS,
+    ) -> None:
+        self.reconciler, self.store = reconciler, store
+        self.queue: WorkQueue[ModelKey] = WorkQueue()
+        self._standby, self._relist = standby, relist
+        self._workers = workers
+        self._resync = resync_seconds
+        self._triggers: dict[ModelKey, str] = {}
+        self._changed: set[ModelKey] = set()
         self._lock = threading.Lock()
+        self._was_standby = False
+        self._sized_at = 0.0
+        self._threads: list[threading.Thread] = []
 
-    def run(self, namespace: str, name: str, trigger: str) -> None:
-        if self._standby():
-            self.after(namespace, name, RESYNC_SECONDS)
+    # -- feeding ---------------------------------------------------------------------------
+
+    def enqueue(self, key: ModelKey, trigger: str) -> None:
+        """Run a pass for the model soon; the first trigger since its last pass names it."""
+        with self._lock:
+            self._triggers.setdefault(key, trigger)
+        self.queue.add(key)
+        QUEUE_DEPTH.set(self.queue.depth())
+
+    def model_seen(self, body: Mapping[str, Any]) -> None:
+        """Cache a model, remembering whether more than its status changed."""
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        held = self.store.model(*key)
+        self.store.upsert("InferenceModel", body)
+        if held is None or _identity(held) != _identity(body):
+            with self._lock:
+                self._changed.add(key)
+
+    def take_change(self, body: Mapping[str, Any]) -> ModelKey | None:
+        """The model's key if a change worth a pass was cached for it (once)."""
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        with self._lock:
+            if key not in self._changed:
+                return None
+            self._changed.discard(key)
+        return key
+
+    def model_gone(self, key: ModelKey) -> None:
+        """Forget everything about a deleted model."""
+        self.queue.discard(key)
+        with self._lock:
+            self._triggers.pop(key, None)
+            self._changed.discard(key)
+        self.reconciler.forget(*key)
+
+    # -- working ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the worker pool (idempotent)."""
+        if self._threads:
             return
+        for i in range(self._workers):
+            thread = threading.Thread(target=self._work, name=f"reconcile-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Stop the workers after their current pass."""
+        self.queue.shutdown()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self._threads.clear()
+
+    def _work(self) -> None:
+        while (key := self.queue.get()) is not None:
+            try:
+                self.process(key)
+            except Exception:
+                _log.exception("reconcile worker: unexpected error for %s/%s", *key)
+            finally:
+                self.queue.done(key)
+                self._publish_gauges()
+
+    def _publish_gauges(self) -> None:
+        QUEUE_DEPTH.set(self.queue.depth())
+        QUEUE_DELAYED.set(self.queue.delayed())
+        now = time.monotonic()
+        with self._lock:
+            due = now - self._sized_at >= 5.0
+            if due:
+                self._sized_at = now
+        if due:  # counting walks the whole cache: at most every few seconds
+            publish_cache_size(self.store)
+
+    def process(self, key: ModelKey) -> None:
+        """One pass for one key, then schedule what comes next for it."""
+        with self._lock:
+            trigger = self._triggers.pop(key, "resync")
+        if self._standby():
+            # A peer with a higher priority is active: nothing reconciles here, whatever the
+            # trigger (kopf pauses its watches only once it has seen that peer).
+            self._was_standby = True
+            self.queue.add_after(key, self._resync)
+            return
+        if self._was_standby:
+            self._was_standby = False
+            self._take_over()
         try:
-            outcome = self._reconciler.reconcile(namespace, name, trigger=trigger)
+            outcome = self.reconciler.reconcile(*key, trigger=trigger)
         except Exception:
-            self.after(namespace, name, RESYNC_SECONDS)  # level-based: try again later
-            raise
+            QUEUE_RETRIES.inc()
+            delay = self.queue.add_rate_limited(key)
+            _log.warning("reconcile of %s/%s failed; again in %.1fs", *key, delay, exc_info=True)
+            return
+        self.queue.forget(key)
         if outcome is None:  # the model is gone
             return
-        delay = RESYNC_SECONDS
+        delay = self._resync
         if outcome.requeue_after is not None:
             delay = min(delay, outcome.requeue_after)
-        self.after(namespace, name, delay)
+        self.queue.add_after(key, delay)
 
-    def after(self, namespace: str, name: str, delay: float) -> None:
-        key, due = (namespace, name), time.monotonic() + delay
-        with self._lock:
-            pending = self._timers.get(key)
-            if pending is not None and pending[0] <= due and pending[1].is_alive():
-                return
-            if pending is not None:
-                pending[1].cancel()
-            timer = threading.Timer(delay, self._fire, args=(namespace, name))
-            timer.daemon = True
-            self._timers[key] = (due, timer)
-            timer.start()
-
-    def _fire(self, namespace: str, name: str) -> None:
-        with self._lock:
-            self._timers.pop((namespace, name), None)
+    def _take_over(self) -> None:
+        """Back from standby: the watches were paused, so deletions may have been missed."""
         try:
-            self.run(namespace, name, "resync")
+            changed = self._relist()
         except Exception:
-            _log.exception("scheduled reconcile of %s/%s failed", namespace, name)
+            _log.warning("could not relist after standby; the cache may hold deleted objects")
+            return
+        for key in changed:
+            self.enqueue(key, "relist")
+        publish_cache_size(self.store)
 
-    def cancel(self, namespace: str, name: str) -> None:
-        with self._lock:
-            pending = self._timers.pop((namespace, name), None)
-        if pending is not None:
-            pending[1].cancel()
+
+def publish_cache_size(store: Store) -> None:
+    """The cache's size by kind, as a gauge."""
+    for kind, count in store.counts().items():
+        CACHE_OBJECTS.labels(kind=kind).set(count)
 
 
 def install(
-    reconciler: Reconciler,
+    controller: Controller,
     registry: kopf.OperatorRegistry | None = None,
-    standby: Callable[[], bool] = lambda: False,
+    watch_routes: bool = True,
 ) -> None:
-    """Register the handlers on a kopf registry (the default one unless given).
+    """Register the watches and handlers on a kopf registry (the default one unless given).
 
-    `standby` tells whether a higher-priority peer is the active operator: then no trigger
-    reconciles here.
+    `watch_routes`: also watch HTTPRoutes (needs the Gateway API CRDs and RBAC for them).
     """
     reg = registry or kopf.get_default_registry()
-    requeue = _Requeue(reconciler, standby)
+    store = controller.store
 
     @kopf.on.startup(registry=reg)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.level = logging.WARNING  # our own Events carry the story
         settings.watching.server_timeout = 300
-        settings.execution.max_workers = 8
+        controller.start()
 
-    @kopf.on.event(GROUP, VERSION, PLURAL, registry=reg)
-    def model_event(type: str, name: str, namespace: str | None, **_: Any) -> None:
-        assert namespace, "InferenceModel is namespaced"
+    @kopf.on.cleanup(registry=reg)
+    def stop(**_: Any) -> None:
+        controller.stop()
+
+    @kopf.index(GROUP, VERSION, PLURAL, registry=reg, id="cache-models")
+    async def index_model(body: kopf.Body, **_: Any) -> None:
+        controller.model_seen(body)
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=reg, id="models")
+    async def model_event(type: str, body: kopf.Body, **_: Any) -> None:
         if type == "DELETED":
-            requeue.cancel(namespace, name)
-            reconciler.forget(namespace, name)
-            return
-        requeue.run(namespace, name, "model")
+            key = store.remove("InferenceModel", body)
+            if key is not None:
+                controller.model_gone(key)
+        elif (key := controller.take_change(body)) is not None:
+            controller.enqueue(key, "model")
 
-    @kopf.on.event("apps", "v1", "deployments", labels={MODEL_LABEL: kopf.PRESENT}, registry=reg)
-    def deployment_event(body: kopf.Body, namespace: str | None, **_: Any) -> None:
-        owner = _owner_model(body)
-        if owner and namespace:
-            requeue.run(namespace, owner, "deployment")
+    watches = [*_WATCHES, _ROUTES] if watch_routes else list(_WATCHES)
+    for kind, group, version, plural in watches:
+        _watch_children(reg, controller, kind, group, version, plural)
 
-    @kopf.on.event("", "v1", "pods", labels={MODEL_LABEL: kopf.PRESENT}, registry=reg)
-    def pod_event(labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
-        if namespace:
-            requeue.run(namespace, str(labels[MODEL_LABEL]), "pod")
+
+def _watch_children(
+    reg: kopf.OperatorRegistry,
+    controller: Controller,
+    kind: WatchedKind,
+    group: str,
+    version: str,
+    plural: str,
+) -> None:
+    store = controller.store
+    labels = {MODEL_LABEL: kopf.PRESENT}
+    trigger = kind.lower()
+
+    @kopf.index(group, version, plural, labels=labels, registry=reg, id=f"cache-{plural}")
+    async def index_child(body: kopf.Body, **_: Any) -> None:
+        store.upsert(kind, body)
+
+    @kopf.on.event(group, version, plural, labels=labels, registry=reg, id=plural)
+    async def child_event(type: str, body: kopf.Body, **_: Any) -> None:
+        key = store.remove(kind, body) if type == "DELETED" else store.key_of(kind, body)
+        if key is not None:
+            controller.enqueue(key, trigger)

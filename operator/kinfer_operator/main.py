@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import logging
 import os
 import random
 import time
+from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
 
 from kinfer_operator import __version__
-from kinfer_operator._kube import Kube
-from kinfer_operator.handlers import install
+from kinfer_operator._kube import Kube, load_config
+from kinfer_operator.handlers import WORKERS, Controller, install, publish_cache_size
 from kinfer_operator.reconcile import Reconciler
+from kinfer_operator.reconcile.cluster import CachedCluster
+from kinfer_operator.world import Store, WatchedKind
+from kinfer_operator.world.store import CHILD_KINDS, ModelKey
 
 __all__ = ["main", "parse_args"]
 
@@ -48,6 +53,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=int(env("KINFER_PEERING_LIFETIME", "60")),
         help="seconds a silent peer counts as alive; a standby takes over after this",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(env("KINFER_WORKERS", str(WORKERS))),
+        help="reconcile workers draining the work queue (one model per worker at a time)",
+    )
+    parser.add_argument(
+        "--gateway-api",
+        choices=["true", "false"],
+        default=env("KINFER_GATEWAY_API", "true"),
+        help="watch Gateway API HTTPRoutes (needs their CRDs and RBAC; the chart sets it from "
+        "gatewayAPI.enabled)",
+    )
     parser.add_argument("--health-port", type=int, default=int(env("KINFER_HEALTH_PORT", "8080")))
     parser.add_argument("--metrics-port", type=int, default=int(env("KINFER_METRICS_PORT", "8081")))
     parser.add_argument(
@@ -56,6 +74,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--verbose", action="store_true", default=bool(env("KINFER_VERBOSE")))
     parser.add_argument("--version", action="version", version=f"kinfer-operator {__version__}")
     return parser.parse_args(argv)
+
+
+def _watched(obj: dict[str, Any], patterns: list[str]) -> bool:
+    namespace = str(obj.get("metadata", {}).get("namespace", ""))
+    return any(fnmatch.fnmatchcase(namespace, p) for p in patterns)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -68,7 +91,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("kinfer_operator").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if args.metrics_port:
         start_http_server(args.metrics_port)
-    kube = Kube()
+    kube = Kube(load_config(pool_size=args.workers + 4))
+    store = Store()
+    watch_routes = args.gateway_api == "true"
     priority = args.priority or random.SystemRandom().randint(1, 1_000_000)
     exact = [ns for ns in args.namespace if not set(ns) & set("*?[]!")]
     peering_namespace = exact[0] if args.namespace and exact else None
@@ -85,7 +110,27 @@ def main(argv: list[str] | None = None) -> None:
             ]
         return checked[0][1]
 
-    install(Reconciler(kube), standby=standby)
+    globs = [ns for ns in args.namespace if set(ns) & set("*?[]!")]
+
+    def relist() -> set[ModelKey]:
+        # After a standby the watches were paused: deletions in between sent no event.
+        kinds: list[WatchedKind] = ["InferenceModel", *CHILD_KINDS, "Pod"]
+        changed: set[ModelKey] = set()
+        for kind in kinds:
+            if kind == "HTTPRoute" and not watch_routes:
+                continue
+            listing = kube.list(kind, [] if globs else exact)
+            if args.namespace:
+                listing = [o for o in listing if _watched(o, args.namespace)]
+            changed |= store.replace(kind, listing)
+        publish_cache_size(store)
+        return changed
+
+    cluster = CachedCluster(store, kube, routes_watched=watch_routes)
+    controller = Controller(
+        Reconciler(cluster), store, standby=standby, relist=relist, workers=args.workers
+    )
+    install(controller, watch_routes=watch_routes)
 
     @kopf.on.startup()
     def peering_settings(settings: kopf.OperatorSettings, **_: object) -> None:

@@ -11,11 +11,16 @@ from kinfer_operator.api.status import Condition
 
 __all__ = [
     "ANALYSES",
+    "API_REQUESTS",
     "API_WRITES",
     "API_WRITE_FAILURES",
+    "CACHE_OBJECTS",
     "CANARY_WEIGHT",
     "MODEL_CONDITION",
     "PROMOTIONS",
+    "QUEUE_DELAYED",
+    "QUEUE_DEPTH",
+    "QUEUE_RETRIES",
     "RECONCILES",
     "RECONCILE_ERRORS",
     "RECONCILE_SECONDS",
@@ -37,6 +42,12 @@ RECONCILE_SECONDS = Histogram(
     "Wall time of one reconcile pass.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+API_REQUESTS = Counter(
+    "kinfer_operator_api_requests_total",
+    "Calls to the Kubernetes API outside kopf's watches, by verb and kind; reconcile passes "
+    "read from the informer cache, so this stays flat while nothing changes.",
+    ["verb", "kind"],
+)
 API_WRITES = Counter(
     "kinfer_operator_api_writes_total",
     "Write calls to the Kubernetes API, by verb and kind; flat when nothing changes.",
@@ -47,6 +58,19 @@ API_WRITE_FAILURES = Counter(
     "Writes of children the API server did not take, by verb, kind and HTTP status "
     "(0: no answer); 4xx become Degraded/ChildRejected, the rest are retried.",
     ["verb", "kind", "code"],
+)
+
+QUEUE_DEPTH = Gauge(
+    "kinfer_operator_workqueue_depth", "Models waiting for a reconcile worker right now."
+)
+QUEUE_DELAYED = Gauge(
+    "kinfer_operator_workqueue_delayed", "Models with a reconcile scheduled for later."
+)
+QUEUE_RETRIES = Counter(
+    "kinfer_operator_workqueue_retries_total", "Passes that failed and were requeued with backoff."
+)
+CACHE_OBJECTS = Gauge(
+    "kinfer_operator_cache_objects", "Objects held in the informer cache, by kind.", ["kind"]
 )
 
 MODEL_CONDITION = Gauge(

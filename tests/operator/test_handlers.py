@@ -1,31 +1,150 @@
-"""handlers._Requeue: one gate for every trigger while a higher-priority peer is active."""
+"""handlers.Controller: what each trigger and each pass lead to, on the real work queue."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from kinfer_operator.handlers import _Requeue
+import pytest
+from kinfer_operator.handlers import Controller
+from kinfer_operator.reconcile import Outcome
+from kinfer_operator.world import Store
+from support.factories import model_body
+
+KEY = ("ml", "resnet50")
 
 
 class _Reconciler:
+    """Records passes; answers with a scripted outcome or error."""
+
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, str]] = []
+        self.outcome: Outcome | None = Outcome(writes=0, plan=None, status=None)
+        self.error: Exception | None = None
+        self.forgotten: list[tuple[str, str]] = []
 
     def reconcile(self, namespace: str, name: str, trigger: str) -> Any:
         self.calls.append((namespace, name, trigger))
-        return None  # "the model is gone": nothing to requeue
+        if self.error is not None:
+            raise self.error
+        return self.outcome
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.forgotten.append((namespace, name))
 
 
-def test_standby_replica_reconciles_nothing_whatever_the_trigger() -> None:
-    reconciler = _Reconciler()
+@pytest.fixture
+def reconciler() -> _Reconciler:
+    return _Reconciler()
+
+
+def _controller(reconciler: _Reconciler, **kw: Any) -> Controller:
+    return Controller(reconciler, Store(), workers=0, resync_seconds=300, **kw)  # type: ignore[arg-type]
+
+
+def _run_ready(controller: Controller) -> None:
+    while (key := controller.queue.get(timeout=0)) is not None:
+        controller.process(key)
+        controller.queue.done(key)
+
+
+def test_standby_replica_reconciles_nothing_whatever_the_trigger(reconciler: _Reconciler) -> None:
     standby = True
-    requeue = _Requeue(reconciler, lambda: standby)  # type: ignore[arg-type]
+    controller = _controller(reconciler, standby=lambda: standby)
     for trigger in ("model", "deployment", "pod"):
-        requeue.run("ns", "m", trigger)
+        controller.enqueue(KEY, trigger)
+        _run_ready(controller)
     assert reconciler.calls == []
-    assert ("ns", "m") in requeue._timers  # it looks again at the next resync
-    requeue.cancel("ns", "m")
+    assert controller.queue.due_in(KEY) == pytest.approx(300, abs=1)  # looks again later
 
     standby = False
-    requeue.run("ns", "m", "model")
-    assert reconciler.calls == [("ns", "m", "model")]
+    controller.enqueue(KEY, "model")
+    _run_ready(controller)
+    assert reconciler.calls == [("ml", "resnet50", "model")]
+    controller.stop()
+
+
+def test_taking_over_from_standby_relists_and_requeues_what_changed(
+    reconciler: _Reconciler,
+) -> None:
+    standby = True
+    relisted: list[bool] = []
+
+    def relist() -> set[tuple[str, str]]:
+        relisted.append(True)
+        return {("ml", "other")}
+
+    controller = _controller(reconciler, standby=lambda: standby, relist=relist)
+    controller.enqueue(KEY, "model")
+    _run_ready(controller)
+    standby = False
+    controller.enqueue(KEY, "model")
+    _run_ready(controller)
+    assert relisted == [True]
+    assert ("ml", "other", "relist") in reconciler.calls
+    controller.stop()
+
+
+def test_a_pass_schedules_the_next_at_the_rollouts_time_or_the_resync(
+    reconciler: _Reconciler,
+) -> None:
+    controller = _controller(reconciler)
+    reconciler.outcome = Outcome(writes=0, plan=None, status=None, requeue_after=12.0)
+    controller.enqueue(KEY, "model")
+    _run_ready(controller)
+    assert controller.queue.due_in(KEY) == pytest.approx(12, abs=1)
+    controller.stop()
+
+
+def test_a_failing_pass_is_retried_with_backoff_until_it_succeeds(
+    reconciler: _Reconciler,
+) -> None:
+    controller = _controller(reconciler)
+    reconciler.error = RuntimeError("API server down")
+    controller.process(KEY)
+    assert controller.queue.due_in(KEY) == pytest.approx(1.0, abs=0.5)  # the base delay
+    controller.process(KEY)  # failed again (as if the retry ran)
+    assert controller.queue._failures[KEY] == 2  # the next delay doubles (test_queue.py)
+    reconciler.error = None
+    controller.process(KEY)
+    assert KEY not in controller.queue._failures  # success resets the backoff
+    controller.stop()
+
+
+def test_only_changes_beyond_status_wake_a_model(reconciler: _Reconciler) -> None:
+    controller = _controller(reconciler)
+    body = model_body(resourceVersion="1")
+    controller.model_seen(body)
+    assert controller.take_change(body) == KEY  # new: worth a pass
+    own_status_write = {**body, "status": {"phase": "Ready"}}
+    own_status_write["metadata"] = {**body["metadata"], "resourceVersion": "2"}
+    controller.model_seen(own_status_write)
+    assert controller.take_change(own_status_write) is None
+    edited = {**own_status_write, "metadata": {**body["metadata"], "generation": 2}}
+    controller.model_seen(edited)
+    assert controller.take_change(edited) == KEY
+    annotated = {**edited, "metadata": {**edited["metadata"], "annotations": {"a": "b"}}}
+    controller.model_seen(annotated)
+    assert controller.take_change(annotated) == KEY
+    controller.stop()
+
+
+def test_a_deleted_model_is_forgotten(reconciler: _Reconciler) -> None:
+    controller = _controller(reconciler)
+    controller.queue.add_after(KEY, 300)
+    controller.model_gone(KEY)
+    assert controller.queue.due_in(KEY) is None
+    assert reconciler.forgotten == [KEY]
+    controller.stop()
+
+
+def test_workers_drain_the_queue(reconciler: _Reconciler) -> None:
+    controller = Controller(reconciler, Store(), workers=2, resync_seconds=300)  # type: ignore[arg-type]
+    controller.start()
+    for i in range(20):
+        controller.enqueue(("ml", f"m{i}"), "model")
+    deadline = time.monotonic() + 5
+    while len(reconciler.calls) < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    controller.stop()
+    assert sorted(c[1] for c in reconciler.calls) == sorted(f"m{i}" for i in range(20))

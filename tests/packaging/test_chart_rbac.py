@@ -7,7 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kinfer_operator._kube import _CHILD_KINDS
+from kinfer_operator._kube import API_VERSIONS
+from kinfer_operator.world.store import CHILD_KINDS
 
 Render = Callable[..., list[dict[str, Any]]]
 NAMESPACED = {"watchNamespaces": "{team-a,team-b}"}
@@ -83,12 +84,12 @@ def test_every_child_kind_the_operator_writes_is_granted(
 ) -> None:
     default_roles = _roles(render(**values))
     all_roles = _roles(render(**values, **dict.fromkeys(OPT_IN_KINDS.values(), "true")))
-    for kind, api_version in _CHILD_KINDS.items():
-        group = api_version.rpartition("/")[0]
+    for kind in CHILD_KINDS:
+        group = API_VERSIONS[kind].rpartition("/")[0]
         for role in all_roles if kind in OPT_IN_KINDS else default_roles:
             verbs = _verbs(role, group, f"{kind.lower()}s")
-            # create+patch: server-side apply; list: observe by label; delete: prune.
-            assert {"create", "patch", "list", "delete"} <= verbs, (kind, verbs)
+            # create+patch: server-side apply; list+watch: the informer cache; delete: prune.
+            assert {"create", "patch", "list", "watch", "delete"} <= verbs, (kind, verbs)
     for role in default_roles:
         assert _verbs(role, "serving.kinfer.io", "inferencemodels/status") == {"patch"}
         assert _verbs(role, "apps", "deployments/scale") == {"patch"}

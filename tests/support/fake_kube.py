@@ -1,7 +1,11 @@
-"""An in-memory stand-in for `_kube.Kube`, so unit tests can drive whole reconcile passes.
+"""An in-memory `ClusterApi` (reconcile/cluster.py), so unit tests can drive whole passes.
 
 It stores what the reconciler writes, answers reads from that store, and can be told to
-refuse writes the way the API server does (a WriteFailure per verb and kind).
+refuse writes the way the API server does (a WriteFailure per verb and kind). Writes follow
+the API server where our children depend on it: server-side apply merges into the stored
+object and drops only the fields this manager applied before and no longer applies (others'
+fields such as status and the scale subresource's replicas survive); every write bumps the
+resourceVersion; a scale with a stale resourceVersion is refused with 409 Conflict.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ class FakeKube:
         self.observe_error: Exception | None = None
         self.missing_refs: dict[str, str] = {}
         self._created = 0
+        self._version = 100
+        self._applied: dict[tuple[str, str], dict[str, Any]] = {}
 
     def thread_writes(self) -> int:
         return sum(self.writes.values())
@@ -72,40 +78,68 @@ class FakeKube:
         if failure is not None:
             raise WriteError(failure)
 
+    def _next_version(self) -> str:
+        self._version += 1
+        return str(self._version)
+
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         kind, name = str(obj["kind"]), str(obj["metadata"]["name"])
         self.writes[("apply", kind)] += 1
         self._check("apply", obj)
-        stored = copy.deepcopy(dict(obj))
-        meta = stored["metadata"]
+        config = copy.deepcopy(dict(obj))
         before = self.children.get((kind, name))
-        self._created += 1
-        meta["generation"] = 1
-        meta["creationTimestamp"] = (
-            before["metadata"]["creationTimestamp"]
-            if before is not None
-            else f"2026-01-01T00:{self._created // 60:02d}:{self._created % 60:02d}Z"
-        )
-        if kind == "Deployment":
-            stored["spec"]["replicas"] = before["spec"]["replicas"] if before else 1
-            stored["status"] = before.get("status", {}) if before else {"observedGeneration": 1}
+        if before is None:
+            self._created += 1
+            stored = copy.deepcopy(config)
+            stored["metadata"]["generation"] = 1
+            stamp = f"2026-01-01T00:{self._created // 60:02d}:{self._created % 60:02d}Z"
+            stored["metadata"]["creationTimestamp"] = stamp
+            if kind == "Deployment":
+                stored["spec"].setdefault("replicas", 1)
+                stored["status"] = {"observedGeneration": 1}
+        else:
+            kept = _without(before, self._applied.get((kind, name), {}), config)
+            stored = _merge(kept, config)
+            if stored.get("spec") != before.get("spec"):
+                stored["metadata"]["generation"] = int(before["metadata"]["generation"]) + 1
+        stored["metadata"]["resourceVersion"] = self._next_version()
+        self._applied[(kind, name)] = config
         self.children[(kind, name)] = stored
         return copy.deepcopy(stored)
 
-    def scale(self, namespace: str, deployment: str, replicas: int) -> None:
+    def scale(
+        self, namespace: str, deployment: str, replicas: int, resource_version: str | None = None
+    ) -> None:
         self.writes[("scale", "Deployment")] += 1
         obj = self.children[("Deployment", deployment)]
         self._check("scale", obj)
+        if resource_version is not None and resource_version != obj["metadata"].get(
+            "resourceVersion"
+        ):
+            raise WriteError(
+                WriteFailure(
+                    "scale",
+                    "Deployment",
+                    deployment,
+                    409,
+                    "Conflict",
+                    "the object has been modified; please apply your changes to the latest "
+                    "version and try again",
+                )
+            )
         obj["spec"]["replicas"] = replicas
+        obj["metadata"]["resourceVersion"] = self._next_version()
 
     def delete(self, namespace: str, kind: str, name: str) -> None:
         self.writes[("delete", kind)] += 1
         self._check("delete", {"kind": kind, "metadata": {"name": name}})
         self.children.pop((kind, name), None)
+        self._applied.pop((kind, name), None)
 
     def patch_model_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self.writes[("patch-status", "InferenceModel")] += 1
         self.model["status"] = _merge(self.model.get("status") or {}, status)
+        self.model["metadata"]["resourceVersion"] = self._next_version()
 
     def post_event(
         self, model: Mapping[str, Any], type_: str, reason: str, message: str, now: str
@@ -150,6 +184,19 @@ class FakeKube:
     def set_spec(self, spec: dict[str, Any]) -> None:
         self.model["spec"] = copy.deepcopy(spec)
         self.model["metadata"]["generation"] = int(self.model["metadata"]["generation"]) + 1
+
+
+def _without(
+    live: Mapping[str, Any], before: Mapping[str, Any], after: Mapping[str, Any]
+) -> dict[str, Any]:
+    """`live` minus the fields the manager applied before and does not apply any more."""
+    out = dict(copy.deepcopy(live))
+    for key, value in before.items():
+        if key not in after:
+            out.pop(key, None)
+        elif all(isinstance(v, Mapping) for v in (value, after[key], out.get(key))):
+            out[key] = _without(out[key], value, after[key])
+    return out
 
 
 def _merge(old: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Literal
 
 from kinfer_operator import runtime_contract as rc
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import MODEL_LABEL, REVISION_LABEL, TRACK_LABEL, child_labels
 
-__all__ = ["build_httproute", "build_track_service", "route_accepts", "track_service_name"]
+__all__ = ["build_httproute", "build_track_service", "track_service_name"]
 
 
 def track_service_name(model: InferenceModel, track: Literal["stable", "canary"]) -> str:
@@ -79,28 +78,3 @@ def build_httproute(model: InferenceModel, canary_weight: int) -> dict[str, Any]
         },
         "spec": spec,
     }
-
-
-def route_accepts(route: Mapping[str, Any] | None, canary_weight: int) -> bool:
-    """The route carries this weight and every parent reports Accepted and ResolvedRefs for
-    its current generation: only then does analysis time at the new weight count."""
-    if route is None:
-        return False
-    rules = route.get("spec", {}).get("rules") or [{}]
-    weights = [b.get("weight") for b in rules[0].get("backendRefs") or []]
-    if weights[-1:] != [canary_weight]:
-        return False
-    generation = route.get("metadata", {}).get("generation", 0)
-    parents = (route.get("status") or {}).get("parents") or []
-    if not parents:
-        return False
-    for parent in parents:
-        conditions = {
-            c.get("type"): c
-            for c in parent.get("conditions") or []
-            if c.get("observedGeneration", generation) >= generation
-        }
-        for needed in ("Accepted", "ResolvedRefs"):
-            if (conditions.get(needed) or {}).get("status") != "True":
-                return False
-    return True

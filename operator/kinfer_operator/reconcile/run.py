@@ -7,16 +7,15 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import ValidationError
 
 from kinfer_operator._kube import MissingPermission, WriteError
 from kinfer_operator.api.status import AnalysisRun, InferenceModelStatus
-from kinfer_operator.children.httproute import route_accepts
 from kinfer_operator.events import Event
 from kinfer_operator.metrics import (
     ANALYSES,
@@ -31,8 +30,9 @@ from kinfer_operator.metrics import (
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import HASH_ANNOTATION, deployment_name, revision_of
 from kinfer_operator.reconcile.backoff import WriteBackoff, WriteKey
+from kinfer_operator.reconcile.cluster import ClusterApi
 from kinfer_operator.reconcile.plan import Plan, needs_apply, plan, want_replicas
-from kinfer_operator.references import Reference, references_of
+from kinfer_operator.references import references_of
 from kinfer_operator.rollout._prometheus import PrometheusError, query_value
 from kinfer_operator.rollout.analysis import AnalysisTarget, run_analysis
 from kinfer_operator.rollout.machine import (
@@ -48,36 +48,9 @@ from kinfer_operator.status.compute import (
     invalid_status,
     retrying_status,
 )
-from kinfer_operator.world import Observed, WriteFailure
+from kinfer_operator.world import Observed, WriteFailure, route_accepts
 
-__all__ = ["ClusterApi", "Outcome", "Reconciler", "describe_validation_error", "utc_now"]
-
-
-class ClusterApi(Protocol):
-    """What a pass needs from the API boundary (`_kube.Kube`); tests drive passes with an
-    in-memory fake. Writes of children raise `WriteError` when they do not go through."""
-
-    def thread_writes(self) -> int: ...
-
-    def get_model(self, namespace: str, name: str) -> dict[str, Any] | None: ...
-
-    def missing(self, namespace: str, ref: Reference) -> str | None: ...
-
-    def observe(
-        self, namespace: str, model_name: str, model_uid: str, with_routes: bool = False
-    ) -> Observed: ...
-
-    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]: ...
-
-    def scale(self, namespace: str, deployment: str, replicas: int) -> None: ...
-
-    def delete(self, namespace: str, kind: str, name: str) -> None: ...
-
-    def patch_model_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...
-
-    def post_event(
-        self, model: Mapping[str, Any], type_: str, reason: str, message: str, now: str
-    ) -> None: ...
+__all__ = ["Outcome", "Reconciler", "describe_validation_error", "utc_now"]
 
 
 _log = logging.getLogger(__name__)
@@ -127,8 +100,47 @@ def _status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, A
     return patch
 
 
+CONFLICT_RETRY_SECONDS = 1.0
+"""A write refused for a stale read is tried again this soon (the watch event is on its way)."""
+INVALID_RECHECK_SECONDS = 30.0
+"""How soon a model that cannot be served is looked at again: a missing Secret may appear
+without any event the operator watches."""
+
+
+@dataclass(frozen=True)
+class _Current:
+    """The model as this pass found it."""
+
+    body: Mapping[str, Any]
+    raw_status: Mapping[str, Any]
+    previous: InferenceModelStatus | None
+    """The status as last written, unless an older operator wrote it in another shape."""
+    generation: int
+    now: str
+    writes_before: int
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any], now: str, writes_before: int) -> _Current:
+        raw_status = body.get("status") or {}
+        try:
+            previous: InferenceModelStatus | None = InferenceModelStatus.model_validate(raw_status)
+        except ValidationError:
+            previous = None  # rebuilt from scratch by this pass
+        generation = int(body["metadata"].get("generation", 1))
+        return cls(body, raw_status, previous, generation, now, writes_before)
+
+
+@dataclass
+class _Written:
+    """What the writes of one pass ran into."""
+
+    failures: list[WriteFailure] = field(default_factory=list)
+    conflicts: int = 0
+
+
 class Reconciler:
-    """Serialises passes per model; many triggers (events, timer, child watches) share it."""
+    """One pass per call. The work queue guarantees that a model is never in two passes at
+    once; many models' passes run in parallel on the queue's workers."""
 
     def __init__(
         self,
@@ -136,18 +148,16 @@ class Reconciler:
         clock: Callable[[], str] = utc_now,
         prometheus_url: str | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        query: Callable[[str, str], float | None] = query_value,
     ) -> None:
+        """`query(prometheus_url, promql)` answers canary analysis (unit tests pass a fake)."""
         self.kube = kube
+        self._query = query
         self._clock = clock
         self._monotonic = monotonic
         self._prometheus_url = prometheus_url or os.environ.get("KINFER_PROMETHEUS_URL")
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._backoffs: dict[tuple[str, str], WriteBackoff] = {}
         self._guard = threading.Lock()
-
-    def _lock_for(self, key: tuple[str, str]) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(key, threading.Lock())
 
     def _backoff_for(self, key: tuple[str, str]) -> WriteBackoff:
         with self._guard:
@@ -156,7 +166,6 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         """Drop per-model state once the model is deleted."""
         with self._guard:
-            self._locks.pop((namespace, name), None)
             self._backoffs.pop((namespace, name), None)
         forget_model(namespace, name)
 
@@ -165,8 +174,7 @@ class Reconciler:
         RECONCILES.labels(trigger=trigger).inc()
         started = time.perf_counter()
         try:
-            with self._lock_for((namespace, name)):
-                outcome = self._pass(namespace, name)
+            outcome = self._pass(namespace, name)
             if outcome is not None:
                 _log.debug("pass %s/%s (%s): %d write(s)", namespace, name, trigger, outcome.writes)
             return outcome
@@ -177,70 +185,97 @@ class Reconciler:
             RECONCILE_SECONDS.observe(time.perf_counter() - started)
 
     def _pass(self, namespace: str, name: str) -> Outcome | None:
-        kube = self.kube
-        writes_before = kube.thread_writes()
-        body = kube.get_model(namespace, name)
+        body = self.kube.get_model(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
-        now = self._clock()
-        raw_status = body.get("status") or {}
+        current = _Current.of(body, self._clock(), self.kube.thread_writes())
         try:
-            previous: InferenceModelStatus | None = InferenceModelStatus.model_validate(raw_status)
-        except ValidationError:
-            previous = None  # written by an older operator; rebuilt from scratch below
-        generation = int(body["metadata"].get("generation", 1))
-        try:
-            return self._converge(body, raw_status, previous, generation, now, writes_before)
+            return self._converge(current)
         except Exception as exc:
             # Whatever broke this pass, the model says so: no code path leaves status empty.
             message = f"reconcile failed, retrying: {type(exc).__name__}: {exc}"
-            report = retrying_status(previous, generation, message[:2048], now=now)
+            report = retrying_status(
+                current.previous, current.generation, message[:2048], now=current.now
+            )
             try:
-                self._publish(body, raw_status, report, now)
+                self._publish(current, report)
             except Exception:
                 _log.warning("could not publish status of %s/%s", namespace, name, exc_info=True)
             raise
 
-    def _converge(
-        self,
-        body: Mapping[str, Any],
-        raw_status: Mapping[str, Any],
-        previous: InferenceModelStatus | None,
-        generation: int,
-        now: str,
-        writes_before: int,
-    ) -> Outcome:
-        kube = self.kube
-        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    def _converge(self, current: _Current) -> Outcome:
+        """Validate, observe, decide the rollout, plan, write, report: the pass's steps."""
+        model, problem = self._validate(current.body)
+        if model is None or problem is not None:
+            return self._refuse(current, problem or "invalid spec", "InvalidSpec")
+        gateway = model.spec.rollout is not None and model.spec.rollout.traffic.mode == "GatewayAPI"
+        try:
+            observed = self.kube.observe(model.namespace, model.name, model.uid, gateway)
+        except MissingPermission as err:
+            return self._refuse(current, str(err), "MissingPermission")
+        backoff = self._backoff_for((model.namespace, model.name))
+        backoff.generation(current.generation)
+        rollout = self._decide_rollout(model, observed, current, backoff)
+        decided = plan(model, observed, rollout)
+        written = self._execute(model, observed.find, decided, backoff)
+        report = self._report(model, observed, decided, rollout, written.failures, current)
+        self._publish(current, report)
+        due = [
+            t
+            for t in (
+                rollout.requeue_after if rollout is not None else None,
+                backoff.next_retry_in(),
+                CONFLICT_RETRY_SECONDS if written.conflicts else None,
+            )
+            if t is not None
+        ]
+        return Outcome(
+            self.kube.thread_writes() - current.writes_before,
+            decided,
+            report.status,
+            min(due) if due else None,
+        )
+
+    def _validate(self, body: Mapping[str, Any]) -> tuple[InferenceModel | None, str | None]:
+        """The typed model, or why the spec cannot be served (schema, missing references)."""
         try:
             model = InferenceModel.from_body(body)
         except ValidationError as err:
-            problem: str | None = describe_validation_error(err)
-        else:
-            problems = (kube.missing(namespace, ref) for ref in references_of(model))
-            problem = "; ".join(p for p in problems if p) or None
-        if problem is not None:
-            report = invalid_status(previous, generation, problem, now=now)
-            self._publish(body, raw_status, report, now)
-            return Outcome(kube.thread_writes() - writes_before, None, report.status)
+            return None, describe_validation_error(err)
+        problems = (self.kube.missing(model.namespace, ref) for ref in references_of(model))
+        return model, "; ".join(p for p in problems if p) or None
 
-        rollout_spec = model.spec.rollout
-        gateway = rollout_spec is not None and rollout_spec.traffic.mode == "GatewayAPI"
-        try:
-            observed = kube.observe(namespace, name, model.uid, with_routes=gateway)
-        except MissingPermission as err:
-            report = invalid_status(
-                previous, generation, str(err), now=now, reason="MissingPermission"
-            )
-            self._publish(body, raw_status, report, now)
-            return Outcome(kube.thread_writes() - writes_before, None, report.status)
-        backoff = self._backoff_for((namespace, name))
-        backoff.generation(generation)
-        rollout = self._decide_rollout(model, observed, previous, body, parse_time(now), backoff)
-        decided = plan(model, observed, rollout)
-        failures = self._execute(model, observed.find, decided, backoff)
+    def _refuse(self, current: _Current, problem: str, reason: str) -> Outcome:
+        """Report a model that cannot be reconciled until someone acts."""
+        report = invalid_status(
+            current.previous, current.generation, problem, now=current.now, reason=reason
+        )
+        self._publish(current, report)
+        return Outcome(
+            self.kube.thread_writes() - current.writes_before,
+            None,
+            report.status,
+            INVALID_RECHECK_SECONDS,
+        )
+
+    def _report(
+        self,
+        model: InferenceModel,
+        observed: Observed,
+        decided: Plan,
+        rollout: RolloutDecision | None,
+        failures: list[WriteFailure],
+        current: _Current,
+    ) -> StatusReport:
+        """Status from the observed world, with the rollout's Events first."""
         report = compute_status(
-            model, observed, decided, previous, now=now, rollout=rollout, failures=failures
+            model,
+            observed,
+            decided,
+            current.previous,
+            now=current.now,
+            rollout=rollout,
+            failures=failures,
         )
         if rollout is not None and rollout.events:
             told = {e.reason for e in rollout.events}
@@ -249,9 +284,9 @@ class Reconciler:
             report = StatusReport(report.status, [*rollout.events, *own])
             for event in rollout.events:
                 if event.reason == "RolledBack":
-                    ROLLBACKS.labels(namespace, name).inc()
+                    ROLLBACKS.labels(model.namespace, model.name).inc()
                 elif event.reason == "Promoted":
-                    PROMOTIONS.labels(namespace, name).inc()
+                    PROMOTIONS.labels(model.namespace, model.name).inc()
         if decided.promoted and rollout is None:  # a rollout announces its own promotion
             promoted = Event(
                 "Normal",
@@ -261,29 +296,13 @@ class Reconciler:
             )
             own = [e for e in report.events if e.reason != "Serving"]
             report = StatusReport(report.status, [promoted, *own])
-        self._publish(body, raw_status, report, now)
-        due = [
-            t
-            for t in (
-                rollout.requeue_after if rollout is not None else None,
-                backoff.next_retry_in(),
-            )
-            if t is not None
-        ]
-        return Outcome(
-            kube.thread_writes() - writes_before,
-            decided,
-            report.status,
-            min(due) if due else None,
-        )
+        return report
 
     def _decide_rollout(
         self,
         model: InferenceModel,
         observed: Observed,
-        previous: InferenceModelStatus | None,
-        body: Mapping[str, Any],
-        now: datetime,
+        current: _Current,
         backoff: WriteBackoff,
     ) -> RolloutDecision | None:
         """The canary decision, when the model has spec.rollout and a stable revision."""
@@ -291,6 +310,8 @@ class Reconciler:
         stable = observed.stable()
         if spec is None or stable is None:
             return None
+        now = parse_time(current.now)
+        previous = current.previous
         window = spec.analysis.interval_seconds
         prometheus = spec.analysis.prometheus_url or self._prometheus_url
 
@@ -303,7 +324,7 @@ class Reconciler:
                         "no Prometheus configured: set spec.rollout.analysis.prometheusUrl "
                         "or the operator's KINFER_PROMETHEUS_URL"
                     )
-                return query_value(prometheus, query)
+                return self._query(prometheus, query)
 
             run = run_analysis(spec.analysis, target, fetch, step=step, now=format_time(now))
             ANALYSES.labels(model.namespace, model.name, run.decision).inc()
@@ -321,7 +342,7 @@ class Reconciler:
                 stable=stable,
                 total=want_replicas(model, stable),
                 now=now,
-                annotations=body["metadata"].get("annotations") or {},
+                annotations=current.body["metadata"].get("annotations") or {},
                 analyze=analyze,
                 route_ready=(lambda w: route_accepts(route, w))
                 if spec.traffic.mode == "GatewayAPI"
@@ -338,25 +359,30 @@ class Reconciler:
         observed_find: Callable[[str, str], Mapping[str, Any] | None],
         decided: Plan,
         backoff: WriteBackoff,
-    ) -> list[WriteFailure]:
-        """Write what differs; returns the writes that failed or still back off.
+    ) -> _Written:
+        """Write what differs; says which writes failed or still back off.
 
         A failed write does not stop the others: a refused Deployment must not keep the
-        Service or the cleanup of old revisions from happening.
+        Service or the cleanup of old revisions from happening. A 409 Conflict means this
+        pass read a stale cache (the scale write carries the resourceVersion it read): not a
+        failure to report, just a reason to look again shortly.
         """
         kube = self.kube
-        failures: list[WriteFailure] = []
+        written = _Written()
         wanted: list[WriteKey] = []
 
         def write(key: WriteKey, digest: str, action: Callable[[], Any]) -> tuple[bool, Any]:
             wanted.append(key)
             waiting = backoff.waiting(key, digest)
             if waiting is not None:
-                failures.append(waiting)
+                written.failures.append(waiting)
                 return False, None
             try:
                 result = action()
             except WriteError as err:
+                if err.failure.code == 409:
+                    written.conflicts += 1
+                    return False, None
                 delay = backoff.failed(key, digest, err.failure)
                 _log.warning(
                     "%s/%s: %s (next attempt in %.0fs)",
@@ -365,12 +391,12 @@ class Reconciler:
                     err.failure.describe(),
                     delay,
                 )
-                failures.append(err.failure)
+                written.failures.append(err.failure)
                 return False, None
             backoff.succeeded(key)
             return True, result
 
-        replicas_now: dict[str, int] = {}
+        deployments_now: dict[str, Mapping[str, Any]] = {}
         for desired in decided.applies:
             kind, obj_name = desired["kind"], desired["metadata"]["name"]
             current = observed_find(kind, obj_name)
@@ -383,20 +409,19 @@ class Reconciler:
                 if done:
                     current = applied
             if kind == "Deployment" and current is not None:
-                replicas_now[obj_name] = int(current.get("spec", {}).get("replicas", 1))
+                deployments_now[obj_name] = current
         for scale in decided.scales:
-            current_obj = observed_find("Deployment", scale.name)
-            have = replicas_now.get(scale.name)
-            if have is None and current_obj is None:
+            current = deployments_now.get(scale.name) or observed_find("Deployment", scale.name)
+            if current is None:
                 continue  # not there (its apply failed): nothing to scale yet
-            if have is None and current_obj is not None:
-                have = int(current_obj.get("spec", {}).get("replicas", 1))
+            have = int(current.get("spec", {}).get("replicas", 1))
             if have != scale.replicas:
                 _log.info("scaling %s/%s to %d", model.namespace, scale.name, scale.replicas)
+                version = current.get("metadata", {}).get("resourceVersion")
                 write(
                     ("scale", "Deployment", scale.name),
                     str(scale.replicas),
-                    partial(kube.scale, model.namespace, scale.name, scale.replicas),
+                    partial(kube.scale, model.namespace, scale.name, scale.replicas, version),
                 )
         for delete in decided.deletes:
             _log.info("deleting %s %s/%s", delete.kind, model.namespace, delete.name)
@@ -406,21 +431,17 @@ class Reconciler:
                 partial(kube.delete, model.namespace, delete.kind, delete.name),
             )
         backoff.keep_only(wanted)
-        return failures
+        return written
 
-    def _publish(
-        self, body: Mapping[str, Any], raw_status: Mapping[str, Any], report: StatusReport, now: str
-    ) -> None:
-        meta = body["metadata"]
+    def _publish(self, current: _Current, report: StatusReport) -> None:
+        meta = current.body["metadata"]
         record_model(
             meta["namespace"], meta["name"], report.status.conditions, report.status.canary_weight
         )
         new = report.status.model_dump(by_alias=True, exclude_none=True)
-        if new != dict(raw_status):
+        if new != dict(current.raw_status):
             self.kube.patch_model_status(
-                body["metadata"]["namespace"],
-                body["metadata"]["name"],
-                _status_patch(raw_status, new),
+                meta["namespace"], meta["name"], _status_patch(current.raw_status, new)
             )
         for event in report.events:
-            self.kube.post_event(body, event.type, event.reason, event.message, now)
+            self.kube.post_event(current.body, event.type, event.reason, event.message, current.now)

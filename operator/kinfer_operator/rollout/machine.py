@@ -20,8 +20,8 @@ from kinfer_operator.events import Event
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import DOMAIN, revision_of
 from kinfer_operator.rollout.traffic import replica_split
-from kinfer_operator.status.pods import diagnose_pods, pod_creation_reason
 from kinfer_operator.world import DeploymentView, Observed
+from kinfer_operator.world.pods import diagnose_pods, pod_creation_reason
 
 __all__ = [
     "ABORT_ANNOTATION",

@@ -8,17 +8,13 @@ from kinfer_operator.status.compute import (
     retrying_status,
 )
 from kinfer_operator.status.conditions import find_condition, set_condition
-from kinfer_operator.status.pods import PodDiagnosis, diagnose_pods, pod_creation_reason
 
 __all__ = [
     "Event",
-    "PodDiagnosis",
     "StatusReport",
     "compute_status",
-    "diagnose_pods",
     "find_condition",
     "invalid_status",
-    "pod_creation_reason",
     "retrying_status",
     "set_condition",
 ]

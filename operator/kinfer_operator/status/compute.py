@@ -21,8 +21,8 @@ from kinfer_operator.events import Event
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import MODEL_LABEL, MODEL_VERSION_ANNOTATION, REVISION_LABEL
 from kinfer_operator.status.conditions import find_condition, set_condition
-from kinfer_operator.status.pods import PodDiagnosis, diagnose_pods, pod_creation_reason
 from kinfer_operator.world import DeploymentView, Observed, WriteFailure
+from kinfer_operator.world.pods import PodDiagnosis, diagnose_pods, pod_creation_reason
 
 if TYPE_CHECKING:  # status sits below reconcile in the layering; only the types are needed
     from kinfer_operator.reconcile.plan import Plan

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from kinfer_operator.children.httproute import build_httproute, build_track_service, route_accepts
+from kinfer_operator.children.httproute import build_httproute, build_track_service
 from kinfer_operator.model import InferenceModel
+from kinfer_operator.world import route_accepts
 
 MakeModel = Callable[..., InferenceModel]
 GATEWAY = {

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from kinfer_operator.naming import TRACK_LABEL
 from kinfer_operator.reconcile.run import Outcome, Reconciler, _status_patch
-from kinfer_operator.rollout.machine import format_time
 from kinfer_operator.world import WriteFailure
+from support.clock import Clock
 from support.factories import deep_merge, model_body
 from support.fake_kube import FakeKube
 
@@ -32,19 +31,6 @@ def test_top_level_keys_that_disappear_become_null_and_lists_are_replaced() -> N
 
 
 # -- whole passes against the in-memory API ------------------------------------------------
-
-
-class Clock:
-    """Wall clock (status timestamps) and monotonic clock (backoff) moved by the test."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def now(self) -> str:
-        return format_time(datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=self.t))
-
-    def monotonic(self) -> float:
-        return self.t
 
 
 def _setup(spec: dict[str, Any] | None = None) -> tuple[FakeKube, Reconciler, Clock]:

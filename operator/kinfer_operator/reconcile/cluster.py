@@ -1,0 +1,137 @@
+"""What a reconcile pass needs from the cluster, and the production answer to it.
+
+`ClusterApi` is the Protocol the Reconciler depends on; `tests/support/fake_kube.py` is an
+in-memory implementation that drives whole passes in unit tests. `CachedCluster` is the real
+one: reads from the informer cache, writes through `_kube.Kube`, and puts what each write
+returns back into the cache so the next pass sees its own writes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from kinfer_operator._kube import Kube, MissingPermission
+from kinfer_operator.references import Reference
+from kinfer_operator.world import Observed, Store
+from kinfer_operator.world.store import CHILD_KINDS
+
+__all__ = ["REFERENCE_TTL_SECONDS", "CachedCluster", "ClusterApi"]
+
+REFERENCE_TTL_SECONDS = 300.0
+"""How long a referenced Secret or PVC found present is trusted without asking again.
+
+These are not watched (the operator may only `get` Secrets, never list or watch them), so
+this bounds both the API reads of a steady state and how late a deleted Secret is noticed.
+"""
+
+
+class ClusterApi(Protocol):
+    """Reads of the observed world and writes of children, status and Events. Writes of
+    children raise `WriteError` when they do not go through."""
+
+    def thread_writes(self) -> int: ...
+
+    def get_model(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+    def missing(self, namespace: str, ref: Reference) -> str | None: ...
+
+    def observe(
+        self, namespace: str, model_name: str, model_uid: str, with_routes: bool = False
+    ) -> Observed: ...
+
+    def apply(self, obj: Mapping[str, Any]) -> Mapping[str, Any]: ...
+
+    def scale(
+        self, namespace: str, deployment: str, replicas: int, resource_version: str | None = None
+    ) -> None: ...
+
+    def delete(self, namespace: str, kind: str, name: str) -> None: ...
+
+    def patch_model_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...
+
+    def post_event(
+        self, model: Mapping[str, Any], type_: str, reason: str, message: str, now: str
+    ) -> None: ...
+
+
+class CachedCluster:
+    """`ClusterApi` over the informer cache and the API boundary."""
+
+    def __init__(
+        self,
+        store: Store,
+        kube: Kube,
+        routes_watched: bool,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store, self._kube = store, kube
+        self._routes_watched = routes_watched
+        self._monotonic = monotonic
+        self._present: dict[tuple[str, Reference], float] = {}
+        self._lock = threading.Lock()
+
+    def thread_writes(self) -> int:
+        return self._kube.thread_writes()
+
+    def get_model(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return self._store.model(namespace, name)
+
+    def observe(
+        self, namespace: str, model_name: str, model_uid: str, with_routes: bool = False
+    ) -> Observed:
+        if with_routes and not self._routes_watched:
+            raise MissingPermission(
+                "the operator does not watch httproutes.gateway.networking.k8s.io: install "
+                "the chart with gatewayAPI.enabled=true to use spec.rollout.traffic.mode "
+                "GatewayAPI"
+            )
+        return self._store.observe(namespace, model_name, model_uid)
+
+    def missing(self, namespace: str, ref: Reference) -> str | None:
+        key = (namespace, ref)
+        with self._lock:
+            seen = self._present.get(key)
+        if seen is not None and self._monotonic() - seen < REFERENCE_TTL_SECONDS:
+            return None
+        problem = self._kube.missing(namespace, ref)
+        with self._lock:
+            if problem is None:
+                self._present[key] = self._monotonic()
+            else:
+                self._present.pop(key, None)
+        return problem
+
+    def forget(self, namespace: str) -> None:
+        """Drop remembered references of a namespace's models (a model went away)."""
+        with self._lock:
+            for key in [k for k in self._present if k[0] == namespace]:
+                del self._present[key]
+
+    def apply(self, obj: Mapping[str, Any]) -> Mapping[str, Any]:
+        applied = self._kube.apply(obj)
+        if applied.get("kind") in CHILD_KINDS:
+            self._store.upsert(applied["kind"], applied)
+        return applied
+
+    def scale(
+        self, namespace: str, deployment: str, replicas: int, resource_version: str | None = None
+    ) -> None:
+        answer = self._kube.scale(namespace, deployment, replicas, resource_version)
+        self._store.scaled(namespace, deployment, answer)
+
+    def delete(self, namespace: str, kind: str, name: str) -> None:
+        self._kube.delete(namespace, kind, name)
+        if kind in CHILD_KINDS:
+            self._store.deleted(namespace, kind, name)
+
+    def patch_model_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        model = self._kube.patch_model_status(namespace, name, status)
+        self._store.upsert("InferenceModel", model)
+
+    def post_event(
+        self, model: Mapping[str, Any], type_: str, reason: str, message: str, now: str
+    ) -> None:
+        self._kube.post_event(model, type_, reason, message, now)

@@ -1,0 +1,258 @@
+"""The operator's informer cache: every watched object of every model, held in memory.
+
+kopf's watches feed it (its index functions run for each object before any handler, and
+kopf starts handlers only once every watch has finished its initial listing, which is
+controller-runtime's WaitForCacheSync); the objects returned by our own writes feed it too
+(write-through), so the pass after a write does not see the world from before it. A
+reconcile pass reads only from here: a steady-state pass makes no API call at all.
+
+Objects are trimmed to the fields a pass reads (no managedFields, no pod specs, no
+Deployment templates) and are replaced, never mutated, so readers may keep references.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+from kinfer_operator.api import GROUP, KIND
+from kinfer_operator.naming import MODEL_LABEL
+from kinfer_operator.world.observed import Observed
+
+__all__ = ["CHILD_KINDS", "ModelKey", "Store", "WatchedKind"]
+
+WatchedKind = Literal[
+    "InferenceModel",
+    "Deployment",
+    "Service",
+    "PodDisruptionBudget",
+    "HorizontalPodAutoscaler",
+    "HTTPRoute",
+    "Pod",
+]
+CHILD_KINDS: tuple[WatchedKind, ...] = (
+    "Deployment",
+    "Service",
+    "PodDisruptionBudget",
+    "HorizontalPodAutoscaler",
+    "HTTPRoute",
+)
+ModelKey = tuple[str, str]
+"""(namespace, name) of an InferenceModel: the work queue's key."""
+
+_Objects = dict[str, Mapping[str, Any]]
+"""name -> object, for one kind."""
+
+
+def _trim(kind: WatchedKind, obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Keep what a pass reads; the rest of a pod or Deployment is most of its size."""
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    out: dict[str, Any] = {"metadata": meta}
+    spec = obj.get("spec") or {}
+    if kind == "Pod":
+        out["spec"] = {"nodeName": spec["nodeName"]} if "nodeName" in spec else {}
+    elif kind == "Deployment":
+        out["spec"] = {"replicas": spec.get("replicas", 1)}
+    else:
+        out["spec"] = spec
+    if "status" in obj:
+        out["status"] = obj["status"]
+    if kind == "InferenceModel":
+        out["apiVersion"], out["kind"] = obj.get("apiVersion", ""), KIND
+    return out
+
+
+def _newer(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
+    """Whether `new` is a later version than `old`.
+
+    resourceVersions are opaque by contract but are etcd revisions in practice; when they
+    are not both integers, the object just received wins.
+    """
+    a = str(new.get("metadata", {}).get("resourceVersion", ""))
+    b = str(old.get("metadata", {}).get("resourceVersion", ""))
+    if a.isdigit() and b.isdigit():
+        return int(a) >= int(b)
+    return True
+
+
+def _model_of(kind: WatchedKind, obj: Mapping[str, Any]) -> ModelKey | None:
+    meta = obj.get("metadata") or {}
+    namespace = meta.get("namespace")
+    if not namespace:
+        return None
+    if kind == "InferenceModel":
+        return str(namespace), str(meta["name"])
+    owner = (meta.get("labels") or {}).get(MODEL_LABEL)
+    return (str(namespace), str(owner)) if owner else None
+
+
+class Store:
+    """Thread-safe: kopf's event loop writes, the reconcile workers read."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._models: dict[ModelKey, Mapping[str, Any]] = {}
+        self._children: dict[ModelKey, dict[WatchedKind, _Objects]] = {}
+        self._owners: dict[tuple[str, WatchedKind, str], ModelKey] = {}
+
+    # -- feeding ---------------------------------------------------------------------------
+
+    def upsert(self, kind: WatchedKind, obj: Mapping[str, Any]) -> ModelKey | None:
+        """Hold the object (unless an equal or later version is held); returns the model
+        it belongs to, to be enqueued."""
+        key = _model_of(kind, obj)
+        if key is None:
+            return None
+        trimmed = _trim(kind, obj)
+        name = str(trimmed["metadata"]["name"])
+        with self._lock:
+            if kind == "InferenceModel":
+                held = self._models.get(key)
+                if held is None or _newer(trimmed, held):
+                    self._models[key] = trimmed
+                return key
+            objects = self._children.setdefault(key, {}).setdefault(kind, {})
+            held = objects.get(name)
+            if held is None or _newer(trimmed, held):
+                objects[name] = trimmed
+                self._owners[(key[0], kind, name)] = key
+        return key
+
+    def remove(self, kind: WatchedKind, obj: Mapping[str, Any]) -> ModelKey | None:
+        """Forget a deleted object; returns its model."""
+        key = _model_of(kind, obj)
+        if key is None:
+            return None
+        with self._lock:
+            if kind == "InferenceModel":
+                self._models.pop(key, None)
+            else:
+                self._drop_locked(key, kind, str(obj["metadata"]["name"]))
+        return key
+
+    def _drop_locked(self, key: ModelKey, kind: WatchedKind, name: str) -> None:
+        self._owners.pop((key[0], kind, name), None)
+        kinds = self._children.get(key)
+        if kinds is None:
+            return
+        kinds.get(kind, {}).pop(name, None)
+        if not kinds.get(kind):
+            kinds.pop(kind, None)
+        if not kinds:
+            del self._children[key]
+
+    def deleted(self, namespace: str, kind: WatchedKind, name: str) -> None:
+        """Write-through of our own delete of a child."""
+        with self._lock:
+            key = self._owners.get((namespace, kind, name))
+            if key is not None:
+                self._drop_locked(key, kind, name)
+
+    def scaled(self, namespace: str, deployment: str, scale: Mapping[str, Any]) -> None:
+        """Write-through of a scale subresource answer: its replicas and resourceVersion are
+        the Deployment's."""
+        with self._lock:
+            key = self._owners.get((namespace, "Deployment", deployment))
+            objects = self._children.get(key, {}).get("Deployment", {}) if key else {}
+            held = objects.get(deployment)
+            if held is None:
+                return
+            meta = {**held["metadata"], **_version_of(scale)}
+            spec = {**held.get("spec", {}), "replicas": scale.get("spec", {}).get("replicas")}
+            objects[deployment] = {**held, "metadata": meta, "spec": spec}
+
+    def replace(self, kind: WatchedKind, listing: Iterable[Mapping[str, Any]]) -> set[ModelKey]:
+        """Make one kind equal to a fresh listing (after a pause of the watches, deletions
+        may have been missed); returns every model whose objects changed."""
+        fresh: dict[ModelKey, _Objects] = {}
+        for obj in listing:
+            key = _model_of(kind, obj)
+            if key is not None:
+                fresh.setdefault(key, {})[str(obj["metadata"]["name"])] = _trim(kind, obj)
+        changed: set[ModelKey] = set()
+        with self._lock:
+            if kind == "InferenceModel":
+                models = {k: next(iter(v.values())) for k, v in fresh.items()}
+                changed = set(self._models) ^ set(models)
+                self._models = models
+                return changed | set(models)
+            for key in set(self._children) | set(fresh):
+                kinds = self._children.setdefault(key, {})
+                if kinds.get(kind, {}).keys() != fresh.get(key, {}).keys():
+                    changed.add(key)
+                for name in kinds.get(kind, {}):
+                    self._owners.pop((key[0], kind, name), None)
+                if key in fresh:
+                    kinds[kind] = fresh[key]
+                    for name in fresh[key]:
+                        self._owners[(key[0], kind, name)] = key
+                else:
+                    kinds.pop(kind, None)
+                if not kinds:
+                    del self._children[key]
+        return changed
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def key_of(self, kind: WatchedKind, obj: Mapping[str, Any]) -> ModelKey | None:
+        """The model an object belongs to (by its model label), whether held or not."""
+        return _model_of(kind, obj)
+
+    def model(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The InferenceModel as last seen, or None when it is gone."""
+        with self._lock:
+            return self._models.get((namespace, name))
+
+    def models(self) -> list[ModelKey]:
+        """Every model held."""
+        with self._lock:
+            return list(self._models)
+
+    def observe(self, namespace: str, model_name: str, model_uid: str) -> Observed:
+        """The model's children that it controls (by owner UID) and its pods."""
+        with self._lock:
+            kinds = {
+                k: tuple(v.values())
+                for k, v in self._children.get((namespace, model_name), {}).items()
+            }
+
+        def owned(kind: WatchedKind) -> tuple[Mapping[str, Any], ...]:
+            return tuple(
+                o
+                for o in kinds.get(kind, ())
+                if any(
+                    ref.get("uid") == model_uid
+                    and ref.get("controller")
+                    and ref.get("kind") == KIND
+                    and str(ref.get("apiVersion", "")).startswith(f"{GROUP}/")
+                    for ref in o.get("metadata", {}).get("ownerReferences") or []
+                )
+            )
+
+        return Observed(
+            deployments=tuple(sorted(owned("Deployment"), key=_name)),
+            services=tuple(sorted(owned("Service"), key=_name)),
+            pdbs=owned("PodDisruptionBudget"),
+            hpas=owned("HorizontalPodAutoscaler"),
+            routes=owned("HTTPRoute"),
+            pods=tuple(sorted(kinds.get("Pod", ()), key=_name)),
+        )
+
+    def counts(self) -> dict[str, int]:
+        """Objects held, by kind: the cache's size, for metrics."""
+        with self._lock:
+            out = {"InferenceModel": len(self._models)}
+            for kinds in self._children.values():
+                for kind, objects in kinds.items():
+                    out[kind] = out.get(kind, 0) + len(objects)
+            return out
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return str(obj.get("metadata", {}).get("name", ""))
+
+
+def _version_of(obj: Mapping[str, Any]) -> dict[str, Any]:
+    rv = obj.get("metadata", {}).get("resourceVersion")
+    return {"resourceVersion": rv} if rv is not None else {}

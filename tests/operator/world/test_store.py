@@ -1,0 +1,115 @@
+"""The informer cache: fed by watch events and write-through, read by passes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kinfer_operator.naming import MODEL_LABEL
+from kinfer_operator.world import Store
+from support.factories import model_body
+
+OWNER = {
+    "apiVersion": "serving.kinfer.io/v1alpha1",
+    "kind": "InferenceModel",
+    "name": "resnet50",
+    "uid": "uid-1",
+    "controller": True,
+}
+
+
+def _child(kind: str, name: str, rv: str = "10", **extra: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": "ml",
+        "resourceVersion": rv,
+        "labels": {MODEL_LABEL: "resnet50"},
+        "ownerReferences": [OWNER],
+        "managedFields": [{"manager": "kinfer-operator", "fieldsV1": {"f:spec": {}}}],
+    }
+    return {"kind": kind, "metadata": meta, **extra}
+
+
+def test_a_pass_reads_owned_children_and_pods_of_its_model_only() -> None:
+    store = Store()
+    store.upsert("Deployment", _child("Deployment", "resnet50-a", spec={"replicas": 2}))
+    store.upsert("Service", _child("Service", "resnet50"))
+    stranger = _child("Service", "resnet50-copy")
+    stranger["metadata"]["ownerReferences"] = [{**OWNER, "uid": "someone-else"}]
+    store.upsert("Service", stranger)
+    store.upsert("Pod", _child("Pod", "resnet50-a-x", status={"phase": "Running"}))
+    other = _child("Pod", "bert-a-x")
+    other["metadata"]["labels"] = {MODEL_LABEL: "bert"}
+    store.upsert("Pod", other)
+
+    observed = store.observe("ml", "resnet50", "uid-1")
+    assert [d["metadata"]["name"] for d in observed.deployments] == ["resnet50-a"]
+    assert [s["metadata"]["name"] for s in observed.services] == ["resnet50"]
+    assert [p["metadata"]["name"] for p in observed.pods] == ["resnet50-a-x"]
+
+
+def test_objects_are_trimmed_to_what_a_pass_reads() -> None:
+    store = Store()
+    template = {"spec": {"containers": [{"name": "runtime", "env": [{"name": "X"}] * 50}]}}
+    store.upsert(
+        "Deployment",
+        _child("Deployment", "resnet50-a", spec={"replicas": 3, "template": template}),
+    )
+    store.upsert("Pod", _child("Pod", "p", spec={"nodeName": "n1", **template["spec"]}))
+    observed = store.observe("ml", "resnet50", "uid-1")
+    dep, pod = observed.deployments[0], observed.pods[0]
+    assert dep["spec"] == {"replicas": 3}
+    assert "managedFields" not in dep["metadata"]
+    assert pod["spec"] == {"nodeName": "n1"}
+    assert observed.views[0].spec_replicas == 3
+
+
+def test_an_older_version_never_replaces_a_newer_one() -> None:
+    store = Store()
+    store.upsert("Deployment", _child("Deployment", "d", rv="20", spec={"replicas": 4}))
+    store.upsert("Deployment", _child("Deployment", "d", rv="19", spec={"replicas": 1}))
+    assert store.observe("ml", "resnet50", "uid-1").deployments[0]["spec"]["replicas"] == 4
+    store.upsert("Deployment", _child("Deployment", "d", rv="21", spec={"replicas": 5}))
+    assert store.observe("ml", "resnet50", "uid-1").deployments[0]["spec"]["replicas"] == 5
+
+
+def test_scale_and_delete_write_through() -> None:
+    store = Store()
+    store.upsert("Deployment", _child("Deployment", "d", rv="20", spec={"replicas": 2}))
+    store.scaled("ml", "d", {"metadata": {"resourceVersion": "25"}, "spec": {"replicas": 6}})
+    dep = store.observe("ml", "resnet50", "uid-1").deployments[0]
+    assert (dep["spec"]["replicas"], dep["metadata"]["resourceVersion"]) == (6, "25")
+    store.deleted("ml", "Deployment", "d")
+    assert store.observe("ml", "resnet50", "uid-1").deployments == ()
+
+
+def test_deleting_everything_leaves_nothing_held() -> None:
+    store = Store()
+    store.upsert("InferenceModel", model_body())
+    store.upsert("Deployment", _child("Deployment", "d"))
+    store.upsert("Pod", _child("Pod", "p"))
+    store.remove("Pod", _child("Pod", "p"))
+    store.remove("Deployment", _child("Deployment", "d"))
+    store.remove("InferenceModel", model_body())
+    assert store.counts() == {"InferenceModel": 0}
+    assert store.model("ml", "resnet50") is None
+    assert store._children == {} and store._owners == {}
+
+
+def test_a_relist_drops_what_was_deleted_unseen_and_names_the_models_it_touched() -> None:
+    store = Store()
+    store.upsert("Pod", _child("Pod", "gone"))
+    store.upsert("Pod", _child("Pod", "stays"))
+    changed = store.replace("Pod", [_child("Pod", "stays")])
+    assert changed == {("ml", "resnet50")}
+    assert [p["metadata"]["name"] for p in store.observe("ml", "resnet50", "uid-1").pods] == [
+        "stays"
+    ]
+    assert store.replace("Pod", [_child("Pod", "stays")]) == set()
+
+
+def test_objects_without_a_model_label_are_not_held() -> None:
+    store = Store()
+    obj = _child("Service", "kubernetes")
+    obj["metadata"]["labels"] = {}
+    assert store.upsert("Service", obj) is None
+    assert store.counts() == {"InferenceModel": 0}
