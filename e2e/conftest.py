@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 from dataplane import Prometheus
-from harness import EXAMPLES, free_port, kubectl, wait_until
+from harness import EXAMPLES, free_port, kubectl, kubectl_json, wait_until
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
 OPERATOR_MODE = os.environ.get("KINFER_E2E_OPERATOR", "local")
@@ -126,12 +127,17 @@ class LocalOperator:
             self.proc.wait()
         self.proc = None
 
-    def metric(self, name: str) -> float:
-        """Sum of a Prometheus counter across labels, read from the operator's /metrics."""
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of a Prometheus counter over the series whose labels include `labels`, read
+        from the operator's /metrics."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as r:
             text = r.read().decode()
-        pattern = re.compile(rf"^{re.escape(name)}(\{{[^}}]*\}})? ([0-9.e+]+)$", re.M)
-        return sum(float(m.group(2)) for m in pattern.finditer(text))
+        total = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and labels.items() <= sample.labels.items():
+                    total += sample.value
+        return total
 
 
 @pytest.fixture(scope="session")
@@ -196,3 +202,13 @@ def real_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Promet
     prom.start()
     yield prom
     prom.stop()
+
+
+@pytest.fixture(scope="module")
+def emulated_cluster() -> None:
+    """Skip where the load cannot be emulated: only kwok's kubelet reports a pod's CPU from an
+    annotation, and only an API server on this machine reaches the 127.0.0.1 metrics server
+    (the kind path has real kubelets and an API server in a container)."""
+    nodes = kubectl_json("get", "nodes")["items"]
+    if not any("kwok.x-k8s.io/node" in (n["metadata"].get("annotations") or {}) for n in nodes):
+        pytest.skip("needs the local kwok control plane (e2e/cluster.sh) to emulate load")

@@ -121,3 +121,28 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
         if cond.get("type") == type_:
             return dict(cond)
     return None
+
+
+class InProcessReconciler:
+    """The operator's own reconcile pass, run in the test process.
+
+    Each pass first relists the namespace into a fresh informer cache (what the operator's
+    watches would hold), so it acts on the cluster as it is now; its writes are counted.
+    """
+
+    def __init__(self, namespace: str) -> None:
+        from kinfer_operator._kube import Kube, load_config
+        from kinfer_operator.reconcile import Reconciler
+        from kinfer_operator.reconcile.cluster import CachedCluster
+        from kinfer_operator.world import Store
+
+        self.namespace = namespace
+        self.kube = Kube(load_config())
+        self.store = Store()
+        self.reconciler = Reconciler(CachedCluster(self.store, self.kube, routes_watched=False))
+
+    def reconcile(self, name: str) -> Any:
+        from kinfer_operator.reconcile.cluster import relist
+
+        relist(self.store, self.kube, [self.namespace], with_routes=False)
+        return self.reconciler.reconcile(self.namespace, name, trigger="e2e")

@@ -242,8 +242,19 @@ def test_operator_killed_mid_canary_resumes_at_the_same_step(
     time.sleep(3)
     assert rollout_of(namespace) == frozen  # nobody else acts while it is down
     operator.start()
-    final = wait_rollout(namespace, "Succeeded", 120)
-    assert final["step"] >= frozen["step"]
+    # Every rollout state seen after the restart: it goes on from the frozen step (the
+    # same rollout, never restarted from step 1) until it succeeds.
+    seen: list[dict[str, Any]] = []
+
+    def succeeded() -> bool:
+        seen.append(rollout_of(namespace))
+        return seen[-1].get("phase") == "Succeeded"
+
+    wait_until(succeeded, 120, "the resumed rollout to succeed", interval=0.5)
+    assert {s.get("startedAt") for s in seen} == {frozen["startedAt"]}  # the same rollout
+    steps = [s["step"] for s in seen if "step" in s]
+    assert steps and min(steps) >= frozen["step"], (frozen, steps)  # no earlier step again
+    assert steps == sorted(steps)
     log = events(namespace)
     assert log.count("RolloutStarted") == 1 and log.count("Promoted") == 1
 

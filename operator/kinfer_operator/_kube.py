@@ -30,7 +30,14 @@ from kinfer_operator.naming import MODEL_LABEL
 from kinfer_operator.references import Reference
 from kinfer_operator.world import WatchedKind, WriteFailure
 
-__all__ = ["API_VERSIONS", "FIELD_MANAGER", "Kube", "MissingPermission", "WriteError", "load_config"]
+__all__ = [
+    "API_VERSIONS",
+    "FIELD_MANAGER",
+    "Kube",
+    "MissingPermission",
+    "WriteError",
+    "load_config",
+]
 
 FIELD_MANAGER = "kinfer-operator"
 _log = logging.getLogger(__name__)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import logging
 import os
 import random
 import time
-from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
@@ -17,9 +15,9 @@ from kinfer_operator import __version__
 from kinfer_operator._kube import Kube, load_config
 from kinfer_operator.handlers import WORKERS, Controller, install, publish_cache_size
 from kinfer_operator.reconcile import Reconciler
-from kinfer_operator.reconcile.cluster import CachedCluster
-from kinfer_operator.world import Store, WatchedKind
-from kinfer_operator.world.store import CHILD_KINDS, ModelKey
+from kinfer_operator.reconcile.cluster import CachedCluster, relist
+from kinfer_operator.world import Store
+from kinfer_operator.world.store import ModelKey
 
 __all__ = ["main", "parse_args"]
 
@@ -76,11 +74,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _watched(obj: dict[str, Any], patterns: list[str]) -> bool:
-    namespace = str(obj.get("metadata", {}).get("namespace", ""))
-    return any(fnmatch.fnmatchcase(namespace, p) for p in patterns)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Configure logging, metrics and health, then hand over to kopf."""
     args = parse_args(argv)
@@ -110,25 +103,14 @@ def main(argv: list[str] | None = None) -> None:
             ]
         return checked[0][1]
 
-    globs = [ns for ns in args.namespace if set(ns) & set("*?[]!")]
-
-    def relist() -> set[ModelKey]:
-        # After a standby the watches were paused: deletions in between sent no event.
-        kinds: list[WatchedKind] = ["InferenceModel", *CHILD_KINDS, "Pod"]
-        changed: set[ModelKey] = set()
-        for kind in kinds:
-            if kind == "HTTPRoute" and not watch_routes:
-                continue
-            listing = kube.list(kind, [] if globs else exact)
-            if args.namespace:
-                listing = [o for o in listing if _watched(o, args.namespace)]
-            changed |= store.replace(kind, listing)
+    def take_over() -> set[ModelKey]:
+        changed = relist(store, kube, args.namespace, with_routes=watch_routes)
         publish_cache_size(store)
         return changed
 
     cluster = CachedCluster(store, kube, routes_watched=watch_routes)
     controller = Controller(
-        Reconciler(cluster), store, standby=standby, relist=relist, workers=args.workers
+        Reconciler(cluster), store, standby=standby, relist=take_over, workers=args.workers
     )
     install(controller, watch_routes=watch_routes)
 

@@ -8,17 +8,18 @@ returns back into the cache so the next pass sees its own writes.
 
 from __future__ import annotations
 
+import fnmatch
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from kinfer_operator._kube import Kube, MissingPermission
 from kinfer_operator.references import Reference
-from kinfer_operator.world import Observed, Store
-from kinfer_operator.world.store import CHILD_KINDS
+from kinfer_operator.world import Observed, Store, WatchedKind
+from kinfer_operator.world.store import CHILD_KINDS, ModelKey
 
-__all__ = ["REFERENCE_TTL_SECONDS", "CachedCluster", "ClusterApi"]
+__all__ = ["REFERENCE_TTL_SECONDS", "CachedCluster", "ClusterApi", "relist"]
 
 REFERENCE_TTL_SECONDS = 300.0
 """How long a referenced Secret or PVC found present is trusted without asking again.
@@ -135,3 +136,32 @@ class CachedCluster:
         self, model: Mapping[str, Any], type_: str, reason: str, message: str, now: str
     ) -> None:
         self._kube.post_event(model, type_, reason, message, now)
+
+
+def relist(
+    store: Store, kube: Kube, namespaces: Sequence[str] = (), with_routes: bool = True
+) -> set[ModelKey]:
+    """Make the cache equal to a fresh listing of every watched kind; returns the models whose
+    objects changed.
+
+    The operator does this when it takes over from a standby (its watches were paused, so
+    deletions in between sent no event); in-process e2e passes use it as their snapshot.
+    `namespaces` may hold glob patterns, as `--namespace` does.
+    """
+    globs = [ns for ns in namespaces if set(ns) & set("*?[]!")]
+    exact = [] if globs else list(namespaces)
+    kinds: list[WatchedKind] = ["InferenceModel", *CHILD_KINDS, "Pod"]
+    changed: set[ModelKey] = set()
+    for kind in kinds:
+        if kind == "HTTPRoute" and not with_routes:
+            continue
+        listing = kube.list(kind, exact)
+        if globs:
+            listing = [o for o in listing if _matches(o, namespaces)]
+        changed |= store.replace(kind, listing)
+    return changed
+
+
+def _matches(obj: Mapping[str, Any], patterns: Sequence[str]) -> bool:
+    namespace = str(obj.get("metadata", {}).get("namespace", ""))
+    return any(fnmatch.fnmatchcase(namespace, p) for p in patterns)
