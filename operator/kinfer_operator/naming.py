@@ -6,6 +6,7 @@ import hashlib
 import json
 from typing import Literal
 
+from kinfer_operator import runtime_contract as rc
 from kinfer_operator.model import InferenceModel
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "Track",
     "child_labels",
     "deployment_name",
+    "endpoint_url",
     "hpa_name",
     "object_hash",
     "pod_labels",
@@ -96,3 +98,9 @@ def pod_labels(model: InferenceModel, revision: str) -> dict[str, str]:
         "app.kubernetes.io/version": model.spec.model.version,
         REVISION_LABEL: revision,
     }
+
+
+def endpoint_url(model: InferenceModel) -> str:
+    """In-cluster URL of the model's Open Inference Protocol resource."""
+    host = f"{service_name(model)}.{model.namespace}.svc.cluster.local"
+    return f"http://{host}:{rc.HTTP_PORT}/v2/models/{model.name}"

@@ -9,13 +9,7 @@ from kinfer_operator import runtime_contract as rc
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import MODEL_LABEL, child_labels, service_name
 
-__all__ = ["build_service", "endpoint_url"]
-
-
-def endpoint_url(model: InferenceModel) -> str:
-    """In-cluster URL of the model's Open Inference Protocol resource."""
-    host = f"{service_name(model)}.{model.namespace}.svc.cluster.local"
-    return f"http://{host}:{rc.HTTP_PORT}/v2/models/{model.name}"
+__all__ = ["build_service"]
 
 
 def build_service(model: InferenceModel) -> dict[str, Any]:

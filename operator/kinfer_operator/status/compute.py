@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 from kinfer_operator.api.status import (
     Condition,
@@ -16,19 +16,43 @@ from kinfer_operator.api.status import (
     Phase,
     RolloutStatus,
 )
-from kinfer_operator.children.service import endpoint_url
 from kinfer_operator.events import Event
 from kinfer_operator.model import InferenceModel
-from kinfer_operator.naming import MODEL_LABEL, MODEL_VERSION_ANNOTATION, REVISION_LABEL
+from kinfer_operator.naming import (
+    MODEL_LABEL,
+    MODEL_VERSION_ANNOTATION,
+    REVISION_LABEL,
+    endpoint_url,
+)
 from kinfer_operator.status.conditions import find_condition, set_condition
 from kinfer_operator.world import DeploymentView, Observed, WriteFailure
 from kinfer_operator.world.pods import PodDiagnosis, diagnose_pods, pod_creation_reason
 
-if TYPE_CHECKING:  # status sits below reconcile in the layering; only the types are needed
-    from kinfer_operator.reconcile.plan import Plan
-    from kinfer_operator.rollout.machine import RolloutDecision
-
 __all__ = ["Event", "StatusReport", "compute_status", "invalid_status", "retrying_status"]
+
+
+class Plan(Protocol):
+    """What status needs of this pass's plan (`reconcile.plan.Plan`, a layer above)."""
+
+    @property
+    def desired_revision(self) -> str: ...
+    @property
+    def serving_revision(self) -> str: ...
+    @property
+    def candidate_revision(self) -> str | None: ...
+    @property
+    def want_replicas(self) -> int: ...
+    @property
+    def promoted(self) -> bool: ...
+
+
+class RolloutDecision(Protocol):
+    """What status needs of the canary decision (`rollout.machine.RolloutDecision`)."""
+
+    @property
+    def status(self) -> RolloutStatus | None: ...
+    @property
+    def route_weight(self) -> int: ...
 
 
 @dataclass(frozen=True)

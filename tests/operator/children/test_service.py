@@ -6,9 +6,8 @@ from collections.abc import Callable
 
 from kinfer_operator import runtime_contract as rc
 from kinfer_operator.children import build_service
-from kinfer_operator.children.service import endpoint_url
 from kinfer_operator.model import InferenceModel
-from kinfer_operator.naming import MODEL_LABEL
+from kinfer_operator.naming import MODEL_LABEL, endpoint_url
 
 
 def test_service_selects_every_revision_of_the_model(
