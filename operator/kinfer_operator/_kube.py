@@ -25,6 +25,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from kinfer_operator.api import GROUP, KIND, PLURAL, VERSION
+from kinfer_operator.api._base import format_time
 from kinfer_operator.metrics import API_REQUESTS, API_WRITE_FAILURES, API_WRITES
 from kinfer_operator.naming import MODEL_LABEL
 from kinfer_operator.references import Reference
@@ -258,7 +259,7 @@ class Kube:
         return dict(result.to_dict())
 
     def post_event(
-        self, model: Mapping[str, Any], type_: str, reason: str, message: str, now: str
+        self, model: Mapping[str, Any], type_: str, reason: str, message: str, now: datetime
     ) -> None:
         """A core/v1 Event on the InferenceModel, shown by `kubectl describe im`."""
         meta = model["metadata"]
@@ -281,8 +282,8 @@ class Kube:
             "source": {"component": "kinfer-operator"},
             "reportingComponent": "kinfer-operator",
             "reportingInstance": "kinfer-operator",
-            "firstTimestamp": now,
-            "lastTimestamp": now,
+            "firstTimestamp": format_time(now),
+            "lastTimestamp": format_time(now),
             "count": 1,
         }
         try:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from kinfer_operator.rollout.machine import format_time
-
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -15,8 +13,8 @@ class Clock:
     def __init__(self) -> None:
         self.t = 0.0
 
-    def now(self) -> str:
-        return format_time(EPOCH + timedelta(seconds=self.t))
+    def now(self) -> datetime:
+        return EPOCH + timedelta(seconds=self.t)
 
     def monotonic(self) -> float:
         return self.t

@@ -4,8 +4,20 @@ Fields are snake_case in Python and camelCase on the wire, as Kubernetes APIs ar
 docstrings become schema descriptions, so `kubectl explain` shows the same text a developer reads.
 """
 
-from pydantic import BaseModel, ConfigDict, JsonValue
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, JsonValue, PlainSerializer
 from pydantic.alias_generators import to_camel
+
+
+def format_time(moment: datetime) -> str:
+    """metav1.Time's wire format: RFC 3339 in UTC, to the second."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+Timestamp = Annotated[AwareDatetime, PlainSerializer(format_time, return_type=str)]
+"""A point in time: a datetime in code, metav1.Time on the wire (one type end to end)."""
 
 
 class ApiModel(BaseModel):

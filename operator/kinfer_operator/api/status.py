@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from kinfer_operator.api._base import ApiModel
+from kinfer_operator.api._base import ApiModel, Timestamp
 
 __all__ = [
     "AnalysisRun",
@@ -43,7 +43,7 @@ class Condition(ApiModel):
     """CamelCase machine-readable cause, e.g. GPUUnschedulable or ModelLoadFailed."""
     message: str = Field(default="", max_length=32768)
     """Human-readable details."""
-    last_transition_time: str
+    last_transition_time: Timestamp
     """When status last changed (RFC 3339)."""
     observed_generation: int | None = None
     """metadata.generation this condition was computed for."""
@@ -65,7 +65,7 @@ class MetricResult(ApiModel):
 class AnalysisRun(ApiModel):
     """The outcome of one analysis of the canary."""
 
-    time: str
+    time: Timestamp
     """When it ran (RFC 3339)."""
     step: int
     """Canary step it ran at (0-based)."""
@@ -91,7 +91,7 @@ class RolloutStatus(ApiModel):
     """spec.model.version of that revision."""
     from_revision: str
     """Stable revision when the rollout started."""
-    started_at: str
+    started_at: Timestamp
     """When the canary was created."""
     step: int = 0
     """Current step (0-based)."""
@@ -100,11 +100,11 @@ class RolloutStatus(ApiModel):
     weight: int = 0
     """Canary weight in effect: raised to the step's weight only once the canary has the
     ready replicas to carry it."""
-    step_entered_at: str | None = None
+    step_entered_at: Timestamp | None = None
     """When the current step began (the canary may still be scaling up for it)."""
-    step_started_at: str | None = None
+    step_started_at: Timestamp | None = None
     """When the current step's weight took effect; analysis time counts from here."""
-    last_analysis_at: str | None = None
+    last_analysis_at: Timestamp | None = None
     """When the latest analysis ran."""
     passed_at_step: int = 0
     """Analyses that passed at the current step."""
@@ -118,7 +118,7 @@ class RolloutStatus(ApiModel):
     """Why it was rolled back or promoted early (e.g. AnalysisFailed, GPUUnschedulable)."""
     message: str | None = None
     """Details of the rollback or promotion, including the failing check and its value."""
-    finished_at: str | None = None
+    finished_at: Timestamp | None = None
     """When it was promoted or rolled back."""
     retry_token: str = ""
     """spec.rollout.retry plus the retry annotation when it started; a rolled-back revision

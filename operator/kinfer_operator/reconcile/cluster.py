@@ -12,6 +12,7 @@ import fnmatch
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from kinfer_operator._kube import Kube, MissingPermission
@@ -54,7 +55,7 @@ class ClusterApi(Protocol):
     def patch_model_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...
 
     def post_event(
-        self, model: Mapping[str, Any], type_: str, reason: str, message: str, now: str
+        self, model: Mapping[str, Any], type_: str, reason: str, message: str, now: datetime
     ) -> None: ...
 
 
@@ -133,7 +134,7 @@ class CachedCluster:
         self._store.upsert("InferenceModel", model)
 
     def post_event(
-        self, model: Mapping[str, Any], type_: str, reason: str, message: str, now: str
+        self, model: Mapping[str, Any], type_: str, reason: str, message: str, now: datetime
     ) -> None:
         self._kube.post_event(model, type_, reason, message, now)
 

@@ -39,8 +39,6 @@ from kinfer_operator.rollout.machine import (
     RolloutContext,
     RolloutDecision,
     decide,
-    format_time,
-    parse_time,
 )
 from kinfer_operator.status.compute import (
     StatusReport,
@@ -56,9 +54,9 @@ __all__ = ["Outcome", "Reconciler", "describe_validation_error", "utc_now"]
 _log = logging.getLogger(__name__)
 
 
-def utc_now() -> str:
-    """RFC 3339 timestamp with second precision, as metav1.Time serialises."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def utc_now() -> datetime:
+    """Now, to the second: status keeps metav1.Time's precision, so passes compare equal."""
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def describe_validation_error(err: ValidationError) -> str:
@@ -116,11 +114,11 @@ class _Current:
     previous: InferenceModelStatus | None
     """The status as last written, unless an older operator wrote it in another shape."""
     generation: int
-    now: str
+    now: datetime
     writes_before: int
 
     @classmethod
-    def of(cls, body: Mapping[str, Any], now: str, writes_before: int) -> _Current:
+    def of(cls, body: Mapping[str, Any], now: datetime, writes_before: int) -> _Current:
         raw_status = body.get("status") or {}
         try:
             previous: InferenceModelStatus | None = InferenceModelStatus.model_validate(raw_status)
@@ -145,7 +143,7 @@ class Reconciler:
     def __init__(
         self,
         kube: ClusterApi,
-        clock: Callable[[], str] = utc_now,
+        clock: Callable[[], datetime] = utc_now,
         prometheus_url: str | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         query: Callable[[str, str], float | None] = query_value,
@@ -310,7 +308,7 @@ class Reconciler:
         stable = observed.stable()
         if spec is None or stable is None:
             return None
-        now = parse_time(current.now)
+        now = current.now
         previous = current.previous
         window = spec.analysis.interval_seconds
         prometheus = spec.analysis.prometheus_url or self._prometheus_url
@@ -326,7 +324,7 @@ class Reconciler:
                     )
                 return self._query(prometheus, query)
 
-            run = run_analysis(spec.analysis, target, fetch, step=step, now=format_time(now))
+            run = run_analysis(spec.analysis, target, fetch, step=step, now=now)
             ANALYSES.labels(model.namespace, model.name, run.decision).inc()
             return run
 

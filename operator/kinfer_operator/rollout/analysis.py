@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from kinfer_operator.api.spec import Analysis
 from kinfer_operator.api.status import AnalysisRun, Decision, MetricResult
@@ -101,7 +102,7 @@ def run_analysis(
     fetch: Callable[[str], float | None],
     *,
     step: int,
-    now: str,
+    now: datetime,
 ) -> AnalysisRun:
     """Run every check; `fetch` does the I/O and raises PrometheusError when it cannot."""
     count_query, checks = analysis_queries(analysis, target)

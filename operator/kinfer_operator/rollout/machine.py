@@ -30,8 +30,6 @@ __all__ = [
     "RolloutContext",
     "RolloutDecision",
     "decide",
-    "format_time",
-    "parse_time",
 ]
 
 PROMOTE_ANNOTATION = f"{DOMAIN}/promote"
@@ -47,16 +45,6 @@ _HOLD_POLL_SECONDS = 2.0
 def _with(status: RolloutStatus, **changes: Any) -> RolloutStatus:
     """A copy of the status with some fields changed (status models are immutable)."""
     return status.model_copy(update=changes)
-
-
-def parse_time(text: str) -> datetime:
-    """Parse the RFC 3339 timestamps status uses."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def format_time(moment: datetime) -> str:
-    """metav1.Time format."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -88,8 +76,8 @@ class RolloutContext:
     def autoscaled(self) -> bool:
         return self.model.spec.autoscaling is not None
 
-    def seconds_since(self, stamp: str | None) -> float:
-        return (self.now - parse_time(stamp)).total_seconds() if stamp else 0.0
+    def seconds_since(self, stamp: datetime | None) -> float:
+        return (self.now - stamp).total_seconds() if stamp else 0.0
 
 
 @dataclass(frozen=True)
@@ -135,7 +123,7 @@ def decide(ctx: RolloutContext) -> RolloutDecision:
 
 
 def _start(ctx: RolloutContext, prev: RolloutStatus | None) -> RolloutDecision:
-    now = format_time(ctx.now)
+    now = ctx.now
     desired = revision_of(ctx.model)
     events: list[Event] = []
     if prev is not None and prev.phase in ("Progressing", "Promoting"):
@@ -184,7 +172,7 @@ def _settled(ctx: RolloutContext, prev: RolloutStatus | None) -> RolloutDecision
             weight=0,
             reason="SpecReverted",
             message=f"spec returned to the stable revision {ctx.stable.revision}",
-            finished_at=format_time(ctx.now),
+            finished_at=ctx.now,
         )
         events.append(Event("Normal", "RolloutSuperseded", status.message or ""))
     return RolloutDecision(
@@ -210,7 +198,7 @@ def _rollback(
         weight=0,
         reason=reason,
         message=message,
-        finished_at=format_time(ctx.now),
+        finished_at=ctx.now,
     )
     events = [*events, Event("Warning", "RolledBack", f"{reason}: {message}")]
     return _rolled_back(ctx, rolled, events)
@@ -247,7 +235,7 @@ def _promote(ctx: RolloutContext, status: RolloutStatus, events: list[Event]) ->
         status,
         phase="Succeeded",
         weight=100,
-        finished_at=status.finished_at or format_time(ctx.now),
+        finished_at=status.finished_at or ctx.now,
         message=status.message or "promoted",
     )
     if status.phase != "Succeeded":
@@ -363,7 +351,7 @@ def _progress(ctx: RolloutContext, status: RolloutStatus, events: list[Event]) -
     if status.step_started_at is None:
         if not ctx.route_ready(target):
             return hold(status, events, _HOLD_POLL_SECONDS)
-        status = _with(status, step_started_at=format_time(ctx.now), last_analysis_at=None)
+        status = _with(status, step_started_at=ctx.now, last_analysis_at=None)
         events = [
             *events,
             Event(
@@ -399,7 +387,7 @@ def _progress(ctx: RolloutContext, status: RolloutStatus, events: list[Event]) -
             status = _with(
                 status,
                 step=status.step + 1,
-                step_entered_at=format_time(ctx.now),
+                step_entered_at=ctx.now,
                 step_started_at=None,
                 last_analysis_at=None,
                 passed_at_step=0,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal, Protocol
 
 from kinfer_operator.api.status import (
@@ -216,7 +217,7 @@ def _verdict(
 
 
 def _apply_verdict(
-    conditions: list[Condition], verdict: _Verdict, gen: int, now: str
+    conditions: list[Condition], verdict: _Verdict, gen: int, now: datetime
 ) -> list[Condition]:
     stalled: _Cond = (
         _c("True", verdict.degraded[1], verdict.degraded[2])
@@ -243,7 +244,7 @@ def invalid_status(
     generation: int,
     message: str,
     *,
-    now: str,
+    now: datetime,
     reason: str = "InvalidSpec",
 ) -> StatusReport:
     """Status for a spec only the operator could reject: children keep serving the last valid
@@ -259,7 +260,7 @@ def retrying_status(
     generation: int,
     message: str,
     *,
-    now: str,
+    now: datetime,
     reason: str = "Retrying",
 ) -> StatusReport:
     """Status for a pass that could not finish for a reason that may pass (the API server
@@ -279,7 +280,7 @@ def _verdict_only(
     generation: int,
     message: str,
     verdict: _Verdict,
-    now: str,
+    now: datetime,
 ) -> StatusReport:
     """The previous status with the verdict's phase, message and conditions: for passes
     that observed nothing new, so every observed field stays as it was."""
@@ -346,7 +347,7 @@ def compute_status(
     plan: Plan,
     previous: InferenceModelStatus | None,
     *,
-    now: str,
+    now: datetime,
     rollout: RolloutDecision | None = None,
     failures: Sequence[WriteFailure] = (),
 ) -> StatusReport:

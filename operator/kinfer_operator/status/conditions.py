@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from kinfer_operator.api.status import Condition, ConditionStatus
 
@@ -21,7 +22,7 @@ def set_condition(
     reason: str,
     message: str,
     *,
-    now: str,
+    now: datetime,
     observed_generation: int | None = None,
 ) -> list[Condition]:
     """Return a new list with `type_` set; lastTransitionTime moves only when status changes.

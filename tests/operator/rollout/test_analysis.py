@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from kinfer_operator.api.spec import Analysis
 from kinfer_operator.rollout._prometheus import PrometheusError
 from kinfer_operator.rollout.analysis import AnalysisTarget, analysis_queries, run_analysis
+
+T = datetime(2026, 1, 1, tzinfo=UTC)
+T1 = T
+T2 = T + timedelta(seconds=60)
+
 
 TARGET = AnalysisTarget("ml", "resnet50", "abc123", 30)
 
@@ -41,7 +47,7 @@ def test_client_errors_can_be_counted() -> None:
 
 
 def test_healthy_canary_passes() -> None:
-    run = run_analysis(_analysis(), TARGET, _fetch(100, 0.0), step=0, now="T")
+    run = run_analysis(_analysis(), TARGET, _fetch(100, 0.0), step=0, now=T)
     assert run.decision == "Pass"
     assert {m.name: m.verdict for m in run.metrics} == {
         "request-count": "Pass",
@@ -50,7 +56,7 @@ def test_healthy_canary_passes() -> None:
 
 
 def test_error_rate_above_max_fails_naming_metric_and_value() -> None:
-    run = run_analysis(_analysis(), TARGET, _fetch(100, 0.25), step=1, now="T")
+    run = run_analysis(_analysis(), TARGET, _fetch(100, 0.25), step=1, now=T)
     assert run.decision == "Fail"
     assert "error-rate = 0.25" in run.message
     failing = next(m for m in run.metrics if m.name == "error-rate")
@@ -59,12 +65,12 @@ def test_error_rate_above_max_fails_naming_metric_and_value() -> None:
 
 def test_latency_check_fails_slow_canary() -> None:
     analysis = _analysis(latencyP99={"maxSeconds": 0.2})
-    run = run_analysis(analysis, TARGET, _fetch(100, 0.0, p99=1.5), step=0, now="T")
+    run = run_analysis(analysis, TARGET, _fetch(100, 0.0, p99=1.5), step=0, now=T)
     assert run.decision == "Fail" and "latency-p99 = 1.5" in run.message
 
 
 def test_too_few_requests_is_inconclusive_not_failed() -> None:
-    run = run_analysis(_analysis(), TARGET, _fetch(3, 1.0), step=0, now="T")
+    run = run_analysis(_analysis(), TARGET, _fetch(3, 1.0), step=0, now=T)
     assert run.decision == "Inconclusive"
     assert "minRequestCount 20" in run.message
 
@@ -73,7 +79,7 @@ def test_unreachable_prometheus_is_an_error_not_a_failure() -> None:
     def down(_query: str) -> float:
         raise PrometheusError("Prometheus unreachable at http://x: refused")
 
-    run = run_analysis(_analysis(), TARGET, down, step=0, now="T")
+    run = run_analysis(_analysis(), TARGET, down, step=0, now=T)
     assert run.decision == "Error" and "unreachable" in run.message
 
 
@@ -89,6 +95,6 @@ def test_custom_check_uses_template_and_bounds(value: float, decision: str) -> N
         seen.append(query)
         return 100.0 if query.startswith("sum(increase") else value
 
-    run = run_analysis(analysis, TARGET, fetch, step=0, now="T")
+    run = run_analysis(analysis, TARGET, fetch, step=0, now=T)
     assert run.decision == decision
     assert 'x{revision="abc123"}[30s]' in seen

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,6 +16,11 @@ from kinfer_operator.status.compute import compute_status, invalid_status
 from kinfer_operator.world import Observed, WriteFailure
 from support.factories import observed_deployment, pod
 
+T = datetime(2026, 1, 1, tzinfo=UTC)
+T1 = T
+T2 = T + timedelta(seconds=60)
+
+
 MakeModel = Callable[..., InferenceModel]
 GPU_SHORTAGE = "0/3 nodes are available: 2 Insufficient nvidia.com/gpu, 1 node(s) had taints."
 
@@ -25,7 +31,7 @@ def _status(
     ready: int = 2,
     pods: tuple[dict[str, Any], ...] = (),
     previous: InferenceModelStatus | None = None,
-    now: str = "2026-01-01T00:00:00Z",
+    now: datetime = T,
     **deployment: Any,
 ):  # type: ignore[no-untyped-def]
     built = next(a for a in plan(model, Observed()).applies if a["kind"] == "Deployment")
@@ -133,19 +139,19 @@ def test_progress_deadline_without_ready_pods_is_model_load_failed(make_model: M
 
 def test_steady_state_status_is_identical_and_emits_nothing(make_model: MakeModel) -> None:
     model = make_model()
-    first = _status(model, now="T1")
-    second = _status(model, previous=first.status, now="T2")
+    first = _status(model, now=T1)
+    second = _status(model, previous=first.status, now=T2)
     assert second.status == first.status
     assert second.events == []
 
 
 def test_becoming_ready_emits_a_normal_event(make_model: MakeModel) -> None:
     model = make_model()
-    progressing = _status(model, ready=0, now="T1")
-    ready = _status(model, previous=progressing.status, now="T2")
+    progressing = _status(model, ready=0, now=T1)
+    ready = _status(model, previous=progressing.status, now=T2)
     assert [e.reason for e in ready.events] == ["Serving"]  # one transition, one Event
     cond = find_condition(ready.status.conditions, "Ready")
-    assert cond is not None and cond.last_transition_time == "T2"
+    assert cond is not None and cond.last_transition_time == T2
 
 
 def test_conditions_carry_observed_generation(make_model: MakeModel) -> None:
@@ -156,7 +162,7 @@ def test_conditions_carry_observed_generation(make_model: MakeModel) -> None:
 
 def test_invalid_spec_keeps_observed_fields_and_stalls() -> None:
     previous = InferenceModelStatus(replicas=2, ready_replicas=2, stable_revision="abc")
-    report = invalid_status(previous, 3, "spec.model.uri: bad", now="T")
+    report = invalid_status(previous, 3, "spec.model.uri: bad", now=T)
     assert report.status.phase == "Failed"
     assert report.status.replicas == 2 and report.status.stable_revision == "abc"
     ready = find_condition(report.status.conditions, "Ready")
@@ -174,7 +180,7 @@ def test_replica_split_during_a_surge_is_reported_as_approximate(make_model: Mak
     )
     candidate = observed_deployment(candidate_built, track="canary", replicas=2, ready=1)
     observed = Observed(deployments=(stable, candidate))
-    report = compute_status(new, observed, plan(new, observed), None, now="T")
+    report = compute_status(new, observed, plan(new, observed), None, now=T)
     assert report.status.traffic_split == "Approximate"
     assert report.status.canary_weight == 33  # 1 ready canary pod of 3 ready in total
     assert report.status.canary_revision == revision_of(new)
@@ -199,7 +205,7 @@ REFUSED = WriteFailure(
 def _with_failures(model: InferenceModel, *failures: WriteFailure, **kw: Any):  # type: ignore[no-untyped-def]
     observed = Observed()
     return compute_status(
-        model, observed, plan(model, observed), kw.get("previous"), now="T", failures=failures
+        model, observed, plan(model, observed), kw.get("previous"), now=T, failures=failures
     )
 
 
