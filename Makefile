@@ -9,7 +9,7 @@ KINFER_CACHE ?= $(HOME)/.cache/kinfer
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 export KINFER_CACHE CLUSTER_DIR
 
-.PHONY: help venv system-deps crds lint typecheck unit binaries images cluster cluster-down e2e test demo demo-down bench clean
+.PHONY: help venv system-deps crds lint typecheck unit binaries images cluster cluster-down e2e test demo demo-down bench bench-operator clean
 
 include e2e/tools/versions.env
 K8S_BIN := $(KINFER_CACHE)/k8s-$(K8S_VERSION)/bin
@@ -81,6 +81,9 @@ demo-down: ## stop the demo operator and the cluster
 
 bench: venv ## runtime benchmark (prints a markdown table)
 	$(BIN)/python bench/runtime.py
+
+bench-operator: venv cluster ## operator at 100/500/1000 models vs direct apply (kwok lane; prints tables)
+	PATH=$(K8S_BIN):$$PATH KUBECONFIG=$(CLUSTER_DIR)/kubeconfig $(BIN)/python bench/operator_scale.py
 
 clean: cluster-down
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
