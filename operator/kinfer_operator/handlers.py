@@ -19,6 +19,9 @@ object, so a no-op pass writes nothing at all.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import logging
 import os
 import threading
@@ -40,6 +43,8 @@ __all__ = ["RESYNC_SECONDS", "WORKERS", "Controller", "install"]
 
 RESYNC_SECONDS = float(os.environ.get("KINFER_RESYNC_SECONDS", "300"))
 WORKERS = int(os.environ.get("KINFER_WORKERS", "4"))
+IDLE_SECONDS = 30.0
+"""A worker that waited this long for work does housekeeping (see `Controller._idle`)."""
 _log = logging.getLogger(__name__)
 
 _WATCHES: tuple[tuple[WatchedKind, str, str, str], ...] = (
@@ -89,6 +94,7 @@ class Controller:
         self._changed: set[ModelKey] = set()
         self._lock = threading.Lock()
         self._was_standby = False
+        self._deleted = 0
         self._sized_at = 0.0
         self._threads: list[threading.Thread] = []
 
@@ -127,6 +133,7 @@ class Controller:
         with self._lock:
             self._triggers.pop(key, None)
             self._changed.discard(key)
+            self._deleted += 1
         self.reconciler.forget(*key)
 
     # -- working ---------------------------------------------------------------------------
@@ -148,7 +155,11 @@ class Controller:
         self._threads.clear()
 
     def _work(self) -> None:
-        while (key := self.queue.get()) is not None:
+        while not self.queue.closed:
+            key = self.queue.get(timeout=IDLE_SECONDS)
+            if key is None:
+                self._idle()
+                continue
             try:
                 self.process(key)
             except Exception:
@@ -196,6 +207,15 @@ class Controller:
             delay = min(delay, outcome.requeue_after)
         self.queue.add_after(key, delay)
 
+    def _idle(self) -> None:
+        """Nothing to do for a while: if models went away since last time, hand the memory
+        their cached objects used back to the system (CPython keeps freed memory otherwise)."""
+        with self._lock:
+            deleted, self._deleted = self._deleted, 0
+        if deleted:
+            release_memory()
+            publish_cache_size(self.store)
+
     def _take_over(self) -> None:
         """Back from standby: the watches were paused, so deletions may have been missed."""
         try:
@@ -206,6 +226,13 @@ class Controller:
         for key in changed:
             self.enqueue(key, "relist")
         publish_cache_size(self.store)
+
+
+def release_memory() -> None:
+    """Collect garbage, then ask glibc to return free heap pages (a no-op elsewhere)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def publish_cache_size(store: Store) -> None:

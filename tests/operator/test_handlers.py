@@ -148,3 +148,20 @@ def test_workers_drain_the_queue(reconciler: _Reconciler) -> None:
         time.sleep(0.01)
     controller.stop()
     assert sorted(c[1] for c in reconciler.calls) == sorted(f"m{i}" for i in range(20))
+
+
+def test_an_idle_worker_releases_memory_once_after_models_went_away(
+    reconciler: _Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kinfer_operator.handlers as handlers
+
+    released: list[bool] = []
+    monkeypatch.setattr(handlers, "release_memory", lambda: released.append(True))
+    controller = _controller(reconciler)
+    controller._idle()
+    assert released == []  # nothing was deleted
+    controller.model_gone(KEY)
+    controller._idle()
+    controller._idle()
+    assert released == [True]
+    controller.stop()

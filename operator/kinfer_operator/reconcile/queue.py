@@ -159,6 +159,12 @@ class WorkQueue(Generic[K]):
 
     # -- introspection ---------------------------------------------------------------------
 
+    @property
+    def closed(self) -> bool:
+        """Shut down: `get` returns None at once."""
+        with self._cond:
+            return self._closed
+
     def depth(self) -> int:
         """Keys ready to run now (not counting delayed ones)."""
         with self._cond:
