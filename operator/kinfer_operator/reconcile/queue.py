@@ -60,7 +60,10 @@ class WorkQueue(Generic[K]):
         self, policy: RetryPolicy = RetryPolicy(), clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._policy, self._clock = policy, clock
+        # One lock, two conditions: a worker waiting for a key and the scheduler waiting for
+        # the next due time must never take each other's wake-up.
         self._cond = threading.Condition()
+        self._timer = threading.Condition(self._cond)
         self._ready: deque[K] = deque()
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
@@ -100,7 +103,7 @@ class WorkQueue(Generic[K]):
                 return
             self._due[key] = due
             heapq.heappush(self._heap, (due, next(self._seq), key))
-            self._cond.notify_all()
+            self._timer.notify()
 
     def add_rate_limited(self, key: K) -> float:
         """Retry a key that failed: per-key exponential backoff, globally rate-limited.
@@ -156,6 +159,7 @@ class WorkQueue(Generic[K]):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            self._timer.notify_all()
 
     # -- introspection ---------------------------------------------------------------------
 
@@ -191,4 +195,4 @@ class WorkQueue(Generic[K]):
                         del self._due[key]
                         self._add_locked(key)
                 wait = self._heap[0][0] - now if self._heap else None
-                self._cond.wait(wait)
+                self._timer.wait(wait)

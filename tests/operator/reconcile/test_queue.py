@@ -143,3 +143,17 @@ def test_shutdown_wakes_blocked_workers() -> None:
     assert got == [None]
     queue.add("a")
     assert queue.depth() == 0
+
+
+def test_a_blocked_worker_wakes_for_a_new_key_while_the_scheduler_waits_too() -> None:
+    """The scheduler thread waits on the same lock; the wake-up must reach the worker."""
+    queue: WorkQueue[str] = WorkQueue()
+    time.sleep(0.05)  # the scheduler is now waiting (for a first delay)
+    got: list[str | None] = []
+    worker = threading.Thread(target=lambda: got.append(queue.get()))
+    worker.start()
+    time.sleep(0.05)  # the worker is now waiting too
+    queue.add("a")
+    worker.join(timeout=2)
+    assert got == ["a"]
+    queue.shutdown()
