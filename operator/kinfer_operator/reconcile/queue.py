@@ -62,8 +62,9 @@ class WorkQueue(Generic[K]):
         self._policy, self._clock = policy, clock
         # One lock, two conditions: a worker waiting for a key and the scheduler waiting for
         # the next due time must never take each other's wake-up.
-        self._cond = threading.Condition()
-        self._timer = threading.Condition(self._cond)
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)
+        self._timer = threading.Condition(lock)
         self._ready: deque[K] = deque()
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
