@@ -8,6 +8,7 @@ and pod start times, never double-counted.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,7 +42,9 @@ class GpuSecondsCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(GPU_SECONDS_METRIC, _HELP, labels=_LABELS)
-        now = self._clock()
+        # Whole seconds, as the ledger keeps them: a pod's figure then never drops when it
+        # moves from live to retired, nor when a restarted operator rebuilds it.
+        now = math.floor(self._clock())
         seen: dict[tuple[str, str, str], float] = {}
         models = set(self._store.models())
         for namespace, name in models:

@@ -32,9 +32,9 @@ def test_counter_is_gpus_times_lifetime_per_revision() -> None:
     now = [T0 + 100.5]
     store = _store(gpu_pod("a", 2, started=0, uid="1"), gpu_pod("b", 1, started=40, uid="2"))
     collector = GpuSecondsCollector(store, CostLedger(), clock=lambda: now[0])
-    assert _scrape(collector) == {"a": 201.0, "b": 60.5}
+    assert _scrape(collector) == {"a": 200.0, "b": 60.0}  # whole seconds, like the ledger
     now[0] += 10
-    assert _scrape(collector) == {"a": 221.0, "b": 70.5}
+    assert _scrape(collector) == {"a": 220.0, "b": 70.0}
 
 
 def test_deleted_pod_moves_to_the_ledger_without_a_jump_or_a_drop() -> None:
