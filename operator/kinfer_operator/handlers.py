@@ -127,6 +127,14 @@ class Controller:
             self._changed.discard(key)
         return key
 
+    def pod_deleted(self, body: Mapping[str, Any]) -> ModelKey | None:
+        """Forget a deleted pod, folding its GPU time into the model's cost ledger."""
+        key = self.store.remove("Pod", body)
+        model = self.store.model(*key) if key is not None else None
+        if model is not None:
+            self.reconciler.costs.retire(model, body, time.time())
+        return key
+
     def model_gone(self, key: ModelKey) -> None:
         """Forget everything about a deleted model."""
         self.queue.discard(key)
@@ -299,6 +307,9 @@ def _watch_children(
 
     @kopf.on.event(group, version, plural, labels=labels, registry=reg, id=plural)
     async def child_event(type: str, body: kopf.Body, **_: Any) -> None:
-        key = store.remove(kind, body) if type == "DELETED" else store.key_of(kind, body)
+        if type == "DELETED":
+            key = controller.pod_deleted(body) if kind == "Pod" else store.remove(kind, body)
+        else:
+            key = store.key_of(kind, body)
         if key is not None:
             controller.enqueue(key, trigger)

@@ -9,7 +9,7 @@ import random
 import time
 
 import kopf
-from prometheus_client import start_http_server
+from prometheus_client import REGISTRY, start_http_server
 
 from kinfer_operator import __version__
 from kinfer_operator._kube import Kube, load_config
@@ -17,6 +17,7 @@ from kinfer_operator.handlers import WORKERS, Controller, install, publish_cache
 from kinfer_operator.reconcile import Reconciler
 from kinfer_operator.reconcile.cluster import CachedCluster, relist
 from kinfer_operator.world import Store
+from kinfer_operator.world.cost_metric import GpuSecondsCollector
 from kinfer_operator.world.store import ModelKey
 
 __all__ = ["main", "parse_args"]
@@ -103,14 +104,17 @@ def main(argv: list[str] | None = None) -> None:
             ]
         return checked[0][1]
 
+    reconciler = Reconciler(CachedCluster(store, kube, routes_watched=watch_routes))
+    REGISTRY.register(GpuSecondsCollector(store, reconciler.costs))
+
     def take_over() -> set[ModelKey]:
         changed = relist(store, kube, args.namespace, with_routes=watch_routes)
+        reconciler.costs.reset()  # re-seed from the statuses the active peer wrote
         publish_cache_size(store)
         return changed
 
-    cluster = CachedCluster(store, kube, routes_watched=watch_routes)
     controller = Controller(
-        Reconciler(cluster), store, standby=standby, relist=take_over, workers=args.workers
+        reconciler, store, standby=standby, relist=take_over, workers=args.workers
     )
     install(controller, watch_routes=watch_routes)
 

@@ -9,7 +9,9 @@ import pytest
 from kinfer_operator.handlers import Controller
 from kinfer_operator.reconcile import Outcome
 from kinfer_operator.world import Store
+from kinfer_operator.world.cost import CostLedger
 from support.factories import model_body
+from support.gpu_pods import gpu_pod
 
 KEY = ("ml", "resnet50")
 
@@ -22,6 +24,7 @@ class _Reconciler:
         self.outcome: Outcome | None = Outcome(writes=0, plan=None, status=None)
         self.error: Exception | None = None
         self.forgotten: list[tuple[str, str]] = []
+        self.costs = CostLedger()
 
     def reconcile(self, namespace: str, name: str, trigger: str) -> Any:
         self.calls.append((namespace, name, trigger))
@@ -165,3 +168,21 @@ def test_an_idle_worker_releases_memory_once_after_models_went_away(
     controller._idle()
     assert released == [True]
     controller.stop()
+
+
+def test_a_deleted_pod_leaves_the_cache_for_the_cost_ledger(reconciler: _Reconciler) -> None:
+    store = Store()
+    model = model_body()
+    store.upsert("InferenceModel", model)
+    pod = gpu_pod("abc", 2, started=0, deleting=10)
+    pod["metadata"].update(
+        namespace="ml",
+        labels={"serving.kinfer.io/model": "resnet50", "serving.kinfer.io/revision": "abc"},
+    )
+    store.upsert("Pod", pod)
+    controller = Controller(reconciler, store, workers=0)  # type: ignore[arg-type]
+    assert controller.pod_deleted(pod) == KEY
+    assert store.observe("ml", "resnet50", "uid-1").pods == ()
+    assert reconciler.costs.retired(model) == {"abc": 20}
+    controller.pod_deleted(pod)  # a replayed DELETED event
+    assert reconciler.costs.retired(model) == {"abc": 20}

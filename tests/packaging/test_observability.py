@@ -15,6 +15,9 @@ from typing import Any
 import yaml
 from kinfer_operator import metrics as operator_metrics
 from kinfer_operator.children.hpa import GPU_UTIL_METRIC, INFLIGHT_METRIC, QUEUE_DEPTH_METRIC
+from kinfer_operator.world import Store
+from kinfer_operator.world.cost import CostLedger
+from kinfer_operator.world.cost_metric import GpuSecondsCollector
 from kinfer_runtime._gpu_metrics import GpuCollector
 from kinfer_runtime.metrics import (
     GPU_MEMORY_USED_BYTES,
@@ -57,6 +60,7 @@ def exported_names() -> set[str]:
     for value in vars(operator_metrics).values():
         if isinstance(value, MetricWrapperBase):
             names.update(_series_names(value))
+    names.update(_series_names(GpuSecondsCollector(Store(), CostLedger())))
     runtime = RuntimeMetrics("m", "1", "r")
     names.update(_series_names(runtime.registry))
     gpu = _FakeGpu(

@@ -22,6 +22,7 @@ __all__ = [
     "InferenceModelStatus",
     "MetricResult",
     "Phase",
+    "RevisionCost",
     "RolloutPhase",
     "RolloutStatus",
 ]
@@ -125,6 +126,26 @@ class RolloutStatus(ApiModel):
     is tried again only when this changes."""
 
 
+class RevisionCost(ApiModel):
+    """GPU time of one revision's pods, as facts that change only when a pod starts or ends
+    (never with the clock, so a steady-state pass writes nothing). GPU-seconds at time t are
+    `retiredGpuSeconds + finishedGpuSeconds + runningGpus * t - runningGpuStartSum`, t in Unix
+    seconds; `kubectl kinfer cost` and the kinfer_gpu_seconds_total metric compute that."""
+
+    revision: str
+    """Revision hash (the pods' serving.kinfer.io/revision label)."""
+    track: Literal["stable", "canary", "retired"]
+    """stable, canary (a rollout in progress), or retired (no longer served)."""
+    retired_gpu_seconds: int = Field(default=0, ge=0)
+    """GPU-seconds of the revision's deleted pods, from start to end (kept across restarts)."""
+    finished_gpu_seconds: int = Field(default=0, ge=0)
+    """GPU-seconds of pods that ended (Succeeded or Failed) but still exist."""
+    running_gpus: int = Field(default=0, ge=0)
+    """GPUs held right now by started pods of the revision."""
+    running_gpu_start_sum: int = Field(default=0, ge=0)
+    """Sum over running pods of GPUs times start time (Unix seconds)."""
+
+
 class InferenceModelStatus(ApiModel):
     """Observed state of a served model."""
 
@@ -158,5 +179,7 @@ class InferenceModelStatus(ApiModel):
     """Exact with Gateway API weights; Approximate when replica counts stand in for weights."""
     rollout: RolloutStatus | None = None
     """The current or latest canary rollout."""
+    cost: list[RevisionCost] | None = Field(default=None, max_length=12)
+    """GPU time per revision: stable, canary and the most recently retired (GPU models only)."""
     conditions: list[Condition] = Field(default_factory=list)
     """Latest observations, one per type."""

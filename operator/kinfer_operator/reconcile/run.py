@@ -47,6 +47,7 @@ from kinfer_operator.status.compute import (
     retrying_status,
 )
 from kinfer_operator.world import Observed, WriteFailure, route_accepts
+from kinfer_operator.world.cost import CostLedger, resource_name_of, revision_costs
 
 __all__ = ["Outcome", "Reconciler", "describe_validation_error", "utc_now"]
 
@@ -147,9 +148,12 @@ class Reconciler:
         prometheus_url: str | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         query: Callable[[str, str], float | None] = query_value,
+        costs: CostLedger | None = None,
     ) -> None:
-        """`query(prometheus_url, promql)` answers canary analysis (unit tests pass a fake)."""
+        """`query(prometheus_url, promql)` answers canary analysis (unit tests pass a fake);
+        `costs` holds the GPU-seconds of deleted pods, fed by the pod watch."""
         self.kube = kube
+        self.costs = costs or CostLedger()
         self._query = query
         self._clock = clock
         self._monotonic = monotonic
@@ -165,6 +169,7 @@ class Reconciler:
         """Drop per-model state once the model is deleted."""
         with self._guard:
             self._backoffs.pop((namespace, name), None)
+        self.costs.forget(namespace, name)
         forget_model(namespace, name)
 
     def reconcile(self, namespace: str, name: str, trigger: str = "event") -> Outcome | None:
@@ -275,6 +280,16 @@ class Reconciler:
             rollout=rollout,
             failures=failures,
         )
+        # Pods were observed before the ledger is read: a pod deleted in between is missing
+        # from this status for one pass (its DELETED event enqueued the next), never doubled.
+        cost = revision_costs(
+            observed.pods,
+            resource_name_of(current.body),
+            self.costs.retired(current.body),
+            report.status.stable_revision,
+            report.status.canary_revision,
+        )
+        report = StatusReport(report.status.model_copy(update={"cost": cost}), report.events)
         if rollout is not None and rollout.events:
             told = {e.reason for e in rollout.events}
             # "Promoted" already tells that the new revision serves.

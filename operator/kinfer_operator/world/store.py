@@ -52,6 +52,12 @@ def _trim(kind: WatchedKind, obj: Mapping[str, Any]) -> dict[str, Any]:
     spec = obj.get("spec") or {}
     if kind == "Pod":
         out["spec"] = {"nodeName": spec["nodeName"]} if "nodeName" in spec else {}
+        # GPU cost reads the containers' resources (world/cost.py)
+        resources = [
+            {"resources": c["resources"]} for c in spec.get("containers") or [] if "resources" in c
+        ]
+        if resources:
+            out["spec"]["containers"] = resources
     elif kind == "Deployment":
         out["spec"] = {"replicas": spec.get("replicas", 1)}
     else:

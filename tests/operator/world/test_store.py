@@ -54,12 +54,14 @@ def test_objects_are_trimmed_to_what_a_pass_reads() -> None:
         "Deployment",
         _child("Deployment", "resnet50-a", spec={"replicas": 3, "template": template}),
     )
-    store.upsert("Pod", _child("Pod", "p", spec={"nodeName": "n1", **template["spec"]}))
+    gpu = {"limits": {"nvidia.com/gpu": "2"}}
+    containers = [{**template["spec"]["containers"][0], "resources": gpu}]
+    store.upsert("Pod", _child("Pod", "p", spec={"nodeName": "n1", "containers": containers}))
     observed = store.observe("ml", "resnet50", "uid-1")
     dep, pod = observed.deployments[0], observed.pods[0]
     assert dep["spec"] == {"replicas": 3}
     assert "managedFields" not in dep["metadata"]
-    assert pod["spec"] == {"nodeName": "n1"}
+    assert pod["spec"] == {"nodeName": "n1", "containers": [{"resources": gpu}]}
     assert observed.views[0].spec_replicas == 3
 
 
