@@ -192,6 +192,25 @@ class Kube:
                 return True
         return False
 
+    def may_watch(self, group: str, resource: str, namespaces: Sequence[str] = ()) -> bool:
+        """Whether this operator may list and watch `resource`, cluster-wide or in each of
+        `namespaces` (asked with SelfSubjectAccessReviews, which everyone may create)."""
+        authz = client.AuthorizationV1Api(self._dyn.client)
+        for namespace in namespaces or [""]:
+            for verb in ("list", "watch"):
+                self._read("create", "SelfSubjectAccessReview")
+                review = client.V1SelfSubjectAccessReview(
+                    spec=client.V1SelfSubjectAccessReviewSpec(
+                        resource_attributes=client.V1ResourceAttributes(
+                            group=group, resource=resource, verb=verb, namespace=namespace
+                        )
+                    )
+                )
+                answer = authz.create_self_subject_access_review(review)
+                if answer.status is None or not answer.status.allowed:
+                    return False
+        return True
+
     # -- writes ----------------------------------------------------------------------------
 
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:

@@ -60,10 +60,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--gateway-api",
-        choices=["true", "false"],
-        default=env("KINFER_GATEWAY_API", "true"),
-        help="watch Gateway API HTTPRoutes (needs their CRDs and RBAC; the chart sets it from "
-        "gatewayAPI.enabled)",
+        choices=["auto", "true", "false"],
+        default=env("KINFER_GATEWAY_API", "auto"),
+        help="watch Gateway API HTTPRoutes; auto: when the operator's RBAC allows it (the chart "
+        "sets it from gatewayAPI.enabled)",
     )
     parser.add_argument("--health-port", type=int, default=int(env("KINFER_HEALTH_PORT", "8080")))
     parser.add_argument("--metrics-port", type=int, default=int(env("KINFER_METRICS_PORT", "8081")))
@@ -87,9 +87,12 @@ def main(argv: list[str] | None = None) -> None:
         start_http_server(args.metrics_port)
     kube = Kube(load_config(pool_size=args.workers + 4))
     store = Store()
-    watch_routes = args.gateway_api == "true"
-    priority = args.priority or random.SystemRandom().randint(1, 1_000_000)
     exact = [ns for ns in args.namespace if not set(ns) & set("*?[]!")]
+    watch_routes = args.gateway_api == "true" or (
+        args.gateway_api == "auto"
+        and kube.may_watch("gateway.networking.k8s.io", "httproutes", exact)
+    )
+    priority = args.priority or random.SystemRandom().randint(1, 1_000_000)
     peering_namespace = exact[0] if args.namespace and exact else None
 
     checked: list[tuple[float, bool]] = []  # (monotonic time, answer): one GET per 5 s

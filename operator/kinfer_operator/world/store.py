@@ -13,6 +13,7 @@ Deployment templates) and are replaced, never mutated, so readers may keep refer
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -38,6 +39,8 @@ CHILD_KINDS: tuple[WatchedKind, ...] = (
     "HorizontalPodAutoscaler",
     "HTTPRoute",
 )
+TOMBSTONE_SECONDS = 600.0
+"""How long a child we deleted stays ignored if its DELETED event never comes."""
 ModelKey = tuple[str, str]
 """(namespace, name) of an InferenceModel: the work queue's key."""
 
@@ -101,6 +104,9 @@ class Store:
         self._models: dict[ModelKey, Mapping[str, Any]] = {}
         self._children: dict[ModelKey, dict[WatchedKind, _Objects]] = {}
         self._owners: dict[tuple[str, WatchedKind, str], ModelKey] = {}
+        self._tombstones: dict[str, float] = {}
+        """UID -> monotonic time of our own delete: a late event of the deleted object (its
+        last status update, sent before the delete) must not bring it back to life."""
 
     # -- feeding ---------------------------------------------------------------------------
 
@@ -112,7 +118,10 @@ class Store:
             return None
         trimmed = _trim(kind, obj)
         name = str(trimmed["metadata"]["name"])
+        uid = str(trimmed["metadata"].get("uid", ""))
         with self._lock:
+            if uid in self._tombstones:
+                return key
             if kind == "InferenceModel":
                 held = self._models.get(key)
                 if held is None or _newer(trimmed, held):
@@ -131,6 +140,7 @@ class Store:
         if key is None:
             return None
         with self._lock:
+            self._tombstones.pop(str(obj["metadata"].get("uid", "")), None)
             if kind == "InferenceModel":
                 self._models.pop(key, None)
             else:
@@ -149,11 +159,20 @@ class Store:
             del self._children[key]
 
     def deleted(self, namespace: str, kind: WatchedKind, name: str) -> None:
-        """Write-through of our own delete of a child."""
+        """Write-through of our own delete of a child: forget it, and ignore late events of
+        it until its DELETED event arrives (or `TOMBSTONE_SECONDS` pass)."""
+        now = time.monotonic()
         with self._lock:
             key = self._owners.get((namespace, kind, name))
-            if key is not None:
-                self._drop_locked(key, kind, name)
+            if key is None:
+                return
+            held = self._children.get(key, {}).get(kind, {}).get(name)
+            uid = str((held or {}).get("metadata", {}).get("uid", ""))
+            if uid:
+                self._tombstones[uid] = now
+            for old in [u for u, at in self._tombstones.items() if now - at > TOMBSTONE_SECONDS]:
+                del self._tombstones[old]
+            self._drop_locked(key, kind, name)
 
     def scaled(self, namespace: str, deployment: str, scale: Mapping[str, Any]) -> None:
         """Write-through of a scale subresource answer: its replicas and resourceVersion are

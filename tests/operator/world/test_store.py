@@ -115,3 +115,22 @@ def test_objects_without_a_model_label_are_not_held() -> None:
     obj["metadata"]["labels"] = {}
     assert store.upsert("Service", obj) is None
     assert store.counts() == {"InferenceModel": 0}
+
+
+def test_a_late_event_of_a_child_we_deleted_does_not_bring_it_back() -> None:
+    store = Store()
+    old = _child("Deployment", "d-old", rv="20", spec={"replicas": 2})
+    old["metadata"]["uid"] = "uid-old"
+    store.upsert("Deployment", old)
+    store.deleted("ml", "Deployment", "d-old")  # our own delete, at promotion
+    late = _child("Deployment", "d-old", rv="21", spec={"replicas": 2})  # sent before it
+    late["metadata"]["uid"] = "uid-old"
+    store.upsert("Deployment", late)
+    assert store.observe("ml", "resnet50", "uid-1").deployments == ()
+    store.remove("Deployment", late)  # its DELETED event ends the tombstone
+    reborn = _child("Deployment", "d-old", rv="30")  # same name, a new object
+    reborn["metadata"]["uid"] = "uid-new"
+    store.upsert("Deployment", reborn)
+    assert [d["metadata"]["uid"] for d in store.observe("ml", "resnet50", "uid-1").deployments] == [
+        "uid-new"
+    ]
