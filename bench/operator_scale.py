@@ -126,11 +126,8 @@ def bench_node(i: int) -> dict[str, Any]:
 @contextmanager
 def bench_cluster(max_models: int) -> Iterator[None]:
     """Bench nodes, namespaces and a wider Service range; all removed afterwards."""
-    net = dict(
-        line.split("=", 1)
-        for line in (REPO / ".cluster" / "net.env").read_text().split()
-        if "=" in line
-    )
+    net_env = Path(os.environ.get("CLUSTER_DIR", REPO / ".cluster")) / "net.env"
+    net = dict(line.split("=", 1) for line in net_env.read_text().split() if "=" in line)
     base = ipaddress.ip_network(net["SERVICE_CIDR"]).supernet(new_prefix=16).network_address
     wide = ipaddress.ip_network(f"{base + 32 * 256}/20")  # x.y.32.0/20: 4094 more Services
     assert wide.num_addresses - 2 >= 2 * max_models
