@@ -141,6 +141,8 @@ def bench_cluster(max_models: int) -> Iterator[None]:
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}
         for n in (OPERATOR_NS, DIRECT_NS)
     ]
+    kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    kubectl("wait", "--for=condition=Established", "crd/inferencemodels.serving.kinfer.io")
     apply([cidr, *namespaces, *(bench_node(i) for i in range(NODES))])
     try:
         yield
@@ -189,8 +191,9 @@ class Countdown:
                         self.finished.set()
                         stream.stop()
                         return
-            except Exception as err:  # a dropped watch: start another
-                print(f"  (watch restarted: {err})", file=sys.stderr)
+            except Exception as err:  # a dropped watch: start another, after a breath
+                print(f"  (watch restarted: {str(err).splitlines()[0]})", file=sys.stderr)
+                time.sleep(1)
 
     def wait(self, timeout: float) -> float | None:
         self.finished.wait(timeout)
