@@ -106,6 +106,9 @@ class InferenceService:
             priority_levels=s.priority_levels,
             default_priority=s.default_priority,
             inline_max_s=INLINE_MAX_S,
+            # On a CPU a batch of n rows costs n rows: lower-priority filler would only delay
+            # the higher-priority rows it joins, for no throughput.
+            mix_priority_levels=backend.device != "cpu",
         )
         return backend, policy
 

@@ -91,6 +91,11 @@ class BatchPolicy:
     # is idle; 0 turns inline runs off. Only used with no queue delay: a configured delay
     # means the operator wants requests to wait for company.
     inline_max_s: float = 0.0
+    # Whether a batch holding higher-priority requests takes rows from lower levels to fill
+    # up (Triton's dynamic batcher does). Where a batch costs about as much as one row (a
+    # GPU) the filler is free; where it costs n times one row (a CPU) the filler only delays
+    # the higher-priority requests, and the lower rows run just as cheaply in the next batch.
+    mix_priority_levels: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.default_priority <= self.priority_levels:
@@ -363,6 +368,8 @@ class Batcher:
                 jobs.append(job)
                 rows += job.rows
             else:
+                if jobs and not self.policy.mix_priority_levels:
+                    break  # this level's work runs without filler from lower ones
                 continue
             break  # the batch is full: lower levels wait for the next one
         self._observer.queue_depth(self._queued)

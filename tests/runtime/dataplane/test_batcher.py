@@ -324,6 +324,42 @@ def test_batches_fill_from_the_highest_priority_level_first() -> None:
     assert model.seen == [[100], [10, 11], [30, 31], [20]]
 
 
+def _seen_batches(*, mix_priority_levels: bool) -> list[list[float]]:
+    """Batches of 4 rows formed from 1 queued high-priority row and 5 low ones."""
+    model = FakeModel()
+    model.release.clear()
+
+    async def scenario() -> None:
+        batcher = await started(
+            model,
+            max_batch_size=4,
+            max_queue_delay_s=0,
+            priority_levels=2,
+            default_priority=2,
+            mix_priority_levels=mix_priority_levels,
+        )
+        blocker = asyncio.ensure_future(batcher.submit(rows(1, 100), 1))
+        await asyncio.sleep(0.05)  # executing: the worker is held
+        low = [asyncio.ensure_future(batcher.submit(rows(1, i), 1)) for i in range(20, 25)]
+        high = asyncio.ensure_future(batcher.submit(rows(1, 10), 1, priority=1))
+        await asyncio.sleep(0.01)
+        model.release.set()
+        await asyncio.gather(blocker, *low, high)
+        await batcher.stop()
+
+    run(scenario)
+    return model.seen
+
+
+def test_higher_priority_batch_takes_lower_level_filler_by_default() -> None:
+    assert _seen_batches(mix_priority_levels=True) == [[100], [10, 20, 21, 22], [23, 24]]
+
+
+def test_unmixed_levels_run_higher_priority_rows_without_lower_level_filler() -> None:
+    # As on a CPU, where each filler row would add a row's cost to the high-priority request.
+    assert _seen_batches(mix_priority_levels=False) == [[100], [10], [20, 21, 22, 23], [24]]
+
+
 def test_priority_outside_the_levels_gets_the_default_level() -> None:
     batcher = Batcher(FakeModel(), BatchPolicy(priority_levels=3, default_priority=2))
     assert [batcher.level(p) for p in (0, 1, 2, 3, 4, 99)] == [2, 1, 2, 3, 2, 2]
