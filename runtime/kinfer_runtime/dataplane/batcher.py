@@ -210,6 +210,7 @@ class Batcher:
         lone_run_s = self._lone_run_s
         return (
             lone_run_s is not None
+            and self.policy.inline_max_s > 0
             and lone_run_s <= self.policy.inline_max_s
             and self.policy.max_queue_delay_s <= 0
             and not self._queued
