@@ -106,12 +106,6 @@ class CachedCluster:
                 self._present.pop(key, None)
         return problem
 
-    def forget(self, namespace: str) -> None:
-        """Drop remembered references of a namespace's models (a model went away)."""
-        with self._lock:
-            for key in [k for k in self._present if k[0] == namespace]:
-                del self._present[key]
-
     def apply(self, obj: Mapping[str, Any]) -> Mapping[str, Any]:
         applied = self._kube.apply(obj)
         if applied.get("kind") in CHILD_KINDS:
