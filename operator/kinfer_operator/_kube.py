@@ -39,6 +39,7 @@ _CHILD_KINDS: dict[str, str] = {
     "PodDisruptionBudget": "policy/v1",
     "HorizontalPodAutoscaler": "autoscaling/v2",
     "HTTPRoute": "gateway.networking.k8s.io/v1",
+    "ConfigMap": "v1",
 }
 
 
@@ -170,6 +171,7 @@ class Kube:
             hpas=owned("HorizontalPodAutoscaler"),
             routes=routes,
             pods=tuple(self._list("v1", "Pod", namespace, selector)),
+            configmaps=owned("ConfigMap"),
         )
 
     def missing(self, namespace: str, ref: Reference) -> str | None:

@@ -63,6 +63,7 @@ class FakeKube:
             hpas=of("HorizontalPodAutoscaler"),
             routes=of("HTTPRoute") if with_routes else (),
             pods=tuple(copy.deepcopy(self.pods)),
+            configmaps=of("ConfigMap"),
         )
 
     # -- writes ------------------------------------------------------------------------
@@ -86,6 +87,9 @@ class FakeKube:
             if before is not None
             else f"2026-01-01T00:{self._created // 60:02d}:{self._created % 60:02d}Z"
         )
+        if kind == "Service":  # the API server allocates a ClusterIP and keeps it
+            kept = (before or {}).get("spec", {}).get("clusterIP")
+            stored["spec"]["clusterIP"] = kept or f"10.96.0.{self._created % 250 + 1}"
         if kind == "Deployment":
             stored["spec"]["replicas"] = before["spec"]["replicas"] if before else 1
             stored["status"] = before.get("status", {}) if before else {"observedGeneration": 1}
