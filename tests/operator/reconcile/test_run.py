@@ -315,6 +315,8 @@ def test_a_shadow_phase_mirrors_to_the_candidate_without_touching_stable() -> No
     assert config["target"] == f"http://{shadow_ip}:8080" and config["percent"] == 50
     rollout = kube.model["status"]["rollout"]
     assert rollout["shadowPercent"] == 50 and rollout["weight"] == 0
+    assert kube.model["status"]["canaryWeight"] == 0  # whatever the replica ratio
+    assert "in shadow: stable mirrors 50%" in _condition(kube, "Progressing")[2]
     assert "ShadowStarted" in [e.reason for e in kube.events]
 
     kube.model["metadata"]["annotations"] = {"serving.kinfer.io/abort": rollout["revision"]}
