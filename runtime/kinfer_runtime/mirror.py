@@ -154,6 +154,8 @@ class Mirror:
             return
         self._stamp = stamp
         config = read_config(self._path) if stamp is not None else None
+        if config is not None and config.revision and config.revision == self._revision:
+            config = None  # the candidate mounts the same file: it never mirrors to itself
         if config != self._config:
             await self.configure(config)
 

@@ -223,3 +223,21 @@ def test_a_missing_config_means_off_and_a_full_one_is_read(tmp_path: Path) -> No
     assert config == MirrorConfig(
         target="http://10.0.0.7:8080", percent=100.0, timeout_s=2.0, max_queue=8
     )
+
+
+def test_the_candidate_itself_does_not_mirror_to_its_own_revision(tmp_path: Path) -> None:
+    path = tmp_path / "mirror.json"
+    _write(path, target="http://127.0.0.1:9", percent=100, revision="cand")
+
+    async def run() -> tuple[MirrorConfig | None, MirrorConfig | None]:
+        candidate = Mirror(RuntimeMetrics("demo", "2", "cand"), "cand", path)
+        stable = Mirror(RuntimeMetrics("demo", "1", "stab"), "stab", path)
+        await candidate.reload()
+        await stable.reload()
+        configs = candidate.config, stable.config
+        await stable.stop()
+        return configs
+
+    on_candidate, on_stable = asyncio.run(run())
+    assert on_candidate is None
+    assert on_stable is not None and on_stable.revision == "cand"
