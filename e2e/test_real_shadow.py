@@ -96,6 +96,9 @@ def _report(capsys: pytest.CaptureFixture[str], text: str) -> None:
         print(f" [{text}]", end="")
 
 
+# The kubelet rewrites a mounted ConfigMap within its sync period (about a minute): longer
+# than the suite's default per-test timeout allows for, on top of the rollout itself.
+@pytest.mark.timeout(600)
 def test_a_faulty_candidate_fails_in_shadow_with_no_user_visible_error(
     namespace: str, real_prometheus: Prometheus, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -168,6 +171,7 @@ def test_a_faulty_candidate_fails_in_shadow_with_no_user_visible_error(
     )
 
 
+@pytest.mark.timeout(600)
 def test_a_healthy_candidate_passes_shadow_then_the_canary_steps(
     namespace: str, real_prometheus: Prometheus, capsys: pytest.CaptureFixture[str]
 ) -> None:
