@@ -19,13 +19,13 @@ import contextlib
 import json
 import logging
 import os
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-import httpx
-
+from kinfer_runtime._post import PostConnection, PostError
 from kinfer_runtime.metrics import RuntimeMetrics
 
 __all__ = ["SHADOW_HEADER", "Mirror", "MirrorConfig", "read_config"]
@@ -41,8 +41,9 @@ log = logging.getLogger(__name__)
 class MirrorConfig:
     """What the operator wrote into the shadow ConfigMap."""
 
-    target: str
-    """Base URL of the candidate (its shadow Service), e.g. http://10.0.0.7:8080."""
+    host: str
+    """The candidate's address (its shadow Service's ClusterIP)."""
+    port: int
     percent: float
     """Share of answered requests to mirror, 0-100."""
     revision: str = ""
@@ -64,8 +65,12 @@ def read_config(path: Path) -> MirrorConfig | None:
     if not isinstance(raw, dict) or not raw.get("target") or not raw.get("percent"):
         return None
     try:
+        url = urllib.parse.urlsplit(str(raw["target"]))
+        if url.scheme != "http" or not url.hostname:
+            raise ValueError(f"target must be http://host[:port], got {raw['target']!r}")
         return MirrorConfig(
-            target=str(raw["target"]).rstrip("/"),
+            host=url.hostname,
+            port=url.port or 80,
             percent=min(max(float(raw["percent"]), 0.0), 100.0),
             revision=str(raw.get("revision", "")),
             timeout_s=float(raw.get("timeoutSeconds", 5.0)),
@@ -111,7 +116,6 @@ class Mirror:
         self._credit = 0.0
         self._queue: asyncio.Queue[_Copy] | None = None
         self._workers: list[asyncio.Task[None]] = []
-        self._client: httpx.AsyncClient | None = None
         self._watcher: asyncio.Task[None] | None = None
 
     @property
@@ -167,19 +171,16 @@ class Mirror:
             log.info("shadow mirroring off")
             return
         self._queue = asyncio.Queue(maxsize=config.max_queue)
-        self._client = httpx.AsyncClient(
-            base_url=config.target,
-            timeout=config.timeout_s,
-            limits=httpx.Limits(max_connections=config.max_concurrency),
-        )
+        # One connection per worker: at most max_concurrency copies in flight, each kept alive.
         self._workers = [
-            asyncio.create_task(self._send_loop(self._queue, self._client))
+            asyncio.create_task(self._send_loop(self._queue, config))
             for _ in range(config.max_concurrency)
         ]
         log.info(
-            "shadow mirroring %g%% of answered requests to %s (revision %s)",
+            "shadow mirroring %g%% of answered requests to %s:%d (revision %s)",
             config.percent,
-            config.target,
+            config.host,
+            config.port,
             config.revision or "?",
         )
 
@@ -199,9 +200,6 @@ class Mirror:
         for task in workers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
         self._queue = None
         self._metrics.shadow_queue_depth(0)
 
@@ -213,15 +211,18 @@ class Mirror:
             except Exception:  # a watcher that dies would leave mirroring stuck on
                 log.exception("shadow config reload failed")
 
-    async def _send_loop(self, queue: asyncio.Queue[_Copy], client: httpx.AsyncClient) -> None:
-        while True:
-            copy = await queue.get()
-            self._metrics.shadow_queue_depth(queue.qsize())
-            try:
-                response = await client.post(copy.path, content=copy.body, headers=copy.headers)
-                await response.aclose()
-            except httpx.HTTPError as exc:
-                log.debug("shadow request failed: %s", exc)
-                self._metrics.shadow_done("failed")
-            else:
-                self._metrics.shadow_done("mirrored")
+    async def _send_loop(self, queue: asyncio.Queue[_Copy], config: MirrorConfig) -> None:
+        connection = PostConnection(config.host, config.port)
+        try:
+            while True:
+                copy = await queue.get()
+                self._metrics.shadow_queue_depth(queue.qsize())
+                try:
+                    await connection.post(copy.path, copy.headers, copy.body, config.timeout_s)
+                except PostError as exc:
+                    log.debug("shadow request failed: %s", exc)
+                    self._metrics.shadow_done("failed")
+                else:
+                    self._metrics.shadow_done("mirrored")
+        finally:
+            await connection.close()

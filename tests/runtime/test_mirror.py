@@ -136,7 +136,7 @@ def _sample(metrics: RuntimeMetrics, name: str, **labels: str) -> float:
 async def _configured(port: int, **config: object) -> tuple[Mirror, RuntimeMetrics]:
     metrics = RuntimeMetrics("demo", "1", "stab")
     mirror = Mirror(metrics, "stab")
-    values: dict[str, object] = {"target": f"http://127.0.0.1:{port}", "percent": 100.0}
+    values: dict[str, object] = {"host": "127.0.0.1", "port": port, "percent": 100.0}
     await mirror.configure(MirrorConfig(**(values | config)))  # type: ignore[arg-type]
     return mirror, metrics
 
@@ -207,7 +207,15 @@ def test_only_the_decoding_headers_and_the_shadow_mark_are_forwarded(silent_port
 
 @pytest.mark.parametrize(
     "content",
-    ["", "{}", "not json", '{"percent": 10}', '{"target": "http://x:1", "percent": 0}', "[1]"],
+    [
+        "",
+        "{}",
+        "not json",
+        '{"percent": 10}',
+        '{"target": "http://x:1", "percent": 0}',
+        '{"target": "https://x:1", "percent": 10}',
+        "[1]",
+    ],
 )
 def test_an_empty_or_unusable_config_means_off(tmp_path: Path, content: str) -> None:
     path = tmp_path / "mirror.json"
@@ -221,7 +229,7 @@ def test_a_missing_config_means_off_and_a_full_one_is_read(tmp_path: Path) -> No
     _write(path, target="http://10.0.0.7:8080/", percent=150, timeoutSeconds=2, maxQueue=8)
     config = read_config(path)
     assert config == MirrorConfig(
-        target="http://10.0.0.7:8080", percent=100.0, timeout_s=2.0, max_queue=8
+        host="10.0.0.7", port=8080, percent=100.0, timeout_s=2.0, max_queue=8
     )
 
 
