@@ -146,6 +146,16 @@ CASES = [
         ["spec.rollout.canary.steps", "strictly increase"],
     ),
     (
+        "shadow-percent-zero",
+        _mutate("spec.rollout", {**CANARY, "shadow": {"percent": 0}}),
+        ["spec.rollout.shadow.percent", "greater than or equal to 1"],
+    ),
+    (
+        "shadow-concurrency-above-queue",
+        _mutate("spec.rollout", {**CANARY, "shadow": {"percent": 5, "maxQueue": 2}}),
+        ["spec.rollout.shadow.maxConcurrency", "less than or equal to maxQueue"],
+    ),
+    (
         "check-min-above-max",
         _mutate("spec.rollout", {**CANARY, "analysis": {"custom": [CHECK]}}),
         ["spec.rollout.analysis.custom[0].min", "less than or equal to max"],

@@ -52,6 +52,7 @@ _WATCHES: tuple[tuple[WatchedKind, str, str, str], ...] = (
     ("Service", "", "v1", "services"),
     ("PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets"),
     ("HorizontalPodAutoscaler", "autoscaling", "v2", "horizontalpodautoscalers"),
+    ("ConfigMap", "", "v1", "configmaps"),
     ("Pod", "", "v1", "pods"),
 )
 _ROUTES: tuple[WatchedKind, str, str, str] = (

@@ -15,6 +15,8 @@ __all__ = [
     "MODEL_CACHE_DIR",
     "PVC_MOUNT_ROOT",
     "RUNTIME_UID",
+    "SHADOW_CONFIG_DIR",
+    "SHADOW_CONFIG_FILE",
 ]
 
 HTTP_PORT = 8080
@@ -27,6 +29,10 @@ MODEL_CACHE_DIR = "/var/cache/kinfer"
 PVC_MOUNT_ROOT = "/mnt/models"
 RUNTIME_UID = 65532
 """The non-root user of Dockerfile.runtime; pinned in the pod so runAsNonRoot is provable."""
+SHADOW_CONFIG_DIR = "/etc/kinfer/shadow"
+"""Where the model's shadow ConfigMap is mounted (read-only, optional)."""
+SHADOW_CONFIG_FILE = "mirror.json"
+"""Its key: the mirror settings the runtime polls (KINFER_SHADOW_CONFIG points at it)."""
 
 ENV_MODEL_URI = "KINFER_MODEL_URI"
 ENV_MODEL_NAME = "KINFER_MODEL_NAME"
@@ -46,6 +52,7 @@ ENV_DEFAULT_PRIORITY = "KINFER_DEFAULT_PRIORITY"
 ENV_DEVICE = "KINFER_DEVICE"
 ENV_TORCH_DTYPE = "KINFER_TORCH_DTYPE"
 ENV_REVISION = "KINFER_REVISION"
+ENV_SHADOW_CONFIG = "KINFER_SHADOW_CONFIG"
 
 ALL_ENV = (
     ENV_MODEL_URI,
@@ -66,4 +73,5 @@ ALL_ENV = (
     ENV_DEVICE,
     ENV_TORCH_DTYPE,
     ENV_REVISION,
+    ENV_SHADOW_CONFIG,
 )

@@ -42,6 +42,7 @@ ENV: Final = {
     "threads": "KINFER_THREADS",
     "batch_padding": "KINFER_BATCH_PADDING",
     "revision": "KINFER_REVISION",
+    "shadow_config": "KINFER_SHADOW_CONFIG",
     "drain_delay_s": "KINFER_DRAIN_DELAY_S",
     "termination_log": "KINFER_TERMINATION_LOG",
     "log_level": "KINFER_LOG_LEVEL",
@@ -76,6 +77,9 @@ class Settings:
     threads: int | None = None  # None: the container's CPU limit
     batch_padding: BatchPadding = "auto"
     revision: str = ""
+    # JSON file (the operator's mounted shadow ConfigMap) saying whether to mirror answered
+    # requests to a candidate revision; polled, so mirroring turns on and off without a restart.
+    shadow_config: Path | None = None
     # After SIGTERM: how long to keep serving (while reporting not-ready) so that Kubernetes
     # can take the pod out of its Service before the listener closes.
     drain_delay_s: float = 5.0
@@ -179,6 +183,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, s
         help="pad batches to max size for exact results; auto = when the backend needs it",
     )
     flag("revision", help="opaque revision label added to every metric")
+    flag("shadow_config", type=Path, help="mirroring settings file, polled (none: no mirroring)")
     flag("drain_delay_s", type=_non_negative(float), help="serve on after SIGTERM (5)")
     flag("termination_log", type=Path, help="file for the fatal error message")
     flag("log_level", choices=("debug", "info", "warning", "error"), help="log level (info)")

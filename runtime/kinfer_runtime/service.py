@@ -11,6 +11,7 @@ from kinfer_runtime.dataplane import Batcher, BatchPolicy, ModelRegistry, Readin
 from kinfer_runtime.dataplane.warmup import warm_up, warmup_batch_sizes
 from kinfer_runtime.errors import ModelLoadError
 from kinfer_runtime.metrics import RuntimeMetrics
+from kinfer_runtime.mirror import Mirror
 from kinfer_runtime.sources import redact, resolve_model
 
 __all__ = ["InferenceService"]
@@ -28,6 +29,7 @@ class InferenceService:
         self.model = ServedModel(settings.model_name, settings.model_version, self.readiness)
         self.registry = ModelRegistry()
         self.registry.add(self.model)
+        self.mirror = Mirror(self.metrics, settings.revision, settings.shadow_config)
         self.failure: str | None = None
         self._on_fatal = on_fatal
 
@@ -106,6 +108,7 @@ class InferenceService:
     async def stop(self) -> None:
         """Finishes queued work, then releases the model."""
         self.readiness.begin_drain()
+        await self.mirror.stop()
         batcher = self.model.batcher
         if batcher is not None:
             await batcher.stop()

@@ -12,6 +12,7 @@ EXPECTED = {
     "kinfer_inflight_requests": "gauge",
     "kinfer_queue_depth": "gauge",
     "kinfer_model_load_seconds": "gauge",
+    "kinfer_shadow_queue_depth": "gauge",
 }
 
 
@@ -22,6 +23,7 @@ def test_names_are_exactly_the_published_ones() -> None:
         "kinfer_rejected_requests_total",  # no series until a request is turned away
         "kinfer_gpu_memory_used_bytes",
         "kinfer_gpu_utilization_ratio",
+        "kinfer_shadow_requests_total",  # no series until a request is mirrored
     }
     assert metrics.LABELS == ("model", "version", "revision")
 
@@ -77,7 +79,9 @@ def test_requests_carry_protocol_and_queue_waits_priority(
     families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
     requests = [s for s in families["kinfer_requests"].samples if s.name == "kinfer_requests_total"]
     assert {s.labels["protocol"] for s in requests} == {"rest"}
+    assert {s.labels["source"] for s in requests} == {"live"}
     durations = families["kinfer_request_duration_seconds"].samples
     assert {s.labels["protocol"] for s in durations} == {"rest"}
+    assert {s.labels["source"] for s in durations} == {"live"}
     waits = families["kinfer_queue_wait_seconds"].samples
     assert {s.labels["priority"] for s in waits} == {"1"}

@@ -69,6 +69,7 @@ class FakeKube:
             hpas=of("HorizontalPodAutoscaler"),
             routes=of("HTTPRoute") if with_routes else (),
             pods=tuple(copy.deepcopy(self.pods)),
+            configmaps=of("ConfigMap"),
         )
 
     # -- writes ------------------------------------------------------------------------
@@ -94,6 +95,8 @@ class FakeKube:
             stored["metadata"]["generation"] = 1
             stamp = f"2026-01-01T00:{self._created // 60:02d}:{self._created % 60:02d}Z"
             stored["metadata"]["creationTimestamp"] = stamp
+            if kind == "Service":  # the API server allocates a ClusterIP; SSA keeps it
+                stored["spec"]["clusterIP"] = f"10.96.0.{self._created % 250 + 1}"
             if kind == "Deployment":
                 stored["spec"].setdefault("replicas", 1)
                 stored["status"] = {"observedGeneration": 1}

@@ -36,6 +36,7 @@ __all__ = [
     "Runtime",
     "Scheduling",
     "SecretKeyReference",
+    "Shadow",
     "Toleration",
     "Traffic",
 ]
@@ -540,7 +541,8 @@ class CustomCheck(ApiModel):
     """Name shown in status and Events."""
     query: str = Field(min_length=1, max_length=4096)
     """PromQL returning one value. {{namespace}}, {{model}}, {{revision}} and {{window}} are
-    replaced with the canary's values."""
+    replaced with the canary's values; {{selector}} with the label matchers the built-in
+    checks use (in a shadow phase it selects the mirrored requests only)."""
     min: float | None = None
     """Lowest acceptable value."""
     max: float | None = None
@@ -611,11 +613,49 @@ class Traffic(ApiModel):
     """HTTPRoute attachment, for mode GatewayAPI."""
 
 
+class Shadow(ApiModel):
+    """A shadow phase before the first canary step: the stable runtime mirrors a share of the
+    requests it answered to the candidate, whose answers are discarded. Users only ever see
+    stable's answers; the analysis reads the candidate's mirrored requests alone."""
+
+    model_config = cel(
+        rule(
+            "!has(self.maxConcurrency) || !has(self.maxQueue) "
+            "|| self.maxConcurrency <= self.maxQueue",
+            "maxConcurrency must be less than or equal to maxQueue",
+            ".maxConcurrency",
+        ),
+    )
+
+    percent: int = Field(ge=1, le=100)
+    """Percent of the requests each stable replica answered that it copies to the candidate."""
+    pause_seconds: int = Field(default=120, ge=0, le=86_400)
+    """Minimum time in the shadow phase; it ends once this has passed and an analysis of
+    the mirrored requests passed."""
+    timeout_seconds: int = Field(default=5, ge=1, le=60)
+    """How long a mirrored request may take before it is given up (counted as failed)."""
+    max_queue: int = Field(default=256, ge=1, le=10_000)
+    """Mirrored requests each stable replica may hold; beyond it they are dropped (and
+    counted), never waited for."""
+    max_concurrency: int = Field(default=4, ge=1, le=256)
+    """Mirrored requests each stable replica sends at once."""
+
+    @model_validator(mode="after")
+    def _concurrency_within_queue(self) -> Shadow:
+        # Mirrors the CEL rule, for objects an older CRD let through.
+        if self.max_concurrency > self.max_queue:
+            raise ValueError("maxConcurrency must be less than or equal to maxQueue")
+        return self
+
+
 class Rollout(ApiModel):
     """How a new revision replaces the stable one. Absent: all at once, after it is ready."""
 
     canary: Canary
     """Canary steps."""
+    shadow: Shadow | None = None
+    """Mirror live requests to the candidate before it gets any traffic; absent: no shadow
+    phase."""
     analysis: Analysis = Field(default_factory=Analysis)
     """Metric checks that gate each step."""
     traffic: Traffic = Field(default_factory=Traffic)

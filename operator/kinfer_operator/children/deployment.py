@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from kinfer_operator import runtime_contract as rc
+from kinfer_operator.children.shadow import shadow_config_name
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import (
     MODEL_LABEL,
@@ -62,6 +63,7 @@ def _env(model: InferenceModel, revision: str) -> list[dict[str, Any]]:
         rc.ENV_DEVICE: "cuda" if spec.gpu_count else "cpu",
         rc.ENV_TORCH_DTYPE: spec.runtime.precision,
         rc.ENV_REVISION: revision,
+        rc.ENV_SHADOW_CONFIG: f"{rc.SHADOW_CONFIG_DIR}/{rc.SHADOW_CONFIG_FILE}",
     }
     if spec.model.sha256:
         plain[rc.ENV_MODEL_SHA256] = spec.model.sha256
@@ -143,13 +145,20 @@ def _probes(model: InferenceModel) -> dict[str, Any]:
 
 def _volumes(model: InferenceModel) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     # readOnlyRootFilesystem: the only writable paths are these emptyDirs.
+    # The shadow ConfigMap is always mounted, and optional: mirroring turns on and off by
+    # rewriting it, never by changing this template (which would restart stable's pods).
     volumes: list[dict[str, Any]] = [
         {"name": "tmp", "emptyDir": {}},
         {"name": "model-cache", "emptyDir": {}},
+        {
+            "name": "shadow",
+            "configMap": {"name": shadow_config_name(model), "optional": True},
+        },
     ]
     mounts: list[dict[str, Any]] = [
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "model-cache", "mountPath": rc.MODEL_CACHE_DIR},
+        {"name": "shadow", "mountPath": rc.SHADOW_CONFIG_DIR, "readOnly": True},
     ]
     claim = _pvc_claim(model.spec.model.uri)
     if claim:

@@ -7,10 +7,10 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -328,8 +328,10 @@ class Reconciler:
         window = spec.analysis.interval_seconds
         prometheus = spec.analysis.prometheus_url or self._prometheus_url
 
-        def analyze(step: int) -> AnalysisRun:
+        def analyze(step: int, source: Literal["shadow", "live"] | None = None) -> AnalysisRun:
             target = AnalysisTarget(model.namespace, model.name, revision_of(model), window)
+            if spec.shadow is not None:  # mirrored and live requests are analysed apart
+                target = replace(target, source=source or "live")
 
             def fetch(query: str) -> float | None:
                 if not prometheus:
@@ -357,6 +359,7 @@ class Reconciler:
                 now=now,
                 annotations=current.body["metadata"].get("annotations") or {},
                 analyze=analyze,
+                analyze_shadow=partial(analyze, source="shadow"),
                 route_ready=(lambda w: route_accepts(route, w))
                 if spec.traffic.mode == "GatewayAPI"
                 else (lambda _w: True),

@@ -96,6 +96,11 @@ def _rollout_verdict(rollout: RolloutStatus, revision: str) -> _Verdict | None:
             f"canary {revision} step {rollout.step + 1}/{rollout.steps} at "
             f"{rollout.weight}% ({rollout.phase}){analysis}"
         )
+        if rollout.shadow_percent is not None and rollout.phase == "Progressing":
+            message = (
+                f"canary {revision} in shadow: stable mirrors {rollout.shadow_percent}% of its "
+                f"requests to it, users get none of its answers{analysis}"
+            )
         wait = _c("True", "Canary", message)
         return _Verdict(
             "Canary", _c("False", "Canary", message), wait, _c("False", "AsExpected", ""), False
@@ -384,6 +389,8 @@ def compute_status(
         total = candidate.ready + (serving.ready if serving else 0)
         weight = round(100 * candidate.ready / total) if total else 0
         split = "Approximate"
+    if rollout_status is not None and rollout_status.shadow_percent is not None and candidate:
+        weight, split = 0, "Exact"  # shadow: the Service is pinned to stable
     in_flight = rollout_status is not None and rollout_status.phase in ("Progressing", "Promoting")
     status = InferenceModelStatus(
         observed_generation=gen,

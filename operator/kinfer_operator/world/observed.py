@@ -122,6 +122,8 @@ class Observed:
     hpas: tuple[Mapping[str, Any], ...] = ()
     routes: tuple[Mapping[str, Any], ...] = ()
     pods: tuple[Mapping[str, Any], ...] = ()
+    configmaps: tuple[Mapping[str, Any], ...] = ()
+    """The shadow ConfigMap, when the model has one."""
     views: tuple[DeploymentView, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -153,5 +155,6 @@ class Observed:
             "PodDisruptionBudget": self.pdbs,
             "HorizontalPodAutoscaler": self.hpas,
             "HTTPRoute": self.routes,
+            "ConfigMap": self.configmaps,
         }[kind]
         return next((o for o in pool if o.get("metadata", {}).get("name") == name), None)

@@ -30,6 +30,7 @@ WatchedKind = Literal[
     "PodDisruptionBudget",
     "HorizontalPodAutoscaler",
     "HTTPRoute",
+    "ConfigMap",
     "Pod",
 ]
 CHILD_KINDS: tuple[WatchedKind, ...] = (
@@ -38,6 +39,7 @@ CHILD_KINDS: tuple[WatchedKind, ...] = (
     "PodDisruptionBudget",
     "HorizontalPodAutoscaler",
     "HTTPRoute",
+    "ConfigMap",
 )
 TOMBSTONE_SECONDS = 600.0
 """How long a child we deleted stays ignored if its DELETED event never comes."""
@@ -261,6 +263,7 @@ class Store:
             pdbs=owned("PodDisruptionBudget"),
             hpas=owned("HorizontalPodAutoscaler"),
             routes=owned("HTTPRoute"),
+            configmaps=owned("ConfigMap"),
             pods=tuple(sorted(kinds.get("Pod", ()), key=_name)),
         )
 

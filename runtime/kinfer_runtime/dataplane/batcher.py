@@ -308,8 +308,6 @@ class Batcher:
                 jobs.append(job)
                 rows += job.rows
             else:
-                if jobs and not self.policy.mix_priority_levels:
-                    break  # this level's work runs without filler from lower ones
                 continue
             break  # the batch is full: lower levels wait for the next one
         self._observer.queue_depth(self._queued)
