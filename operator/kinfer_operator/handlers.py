@@ -93,6 +93,8 @@ class Controller:
         self._resync = resync_seconds
         self._triggers: dict[ModelKey, str] = {}
         self._changed: set[ModelKey] = set()
+        self._orphans: dict[ModelKey, str] = {}
+        """Deleted models (by UID) whose children a worker has yet to delete."""
         self._lock = threading.Lock()
         self._was_standby = False
         self._deleted = 0
@@ -136,14 +138,16 @@ class Controller:
             self.reconciler.costs.retire(model, body, time.time())
         return key
 
-    def model_gone(self, key: ModelKey) -> None:
-        """Forget everything about a deleted model."""
+    def model_gone(self, key: ModelKey, uid: str) -> None:
+        """Forget everything about a deleted model, and have a worker delete its children."""
         self.queue.discard(key)
         with self._lock:
             self._triggers.pop(key, None)
             self._changed.discard(key)
             self._deleted += 1
+            self._orphans[key] = uid
         self.reconciler.forget(*key)
+        self.enqueue(key, "deleted")
 
     # -- working ---------------------------------------------------------------------------
 
@@ -209,6 +213,10 @@ class Controller:
             _log.warning("reconcile of %s/%s failed; again in %.1fs", *key, delay, exc_info=True)
             return
         self.queue.forget(key)
+        with self._lock:
+            orphaned = self._orphans.pop(key, None)
+        if orphaned is not None:
+            self.reconciler.collect(*key, uid=orphaned)
         if outcome is None:  # the model is gone
             return
         delay = self._resync
@@ -281,7 +289,7 @@ def install(
         if type == "DELETED":
             key = store.remove("InferenceModel", body)
             if key is not None:
-                controller.model_gone(key)
+                controller.model_gone(key, str(body.get("metadata", {}).get("uid", "")))
         elif (key := controller.take_change(body)) is not None:
             controller.enqueue(key, "model")
 

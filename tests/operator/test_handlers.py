@@ -17,13 +17,14 @@ KEY = ("ml", "resnet50")
 
 
 class _Reconciler:
-    """Records passes; answers with a scripted outcome or error."""
+    """Records passes and collections; answers with a scripted outcome or error."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, str]] = []
         self.outcome: Outcome | None = Outcome(writes=0, plan=None, status=None)
         self.error: Exception | None = None
         self.forgotten: list[tuple[str, str]] = []
+        self.collected: list[tuple[str, str, str]] = []
         self.costs = CostLedger()
 
     def reconcile(self, namespace: str, name: str, trigger: str) -> Any:
@@ -34,6 +35,10 @@ class _Reconciler:
 
     def forget(self, namespace: str, name: str) -> None:
         self.forgotten.append((namespace, name))
+
+    def collect(self, namespace: str, name: str, uid: str) -> int:
+        self.collected.append((namespace, name, uid))
+        return 0
 
 
 @pytest.fixture
@@ -135,8 +140,8 @@ def test_only_changes_beyond_status_wake_a_model(reconciler: _Reconciler) -> Non
 def test_a_deleted_model_is_forgotten(reconciler: _Reconciler) -> None:
     controller = _controller(reconciler)
     controller.queue.add_after(KEY, 300)
-    controller.model_gone(KEY)
-    assert controller.queue.due_in(KEY) is None
+    controller.model_gone(KEY, "uid-1")
+    assert controller.queue.due_in(KEY) is None  # no resync for it any more
     assert reconciler.forgotten == [KEY]
     controller.stop()
 
@@ -163,7 +168,7 @@ def test_an_idle_worker_releases_memory_once_after_models_went_away(
     controller = _controller(reconciler)
     controller._idle()
     assert released == []  # nothing was deleted
-    controller.model_gone(KEY)
+    controller.model_gone(KEY, "uid-1")
     controller._idle()
     controller._idle()
     assert released == [True]
@@ -186,3 +191,15 @@ def test_a_deleted_pod_leaves_the_cache_for_the_cost_ledger(reconciler: _Reconci
     assert reconciler.costs.retired(model) == {"abc": 20}
     controller.pod_deleted(pod)  # a replayed DELETED event
     assert reconciler.costs.retired(model) == {"abc": 20}
+
+
+def test_a_deleted_models_children_are_collected_by_a_worker(reconciler: _Reconciler) -> None:
+    reconciler.outcome = None  # the model is gone
+    controller = _controller(reconciler)
+    controller.model_gone(KEY, "uid-1")
+    _run_ready(controller)
+    assert reconciler.collected == [("ml", "resnet50", "uid-1")]
+    controller.enqueue(KEY, "pod")  # a late event of one of its pods
+    _run_ready(controller)
+    assert len(reconciler.collected) == 1  # once
+    controller.stop()

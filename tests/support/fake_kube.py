@@ -57,9 +57,15 @@ class FakeKube:
         if self.observe_error is not None:
             raise self.observe_error
 
+        def owned(obj: Mapping[str, Any]) -> bool:
+            refs = obj.get("metadata", {}).get("ownerReferences") or []
+            return any(r.get("uid") == model_uid and r.get("controller") for r in refs)
+
         def of(kind: str) -> tuple[dict[str, Any], ...]:
             return tuple(
-                copy.deepcopy(o) for (k, _), o in sorted(self.children.items()) if k == kind
+                copy.deepcopy(o)
+                for (k, _), o in sorted(self.children.items())
+                if k == kind and owned(o)
             )
 
         return Observed(

@@ -172,6 +172,27 @@ class Reconciler:
         self.costs.forget(namespace, name)
         forget_model(namespace, name)
 
+    def collect(self, namespace: str, name: str, uid: str) -> int:
+        """Delete the children a deleted model controlled (matched by its UID); returns how
+        many deletes were sent.
+
+        The garbage collector would delete them too, but only after it has processed the
+        model's own deletion: one level of ownership later, which made deleting models
+        markedly slower than deleting the same Deployments and Services directly.
+        """
+        observed = self.kube.observe(namespace, name, uid)
+        owned = [
+            (kind, str(obj["metadata"]["name"]))
+            for kind, objects in observed.children_by_kind().items()
+            for obj in objects
+        ]
+        for kind, child in owned:
+            try:
+                self.kube.delete(namespace, kind, child)
+            except WriteError as err:  # the garbage collector still will
+                _log.info("%s/%s: %s", namespace, name, err.failure.describe())
+        return len(owned)
+
     def reconcile(self, namespace: str, name: str, trigger: str = "event") -> Outcome | None:
         """One pass for one model; None when the model no longer exists."""
         RECONCILES.labels(trigger=trigger).inc()

@@ -147,14 +147,18 @@ class Observed:
             if (p.get("metadata", {}).get("labels") or {}).get(REVISION_LABEL) == revision
         ]
 
-    def find(self, kind: str, name: str) -> Mapping[str, Any] | None:
-        """An observed child by kind and name."""
-        pool = {
+    def children_by_kind(self) -> dict[str, tuple[Mapping[str, Any], ...]]:
+        """Every observed child (not the pods), by kind."""
+        return {
             "Deployment": self.deployments,
             "Service": self.services,
             "PodDisruptionBudget": self.pdbs,
             "HorizontalPodAutoscaler": self.hpas,
             "HTTPRoute": self.routes,
             "ConfigMap": self.configmaps,
-        }[kind]
+        }
+
+    def find(self, kind: str, name: str) -> Mapping[str, Any] | None:
+        """An observed child by kind and name."""
+        pool = self.children_by_kind()[kind]
         return next((o for o in pool if o.get("metadata", {}).get("name") == name), None)

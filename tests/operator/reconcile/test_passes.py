@@ -211,3 +211,13 @@ def test_canary_steps_through_its_weights_then_promotes_with_one_event_each() ->
         "Promoting",
         "Promoted",
     ]
+
+
+def test_collecting_a_deleted_model_deletes_only_the_children_it_owned() -> None:
+    kube, reconciler, _ = _world()
+    _serving(kube, reconciler)
+    owned = set(kube.children)
+    assert reconciler.collect("ml", "resnet50", uid="another-model") == 0
+    assert set(kube.children) == owned
+    assert reconciler.collect("ml", "resnet50", uid="uid-1") == len(owned)
+    assert kube.children == {}
