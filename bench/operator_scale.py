@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -446,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="per phase")
     args = parser.parse_args(argv)
     sizes = [int(n) for n in args.models.split(",")]
+    # Stopped early: still stop the operator and delete the bench's nodes and namespaces.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     config.load_kube_config()
     log = Path(tempfile.mkdtemp(prefix="kinfer-bench-")) / "operator.log"
     print(
