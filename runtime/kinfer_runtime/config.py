@@ -26,6 +26,7 @@ ENV: Final = {
     "model_sha256": "KINFER_MODEL_SHA256",
     "model_cache_dir": "KINFER_MODEL_CACHE_DIR",
     "model_auth_header": "KINFER_MODEL_AUTH_HEADER",
+    "shared_cache_dir": "KINFER_SHARED_CACHE_DIR",
     "host": "KINFER_HOST",
     "port": "KINFER_PORT",
     "grpc_port": "KINFER_GRPC_PORT",
@@ -58,6 +59,8 @@ class Settings:
     model_sha256: str | None = None
     model_cache_dir: Path = Path(tempfile.gettempdir()) / "kinfer-models"
     model_auth_header: str | None = None
+    # The operator's model cache, mounted read-only: looked up before any download.
+    shared_cache_dir: Path | None = None
     host: str = "0.0.0.0"
     port: int = 8080
     grpc_port: int = 8081  # 0: no gRPC endpoint
@@ -159,6 +162,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, s
     flag("model_format", choices=FORMATS, help="model format (default: from the extension)")
     flag("model_sha256", type=_sha256, help="expected sha256 of the model file")
     flag("model_cache_dir", type=Path, help="where downloads are kept")
+    flag("shared_cache_dir", type=Path, help="read-only model cache filled by the operator")
     flag("host", help=f"listen address (default {defaults.host})")
     flag("port", type=_positive(int), help=f"HTTP port (default {defaults.port})")
     flag("grpc_port", type=_non_negative(int), help="gRPC port, 0 = none (8081)")
