@@ -39,6 +39,7 @@ _CHILD_KINDS: dict[str, str] = {
     "PodDisruptionBudget": "policy/v1",
     "HorizontalPodAutoscaler": "autoscaling/v2",
     "HTTPRoute": "gateway.networking.k8s.io/v1",
+    "Job": "batch/v1",
 }
 
 
@@ -136,7 +137,12 @@ class Kube:
         return [dict(item) for item in listing.to_dict().get("items", [])]
 
     def observe(
-        self, namespace: str, model_name: str, model_uid: str, with_routes: bool = False
+        self,
+        namespace: str,
+        model_name: str,
+        model_uid: str,
+        with_routes: bool = False,
+        with_jobs: bool = False,
     ) -> Observed:
         """Children controlled by this InferenceModel (by owner UID) and the model's pods.
 
@@ -163,14 +169,46 @@ class Kube:
                 "the operator may not list httproutes.gateway.networking.k8s.io: install the "
                 "chart with gatewayAPI.enabled=true to use spec.rollout.traffic.mode GatewayAPI"
             ) from err
+        pods = tuple(self._list("v1", "Pod", namespace, selector))
+        jobs = owned("Job") if with_jobs else ()  # model-cache fills (spec.model.cache)
         return Observed(
             deployments=owned("Deployment"),
             services=owned("Service"),
             pdbs=owned("PodDisruptionBudget"),
             hpas=owned("HorizontalPodAutoscaler"),
             routes=routes,
-            pods=tuple(self._list("v1", "Pod", namespace, selector)),
+            pods=pods,
+            jobs=jobs,
+            fill_logs=self._fill_logs(namespace, jobs, pods),
         )
+
+    def _fill_logs(
+        self,
+        namespace: str,
+        jobs: tuple[Mapping[str, Any], ...],
+        pods: tuple[Mapping[str, Any], ...],
+    ) -> dict[str, str]:
+        """The last log lines of the running pods of active fill Jobs (their progress).
+
+        Only while a fill runs: with every version cached this reads nothing.
+        """
+        active = {
+            j["metadata"]["name"] for j in jobs if int((j.get("status") or {}).get("active") or 0)
+        }
+        logs: dict[str, str] = {}
+        for pod in pods:
+            job = str((pod.get("metadata", {}).get("labels") or {}).get("job-name"))
+            if job not in active or (pod.get("status") or {}).get("phase") != "Running":
+                continue
+            try:
+                logs[job] = str(
+                    client.CoreV1Api(self._dyn.client).read_namespaced_pod_log(
+                        pod["metadata"]["name"], namespace, container="fill", tail_lines=5
+                    )
+                )
+            except ApiException as err:  # progress is best effort; the Job says the rest
+                _log.debug("no log of fill pod %s: %s", pod["metadata"]["name"], err.reason)
+        return logs
 
     def missing(self, namespace: str, ref: Reference) -> str | None:
         """Why a referenced object is unusable, or None when it is there."""
@@ -237,8 +275,12 @@ class Kube:
     def delete(self, namespace: str, kind: str, name: str) -> None:
         """Delete a child (foreground not needed: its own dependents are GC'd by owner refs)."""
         self._count("delete", kind)
+        # A Job's pods are its dependents; the API's default for Jobs would orphan them.
+        body = {"propagationPolicy": "Background"} if kind == "Job" else None
         try:
-            self._resource(_CHILD_KINDS[kind], kind).delete(name=name, namespace=namespace)
+            self._resource(_CHILD_KINDS[kind], kind).delete(
+                name=name, namespace=namespace, body=body
+            )
         except NotFoundError:
             _log.debug("%s %s/%s already gone", kind, namespace, name)
         except _WRITE_ERRORS as err:

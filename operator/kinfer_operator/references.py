@@ -39,4 +39,10 @@ def references_of(model: InferenceModel) -> list[Reference]:
     if source.uri.startswith("pvc://"):
         claim = source.uri.removeprefix("pvc://").partition("/")[0]
         refs.append(Reference("PersistentVolumeClaim", claim, None, "spec.model.uri"))
+    if source.cache is not None:
+        refs.append(
+            Reference(
+                "PersistentVolumeClaim", source.cache.claim_name, None, "spec.model.cache.claimName"
+            )
+        )
     return refs

@@ -122,6 +122,10 @@ class Observed:
     hpas: tuple[Mapping[str, Any], ...] = ()
     routes: tuple[Mapping[str, Any], ...] = ()
     pods: tuple[Mapping[str, Any], ...] = ()
+    jobs: tuple[Mapping[str, Any], ...] = ()
+    """Model-cache fill Jobs (children/modelcache.py)."""
+    fill_logs: Mapping[str, str] = field(default_factory=dict)
+    """Last log lines of running fill Jobs, by Job name: their download progress."""
     views: tuple[DeploymentView, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -153,5 +157,6 @@ class Observed:
             "PodDisruptionBudget": self.pdbs,
             "HorizontalPodAutoscaler": self.hpas,
             "HTTPRoute": self.routes,
+            "Job": self.jobs,
         }[kind]
         return next((o for o in pool if o.get("metadata", {}).get("name") == name), None)

@@ -30,6 +30,7 @@ __all__ = [
     "CanaryStep",
     "CustomCheck",
     "InferenceModelSpec",
+    "ModelCache",
     "ModelSource",
     "Resources",
     "Rollout",
@@ -109,6 +110,23 @@ class SecretKeyReference(ApiModel):
     """Key within the Secret whose value is used."""
 
 
+class ModelCache(ApiModel):
+    """A volume the model is downloaded into once per version, before pods start.
+
+    An operator-owned Job fills it (download, sha256 check) before the revision's
+    Deployment is created; runtime pods mount it read-only and skip the download.
+    """
+
+    claim_name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    """PersistentVolumeClaim in the model's namespace holding the cache. ReadWriteMany when
+    replicas may land on several nodes; ReadWriteOnce serves a single node. Each model keeps
+    its versions under a directory of its own name."""
+    max_size: Quantity | None = None
+    """How much this model's versions may hold, e.g. 20Gi. After each fill, unused versions
+    are deleted, least recently filled first, until the total fits; a version that a live
+    revision (stable, canary or desired) uses is never deleted. Unset: no limit."""
+
+
 class ModelSource(ApiModel):
     """Where the model comes from and what it is."""
 
@@ -123,6 +141,12 @@ class ModelSource(ApiModel):
             "!has(self.credentials) || self.uri.startsWith('http')",
             "credentials apply only to http:// and https:// model uris",
             ".credentials",
+        ),
+        rule(
+            "!has(self.cache) || (self.uri.startsWith('http') && has(self.sha256))",
+            "the model cache needs an http(s) uri and its sha256: "
+            "a cached version is keyed and verified by it",
+            ".cache",
         ),
         rule(
             "!self.uri.startsWith('http') || "
@@ -144,6 +168,15 @@ class ModelSource(ApiModel):
     """Expected SHA-256 of the model file; a mismatch fails the load instead of serving it."""
     credentials: SecretKeyReference | None = None
     """Secret key holding the HTTP Authorization header value used to download the model."""
+    cache: ModelCache | None = None
+    """Download the model once per version into a shared volume instead of once per pod."""
+
+    @model_validator(mode="after")
+    def _cache_needs_pinned_download(self) -> ModelSource:
+        # Mirrors the CEL rule, for objects an older CRD let through.
+        if self.cache is not None and not (self.uri.startswith("http") and self.sha256):
+            raise ValueError("the model cache needs an http(s) uri and its sha256")
+        return self
 
 
 class GPU(ApiModel):

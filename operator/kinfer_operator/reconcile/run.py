@@ -31,6 +31,7 @@ from kinfer_operator.metrics import (
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import HASH_ANNOTATION, deployment_name, revision_of
 from kinfer_operator.reconcile.backoff import WriteBackoff, WriteKey
+from kinfer_operator.reconcile.cache import FILL_POLL_SECONDS, gate_on_cache
 from kinfer_operator.reconcile.plan import Plan, needs_apply, plan, want_replicas
 from kinfer_operator.references import Reference, references_of
 from kinfer_operator.rollout._prometheus import PrometheusError, query_value
@@ -64,7 +65,12 @@ class ClusterApi(Protocol):
     def missing(self, namespace: str, ref: Reference) -> str | None: ...
 
     def observe(
-        self, namespace: str, model_name: str, model_uid: str, with_routes: bool = False
+        self,
+        namespace: str,
+        model_name: str,
+        model_uid: str,
+        with_routes: bool = False,
+        with_jobs: bool = False,
     ) -> Observed: ...
 
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]: ...
@@ -226,8 +232,11 @@ class Reconciler:
 
         rollout_spec = model.spec.rollout
         gateway = rollout_spec is not None and rollout_spec.traffic.mode == "GatewayAPI"
+        cached = model.spec.model.cache is not None
         try:
-            observed = kube.observe(namespace, name, model.uid, with_routes=gateway)
+            observed = kube.observe(
+                namespace, name, model.uid, with_routes=gateway, with_jobs=cached
+            )
         except MissingPermission as err:
             report = invalid_status(
                 previous, generation, str(err), now=now, reason="MissingPermission"
@@ -238,6 +247,7 @@ class Reconciler:
         backoff.generation(generation)
         rollout = self._decide_rollout(model, observed, previous, body, parse_time(now), backoff)
         decided = plan(model, observed, rollout)
+        decided, filling = gate_on_cache(model, observed, decided)  # spec.model.cache
         failures = self._execute(model, observed.find, decided, backoff)
         report = compute_status(
             model, observed, decided, previous, now=now, rollout=rollout, failures=failures
@@ -267,6 +277,7 @@ class Reconciler:
             for t in (
                 rollout.requeue_after if rollout is not None else None,
                 backoff.next_retry_in(),
+                FILL_POLL_SECONDS if filling else None,
             )
             if t is not None
         ]
