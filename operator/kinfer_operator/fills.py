@@ -36,8 +36,10 @@ def progress_message(log_tail: str | None) -> str:
     if not matches:
         return "Downloading model"
     done, total = matches[-1]
-    shown_total = f"{int(total) / _MIB:.0f}" if total != "?" else "?"
-    return f"Downloading model {int(done) / _MIB:.0f}/{shown_total} MiB"
+    # Whole MiB as in `412/1024 MiB`; a tenth for models under 10 MiB, so they move too.
+    digits = 1 if total != "?" and int(total) < 10 * _MIB else 0
+    shown_total = f"{int(total) / _MIB:.{digits}f}" if total != "?" else "?"
+    return f"Downloading model {int(done) / _MIB:.{digits}f}/{shown_total} MiB"
 
 
 def _condition(job: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
