@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from kinfer_runtime.errors import ModelLoadError
-from kinfer_runtime.sources import Progress, cache_entry, redact, resolve_model
+from kinfer_runtime.sources import (
+    ObjectStore,
+    ObjectStoreCredentials,
+    Progress,
+    cache_entry,
+    redact,
+    resolve_model,
+)
 
 __all__ = [
     "ENV_CACHE_KEEP",
@@ -44,6 +51,10 @@ FILL_ENV: Final = (
     "KINFER_MODEL_SHA256",
     "KINFER_MODEL_AUTH_HEADER",
     "KINFER_SHARED_CACHE_DIR",
+    "KINFER_MODEL_ENDPOINT",
+    "KINFER_MODEL_REGION",
+    "KINFER_MODEL_ACCESS_KEY_ID",
+    "KINFER_MODEL_SECRET_ACCESS_KEY",
     ENV_CACHE_KEEP,
     ENV_CACHE_MAX_BYTES,
 )
@@ -113,6 +124,7 @@ def fill(
     auth_header: str | None = None,
     keep: Collection[str] = (),
     max_bytes: int | None = None,
+    object_store: ObjectStore | None = None,
     out: TextIO = sys.stdout,
 ) -> str:
     """Make `root` hold the verified version; returns a one-line summary for the operator."""
@@ -123,7 +135,12 @@ def fill(
         how = "already cached"
     else:
         resolve_model(
-            uri, cache_dir=root, sha256=sha256, auth_header=auth_header, progress=_reporter(out)
+            uri,
+            cache_dir=root,
+            sha256=sha256,
+            auth_header=auth_header,
+            progress=_reporter(out),
+            object_store=object_store,
         )
         how = "downloaded"
     size = entry.stat().st_size
@@ -138,6 +155,16 @@ def fill(
     return summary
 
 
+def _object_store(environ: Mapping[str, str]) -> ObjectStore:
+    key_id = environ.get("KINFER_MODEL_ACCESS_KEY_ID")
+    secret = environ.get("KINFER_MODEL_SECRET_ACCESS_KEY")
+    return ObjectStore(
+        environ.get("KINFER_MODEL_ENDPOINT") or None,
+        environ.get("KINFER_MODEL_REGION") or "us-east-1",
+        ObjectStoreCredentials(key_id, secret) if key_id and secret else None,
+    )
+
+
 def main(environ: Mapping[str, str], termination_log: Path | None) -> int:
     """Runs the fill from the environment the operator sets; exit 1 with a message on error."""
     uri = environ["KINFER_MODEL_URI"]
@@ -150,6 +177,7 @@ def main(environ: Mapping[str, str], termination_log: Path | None) -> int:
             auth_header=environ.get("KINFER_MODEL_AUTH_HEADER") or None,
             keep=[k for k in environ.get(ENV_CACHE_KEEP, "").split(",") if k],
             max_bytes=int(max_bytes) if max_bytes else None,
+            object_store=_object_store(environ),
         )
         code = 0
     except (ModelLoadError, OSError) as exc:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 
 from kinfer_runtime.backends import Backend, BackendOptions, detect_format, open_backend
-from kinfer_runtime.config import Settings
+from kinfer_runtime.config import Settings, object_store
 from kinfer_runtime.dataplane import Batcher, BatchPolicy, ModelRegistry, Readiness, ServedModel
 from kinfer_runtime.dataplane.warmup import warm_up, warmup_batch_sizes
 from kinfer_runtime.errors import ModelLoadError
@@ -76,6 +76,7 @@ class InferenceService:
             auth_header=s.model_auth_header,
             shared_cache_dir=s.shared_cache_dir,
             progress=self._download_progress,
+            object_store=object_store(s),
         )
         options = BackendOptions(
             device=s.device,

@@ -12,19 +12,38 @@ import hashlib
 import logging
 import urllib.parse
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from kinfer_runtime._download import Progress, download
+from kinfer_runtime._objectstore import OBJECT_SCHEMES, ObjectStoreCredentials, presigned_url
 from kinfer_runtime.errors import ModelLoadError
 
-__all__ = ["MODEL_FILE_NAMES", "Progress", "cache_entry", "redact", "resolve_model"]
+__all__ = [
+    "MODEL_FILE_NAMES",
+    "ObjectStore",
+    "ObjectStoreCredentials",
+    "Progress",
+    "cache_entry",
+    "redact",
+    "resolve_model",
+]
 
 log = logging.getLogger(__name__)
 
 # When a URI names a directory, the model file inside it, in order of preference.
 MODEL_FILE_NAMES: Final = ("model.onnx", "model.pt2", "model.pt")
 _CHUNK: Final = 1 << 20
+
+
+@dataclass(frozen=True)
+class ObjectStore:
+    """Where and how s3:// and gs:// URIs are fetched."""
+
+    endpoint: str | None = None
+    region: str = "us-east-1"
+    credentials: ObjectStoreCredentials | None = None
 
 
 def redact(uri: str) -> str:
@@ -85,13 +104,14 @@ def resolve_model(
     auth_header: str | None = None,
     shared_cache_dir: Path | None = None,
     progress: Callable[[Progress], None] | None = None,
+    object_store: ObjectStore | None = None,
 ) -> Path:
-    """A local, verified model file for `uri` (a path, file://, http:// or https://)."""
+    """A local, verified model file for `uri` (a path, file://, http(s)://, s3:// or gs://)."""
     parts = urllib.parse.urlsplit(uri)
     if parts.scheme in ("", "file"):
         raw = urllib.parse.unquote(parts.path) if parts.scheme == "file" else uri
         return _local(Path(raw), sha256)
-    if parts.scheme not in ("http", "https"):
+    if parts.scheme not in ("http", "https", *OBJECT_SCHEMES):
         raise ModelLoadError(f"unsupported model URI scheme {parts.scheme!r}")
     if sha256 is not None and shared_cache_dir is not None:
         shared = cache_entry(uri, shared_cache_dir, sha256)
@@ -109,9 +129,18 @@ def resolve_model(
         except ModelLoadError:
             log.warning("cached %s does not match its sha256; downloading again", dest)
     shown = redact(uri)
+    url = uri
+    if parts.scheme in OBJECT_SCHEMES:
+        store = object_store or ObjectStore()
+        try:
+            url = presigned_url(
+                uri, endpoint=store.endpoint, region=store.region, credentials=store.credentials
+            )
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from exc
     log.info("downloading %s", shown)
     download(
-        uri,
+        url,
         dest,
         shown=shown,
         check=lambda actual: _check_digest(actual, sha256, shown),

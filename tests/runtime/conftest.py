@@ -301,7 +301,7 @@ def model_http() -> Iterator[ModelHttpServer]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             state.requests.append(dict(self.headers))
-            body = state.files.get(self.path)
+            body = state.files.get(self.path.partition("?")[0])
             if body is None:
                 self.send_error(404)
                 return

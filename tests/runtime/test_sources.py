@@ -47,8 +47,8 @@ def test_local_sha256_match_and_mismatch(model_file: Path, tmp_path: Path) -> No
 
 
 def test_unsupported_scheme_is_a_load_error(tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match="unsupported model URI scheme 's3'"):
-        resolve_model("s3://bucket/model.onnx", cache_dir=tmp_path)
+    with pytest.raises(ModelLoadError, match="unsupported model URI scheme 'ftp'"):
+        resolve_model("ftp://host/model.onnx", cache_dir=tmp_path)
 
 
 def test_http_download_lands_atomically_and_sends_the_auth_header(model_http, tmp_path: Path):

@@ -26,6 +26,7 @@ __all__ = [
     "model_uri_in_pod",
     "placement",
     "shared_cache_dir",
+    "source_env",
 ]
 
 PRESTOP_SLEEP_SECONDS = 5
@@ -41,6 +42,37 @@ def model_uri_in_pod(uri: str) -> str:
         claim, _, path = uri.removeprefix("pvc://").partition("/")
         return f"file://{rc.PVC_MOUNT_ROOT}/{claim}/{path}"
     return uri
+
+
+def source_env(model: InferenceModel) -> list[dict[str, Any]]:
+    """How to reach the source: object-store endpoint and region, and credentials, always
+    from the Secret (secretKeyRef), never copied into the pod spec."""
+    source = model.spec.model
+    env: list[dict[str, Any]] = []
+    object_store = source.uri.startswith(("s3://", "gs://"))
+    if object_store:
+        env.append({"name": rc.ENV_MODEL_REGION, "value": source.region})
+        if source.endpoint:
+            env.append({"name": rc.ENV_MODEL_ENDPOINT, "value": source.endpoint})
+    ref = source.credentials
+    if ref is None:
+        return env
+    if object_store:
+        env.extend(
+            {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": key}}}
+            for name, key in (
+                (rc.ENV_MODEL_ACCESS_KEY_ID, "AWS_ACCESS_KEY_ID"),
+                (rc.ENV_MODEL_SECRET_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY"),
+            )
+        )
+    else:
+        env.append(
+            {
+                "name": rc.ENV_MODEL_AUTH_HEADER,
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+            }
+        )
+    return env
 
 
 def shared_cache_dir(model: InferenceModel) -> str:
@@ -80,14 +112,7 @@ def _env(model: InferenceModel, revision: str) -> list[dict[str, Any]]:
     if spec.model.cache:
         plain[rc.ENV_SHARED_CACHE_DIR] = shared_cache_dir(model)
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain.items()]
-    if spec.model.credentials:
-        ref = spec.model.credentials
-        env.append(
-            {
-                "name": rc.ENV_MODEL_AUTH_HEADER,
-                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
-            }
-        )
+    env.extend(source_env(model))
     env.extend({"name": e.name, "value": e.value} for e in spec.runtime.env)
     return env
 

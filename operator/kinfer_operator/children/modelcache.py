@@ -14,7 +14,7 @@ from typing import Any
 from kubernetes.utils.quantity import parse_quantity
 
 from kinfer_operator import runtime_contract as rc
-from kinfer_operator.children.deployment import placement, shared_cache_dir
+from kinfer_operator.children.deployment import placement, shared_cache_dir, source_env
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import CACHE_KEY_ANNOTATION, MODEL_VERSION_ANNOTATION, child_labels
 
@@ -55,14 +55,7 @@ def build_fill_job(model: InferenceModel, keep: Collection[str]) -> dict[str, An
     if cache.max_size is not None:
         max_bytes = int(parse_quantity(cache.max_size))  # type: ignore[no-untyped-call]
         env.append({"name": rc.ENV_CACHE_MAX_BYTES, "value": str(max_bytes)})
-    if source.credentials:
-        ref = source.credentials
-        env.append(
-            {
-                "name": rc.ENV_MODEL_AUTH_HEADER,
-                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
-            }
-        )
+    env.extend(source_env(model))
     labels = {**child_labels(model), CACHE_KEY_LABEL: key}
     runtime = model.spec.runtime
     pod_spec: dict[str, Any] = {
