@@ -6,6 +6,7 @@ from typing import Any
 
 from kinfer_operator.children.modelcache import fill_job_name
 from kinfer_operator.model import InferenceModel
+from kinfer_operator.naming import TRACK_LABEL
 from kinfer_operator.reconcile.run import Reconciler
 from support.factories import model_body
 from support.fake_kube import FakeKube
@@ -112,3 +113,37 @@ def test_a_steady_state_pass_with_the_cache_writes_nothing() -> None:
     reconciler.reconcile("ml", "resnet50")
     outcome = reconciler.reconcile("ml", "resnet50")
     assert outcome is not None and outcome.writes == 0 and outcome.requeue_after is None
+
+
+ROLLOUT = {
+    "canary": {"steps": [{"weight": 50, "pauseSeconds": 0}]},
+    "analysis": {"prometheusUrl": "http://prometheus.invalid:9090", "errorRate": None},
+}
+
+
+def test_a_canary_waits_for_its_fill_and_then_starts_from_the_cache() -> None:
+    kube = FakeKube(model_body({**_spec(V1), "rollout": ROLLOUT}))
+    reconciler = Reconciler(kube, clock=lambda: "2026-01-01T00:00:00Z")
+    reconciler.reconcile("ml", "resnet50")
+    kube.finish_job(_job(kube, V1))
+    reconciler.reconcile("ml", "resnet50")
+    kube.settle()
+    reconciler.reconcile("ml", "resnet50")
+    assert _ready(kube)[:2] == ("True", "Serving")
+
+    kube.set_spec(model_body({**_spec(V2, "4"), "rollout": ROLLOUT})["spec"])
+    for _ in range(3):  # however many passes run while the fill does
+        reconciler.reconcile("ml", "resnet50")
+    assert len(kube.deployments()) == 1  # no canary pod yet: it would only download
+    assert (kube.model["status"].get("rollout") or {}).get("phase") != "RolledBack"
+    assert _ready(kube)[1] == "CachingModel"
+
+    kube.finish_job(_job(kube, V2))
+    reconciler.reconcile("ml", "resnet50")
+    canary = [d for d in kube.deployments() if d["metadata"]["labels"].get(TRACK_LABEL) == "canary"]
+    assert len(canary) == 1
+    env = {
+        e["name"]: e.get("value")
+        for e in canary[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["KINFER_SHARED_CACHE_DIR"] == "/var/cache/kinfer-shared/resnet50"
