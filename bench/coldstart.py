@@ -61,8 +61,9 @@ def write_model(path: Path, dim: int) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def model_server(namespace: str, models: Path) -> str:
-    """e2e/modelserver.py with the generated model mounted from the node; its base URL."""
+def model_server(namespace: str, models: Path, slow_bytes_per_s: int) -> str:
+    """e2e/modelserver.py with the generated model mounted from the node; its base URL.
+    Its /slow/ path caps each download at `slow_bytes_per_s`, as a remote store would."""
     script = (REPO / "e2e" / "modelserver.py").read_text()
     kubectl_apply(
         {
@@ -89,6 +90,9 @@ def model_server(namespace: str, models: Path) -> str:
                         "image": images()["KINFER_RUNTIME_IMAGE"],
                         "imagePullPolicy": "Never",
                         "command": ["python3", "/srv/modelserver.py"],
+                        "env": [
+                            {"name": "KINFER_SLOW_BYTES_PER_S", "value": str(slow_bytes_per_s)}
+                        ],
                         "ports": [{"name": "http", "containerPort": 8000}],
                         "readinessProbe": {"tcpSocket": {"port": 8000}, "periodSeconds": 1},
                         "volumeMounts": [
@@ -198,10 +202,13 @@ def fill_summary(namespace: str) -> str:
     return "-"
 
 
-def run(namespace: str, base: str, sha256: str, cached: bool, timeout: float) -> dict[str, Any]:
+def run(
+    namespace: str, uri: str, sha256: str, cached: bool, timeout: float, version: str
+) -> dict[str, Any]:
     manifest = model_manifest(
         NAME,
-        uri=f"{base}/bench/model.onnx",
+        uri=uri,
+        version=version,
         runtime={
             "resources": {
                 "requests": {"cpu": "100m", "memory": "512Mi"},
@@ -247,17 +254,18 @@ def run(namespace: str, base: str, sha256: str, cached: bool, timeout: float) ->
     return result
 
 
-def table(rows: dict[str, dict[str, Any]]) -> str:
-    base = rows["without cache"]
+def table(rows: dict[tuple[str, str], dict[str, Any]]) -> str:
     lines = [
-        "| mode | apply → 4 Ready (s) | vs no cache | cache fill | per-pod download (s) "
+        "| store | mode | apply → 4 Ready (s) | vs no cache | cache fill | per-pod download (s) "
         "| per-pod load (s) | scale 4→8 → Ready (s) | vs no cache | scale-up pod download (s) "
         "| scale-up pod load (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for mode, r in rows.items():
+    for (store, mode), r in rows.items():
+        base = rows[(store, "without cache")]
         lines.append(
-            f"| {mode} | {r['apply']:.1f} | {r['apply'] / base['apply']:.2f} | {r['fill']} "
+            f"| {store} | {mode} | {r['apply']:.1f} | {r['apply'] / base['apply']:.2f} "
+            f"| {r['fill']} "
             f"| {r['first_download']:.2f} | {r['first_load']:.2f} | {r['scale']:.1f} "
             f"| {r['scale'] / base['scale']:.2f} | {r['scale_download']:.2f} "
             f"| {r['scale_load']:.2f} |"
@@ -269,6 +277,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dim", type=int, default=7400, help="weight is dim x dim float32")
     parser.add_argument("--timeout", type=float, default=600, help="per wait, seconds")
+    parser.add_argument(
+        "--store-mbps",
+        default="0,50",
+        help="comma-separated per-download caps of the model server in MB/s; 0: no cap",
+    )
     args = parser.parse_args()
     namespace = f"e2e-{SESSION}-coldstart"
     work = NODE_DIR / "volumes" / namespace
@@ -283,13 +296,22 @@ def main() -> int:
     operator = LocalOperator(Path(tempfile.mkdtemp(prefix="kinfer-bench-")))
     operator.start()
     kubectl("create", "namespace", namespace)
+    rates = [int(r) for r in args.store_mbps.split(",")]
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
     try:
-        base = model_server(namespace, models)
+        base = model_server(namespace, models, max(rates) * 10**6 or 1)
         cache_volume(namespace, work / "cache")
-        rows = {
-            "without cache": run(namespace, base, sha256, False, args.timeout),
-            "with cache": run(namespace, base, sha256, True, args.timeout),
-        }
+        for rate in rates:
+            store = f"{rate} MB/s per download" if rate else "in-cluster, no cap"
+            # The server's pace is set once: one capped rate per invocation.
+            uri = f"{base}/slow/bench/model.onnx" if rate else f"{base}/bench/model.onnx"
+            for cached in (False, True):
+                mode = "with cache" if cached else "without cache"
+                # A version per run: the cached run of a rate starts from an empty cache.
+                version = f"{rate}-{int(cached)}"
+                rows[(store, mode)] = run(namespace, uri, sha256, cached, args.timeout, version)
+                if cached:
+                    shutil.rmtree(work / "cache" / NAME, ignore_errors=True)
     finally:
         kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=180s", check=False)
         kubectl("delete", "pv", f"{namespace}-cache", "--wait=false", check=False)
@@ -298,7 +320,8 @@ def main() -> int:
     print(
         f"\nMachine: {platform.node()}, {os.cpu_count()} CPUs, {platform.machine()}; "
         f"real kubelet node, CPU runtime image; model {size_mb:.0f} MB (ONNX, generated), "
-        "served in-cluster over http; 4 replicas, then scaled to 8.\n"
+        "served in-cluster over http; 4 replicas, then scaled to 8. Ratios are to the run "
+        "without cache at the same store speed.\n"
     )
     print(table(rows))
     return 0
