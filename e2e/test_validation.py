@@ -39,7 +39,18 @@ CHECK = {"name": "queue", "query": "sum(q)", "min": 2, "max": 1}
 
 CASES = [
     ("missing-uri", _mutate("spec.model.uri", _DELETE), ["spec.model.uri", "Required"]),
-    ("uri-scheme", _mutate("spec.model.uri", "s3://bucket/m.onnx"), ["spec.model.uri"]),
+    ("uri-scheme", _mutate("spec.model.uri", "ftp://bucket/m.onnx"), ["spec.model.uri"]),
+    ("object-store-key", _mutate("spec.model.uri", "s3://bucket"), ["spec.model.uri", "<key>"]),
+    (
+        "endpoint-on-http",
+        _mutate("spec.model.endpoint", "http://10.0.0.1:9000"),
+        ["spec.model.endpoint", "s3://"],
+    ),
+    (
+        "cache-without-sha256",
+        _mutate("spec.model.cache", {"claimName": "models"}),
+        ["spec.model.cache", "sha256"],
+    ),
     (
         "format-enum",
         _mutate("spec.model.format", "tensorflow"),

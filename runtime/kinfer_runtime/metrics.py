@@ -22,6 +22,8 @@ __all__ = [
     "GPU_UTILIZATION_RATIO",
     "INFLIGHT_REQUESTS",
     "LABELS",
+    "MODEL_DOWNLOAD_BYTES",
+    "MODEL_DOWNLOAD_SECONDS",
     "MODEL_LOAD_SECONDS",
     "QUEUE_DEPTH",
     "QUEUE_WAIT_SECONDS",
@@ -50,6 +52,8 @@ BATCH_SIZE: Final = "kinfer_batch_size"
 INFLIGHT_REQUESTS: Final = "kinfer_inflight_requests"
 QUEUE_DEPTH: Final = "kinfer_queue_depth"
 MODEL_LOAD_SECONDS: Final = "kinfer_model_load_seconds"
+MODEL_DOWNLOAD_SECONDS: Final = "kinfer_model_download_seconds"
+MODEL_DOWNLOAD_BYTES: Final = "kinfer_model_download_bytes"
 GPU_MEMORY_USED_BYTES: Final = "kinfer_gpu_memory_used_bytes"  # + label `device`
 GPU_UTILIZATION_RATIO: Final = "kinfer_gpu_utilization_ratio"  # + label `device`
 # On the mirroring (stable) side: + label `result` (mirrored, failed, dropped).
@@ -141,6 +145,19 @@ class RuntimeMetrics:
         self._shadow_queue = Gauge(
             SHADOW_QUEUE_DEPTH,
             "Mirrored requests waiting to be sent to the shadow revision.",
+            LABELS,
+            registry=self.registry,
+        ).labels(*values)
+        # Both stay 0 when the model came from a path or the shared cache: nothing downloaded.
+        self.model_download_seconds = Gauge(
+            MODEL_DOWNLOAD_SECONDS,
+            "Seconds spent downloading the model file (so far, while it downloads).",
+            LABELS,
+            registry=self.registry,
+        ).labels(*values)
+        self.model_download_bytes = Gauge(
+            MODEL_DOWNLOAD_BYTES,
+            "Bytes of the model file downloaded (so far, while it downloads).",
             LABELS,
             registry=self.registry,
         ).labels(*values)

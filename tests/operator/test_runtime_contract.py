@@ -12,6 +12,13 @@ def test_every_variable_the_operator_sets_is_one_the_runtime_reads() -> None:
     assert set(rc.ALL_ENV) <= set(ENV.values())
 
 
+def test_cache_fill_variables_and_progress_lines_match_the_fill_command() -> None:
+    from kinfer_runtime import cachefill
+
+    assert set(rc.FILL_ENV) <= set(cachefill.FILL_ENV)
+    assert rc.PROGRESS_PREFIX == cachefill.PROGRESS_PREFIX
+
+
 def test_operator_values_reach_the_runtime_settings() -> None:
     env = {
         rc.ENV_MODEL_URI: "file:///m/model.onnx",

@@ -13,6 +13,8 @@ EXPECTED = {
     "kinfer_queue_depth": "gauge",
     "kinfer_model_load_seconds": "gauge",
     "kinfer_shadow_queue_depth": "gauge",
+    "kinfer_model_download_seconds": "gauge",
+    "kinfer_model_download_bytes": "gauge",
 }
 
 
@@ -50,6 +52,8 @@ def test_scrape_has_every_series_with_model_version_revision_labels(
     }
     assert codes["200"] >= 1 and codes["400"] >= 1 and codes["404"] >= 1
     assert families["kinfer_model_load_seconds"].samples[0].value > 0
+    # Served from a path: nothing was downloaded.
+    assert families["kinfer_model_download_bytes"].samples[0].value == 0
     batch_bounds = [
         s.labels["le"] for s in families["kinfer_batch_size"].samples if s.name.endswith("_bucket")
     ]
@@ -85,3 +89,14 @@ def test_requests_carry_protocol_and_queue_waits_priority(
     assert {s.labels["source"] for s in durations} == {"live"}
     waits = families["kinfer_queue_wait_seconds"].samples
     assert {s.labels["priority"] for s in waits} == {"1"}
+
+
+def test_download_bytes_and_seconds_are_exported(
+    model_http, demo_dir, make_settings, serve, tmp_path
+) -> None:
+    payload = (demo_dir / "model.onnx").read_bytes()
+    model_http.files["/models/model.onnx"] = payload
+    settings = make_settings(model_http.url("/models/model.onnx"), model_cache_dir=tmp_path)
+    with serve(settings) as live:
+        assert live.metric("kinfer_model_download_bytes") == len(payload)
+        assert live.metric("kinfer_model_download_seconds") > 0

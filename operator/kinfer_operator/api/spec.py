@@ -30,6 +30,7 @@ __all__ = [
     "CanaryStep",
     "CustomCheck",
     "InferenceModelSpec",
+    "ModelCache",
     "ModelSource",
     "Resources",
     "Rollout",
@@ -110,6 +111,23 @@ class SecretKeyReference(ApiModel):
     """Key within the Secret whose value is used."""
 
 
+class ModelCache(ApiModel):
+    """A volume the model is downloaded into once per version, before pods start.
+
+    An operator-owned Job fills it (download, sha256 check) before the revision's
+    Deployment is created; runtime pods mount it read-only and skip the download.
+    """
+
+    claim_name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    """PersistentVolumeClaim in the model's namespace holding the cache. ReadWriteMany when
+    replicas may land on several nodes; ReadWriteOnce serves a single node. Each model keeps
+    its versions under a directory of its own name."""
+    max_size: Quantity | None = None
+    """How much this model's versions may hold, e.g. 20Gi. After each fill, unused versions
+    are deleted, least recently filled first, until the total fits; a version that a live
+    revision (stable, canary or desired) uses is never deleted. Unset: no limit."""
+
+
 class ModelSource(ApiModel):
     """Where the model comes from and what it is."""
 
@@ -121,9 +139,26 @@ class ModelSource(ApiModel):
             ".uri",
         ),
         rule(
-            "!has(self.credentials) || self.uri.startsWith('http')",
-            "credentials apply only to http:// and https:// model uris",
+            "!has(self.credentials) || self.uri.matches('^(https?|s3|gs)://')",
+            "credentials apply only to http(s)://, s3:// and gs:// model uris",
             ".credentials",
+        ),
+        rule(
+            "!self.uri.matches('^(s3|gs)://') || "
+            "self.uri.matches('^(s3|gs)://[a-z0-9][-a-z0-9._]{1,61}[a-z0-9]/[^?#]*[^/?#]$')",
+            "an object-store uri must be s3://<bucket>/<key> or gs://<bucket>/<key>",
+            ".uri",
+        ),
+        rule(
+            "!has(self.endpoint) || self.uri.matches('^(s3|gs)://')",
+            "endpoint applies only to s3:// and gs:// model uris",
+            ".endpoint",
+        ),
+        rule(
+            "!has(self.cache) || (self.uri.matches('^(https?|s3|gs)://') && has(self.sha256))",
+            "the model cache needs an http(s)://, s3:// or gs:// uri and its sha256: "
+            "a cached version is keyed and verified by it",
+            ".cache",
         ),
         rule(
             "!self.uri.startsWith('http') || "
@@ -134,9 +169,12 @@ class ModelSource(ApiModel):
         ),
     )
 
-    uri: str = Field(min_length=1, max_length=2048, pattern=r"^(file:///|pvc://|https?://)\S+$")
+    uri: str = Field(
+        min_length=1, max_length=2048, pattern=r"^(file:///|pvc://|https?://|s3://|gs://)\S+$"
+    )
     """Model file location: file:///path (baked into the image or mounted), pvc://claim/path
-    (mounted read-only), or http(s):// (downloaded by the runtime into an emptyDir cache)."""
+    (mounted read-only), http(s)://, s3://bucket/key or gs://bucket/key (downloaded by the
+    runtime into an emptyDir, or once into spec.model.cache)."""
     format: Literal["onnx", "torchscript", "torch-export"] = "onnx"
     """Serialization format: onnx (ONNX Runtime), torchscript (.pt) or torch-export (.pt2)."""
     version: str = Field(min_length=1, max_length=63, pattern=LABEL_VALUE)
@@ -144,7 +182,26 @@ class ModelSource(ApiModel):
     sha256: str | None = Field(default=None, pattern=r"^[a-f0-9]{64}$")
     """Expected SHA-256 of the model file; a mismatch fails the load instead of serving it."""
     credentials: SecretKeyReference | None = None
-    """Secret key holding the HTTP Authorization header value used to download the model."""
+    """For http(s)://: the Secret key holding the Authorization header value. For s3:// and
+    gs://: the Secret (its `key` is not used) holding the keys AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY (for GCS, an HMAC key pair)."""
+    endpoint: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^/?#\s]+/?$")
+    """s3:// and gs:// only: the object store's URL, for S3-compatible stores (MinIO, Ceph,
+    ...); objects are then addressed path-style. Default: AWS S3 in `region`, or GCS."""
+    region: str = Field(default="us-east-1", min_length=1, max_length=63, pattern=r"^[a-z0-9-]+$")
+    """s3:// only: the bucket's region, part of the request signature."""
+    cache: ModelCache | None = None
+    """Download the model once per version into a shared volume instead of once per pod."""
+
+    @model_validator(mode="after")
+    def _cache_needs_pinned_download(self) -> ModelSource:
+        # Mirrors the CEL rule, for objects an older CRD let through.
+        remote = self.uri.startswith(("http://", "https://", "s3://", "gs://"))
+        if self.cache is not None and not (remote and self.sha256):
+            raise ValueError(
+                "the model cache needs an http(s)://, s3:// or gs:// uri and its sha256"
+            )
+        return self
 
 
 class GPU(ApiModel):

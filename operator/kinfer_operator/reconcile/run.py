@@ -30,6 +30,7 @@ from kinfer_operator.metrics import (
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import HASH_ANNOTATION, deployment_name, revision_of
 from kinfer_operator.reconcile.backoff import WriteBackoff, WriteKey
+from kinfer_operator.reconcile.cache import FILL_POLL_SECONDS, gate_on_cache
 from kinfer_operator.reconcile.cluster import ClusterApi
 from kinfer_operator.reconcile.plan import Plan, needs_apply, plan, want_replicas
 from kinfer_operator.references import references_of
@@ -233,14 +234,18 @@ class Reconciler:
         if model is None or problem is not None:
             return self._refuse(current, problem or "invalid spec", "InvalidSpec")
         gateway = model.spec.rollout is not None and model.spec.rollout.traffic.mode == "GatewayAPI"
+        cached = model.spec.model.cache is not None
         try:
-            observed = self.kube.observe(model.namespace, model.name, model.uid, gateway)
+            observed = self.kube.observe(
+                model.namespace, model.name, model.uid, with_routes=gateway, with_jobs=cached
+            )
         except MissingPermission as err:
             return self._refuse(current, str(err), "MissingPermission")
         backoff = self._backoff_for((model.namespace, model.name))
         backoff.generation(current.generation)
         rollout = self._decide_rollout(model, observed, current, backoff)
         decided = plan(model, observed, rollout)
+        decided, filling = gate_on_cache(model, observed, decided)  # spec.model.cache
         written = self._execute(model, observed.find, decided, backoff)
         report = self._report(model, observed, decided, rollout, written.failures, current)
         self._publish(current, report)
@@ -250,6 +255,7 @@ class Reconciler:
                 rollout.requeue_after if rollout is not None else None,
                 backoff.next_retry_in(),
                 CONFLICT_RETRY_SECONDS if written.conflicts else None,
+                FILL_POLL_SECONDS if filling else None,
             )
             if t is not None
         ]

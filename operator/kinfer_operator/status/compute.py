@@ -25,6 +25,7 @@ from kinfer_operator.naming import (
     REVISION_LABEL,
     endpoint_url,
 )
+from kinfer_operator.status.cache import CacheWait, cache_wait, starting_phase
 from kinfer_operator.status.conditions import find_condition, set_condition
 from kinfer_operator.world import DeploymentView, Observed, WriteFailure
 from kinfer_operator.world.pods import PodDiagnosis, diagnose_pods, pod_creation_reason
@@ -85,6 +86,19 @@ def _readiness_message(view: DeploymentView | None, want: int, revision: str) ->
     return f"{ready}/{want} replicas of revision {revision} ready"
 
 
+def _cache_verdict(wait: CacheWait) -> _Verdict:
+    if wait.failed:
+        bad = _c("False", wait.reason, wait.message)
+        return _Verdict("Degraded", bad, bad, _c("True", wait.reason, wait.message), True)
+    return _Verdict(
+        "Progressing",
+        _c("False", wait.reason, wait.message),
+        _c("True", wait.reason, wait.message),
+        _c("False", "AsExpected", ""),
+        False,
+    )
+
+
 def _rollout_verdict(rollout: RolloutStatus, revision: str) -> _Verdict | None:
     """Canary in flight or rolled back: the rollout state says more than the pods do."""
     if rollout.revision != revision:
@@ -142,6 +156,9 @@ def _verdict(
     from_writes = _write_verdict(failures)
     if from_writes is not None:
         return from_writes
+    waiting_cache = cache_wait(model, observed, revision)
+    if waiting_cache is not None:  # the revision's pods do not exist yet
+        return _cache_verdict(waiting_cache)
     if rollout is not None:
         from_rollout = _rollout_verdict(rollout, revision)
         if from_rollout is not None:
@@ -151,7 +168,7 @@ def _verdict(
     diagnosis: PodDiagnosis = diagnose_pods(
         observed.pods_of(revision), gpu.resource_name if gpu else "nvidia.com/gpu"
     )
-    waiting = _readiness_message(target, plan.want_replicas, revision)
+    waiting = f"{starting_phase(model)}: {_readiness_message(target, plan.want_replicas, revision)}"
 
     load_failure = diagnosis.load_failed
     if load_failure is None and target is not None and target.deadline_exceeded:

@@ -31,6 +31,7 @@ WatchedKind = Literal[
     "HorizontalPodAutoscaler",
     "HTTPRoute",
     "ConfigMap",
+    "Job",
     "Pod",
 ]
 CHILD_KINDS: tuple[WatchedKind, ...] = (
@@ -40,6 +41,7 @@ CHILD_KINDS: tuple[WatchedKind, ...] = (
     "HorizontalPodAutoscaler",
     "HTTPRoute",
     "ConfigMap",
+    "Job",
 )
 TOMBSTONE_SECONDS = 600.0
 """How long a child we deleted stays ignored if its DELETED event never comes."""
@@ -264,6 +266,7 @@ class Store:
             hpas=owned("HorizontalPodAutoscaler"),
             routes=owned("HTTPRoute"),
             configmaps=owned("ConfigMap"),
+            jobs=owned("Job"),
             pods=tuple(sorted(kinds.get("Pod", ()), key=_name)),
         )
 
