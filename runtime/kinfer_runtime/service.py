@@ -18,6 +18,11 @@ __all__ = ["InferenceService"]
 
 log = logging.getLogger(__name__)
 
+# A lone request runs on the event loop thread (no worker hand-off) when the model's last lone
+# run took at most this long and no queue delay is set; longer runs would stall other
+# connections and probes. See dataplane.batcher.
+INLINE_MAX_S = 0.01
+
 
 class InferenceService:
     def __init__(self, settings: Settings, on_fatal: Callable[[str], None] | None = None) -> None:
@@ -109,6 +114,10 @@ class InferenceService:
             pad_to_max=pad and batchable,
             priority_levels=s.priority_levels,
             default_priority=s.default_priority,
+            inline_max_s=INLINE_MAX_S,
+            # On a CPU a batch of n rows costs n rows: lower-priority filler would only delay
+            # the higher-priority rows it joins, for no throughput.
+            mix_priority_levels=backend.device != "cpu",
         )
         return backend, policy
 

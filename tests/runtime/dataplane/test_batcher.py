@@ -324,6 +324,42 @@ def test_batches_fill_from_the_highest_priority_level_first() -> None:
     assert model.seen == [[100], [10, 11], [30, 31], [20]]
 
 
+def _seen_batches(*, mix_priority_levels: bool) -> list[list[float]]:
+    """Batches of 4 rows formed from 1 queued high-priority row and 5 low ones."""
+    model = FakeModel()
+    model.release.clear()
+
+    async def scenario() -> None:
+        batcher = await started(
+            model,
+            max_batch_size=4,
+            max_queue_delay_s=0,
+            priority_levels=2,
+            default_priority=2,
+            mix_priority_levels=mix_priority_levels,
+        )
+        blocker = asyncio.ensure_future(batcher.submit(rows(1, 100), 1))
+        await asyncio.sleep(0.05)  # executing: the worker is held
+        low = [asyncio.ensure_future(batcher.submit(rows(1, i), 1)) for i in range(20, 25)]
+        high = asyncio.ensure_future(batcher.submit(rows(1, 10), 1, priority=1))
+        await asyncio.sleep(0.01)
+        model.release.set()
+        await asyncio.gather(blocker, *low, high)
+        await batcher.stop()
+
+    run(scenario)
+    return model.seen
+
+
+def test_higher_priority_batch_takes_lower_level_filler_by_default() -> None:
+    assert _seen_batches(mix_priority_levels=True) == [[100], [10, 20, 21, 22], [23, 24]]
+
+
+def test_unmixed_levels_run_higher_priority_rows_without_lower_level_filler() -> None:
+    # As on a CPU, where each filler row would add a row's cost to the high-priority request.
+    assert _seen_batches(mix_priority_levels=False) == [[100], [10], [20, 21, 22, 23], [24]]
+
+
 def test_priority_outside_the_levels_gets_the_default_level() -> None:
     batcher = Batcher(FakeModel(), BatchPolicy(priority_levels=3, default_priority=2))
     assert [batcher.level(p) for p in (0, 1, 2, 3, 4, 99)] == [2, 1, 2, 3, 2, 2]
@@ -467,3 +503,102 @@ def test_without_priorities_the_same_flood_delays_everyone() -> None:
     """The control: the isolation test above can fail, and does when the flood shares level 1."""
     unloaded, loaded = _isolation(flood_priority=1, probes=20)
     assert loaded > 2 * unloaded
+
+
+# Inline runs: a lone request on an idle batcher runs on the event loop thread itself.
+
+
+def test_lone_request_on_an_idle_batcher_runs_inline_on_the_loop_thread() -> None:
+    model = FakeModel()
+    recorder = Recorder()
+
+    async def scenario() -> list[np.ndarray]:
+        batcher = Batcher(model, BatchPolicy(max_queue_delay_s=0, inline_max_s=1.0), recorder)
+        batcher.start()
+        # The first run goes to the worker: it measures how long a lone run takes.
+        outputs = [(await batcher.submit(rows(1, i), 1))["y"] for i in range(3)]
+        assert batcher.inline_runs == 2
+        await batcher.stop()
+        return outputs
+
+    outputs = run(scenario)
+    assert [o.tolist() for o in outputs] == [[[1.0]], [[3.0]], [[5.0]]]
+    assert threading.main_thread().name in model.threads
+    assert recorder.rows == [1, 1, 1]  # counted as batches all the same
+    assert [priority for priority, _ in recorder.waits] == [1, 1, 1]
+
+
+def test_requests_arriving_together_still_form_batches_when_inline_is_allowed() -> None:
+    model = FakeModel(delay_s=0.005)
+
+    async def scenario() -> int:
+        batcher = await started(model, max_batch_size=8, max_queue_delay_s=0, inline_max_s=1.0)
+        await batcher.submit(rows(1), 1)  # measured: inline is allowed from now on
+        results = await asyncio.gather(*(batcher.submit(rows(1, i), 1) for i in range(8)))
+        assert [r["y"][0, 0] for r in results] == [2 * i + 1 for i in range(8)]
+        await batcher.stop()
+        return batcher.inline_runs
+
+    assert run(scenario) == 0
+    assert model.batches[0] == 1 and max(model.batches[1:]) > 1
+
+
+def test_model_slower_than_the_inline_budget_runs_off_the_loop() -> None:
+    model = FakeModel(delay_s=0.02)
+
+    async def scenario() -> int:
+        batcher = await started(model, max_queue_delay_s=0, inline_max_s=0.005)
+        for i in range(3):
+            await batcher.submit(rows(1, i), 1)
+        await batcher.stop()
+        return batcher.inline_runs
+
+    assert run(scenario) == 0
+    assert threading.main_thread().name not in model.threads
+
+
+def test_queue_delay_turns_inline_runs_off() -> None:
+    model = FakeModel()
+
+    async def scenario() -> int:
+        batcher = await started(model, max_queue_delay_s=0.001, inline_max_s=1.0)
+        for i in range(3):
+            await batcher.submit(rows(1, i), 1)
+        await batcher.stop()
+        return batcher.inline_runs
+
+    assert run(scenario) == 0
+
+
+def test_inline_failure_is_inference_failed_and_the_batcher_survives() -> None:
+    model = FakeModel()
+
+    async def scenario() -> None:
+        batcher = await started(model, max_queue_delay_s=0, inline_max_s=1.0)
+        await batcher.submit(rows(1), 1)
+        model.fail = True
+        with pytest.raises(InferenceFailed, match="kernel exploded"):
+            await batcher.submit(rows(1), 1)
+        assert batcher.inline_runs == 1
+        model.fail = False
+        assert (await batcher.submit(rows(1, 3), 1))["y"].tolist() == [[7.0]]
+        await batcher.stop()
+
+    run(scenario)
+
+
+def test_inline_run_with_padding_returns_only_the_real_rows() -> None:
+    model = FakeModel()
+
+    async def scenario() -> np.ndarray:
+        batcher = await started(
+            model, max_batch_size=4, pad_to_max=True, max_queue_delay_s=0, inline_max_s=1.0
+        )
+        await batcher.submit(rows(1), 1)
+        result = await batcher.submit(rows(2, 5), 2)
+        assert batcher.inline_runs == 1
+        await batcher.stop()
+        return result["y"]
+
+    assert run(scenario).tolist() == [[11.0], [13.0]]
+    assert model.batches == [4, 4]
