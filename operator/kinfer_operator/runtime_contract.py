@@ -13,6 +13,7 @@ __all__ = [
     "HTTP_PORT",
     "METRICS_PORT",
     "MODEL_CACHE_DIR",
+    "PINNED_MARKER_HEADER",
     "PVC_MOUNT_ROOT",
     "RUNTIME_UID",
 ]
@@ -25,6 +26,9 @@ HEALTH_LIVE_PATH = "/v2/health/live"
 HEALTH_READY_PATH = "/v2/health/ready"
 MODEL_CACHE_DIR = "/var/cache/kinfer"
 PVC_MOUNT_ROOT = "/mnt/models"
+PINNED_MARKER_HEADER = "x-kinfer-pinned"
+"""Set by the HTTPRoute's pinned rule (and stripped from all other traffic): the runtime counts
+such requests in kinfer_pinned_requests_total, outside what canary analysis reads."""
 RUNTIME_UID = 65532
 """The non-root user of Dockerfile.runtime; pinned in the pod so runAsNonRoot is provable."""
 

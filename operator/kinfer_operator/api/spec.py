@@ -31,6 +31,7 @@ __all__ = [
     "CustomCheck",
     "InferenceModelSpec",
     "ModelSource",
+    "PinnedTraffic",
     "Resources",
     "Rollout",
     "Runtime",
@@ -593,6 +594,29 @@ class GatewayTraffic(ApiModel):
     """Hostnames the route matches."""
 
 
+HTTP_HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"
+"""RFC 7230 token, as Gateway API's HTTPHeaderName."""
+
+
+class PinnedTraffic(ApiModel):
+    """Requests carrying this header reach the candidate whatever its weight (0 included)."""
+
+    header: str = Field(
+        default="x-kinfer-revision", min_length=1, max_length=256, pattern=HTTP_HEADER_NAME
+    )
+    """Header name matched (case-insensitive, as HTTP header names are)."""
+    value: str = Field(default="canary", min_length=1, max_length=4096)
+    """Exact header value that pins a request to the candidate."""
+
+    model_config = cel(
+        rule(
+            "self.header.lowerAscii() != '" + runtime_contract.PINNED_MARKER_HEADER + "'",
+            "header must not be the marker the gateway sets on pinned requests",
+            ".header",
+        ),
+    )
+
+
 class Traffic(ApiModel):
     """How traffic is split between the stable and canary revisions."""
 
@@ -602,6 +626,11 @@ class Traffic(ApiModel):
             "mode GatewayAPI needs gateway.parentRefs",
             ".gateway",
         ),
+        rule(
+            "!has(self.pin) || (has(self.mode) && self.mode == 'GatewayAPI')",
+            "pin needs mode GatewayAPI: ReplicaRatio has no per-request routing",
+            ".pin",
+        ),
     )
 
     mode: Literal["ReplicaRatio", "GatewayAPI"] = "ReplicaRatio"
@@ -609,6 +638,10 @@ class Traffic(ApiModel):
     (works everywhere). GatewayAPI: an HTTPRoute with exact weights."""
     gateway: GatewayTraffic | None = None
     """HTTPRoute attachment, for mode GatewayAPI."""
+    pin: PinnedTraffic | None = None
+    """Header-pinned canary (mode GatewayAPI): an extra route rule sends requests with this
+    header to the candidate at any weight, marked so the runtime counts them apart from the
+    analysed traffic (kinfer_pinned_requests_total)."""
 
 
 class Rollout(ApiModel):

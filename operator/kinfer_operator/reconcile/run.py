@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from kinfer_operator._kube import MissingPermission, WriteError
 from kinfer_operator.api.status import AnalysisRun, InferenceModelStatus
-from kinfer_operator.children.httproute import route_accepts
+from kinfer_operator.children.httproute import route_problem
 from kinfer_operator.events import Event
 from kinfer_operator.metrics import (
     ANALYSES,
@@ -323,9 +323,9 @@ class Reconciler:
                 now=now,
                 annotations=body["metadata"].get("annotations") or {},
                 analyze=analyze,
-                route_ready=(lambda w: route_accepts(route, w))
+                route_problem=(lambda w: route_problem(route, w))
                 if spec.traffic.mode == "GatewayAPI"
-                else (lambda _w: True),
+                else (lambda _w: None),
                 refused=canary_write.describe()
                 if canary_write is not None and canary_write.permanent
                 else None,

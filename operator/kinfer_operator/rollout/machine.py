@@ -16,6 +16,7 @@ from typing import Any
 
 from kinfer_operator.api.spec import Rollout
 from kinfer_operator.api.status import AnalysisRun, RolloutStatus
+from kinfer_operator.children.httproute import RouteWait
 from kinfer_operator.events import Event
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import DOMAIN, revision_of
@@ -73,8 +74,9 @@ class RolloutContext:
     annotations: Mapping[str, str]
     analyze: Callable[[int], AnalysisRun]
     """Runs the analysis at a step; only called when one is due."""
-    route_ready: Callable[[int], bool] = lambda _weight: True
-    """Whether the traffic layer has accepted this canary weight (HTTPRoute conditions)."""
+    route_problem: Callable[[int], RouteWait | None] = lambda _weight: None
+    """Why the traffic layer has not taken this canary weight yet (HTTPRoute conditions);
+    None once it has."""
     refused: str | None = None
     """Why the API server refused the canary revision's Deployment, if it did (a 4xx on an
     earlier pass): a reason to roll back, as retrying the same object cannot help."""
@@ -361,9 +363,17 @@ def _progress(ctx: RolloutContext, status: RolloutStatus, events: list[Event]) -
     if status.weight != target:
         status = _with(status, weight=target, step_started_at=None)
     if status.step_started_at is None:
-        if not ctx.route_ready(target):
-            return hold(status, events, _HOLD_POLL_SECONDS)
-        status = _with(status, step_started_at=format_time(ctx.now), last_analysis_at=None)
+        waiting = ctx.route_problem(target)
+        if waiting is not None:
+            if waiting.refused and waiting.message != status.route_message:
+                events = [*events, Event("Warning", "RouteNotReady", waiting.message)]
+            return hold(_with(status, route_message=waiting.message), events, _HOLD_POLL_SECONDS)
+        status = _with(
+            status,
+            step_started_at=format_time(ctx.now),
+            last_analysis_at=None,
+            route_message=None,
+        )
         events = [
             *events,
             Event(

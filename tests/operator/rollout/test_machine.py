@@ -8,6 +8,7 @@ from typing import Any
 
 from kinfer_operator.api.status import AnalysisRun, RolloutStatus
 from kinfer_operator.children import build_deployment
+from kinfer_operator.children.httproute import RouteWait
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import revision_of
 from kinfer_operator.rollout.machine import (
@@ -51,7 +52,7 @@ class Scenario:
         self.runs: list[int] = []
         self.verdicts: list[str] = []
         self.annotations: dict[str, str] = {}
-        self.route_ready: Callable[[int], bool] = lambda _w: True
+        self.route_problem: Callable[[int], RouteWait | None] = lambda _w: None
         self.pods: tuple[dict[str, Any], ...] = ()
 
     def analyze(self, step: int) -> AnalysisRun:
@@ -94,7 +95,7 @@ class Scenario:
                 now=self.now,
                 annotations=self.annotations,
                 analyze=self.analyze,
-                route_ready=self.route_ready,
+                route_problem=self.route_problem,
             )
         )
         self.previous = decision.status
@@ -296,13 +297,31 @@ def test_crashing_canary_rolls_back_as_model_load_failed() -> None:
 def test_analysis_time_counts_only_once_the_route_accepts_the_weight() -> None:
     s = Scenario()
     accepted = False
-    s.route_ready = lambda _w: accepted
+    s.route_problem = lambda _w: None if accepted else RouteWait("not programmed yet")
     s.decide()
     s.canary_ready = 1
     d = s.decide(1)
     assert d.status is not None and d.status.step_started_at is None and d.route_weight == 20
+    assert d.status.route_message == "not programmed yet"
+    assert not [e for e in d.events if e.reason == "RouteNotReady"]  # catching up: no Event
     d = s.decide(30)
     assert s.runs == []
     accepted = True
     d = s.decide(1)
     assert d.status is not None and d.status.step_started_at is not None
+    assert d.status.route_message is None
+
+
+def test_route_a_gateway_refuses_holds_the_step_with_its_reason_and_one_event() -> None:
+    s = Scenario()
+    refused = RouteWait("gateway gw: ResolvedRefs=False BackendNotFound: no service", True)
+    s.route_problem = lambda _w: refused
+    s.decide()
+    s.canary_ready = 1
+    first = s.decide(1)
+    again = s.decide(30)
+    assert again.status is not None and again.status.step_started_at is None
+    assert again.status.route_message == refused.message and again.status.phase == "Progressing"
+    assert [e.reason for e in first.events if e.reason == "RouteNotReady"] == ["RouteNotReady"]
+    assert not [e for e in again.events if e.reason == "RouteNotReady"]  # once, not per pass
+    assert s.runs == []
