@@ -284,6 +284,11 @@ CASES = [
         ["spec.rollout.traffic.pin", "pin needs mode GatewayAPI"],
     ),
     (
+        "weight-zero-step-without-pin",
+        _mutate("spec.rollout", {"canary": {"steps": [{"weight": 0}, {"weight": 50}]}}),
+        ["spec.rollout.canary.steps", "a weight 0 step needs traffic.pin"],
+    ),
+    (
         "pin-header-not-a-token",
         _mutate("spec.rollout", {**CANARY, "traffic": {**GATEWAY, "pin": {"header": "x y"}}}),
         ["spec.rollout.traffic.pin.header"],

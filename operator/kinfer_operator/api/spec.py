@@ -445,8 +445,10 @@ class Autoscaling(ApiModel):
 class CanaryStep(ApiModel):
     """One canary step: a traffic weight held for at least `pauseSeconds`."""
 
-    weight: int = Field(ge=1, le=100)
-    """Percent of traffic sent to the canary at this step."""
+    weight: int = Field(ge=0, le=100)
+    """Percent of traffic sent to the canary at this step. 0 (first step only, with
+    traffic.pin): a pinned-only step, where one canary replica serves header-pinned requests
+    alone for pauseSeconds, with no analysis (it has no analysed traffic)."""
     pause_seconds: int = Field(default=60, ge=0, le=86_400)
     """Minimum time at this weight; the step advances once it has passed and the latest
     analysis passed."""
@@ -646,6 +648,15 @@ class Traffic(ApiModel):
 
 class Rollout(ApiModel):
     """How a new revision replaces the stable one. Absent: all at once, after it is ready."""
+
+    model_config = cel(
+        rule(
+            "!has(self.canary.steps) || self.canary.steps.all(s, s.weight > 0) "
+            "|| (has(self.traffic) && has(self.traffic.pin))",
+            "a weight 0 step needs traffic.pin: with no pinned requests it would carry nothing",
+            ".canary.steps",
+        ),
+    )
 
     canary: Canary
     """Canary steps."""

@@ -20,7 +20,7 @@ from kinfer_operator.children.httproute import RouteWait
 from kinfer_operator.events import Event
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import DOMAIN, revision_of
-from kinfer_operator.rollout.traffic import replica_split
+from kinfer_operator.rollout.traffic import ReplicaSplit, replica_split
 from kinfer_operator.status.pods import diagnose_pods, pod_creation_reason
 from kinfer_operator.world import DeploymentView, Observed
 
@@ -320,6 +320,9 @@ def _progress(ctx: RolloutContext, status: RolloutStatus, events: list[Event]) -
     steps = rollout.canary.weights()
     target = 100 if status.phase == "Promoting" else steps[status.step][0]
     split = replica_split(ctx.total, target, rollout.traffic.mode, ctx.autoscaled)
+    pinned_only = target == 0  # a weight 0 step (needs traffic.pin): pinned requests alone
+    if pinned_only:
+        split = ReplicaSplit(canary=1, stable=ctx.total)
     ready = canary.available if canary is not None else 0
     fixed_ratio = rollout.traffic.mode == "ReplicaRatio" and not ctx.autoscaled
     stable_target = ctx.total - min(ready, split.canary) if fixed_ratio else None
@@ -387,7 +390,7 @@ def _progress(ctx: RolloutContext, status: RolloutStatus, events: list[Event]) -
     interval = float(analysis.interval_seconds)
     since = ctx.seconds_since(status.last_analysis_at or status.step_started_at)
     due_in = interval - since
-    if due_in <= 0:
+    if due_in <= 0 and not pinned_only:
         run = ctx.analyze(status.step)
         status, events = _record(status, run, analysis.failure_limit_mode, events)
         if status.failures >= analysis.failure_limit:
@@ -404,7 +407,7 @@ def _progress(ctx: RolloutContext, status: RolloutStatus, events: list[Event]) -
 
     pause = steps[status.step][1]
     pause_left = pause - ctx.seconds_since(status.step_started_at)
-    if status.passed_at_step >= 1 and pause_left <= 0:
+    if (status.passed_at_step >= 1 or pinned_only) and pause_left <= 0:
         if status.step + 1 < len(steps):
             status = _with(
                 status,
@@ -424,6 +427,8 @@ def _progress(ctx: RolloutContext, status: RolloutStatus, events: list[Event]) -
             events = [*events, Event("Normal", "Promoting", status.message or "")]
         return hold(status, events, 0.5)
     wake = min(due_in, pause_left) if pause_left > 0 else due_in
+    if pinned_only:
+        wake = pause_left  # nothing to analyse: only the pause ends this step
     return hold(status, events, max(0.5, wake))
 
 

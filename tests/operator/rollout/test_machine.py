@@ -325,3 +325,30 @@ def test_route_a_gateway_refuses_holds_the_step_with_its_reason_and_one_event() 
     assert [e.reason for e in first.events if e.reason == "RouteNotReady"] == ["RouteNotReady"]
     assert not [e for e in again.events if e.reason == "RouteNotReady"]  # once, not per pass
     assert s.runs == []
+
+
+def test_weight_zero_step_runs_one_canary_replica_and_advances_after_its_pause_unanalysed() -> None:
+    rollout = {
+        **ROLLOUT,
+        "canary": {
+            **ROLLOUT["canary"],
+            "steps": [{"weight": 0, "pauseSeconds": 30}, {"weight": 20, "pauseSeconds": 0}],
+        },
+        "traffic": {
+            "mode": "GatewayAPI",
+            "gateway": {"parentRefs": [{"name": "gw"}]},
+            "pin": {},
+        },
+    }
+    s = Scenario(_model(rollout=rollout))
+    d = s.decide()
+    assert d.canary_replicas == 1 and d.route_weight == 0
+    s.canary_ready = 1
+    d = s.decide(1)
+    assert d.status is not None and d.status.step == 0 and d.status.step_started_at is not None
+    d = s.decide(29)
+    assert d.status is not None and d.status.step == 0 and d.route_weight == 0
+    assert d.canary_replicas == 1
+    d = s.decide(2)
+    assert d.status is not None and d.status.step == 1
+    assert s.runs == []  # only pinned requests reached it: nothing to analyse
