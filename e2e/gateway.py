@@ -186,6 +186,12 @@ class Traefik:
             for c in (gw.get("status") or {}).get("conditions") or []
         )
 
+    def listening(self) -> set[str]:
+        """Local addresses the Traefik process listens on (TCP), from `ss`."""
+        assert self.proc is not None
+        out = subprocess.run(["ss", "-H", "-ltnp"], capture_output=True, text=True).stdout
+        return {line.split()[3] for line in out.splitlines() if f"pid={self.proc.pid}," in line}
+
     def log_tail(self, lines: int = 30) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])

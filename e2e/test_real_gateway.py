@@ -34,6 +34,8 @@ def traefik(tmp_path_factory: pytest.TempPathFactory, operator: object) -> Itera
     gw = Traefik(tmp_path_factory.mktemp("traefik"), host=node_ip())
     gw.start()
     try:
+        # Host hygiene: the gateway listens on the node's bridge address and nowhere else.
+        assert gw.listening() == {f"{node_ip()}:{gw.port}"}, gw.listening()
         yield gw
     finally:
         gw.stop()
@@ -220,9 +222,12 @@ def test_route_whose_backend_does_not_resolve_holds_the_rollout_with_the_reason(
         "get", "events", "-n", namespace, "--field-selector", "reason=RouteNotReady"
     )
     assert any("BackendNotFound" in e["message"] for e in events["items"])
-    # Traffic stays on stable while the step holds.
-    answered = send(traefik.url, f"{namespace}.kinfer.test", 100)
-    assert answered == Counter({"1": 100}), answered
+    # The weight stays where the gateway can route it: stable answers everything, no 500s.
+    assert rollout["weight"] == 0
+    route = kubectl_json("get", "httproute", "demo", "-n", namespace)
+    assert [b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]] == [100, 0]
+    answered = send(traefik.url, f"{namespace}.kinfer.test", 200)
+    assert answered == Counter({"1": 200}), answered
     kubectl("delete", "resourcequota", "services", "-n", namespace)
     wait_until(
         lambda: rollout_of(namespace).get("phase") == "Succeeded", 300, "the rollout to go on"

@@ -364,13 +364,16 @@ def _progress(ctx: RolloutContext, status: RolloutStatus, events: list[Event]) -
         return _promote(ctx, status, events)
 
     if status.weight != target:
+        current = ctx.route_problem(status.weight)
+        if current is not None and current.refused:
+            # The gateway cannot route a backend at the weight in force (it answers 500 for
+            # it): shifting more traffic there would turn live requests into errors.
+            return _route_hold(status, events, current, hold)
         status = _with(status, weight=target, step_started_at=None)
     if status.step_started_at is None:
         waiting = ctx.route_problem(target)
         if waiting is not None:
-            if waiting.refused and waiting.message != status.route_message:
-                events = [*events, Event("Warning", "RouteNotReady", waiting.message)]
-            return hold(_with(status, route_message=waiting.message), events, _HOLD_POLL_SECONDS)
+            return _route_hold(status, events, waiting, hold)
         status = _with(
             status,
             step_started_at=format_time(ctx.now),
@@ -430,6 +433,19 @@ def _progress(ctx: RolloutContext, status: RolloutStatus, events: list[Event]) -
     if pinned_only:
         wake = pause_left  # nothing to analyse: only the pause ends this step
     return hold(status, events, max(0.5, wake))
+
+
+def _route_hold(
+    status: RolloutStatus,
+    events: list[Event],
+    waiting: RouteWait,
+    hold: Callable[[RolloutStatus, list[Event], float], RolloutDecision],
+) -> RolloutDecision:
+    """Hold the step until the gateway routes the weight, saying why in status (and once in
+    an Event when the gateway refused, rather than just not having caught up)."""
+    if waiting.refused and waiting.message != status.route_message:
+        events = [*events, Event("Warning", "RouteNotReady", waiting.message)]
+    return hold(_with(status, route_message=waiting.message), events, _HOLD_POLL_SECONDS)
 
 
 def _record(

@@ -315,7 +315,7 @@ def test_analysis_time_counts_only_once_the_route_accepts_the_weight() -> None:
 def test_route_a_gateway_refuses_holds_the_step_with_its_reason_and_one_event() -> None:
     s = Scenario()
     refused = RouteWait("gateway gw: ResolvedRefs=False BackendNotFound: no service", True)
-    s.route_problem = lambda _w: refused
+    s.route_problem = lambda w: refused if w == 20 else None
     s.decide()
     s.canary_ready = 1
     first = s.decide(1)
@@ -352,3 +352,21 @@ def test_weight_zero_step_runs_one_canary_replica_and_advances_after_its_pause_u
     d = s.decide(2)
     assert d.status is not None and d.status.step == 1
     assert s.runs == []  # only pinned requests reached it: nothing to analyse
+
+
+def test_weight_is_not_raised_while_the_gateway_cannot_route_the_weight_in_force() -> None:
+    s = Scenario()
+    refused = RouteWait("gateway gw: ResolvedRefs=False BackendNotFound: no demo-canary", True)
+    broken = True
+    s.route_problem = lambda _w: refused if broken else None
+    s.decide()
+    s.canary_ready = 1
+    d = s.decide(1)
+    # The gateway answers 500 for an unresolved backend: no live traffic is moved onto it.
+    assert d.status is not None and d.status.weight == 0 and d.route_weight == 0
+    assert d.status.route_message == refused.message
+    assert [e.reason for e in d.events if e.reason == "RouteNotReady"] == ["RouteNotReady"]
+    broken = False
+    d = s.decide(1)
+    assert d.status is not None and d.status.weight == 20 and d.route_weight == 20
+    assert d.status.route_message is None
