@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -173,8 +174,11 @@ class Traefik:
         self._rbac_and_gateway()
         config = self._config()
         log = self.log_path.open("wb")
+        # Without KUBECONFIG, Traefik uses the endpoint and the ServiceAccount token above
+        # (with it, Traefik would take the admin kubeconfig and its RBAC would go untested).
+        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
         self.proc = subprocess.Popen(
-            [binary, f"--configFile={config}"], stdout=log, stderr=subprocess.STDOUT
+            [binary, f"--configFile={config}"], stdout=log, stderr=subprocess.STDOUT, env=env
         )
         wait_until(self._programmed, 60, "Traefik to program the Gateway")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -133,54 +134,95 @@ def stable_behind_gateway(
 def wait_routed(ns: str, gw: Traefik, version: str) -> None:
     """The model answers through the gateway (Traefik programmed the route)."""
     host = f"{ns}.kinfer.test"
-    wait_until(lambda: send(gw.url, host, 4, clients=1)[version] == 4, 180, f"v{version} routed")
+    last: list[Counter[str]] = []
+
+    def routed() -> bool:
+        last[:] = [send(gw.url, host, 4, clients=1)]
+        return last[0][version] == 4
+
+    try:
+        wait_until(routed, 180, f"v{version} routed")
+    except AssertionError as err:
+        pods = kubectl("get", "pods,svc,httproute", "-n", ns, "-o", "wide", check=False).stdout
+        raise AssertionError(f"{err}; answers: {last}\n{pods}\n{gw.log_tail(5)}") from None
 
 
+class LiveTraffic:
+    """One client sending unpinned requests through the gateway for the span of a `with`
+    block, as users would: the analysis at each step needs live requests in its window."""
+
+    def __init__(self, gw: Traefik, host: str) -> None:
+        self.gw, self.host = gw, host
+        self.answered: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.answered += send(self.gw.url, self.host, 10, clients=1)
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> LiveTraffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+@pytest.mark.timeout(900)
 def test_real_gateway_splits_traffic_by_the_weight_in_status_and_pins_by_header(
     namespace: str,
     traefik: Traefik,
     real_prometheus: Prometheus,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    steps = [(0, 40), (10, 60), (50, 60)]
+    steps = [(0, 45), (10, 45), (50, 45)]
     manifest = stable_behind_gateway(namespace, traefik, real_prometheus, steps, pin=PIN)
     wait_routed(namespace, traefik, "1")
-    manifest["spec"]["model"]["version"] = "2"
-    kubectl_apply(manifest, namespace)
     host = f"{namespace}.kinfer.test"
-    table: list[tuple[int, int, float, float, int]] = []
-    for step, (weight, _pause) in enumerate(steps):
-
-        def at_step(step: int = step, weight: int = weight) -> dict[str, Any] | None:
-            r = rollout_of(namespace)
-            current = r.get("step") == step and r.get("weight") == weight
-            return r if current and r.get("stepStartedAt") else None
-
-        before = wait_until(at_step, 240, f"step {step} at weight {weight} routed")
-        status_weight = kubectl_json("get", "im", "demo", "-n", namespace)["status"]["canaryWeight"]
-        unpinned = send(traefik.url, host, REQUESTS_PER_STEP)
-        pinned = send(traefik.url, host, PINNED_PER_STEP, extra={PIN["header"]: PIN["value"]})
-        after = rollout_of(namespace)
-        assert (after.get("step"), after.get("stepStartedAt")) == (step, before["stepStartedAt"]), (
-            "the step moved on while it was measured: lengthen its pause"
+    manifest["spec"]["model"]["version"] = "2"
+    with LiveTraffic(traefik, host) as live, capsys.disabled():
+        kubectl_apply(manifest, namespace)
+        print(
+            "\n| step | weight in status | measured canary share | requests/s | pinned to canary |"
         )
-        assert sum(unpinned.values()) == REQUESTS_PER_STEP
-        assert set(unpinned) <= {"1", "2"}, unpinned
-        share = 100 * unpinned["2"] / REQUESTS_PER_STEP
-        table.append(
-            (step, status_weight, share, 100 * pinned["2"] / PINNED_PER_STEP, sum(pinned.values()))
-        )
-        assert abs(share - status_weight) <= TOLERANCE, (step, status_weight, unpinned)
-        assert pinned == Counter({"2": PINNED_PER_STEP}), pinned  # always the candidate
-    with capsys.disabled():
-        print("\n| step | weight in status | measured canary share (2000 req) | pinned to canary |")
-        print("|---|---|---|---|")
-        for step, weight, share, pinned_share, n in table:
-            print(f"| {step} | {weight}% | {share:.1f}% | {pinned_share:.0f}% of {n} |")
-    wait_until(lambda: rollout_of(namespace).get("phase") == "Succeeded", 240, "promotion")
+        print("|---|---|---|---|---|")
+        for step, (weight, _pause) in enumerate(steps):
+
+            def at_step(step: int = step, weight: int = weight) -> dict[str, Any] | None:
+                r = rollout_of(namespace)
+                current = r.get("step") == step and r.get("weight") == weight
+                return r if current and r.get("stepStartedAt") else None
+
+            before = wait_until(at_step, 240, f"step {step} at weight {weight} routed")
+            status = kubectl_json("get", "im", "demo", "-n", namespace)["status"]
+            started = time.monotonic()
+            unpinned = send(traefik.url, host, REQUESTS_PER_STEP)
+            rate = REQUESTS_PER_STEP / (time.monotonic() - started)
+            pinned = send(traefik.url, host, PINNED_PER_STEP, extra={PIN["header"]: PIN["value"]})
+            after = rollout_of(namespace)
+            share = 100 * unpinned["2"] / REQUESTS_PER_STEP
+            print(
+                f"| {step} | {status['canaryWeight']}% | {share:.1f}% of {REQUESTS_PER_STEP} "
+                f"| {rate:.0f} | {pinned['2']}/{PINNED_PER_STEP} |"
+            )
+            assert (after.get("step"), after.get("stepStartedAt")) == (
+                step,
+                before["stepStartedAt"],
+            ), "the step moved on while it was measured: lengthen its pause"
+            assert status["trafficSplit"] == "Exact"
+            assert sum(unpinned.values()) == REQUESTS_PER_STEP
+            assert set(unpinned) <= {"1", "2"}, unpinned
+            assert abs(share - status["canaryWeight"]) <= TOLERANCE, (step, status, unpinned)
+            assert pinned == Counter({"2": PINNED_PER_STEP}), pinned  # always the candidate
+        wait_until(lambda: rollout_of(namespace).get("phase") == "Succeeded", 240, "promotion")
+    assert set(live.answered) <= {"1", "2"}, live.answered  # no error while weights moved
     wait_routed(namespace, traefik, "2")
 
 
+@pytest.mark.timeout(600)
 def test_route_whose_backend_does_not_resolve_holds_the_rollout_with_the_reason(
     namespace: str, traefik: Traefik, real_prometheus: Prometheus
 ) -> None:
