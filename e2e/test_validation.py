@@ -36,6 +36,7 @@ _DELETE = object()
 AUTOSCALING = {"minReplicas": 2, "maxReplicas": 4}
 CANARY = {"canary": {"stepWeight": 25}}
 CHECK = {"name": "queue", "query": "sum(q)", "min": 2, "max": 1}
+GATEWAY = {"mode": "GatewayAPI", "gateway": {"parentRefs": [{"name": "gw"}]}}
 
 CASES = [
     ("missing-uri", _mutate("spec.model.uri", _DELETE), ["spec.model.uri", "Required"]),
@@ -297,6 +298,29 @@ CASES = [
             },
         ),
         ["spec.rollout.traffic.gateway.hostnames[0]"],
+    ),
+    (
+        "pin-without-gateway",
+        _mutate("spec.rollout", {**CANARY, "traffic": {"pin": {}}}),
+        ["spec.rollout.traffic.pin", "pin needs mode GatewayAPI"],
+    ),
+    (
+        "weight-zero-step-without-pin",
+        _mutate("spec.rollout", {"canary": {"steps": [{"weight": 0}, {"weight": 50}]}}),
+        ["spec.rollout.canary.steps", "a weight 0 step needs traffic.pin"],
+    ),
+    (
+        "pin-header-not-a-token",
+        _mutate("spec.rollout", {**CANARY, "traffic": {**GATEWAY, "pin": {"header": "x y"}}}),
+        ["spec.rollout.traffic.pin.header"],
+    ),
+    (
+        "pin-header-is-the-marker",
+        _mutate(
+            "spec.rollout",
+            {**CANARY, "traffic": {**GATEWAY, "pin": {"header": "X-Kinfer-Pinned"}}},
+        ),
+        ["spec.rollout.traffic.pin.header", "marker"],
     ),
 ]
 

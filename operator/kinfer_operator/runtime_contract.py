@@ -13,6 +13,7 @@ __all__ = [
     "HTTP_PORT",
     "METRICS_PORT",
     "MODEL_CACHE_DIR",
+    "PINNED_MARKER_HEADER",
     "PVC_MOUNT_ROOT",
     "RUNTIME_UID",
     "SHADOW_CONFIG_DIR",
@@ -31,6 +32,9 @@ PVC_MOUNT_ROOT = "/mnt/models"
 SHARED_CACHE_DIR = "/var/cache/kinfer-shared"
 """Where the model cache volume is mounted: read-only in runtime pods, writable in the fill Job."""
 FILL_COMMAND = ("kinfer-runtime", "fill-cache")
+PINNED_MARKER_HEADER = "x-kinfer-pinned"
+"""Set by the HTTPRoute's pinned rule (and stripped from all other traffic): the runtime counts
+such requests in kinfer_pinned_requests_total, outside what canary analysis reads."""
 RUNTIME_UID = 65532
 """The non-root user of Dockerfile.runtime; pinned in the pod so runAsNonRoot is provable."""
 SHADOW_CONFIG_DIR = "/etc/kinfer/shadow"

@@ -25,6 +25,8 @@ __all__ = [
     "MODEL_DOWNLOAD_BYTES",
     "MODEL_DOWNLOAD_SECONDS",
     "MODEL_LOAD_SECONDS",
+    "PINNED_REQUESTS_TOTAL",
+    "PINNED_REQUEST_DURATION_SECONDS",
     "QUEUE_DEPTH",
     "QUEUE_WAIT_SECONDS",
     "REJECTED_REQUESTS_TOTAL",
@@ -46,6 +48,11 @@ REQUESTS_TOTAL: Final = "kinfer_requests_total"
 # + labels `protocol` and `source`
 REQUEST_DURATION_SECONDS: Final = "kinfer_request_duration_seconds"
 QUEUE_WAIT_SECONDS: Final = "kinfer_queue_wait_seconds"  # + label `priority`
+# Requests a gateway pinned to this revision by header (spec.rollout.traffic.pin), marked by
+# the HTTPRoute (routes.inference.PINNED_MARKER_HEADER): counted here INSTEAD of the two series
+# above, so testers reaching a canary on demand never skew its weight-based analysis.
+PINNED_REQUESTS_TOTAL: Final = "kinfer_pinned_requests_total"  # + labels `protocol`, `code`
+PINNED_REQUEST_DURATION_SECONDS: Final = "kinfer_pinned_request_duration_seconds"
 # + labels `reason` (queue_full, queue_timeout, request_timeout) and `priority`
 REJECTED_REQUESTS_TOTAL: Final = "kinfer_rejected_requests_total"
 BATCH_SIZE: Final = "kinfer_batch_size"
@@ -96,6 +103,19 @@ class RuntimeMetrics:
             registry=self.registry,
         )
         self._durations: dict[tuple[WireProtocol, Source], Histogram] = {}
+        self._pinned = Counter(
+            PINNED_REQUESTS_TOTAL,
+            "Inference requests pinned to this revision by header, by protocol and status.",
+            [*LABELS, "protocol", "code"],
+            registry=self.registry,
+        )
+        self._pinned_duration = Histogram(
+            PINNED_REQUEST_DURATION_SECONDS,
+            "Latency of requests pinned to this revision by header.",
+            [*LABELS, "protocol"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self._queue_wait = Histogram(
             QUEUE_WAIT_SECONDS,
             "Time a request waited in the batch queue before its batch started.",
@@ -187,6 +207,14 @@ class RuntimeMetrics:
 
     def shadow_queue_depth(self, depth: int) -> None:
         self._shadow_queue.set(depth)
+
+    def pinned_request_done(
+        self, status: int, seconds: float, protocol: WireProtocol = "rest"
+    ) -> None:
+        """A request the gateway pinned here: counted apart from the analysed traffic."""
+        values = self._label_values
+        self._pinned.labels(*values, protocol, str(status)).inc()
+        self._pinned_duration.labels(*values, protocol).observe(seconds)
 
     # The batcher's observer interface (dataplane.batcher.BatchObserver).
     def batch_executed(self, rows: int, queue_waits: Sequence[tuple[int, float]]) -> None:

@@ -26,6 +26,8 @@ def test_names_are_exactly_the_published_ones() -> None:
         "kinfer_gpu_memory_used_bytes",
         "kinfer_gpu_utilization_ratio",
         "kinfer_shadow_requests_total",  # no series until a request is mirrored
+        "kinfer_pinned_requests_total",  # only requests a gateway pinned by header
+        "kinfer_pinned_request_duration_seconds",
     }
     assert metrics.LABELS == ("model", "version", "revision")
 
@@ -100,3 +102,27 @@ def test_download_bytes_and_seconds_are_exported(
     with serve(settings) as live:
         assert live.metric("kinfer_model_download_bytes") == len(payload)
         assert live.metric("kinfer_model_download_seconds") > 0
+
+
+def test_pinned_requests_are_counted_apart_from_the_analysed_ones(
+    client: httpx.Client, oip, images
+) -> None:
+    body, headers = oip.image_body(images[:1])
+
+    def counts() -> tuple[float, float]:
+        text = client.get("/metrics").text
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+
+        def total(family: str) -> float:
+            samples = families[family].samples if family in families else []
+            return sum(s.value for s in samples if s.name == f"{family}_total")
+
+        return total("kinfer_requests"), total("kinfer_pinned_requests")
+
+    before = counts()
+    pinned = {**headers, "x-kinfer-pinned": "true"}
+    for _ in range(3):
+        assert client.post("/v2/models/demo/infer", content=body, headers=pinned).status_code == 200
+    assert client.post("/v2/models/demo/infer", content=body, headers=headers).status_code == 200
+    after = counts()
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 3)

@@ -2,6 +2,7 @@
 
 import hashlib
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -67,8 +68,12 @@ def test_http_download_lands_atomically_and_sends_the_auth_header(model_http, tm
     )
     worker.start()
     assert model_http.half_sent.wait(10)
-    # Mid-download: only a hidden partial file exists, never the final name.
-    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    # Mid-download: only a hidden partial file exists, never the final name. (The server has
+    # sent half; the client writes it a moment later.)
+    deadline = time.monotonic() + 10
+    while not (files := [p for p in tmp_path.rglob("*") if p.is_file()]):
+        assert time.monotonic() < deadline, "no partial file while the download is held"
+        time.sleep(0.01)
     assert len(files) == 1 and files[0].name.startswith(".model.onnx.")
     assert files[0].name.endswith(".partial")
     model_http.hold.set()

@@ -32,6 +32,7 @@ __all__ = [
     "InferenceModelSpec",
     "ModelCache",
     "ModelSource",
+    "PinnedTraffic",
     "Resources",
     "Rollout",
     "Runtime",
@@ -502,8 +503,10 @@ class Autoscaling(ApiModel):
 class CanaryStep(ApiModel):
     """One canary step: a traffic weight held for at least `pauseSeconds`."""
 
-    weight: int = Field(ge=1, le=100)
-    """Percent of traffic sent to the canary at this step."""
+    weight: int = Field(ge=0, le=100)
+    """Percent of traffic sent to the canary at this step. 0 (first step only, with
+    traffic.pin): a pinned-only step, where one canary replica serves header-pinned requests
+    alone for pauseSeconds, with no analysis (it has no analysed traffic)."""
     pause_seconds: int = Field(default=60, ge=0, le=86_400)
     """Minimum time at this weight; the step advances once it has passed and the latest
     analysis passed."""
@@ -652,6 +655,29 @@ class GatewayTraffic(ApiModel):
     """Hostnames the route matches."""
 
 
+HTTP_HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"
+"""RFC 7230 token, as Gateway API's HTTPHeaderName."""
+
+
+class PinnedTraffic(ApiModel):
+    """Requests carrying this header reach the candidate whatever its weight (0 included)."""
+
+    header: str = Field(
+        default="x-kinfer-revision", min_length=1, max_length=256, pattern=HTTP_HEADER_NAME
+    )
+    """Header name matched (case-insensitive, as HTTP header names are)."""
+    value: str = Field(default="canary", min_length=1, max_length=4096)
+    """Exact header value that pins a request to the candidate."""
+
+    model_config = cel(
+        rule(
+            "self.header.lowerAscii() != '" + runtime_contract.PINNED_MARKER_HEADER + "'",
+            "header must not be the marker the gateway sets on pinned requests",
+            ".header",
+        ),
+    )
+
+
 class Traffic(ApiModel):
     """How traffic is split between the stable and canary revisions."""
 
@@ -661,6 +687,11 @@ class Traffic(ApiModel):
             "mode GatewayAPI needs gateway.parentRefs",
             ".gateway",
         ),
+        rule(
+            "!has(self.pin) || (has(self.mode) && self.mode == 'GatewayAPI')",
+            "pin needs mode GatewayAPI: ReplicaRatio has no per-request routing",
+            ".pin",
+        ),
     )
 
     mode: Literal["ReplicaRatio", "GatewayAPI"] = "ReplicaRatio"
@@ -668,6 +699,10 @@ class Traffic(ApiModel):
     (works everywhere). GatewayAPI: an HTTPRoute with exact weights."""
     gateway: GatewayTraffic | None = None
     """HTTPRoute attachment, for mode GatewayAPI."""
+    pin: PinnedTraffic | None = None
+    """Header-pinned canary (mode GatewayAPI): an extra route rule sends requests with this
+    header to the candidate at any weight, marked so the runtime counts them apart from the
+    analysed traffic (kinfer_pinned_requests_total)."""
 
 
 class Shadow(ApiModel):
@@ -707,6 +742,15 @@ class Shadow(ApiModel):
 
 class Rollout(ApiModel):
     """How a new revision replaces the stable one. Absent: all at once, after it is ready."""
+
+    model_config = cel(
+        rule(
+            "!has(self.canary.steps) || self.canary.steps.all(s, s.weight > 0) "
+            "|| (has(self.traffic) && has(self.traffic.pin))",
+            "a weight 0 step needs traffic.pin: with no pinned requests it would carry nothing",
+            ".canary.steps",
+        ),
+    )
 
     canary: Canary
     """Canary steps."""

@@ -119,6 +119,9 @@ class RolloutStatus(ApiModel):
     """Consecutive analyses that could not reach Prometheus."""
     last_analysis: AnalysisRun | None = None
     """The latest analysis."""
+    route_message: str | None = None
+    """While the current weight waits for the gateway: why, quoting the HTTPRoute condition
+    that is not True (e.g. ResolvedRefs=False BackendNotFound); empty once it is routed."""
     reason: str | None = None
     """Why it was rolled back or promoted early (e.g. AnalysisFailed, GPUUnschedulable)."""
     message: str | None = None

@@ -47,7 +47,7 @@ from kinfer_operator.status.compute import (
     invalid_status,
     retrying_status,
 )
-from kinfer_operator.world import Observed, WriteFailure, route_accepts
+from kinfer_operator.world import Observed, WriteFailure, route_problem
 from kinfer_operator.world.cost import CostLedger, resource_name_of, revision_costs
 
 __all__ = ["Outcome", "Reconciler", "describe_validation_error", "utc_now"]
@@ -387,9 +387,9 @@ class Reconciler:
                 annotations=current.body["metadata"].get("annotations") or {},
                 analyze=analyze,
                 analyze_shadow=partial(analyze, source="shadow"),
-                route_ready=(lambda w: route_accepts(route, w))
+                route_problem=(lambda w: route_problem(route, w))
                 if spec.traffic.mode == "GatewayAPI"
-                else (lambda _w: True),
+                else (lambda _w: None),
                 refused=canary_write.describe()
                 if canary_write is not None and canary_write.permanent
                 else None,

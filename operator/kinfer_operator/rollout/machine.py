@@ -19,9 +19,10 @@ from kinfer_operator.api.status import AnalysisRun, RolloutStatus
 from kinfer_operator.events import Event
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import DOMAIN, revision_of
-from kinfer_operator.rollout.traffic import replica_split, shadow_split
+from kinfer_operator.rollout.traffic import ReplicaSplit, replica_split, shadow_split
 from kinfer_operator.world import DeploymentView, Observed
 from kinfer_operator.world.pods import diagnose_pods, pod_creation_reason
+from kinfer_operator.world.routes import RouteWait
 
 __all__ = [
     "ABORT_ANNOTATION",
@@ -64,8 +65,9 @@ class RolloutContext:
     analyze_shadow: Callable[[int], AnalysisRun] | None = None
     """Runs the analysis of the shadow phase, on the candidate's mirrored requests only;
     None: `analyze` does."""
-    route_ready: Callable[[int], bool] = lambda _weight: True
-    """Whether the traffic layer has accepted this canary weight (HTTPRoute conditions)."""
+    route_problem: Callable[[int], RouteWait | None] = lambda _weight: None
+    """Why the traffic layer has not taken this canary weight yet (HTTPRoute conditions);
+    None once it has."""
     refused: str | None = None
     """Why the API server refused the canary revision's Deployment, if it did (a 4xx on an
     earlier pass): a reason to roll back, as retrying the same object cannot help."""
@@ -321,6 +323,10 @@ def _progress(ctx: RolloutContext, status: RolloutStatus, events: list[Event]) -
         if shadowing
         else replica_split(ctx.total, target, rollout.traffic.mode, ctx.autoscaled)
     )
+    # A weight 0 step (it needs traffic.pin) serves pinned requests alone, from one replica.
+    pinned_only = target == 0 and not shadowing
+    if pinned_only:
+        split = ReplicaSplit(canary=1, stable=ctx.total)
     ready = canary.available if canary is not None else 0
     fixed_ratio = rollout.traffic.mode == "ReplicaRatio" and not ctx.autoscaled
     stable_target = None
@@ -365,11 +371,17 @@ def _progress(ctx: RolloutContext, status: RolloutStatus, events: list[Event]) -
         return _promote(ctx, status, events)
 
     if status.weight != target:
+        current = ctx.route_problem(status.weight)
+        if current is not None and current.refused:
+            # The gateway cannot route a backend at the weight in force (it answers 500 for
+            # it): shifting more traffic there would turn live requests into errors.
+            return _route_hold(status, events, current, hold)
         status = _with(status, weight=target, step_started_at=None)
     if status.step_started_at is None:
-        if not ctx.route_ready(target):
-            return hold(status, events, _HOLD_POLL_SECONDS)
-        status = _with(status, step_started_at=ctx.now, last_analysis_at=None)
+        waiting = ctx.route_problem(target)
+        if waiting is not None:
+            return _route_hold(status, events, waiting, hold)
+        status = _with(status, step_started_at=ctx.now, last_analysis_at=None, route_message=None)
         started = (
             Event(
                 "Normal",
@@ -390,7 +402,7 @@ def _progress(ctx: RolloutContext, status: RolloutStatus, events: list[Event]) -
     interval = float(analysis.interval_seconds)
     since = ctx.seconds_since(status.last_analysis_at or status.step_started_at)
     due_in = interval - since
-    if due_in <= 0:
+    if due_in <= 0 and not pinned_only:
         analyze = ctx.analyze_shadow if shadowing and ctx.analyze_shadow else ctx.analyze
         run = analyze(status.step)
         status, events = _record(status, run, analysis.failure_limit_mode, events)
@@ -408,7 +420,7 @@ def _progress(ctx: RolloutContext, status: RolloutStatus, events: list[Event]) -
 
     pause = rollout.shadow.pause_seconds if shadowing and rollout.shadow else steps[status.step][1]
     pause_left = pause - ctx.seconds_since(status.step_started_at)
-    if status.passed_at_step >= 1 and pause_left <= 0:
+    if (status.passed_at_step >= 1 or pinned_only) and pause_left <= 0:
         if shadowing:
             status = _leave_shadow(status, ctx)
             events = [
@@ -439,6 +451,8 @@ def _progress(ctx: RolloutContext, status: RolloutStatus, events: list[Event]) -
             events = [*events, Event("Normal", "Promoting", status.message or "")]
         return hold(status, events, 0.5)
     wake = min(due_in, pause_left) if pause_left > 0 else due_in
+    if pinned_only:
+        wake = pause_left  # nothing to analyse: only the pause ends this step
     return hold(status, events, max(0.5, wake))
 
 
@@ -453,6 +467,19 @@ def _leave_shadow(status: RolloutStatus, ctx: RolloutContext) -> RolloutStatus:
         last_analysis_at=None,
         passed_at_step=0,
     )
+
+
+def _route_hold(
+    status: RolloutStatus,
+    events: list[Event],
+    waiting: RouteWait,
+    hold: Callable[[RolloutStatus, list[Event], float], RolloutDecision],
+) -> RolloutDecision:
+    """Hold the step until the gateway routes the weight, saying why in status (and once in
+    an Event when the gateway refused, rather than just not having caught up)."""
+    if waiting.refused and waiting.message != status.route_message:
+        events = [*events, Event("Warning", "RouteNotReady", waiting.message)]
+    return hold(_with(status, route_message=waiting.message), events, _HOLD_POLL_SECONDS)
 
 
 def _record(

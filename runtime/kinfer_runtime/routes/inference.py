@@ -31,13 +31,18 @@ from kinfer_runtime.schemas.inference import (
     select_outputs,
 )
 
-__all__ = ["InferenceEndpoint"]
+__all__ = ["PINNED_MARKER_HEADER", "InferenceEndpoint"]
+
+PINNED_MARKER_HEADER: Final = "x-kinfer-pinned"
+"""Set to `true` by the HTTPRoute rule of a header-pinned canary (and stripped from all other
+routed traffic): such requests are counted in kinfer_pinned_requests_total instead."""
 
 _PATH: Final = re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
 _JSON: Final = [(b"content-type", b"application/json")]
 _BINARY: Final = [(b"content-type", b"application/octet-stream")]
 _HEADER_LENGTH: Final = HEADER_LENGTH.encode()
 _SHADOW: Final = SHADOW_HEADER.encode()
+_PINNED: Final = (PINNED_MARKER_HEADER.encode(), b"true")
 
 
 class InferenceEndpoint:
@@ -91,7 +96,11 @@ class InferenceEndpoint:
         finally:
             metrics.inflight.dec()
             seconds = time.perf_counter() - started
-            metrics.request_done(status, seconds, "rest", "shadow" if shadow else "live")
+            # The gateway's pinned rule sets the marker and every other rule strips it.
+            if _PINNED in scope["headers"]:
+                metrics.pinned_request_done(status, seconds, "rest")
+            else:
+                metrics.request_done(status, seconds, "rest", "shadow" if shadow else "live")
 
     async def _infer(
         self, scope: Scope, receive: Receive, name: str, version: str | None
