@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kinfer_operator.handlers import IDLE_SECONDS
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.reconcile.plan import plan
 from kinfer_operator.world import Observed
@@ -382,7 +383,9 @@ def run_operator(op: Operator, n: int, window: float, timeout: float, rss_idle: 
     kubectl("delete", "inferencemodels", "--all", "-n", OPERATOR_NS, "--wait=false")
     started = time.monotonic()
     cleanup = wait_empty(OPERATOR_NS, timeout)
-    time.sleep(20)  # the deletions' events reach the operator; give memory back a moment
+    # The deletions' events reach the operator, and an idle worker hands the memory back
+    # (handlers.IDLE_SECONDS after the queue went quiet).
+    time.sleep(IDLE_SECONDS + 15)
     return Result(
         models=n,
         direct_ready=float("nan"),
