@@ -28,8 +28,9 @@ $(VENV)/.installed: pyproject.toml
 # Debian packages the real node needs: buildah and mmdebstrap (images without Docker),
 # nftables/iptables/conntrack (kube-proxy, kubelet), socat (the API server relay),
 # libseccomp-dev and gcc (runc's seccomp, built with cgo). Prometheus is built by
-# `make binaries`: Debian's has no Kubernetes service discovery.
-SYSTEM_PACKAGES := buildah mmdebstrap nftables iptables conntrack socat libseccomp-dev gcc
+# `make binaries`: Debian's has no Kubernetes service discovery. nodejs (npm): s3rver, the
+# S3 implementation the object-store e2e runs (e2e/tools/objectstores.sh).
+SYSTEM_PACKAGES := buildah mmdebstrap nftables iptables conntrack socat libseccomp-dev gcc nodejs
 system-deps: ## Debian packages the e2e suite's real node needs (buildah, mmdebstrap, netfilter tools)
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
 	    | grep -q 'install ok installed' || echo $$p; done); \
@@ -56,6 +57,7 @@ unit: venv ## unit tests (no cluster)
 
 binaries: ## build the pinned control-plane binaries from the Go module proxy (cached)
 	bash e2e/tools/build-binaries.sh
+	bash e2e/tools/objectstores.sh >/dev/null
 
 images: system-deps binaries ## build the operator, runtime (CPU) and pause images with buildah (cached)
 	bash e2e/images.sh

@@ -287,6 +287,8 @@ class LoadGenerator:
         self.base_url, self.model = base_url, model
         self.outcomes: Counter[str] = Counter()
         self.failures: list[str] = []
+        self.latencies: list[tuple[float, float]] = []
+        """(monotonic time sent, seconds to the answer) of each answered request."""
         self._stop = threading.Event()
         self._lock = threading.Lock()
         rng = np.random.default_rng(7)
@@ -296,8 +298,11 @@ class LoadGenerator:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            sent = time.monotonic()
             try:
                 got = infer(self.base_url, self.model, self._batch, binary=True)
+                with self._lock:
+                    self.latencies.append((sent, time.monotonic() - sent))
                 outcome = "ok" if np.allclose(got, self._expected, atol=1e-3) else "wrong answer"
             except (urllib.error.URLError, OSError, ValueError) as err:
                 outcome = f"{type(err).__name__}: {err}"

@@ -36,10 +36,22 @@ _DELETE = object()
 AUTOSCALING = {"minReplicas": 2, "maxReplicas": 4}
 CANARY = {"canary": {"stepWeight": 25}}
 CHECK = {"name": "queue", "query": "sum(q)", "min": 2, "max": 1}
+GATEWAY = {"mode": "GatewayAPI", "gateway": {"parentRefs": [{"name": "gw"}]}}
 
 CASES = [
     ("missing-uri", _mutate("spec.model.uri", _DELETE), ["spec.model.uri", "Required"]),
-    ("uri-scheme", _mutate("spec.model.uri", "s3://bucket/m.onnx"), ["spec.model.uri"]),
+    ("uri-scheme", _mutate("spec.model.uri", "ftp://bucket/m.onnx"), ["spec.model.uri"]),
+    ("object-store-key", _mutate("spec.model.uri", "s3://bucket"), ["spec.model.uri", "<key>"]),
+    (
+        "endpoint-on-http",
+        _mutate("spec.model.endpoint", "http://10.0.0.1:9000"),
+        ["spec.model.endpoint", "s3://"],
+    ),
+    (
+        "cache-without-sha256",
+        _mutate("spec.model.cache", {"claimName": "models"}),
+        ["spec.model.cache", "sha256"],
+    ),
     (
         "format-enum",
         _mutate("spec.model.format", "tensorflow"),
@@ -144,6 +156,16 @@ CASES = [
         "steps-repeated",
         _mutate("spec.rollout", {"canary": {"steps": [{"weight": 20}, {"weight": 20}]}}),
         ["spec.rollout.canary.steps", "strictly increase"],
+    ),
+    (
+        "shadow-percent-zero",
+        _mutate("spec.rollout", {**CANARY, "shadow": {"percent": 0}}),
+        ["spec.rollout.shadow.percent", "greater than or equal to 1"],
+    ),
+    (
+        "shadow-concurrency-above-queue",
+        _mutate("spec.rollout", {**CANARY, "shadow": {"percent": 5, "maxQueue": 2}}),
+        ["spec.rollout.shadow.maxConcurrency", "less than or equal to maxQueue"],
     ),
     (
         "check-min-above-max",
@@ -276,6 +298,29 @@ CASES = [
             },
         ),
         ["spec.rollout.traffic.gateway.hostnames[0]"],
+    ),
+    (
+        "pin-without-gateway",
+        _mutate("spec.rollout", {**CANARY, "traffic": {"pin": {}}}),
+        ["spec.rollout.traffic.pin", "pin needs mode GatewayAPI"],
+    ),
+    (
+        "weight-zero-step-without-pin",
+        _mutate("spec.rollout", {"canary": {"steps": [{"weight": 0}, {"weight": 50}]}}),
+        ["spec.rollout.canary.steps", "a weight 0 step needs traffic.pin"],
+    ),
+    (
+        "pin-header-not-a-token",
+        _mutate("spec.rollout", {**CANARY, "traffic": {**GATEWAY, "pin": {"header": "x y"}}}),
+        ["spec.rollout.traffic.pin.header"],
+    ),
+    (
+        "pin-header-is-the-marker",
+        _mutate(
+            "spec.rollout",
+            {**CANARY, "traffic": {**GATEWAY, "pin": {"header": "X-Kinfer-Pinned"}}},
+        ),
+        ["spec.rollout.traffic.pin.header", "marker"],
     ),
 ]
 

@@ -8,6 +8,7 @@
 #   groups: kubernetes etcd kwok metrics-server helm kubeconform (control plane)
 #           node containerd runc cni crictl pause                    (the real node)
 #           prometheus                                                (canary analysis)
+#           traefik                                (the real lane's Gateway API controller)
 #
 # Output: ${KINFER_CACHE:-$HOME/.cache/kinfer}/k8s-<K8S_VERSION>/bin/ (outside the repo).
 # Versions come from e2e/tools/versions.env. Binaries are grouped so that one
@@ -29,7 +30,7 @@ LOGS="$ROOT/logs"
 PROGRESS_EVERY=${PROGRESS_EVERY:-30}   # seconds between "still building" lines
 
 ALL_GROUPS=(kubernetes etcd kwok metrics-server helm kubeconform node containerd runc cni crictl pause
-    prometheus)
+    prometheus traefik)
 NODE_SRC="$HERE/../node"   # sources of our own node binaries (pause)
 START=$SECONDS
 
@@ -109,6 +110,12 @@ group_spec() {
         G_MODULE=github.com/prometheus/prometheus G_VERSION=v$PROMETHEUS_MODULE_VERSION
         G_PKGS=(github.com/prometheus/prometheus/cmd/prometheus=prometheus)
         G_TAGS="remove_all_sd enable_kubernetes_sd"
+        ;;
+    traefik)
+        # Its go.mod has three module-to-module replaces (copied into the wrapper by
+        # replace_lines); v3.7 needs an unpublished nested module, so 3.6.x is the line.
+        G_MODULE=github.com/traefik/traefik/v3 G_VERSION=v$TRAEFIK_VERSION
+        G_PKGS=(github.com/traefik/traefik/v3/cmd/traefik=traefik)
         ;;
     pause)
         # The sandbox image's only binary: ours, so no image has to be pulled.
@@ -282,6 +289,7 @@ ldflags_for() {
         local release=${G_VERSION#v0.}
         flags+=" -X github.com/prometheus/common/version.Version=3.${release:1}"
         ;;
+    traefik) flags+=" -X github.com/traefik/traefik/v3/pkg/version.Version=$G_VERSION" ;;
     etcd) ;; # etcd's version is a constant in go.etcd.io/etcd/api/v3/version
     esac
     printf '%s\n' "$flags"

@@ -51,6 +51,8 @@ API_VERSIONS: dict[str, str] = {
     "PodDisruptionBudget": "policy/v1",
     "HorizontalPodAutoscaler": "autoscaling/v2",
     "HTTPRoute": "gateway.networking.k8s.io/v1",
+    "ConfigMap": "v1",
+    "Job": "batch/v1",
 }
 
 
@@ -158,6 +160,19 @@ class Kube:
             items.extend(dict(i) for i in listing.to_dict().get("items", []))
         return items
 
+    def pod_log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str | None:
+        """The last lines a container logged, or None when they cannot be read."""
+        self._read("get", "Pod/log")
+        try:
+            return str(
+                client.CoreV1Api(self._dyn.client).read_namespaced_pod_log(
+                    pod, namespace, container=container, tail_lines=lines
+                )
+            )
+        except ApiException as err:
+            _log.debug("no log of pod %s/%s: %s", namespace, pod, err.reason)
+            return None
+
     def missing(self, namespace: str, ref: Reference) -> str | None:
         """Why a referenced object is unusable, or None when it is there."""
         self._read("get", ref.kind)
@@ -255,8 +270,12 @@ class Kube:
     def delete(self, namespace: str, kind: str, name: str) -> None:
         """Delete a child (foreground not needed: its own dependents are GC'd by owner refs)."""
         self._count("delete", kind)
+        # A Job's pods are its dependents; the API's default for Jobs would orphan them.
+        body = {"propagationPolicy": "Background"} if kind == "Job" else None
         try:
-            self._resource(API_VERSIONS[kind], kind).delete(name=name, namespace=namespace)
+            self._resource(API_VERSIONS[kind], kind).delete(
+                name=name, namespace=namespace, body=body
+            )
         except NotFoundError:
             _log.debug("%s %s/%s already gone", kind, namespace, name)
         except _WRITE_ERRORS as err:

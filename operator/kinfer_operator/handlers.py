@@ -52,6 +52,8 @@ _WATCHES: tuple[tuple[WatchedKind, str, str, str], ...] = (
     ("Service", "", "v1", "services"),
     ("PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets"),
     ("HorizontalPodAutoscaler", "autoscaling", "v2", "horizontalpodautoscalers"),
+    ("ConfigMap", "", "v1", "configmaps"),
+    ("Job", "batch", "v1", "jobs"),
     ("Pod", "", "v1", "pods"),
 )
 _ROUTES: tuple[WatchedKind, str, str, str] = (

@@ -10,6 +10,7 @@ from kinfer_operator import runtime_contract as rc
 from kinfer_operator.model import InferenceModel
 
 __all__ = [
+    "CACHE_KEY_ANNOTATION",
     "HASH_ANNOTATION",
     "MODEL_LABEL",
     "REVISION_LABEL",
@@ -33,6 +34,8 @@ REVISION_LABEL = f"{DOMAIN}/revision"
 TRACK_LABEL = f"{DOMAIN}/track"
 HASH_ANNOTATION = f"{DOMAIN}/applied-hash"
 MODEL_VERSION_ANNOTATION = f"{DOMAIN}/model-version"
+CACHE_KEY_ANNOTATION = f"{DOMAIN}/cache-key"
+"""On a Deployment: the model-cache version (sha256[:32]) its pods load."""
 MANAGED_BY = "kinfer"
 
 
@@ -46,7 +49,10 @@ def revision_of(model: InferenceModel) -> str:
     """
     spec = model.spec
     shaping = {
-        "model": spec.model.model_dump(by_alias=True, exclude_defaults=True),
+        # The cache's size limit never reaches a pod: changing it starts no rollout.
+        "model": spec.model.model_dump(
+            by_alias=True, exclude_defaults=True, exclude={"cache": {"max_size"}}
+        ),
         "runtime": spec.runtime.model_dump(by_alias=True, exclude_defaults=True),
         "scheduling": spec.scheduling.model_dump(by_alias=True, exclude_defaults=True),
     }

@@ -62,10 +62,14 @@ def _status(model: dict[str, Any]) -> str:
         f"stable:   {status.get('stableRevision')} (model {status.get('stableModelVersion')})",
     ]
     if rollout:
+        where = (
+            f"shadow (stable mirrors {rollout['shadowPercent']}%)"
+            if rollout.get("shadowPercent") is not None
+            else f"step {rollout.get('step', 0) + 1}/{rollout.get('steps')}"
+        )
         lines.append(
             f"rollout:  {rollout.get('phase')} {rollout.get('revision')} "
-            f"step {rollout.get('step', 0) + 1}/{rollout.get('steps')} "
-            f"weight {rollout.get('weight')}%"
+            f"{where} weight {rollout.get('weight')}%"
         )
         last = rollout.get("lastAnalysis")
         if last:

@@ -30,13 +30,21 @@ def references_of(model: InferenceModel) -> list[Reference]:
     """Objects in the model's namespace that must exist before pods can start."""
     refs: list[Reference] = []
     source = model.spec.model
-    if source.credentials is not None:
-        refs.append(
-            Reference(
-                "Secret", source.credentials.name, source.credentials.key, "spec.model.credentials"
-            )
+    creds = source.credentials
+    if creds is not None and source.uri.startswith(("s3://", "gs://")):
+        refs.extend(
+            Reference("Secret", creds.name, key, "spec.model.credentials")
+            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
         )
+    elif creds is not None:
+        refs.append(Reference("Secret", creds.name, creds.key, "spec.model.credentials"))
     if source.uri.startswith("pvc://"):
         claim = source.uri.removeprefix("pvc://").partition("/")[0]
         refs.append(Reference("PersistentVolumeClaim", claim, None, "spec.model.uri"))
+    if source.cache is not None:
+        refs.append(
+            Reference(
+                "PersistentVolumeClaim", source.cache.claim_name, None, "spec.model.cache.claimName"
+            )
+        )
     return refs

@@ -13,8 +13,12 @@ __all__ = [
     "HTTP_PORT",
     "METRICS_PORT",
     "MODEL_CACHE_DIR",
+    "PINNED_MARKER_HEADER",
     "PVC_MOUNT_ROOT",
     "RUNTIME_UID",
+    "SHADOW_CONFIG_DIR",
+    "SHADOW_CONFIG_FILE",
+    "SHARED_CACHE_DIR",
 ]
 
 HTTP_PORT = 8080
@@ -25,8 +29,18 @@ HEALTH_LIVE_PATH = "/v2/health/live"
 HEALTH_READY_PATH = "/v2/health/ready"
 MODEL_CACHE_DIR = "/var/cache/kinfer"
 PVC_MOUNT_ROOT = "/mnt/models"
+SHARED_CACHE_DIR = "/var/cache/kinfer-shared"
+"""Where the model cache volume is mounted: read-only in runtime pods, writable in the fill Job."""
+FILL_COMMAND = ("kinfer-runtime", "fill-cache")
+PINNED_MARKER_HEADER = "x-kinfer-pinned"
+"""Set by the HTTPRoute's pinned rule (and stripped from all other traffic): the runtime counts
+such requests in kinfer_pinned_requests_total, outside what canary analysis reads."""
 RUNTIME_UID = 65532
 """The non-root user of Dockerfile.runtime; pinned in the pod so runAsNonRoot is provable."""
+SHADOW_CONFIG_DIR = "/etc/kinfer/shadow"
+"""Where the model's shadow ConfigMap is mounted (read-only, optional)."""
+SHADOW_CONFIG_FILE = "mirror.json"
+"""Its key: the mirror settings the runtime polls (KINFER_SHADOW_CONFIG points at it)."""
 
 ENV_MODEL_URI = "KINFER_MODEL_URI"
 ENV_MODEL_NAME = "KINFER_MODEL_NAME"
@@ -35,6 +49,13 @@ ENV_MODEL_FORMAT = "KINFER_MODEL_FORMAT"
 ENV_MODEL_SHA256 = "KINFER_MODEL_SHA256"
 ENV_MODEL_CACHE_DIR = "KINFER_MODEL_CACHE_DIR"
 ENV_MODEL_AUTH_HEADER = "KINFER_MODEL_AUTH_HEADER"
+ENV_SHARED_CACHE_DIR = "KINFER_SHARED_CACHE_DIR"
+ENV_MODEL_ENDPOINT = "KINFER_MODEL_ENDPOINT"
+ENV_MODEL_REGION = "KINFER_MODEL_REGION"
+ENV_MODEL_ACCESS_KEY_ID = "KINFER_MODEL_ACCESS_KEY_ID"
+ENV_MODEL_SECRET_ACCESS_KEY = "KINFER_MODEL_SECRET_ACCESS_KEY"
+ENV_CACHE_KEEP = "KINFER_CACHE_KEEP"
+ENV_CACHE_MAX_BYTES = "KINFER_CACHE_MAX_BYTES"
 ENV_PORT = "KINFER_PORT"
 ENV_GRPC_PORT = "KINFER_GRPC_PORT"
 ENV_METRICS_PORT = "KINFER_METRICS_PORT"
@@ -46,6 +67,7 @@ ENV_DEFAULT_PRIORITY = "KINFER_DEFAULT_PRIORITY"
 ENV_DEVICE = "KINFER_DEVICE"
 ENV_TORCH_DTYPE = "KINFER_TORCH_DTYPE"
 ENV_REVISION = "KINFER_REVISION"
+ENV_SHADOW_CONFIG = "KINFER_SHADOW_CONFIG"
 
 ALL_ENV = (
     ENV_MODEL_URI,
@@ -55,6 +77,11 @@ ALL_ENV = (
     ENV_MODEL_SHA256,
     ENV_MODEL_CACHE_DIR,
     ENV_MODEL_AUTH_HEADER,
+    ENV_SHARED_CACHE_DIR,
+    ENV_MODEL_ENDPOINT,
+    ENV_MODEL_REGION,
+    ENV_MODEL_ACCESS_KEY_ID,
+    ENV_MODEL_SECRET_ACCESS_KEY,
     ENV_PORT,
     ENV_GRPC_PORT,
     ENV_METRICS_PORT,
@@ -66,4 +93,21 @@ ALL_ENV = (
     ENV_DEVICE,
     ENV_TORCH_DTYPE,
     ENV_REVISION,
+    ENV_SHADOW_CONFIG,
 )
+
+FILL_ENV = (
+    ENV_MODEL_URI,
+    ENV_MODEL_SHA256,
+    ENV_MODEL_AUTH_HEADER,
+    ENV_SHARED_CACHE_DIR,
+    ENV_MODEL_ENDPOINT,
+    ENV_MODEL_REGION,
+    ENV_MODEL_ACCESS_KEY_ID,
+    ENV_MODEL_SECRET_ACCESS_KEY,
+    ENV_CACHE_KEEP,
+    ENV_CACHE_MAX_BYTES,
+)
+"""What the cache-fill Job (`kinfer-runtime fill-cache`) reads."""
+PROGRESS_PREFIX = "kinfer-progress"
+"""The fill command's progress lines: `kinfer-progress done=<bytes> total=<bytes or ?>`."""

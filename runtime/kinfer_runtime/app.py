@@ -56,6 +56,7 @@ def create_app(service: InferenceService) -> ASGIApp:
         # Loading runs in the background: the server answers liveness probes meanwhile, and
         # readiness turns true only once the model is loaded and warmed up.
         loading = asyncio.create_task(service.start(), name="kinfer-load")
+        await service.mirror.start()
         try:
             yield
         finally:
@@ -78,5 +79,5 @@ def create_app(service: InferenceService) -> ASGIApp:
     app.include_router(health_router(service.readiness, service.metrics))
     app.include_router(models_router(service.registry))
     return InferenceEndpoint(
-        app, service.registry, service.metrics, service.settings.max_body_bytes
+        app, service.registry, service.metrics, service.settings.max_body_bytes, service.mirror
     )

@@ -35,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
         help="normal; slow (~8x the work); broken (fails to load); faulty (fails on real input)",
     )
     demo.add_argument("--onnx-only", action="store_true", help="skip the PyTorch formats")
+    commands.add_parser(
+        "fill-cache",
+        help="download KINFER_MODEL_URI into KINFER_SHARED_CACHE_DIR, verify it, evict old ones",
+    )
     return parser
 
 
@@ -62,6 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo-model":
         return _demo_model(args)
+    if args.command == "fill-cache":
+        from kinfer_runtime.cachefill import main as fill_main
+
+        _configure_logging(os.environ.get("KINFER_LOG_LEVEL", "info"))
+        log_path = os.environ.get("KINFER_TERMINATION_LOG", "/dev/termination-log")
+        return fill_main(os.environ, Path(log_path) if log_path else None)
     try:
         settings = settings_from_args(args, os.environ)
     except ValueError as exc:

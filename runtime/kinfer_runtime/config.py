@@ -12,8 +12,16 @@ from pathlib import Path
 from typing import Final, Literal, TypeVar, cast, get_args
 
 from kinfer_runtime.backends import FORMATS, Device, ModelFormat, TorchDtype
+from kinfer_runtime.sources import ObjectStore, ObjectStoreCredentials
 
-__all__ = ["ENV", "BatchPadding", "Settings", "add_serve_arguments", "settings_from_args"]
+__all__ = [
+    "ENV",
+    "BatchPadding",
+    "Settings",
+    "add_serve_arguments",
+    "object_store",
+    "settings_from_args",
+]
 
 BatchPadding = Literal["auto", "always", "never"]
 
@@ -26,6 +34,11 @@ ENV: Final = {
     "model_sha256": "KINFER_MODEL_SHA256",
     "model_cache_dir": "KINFER_MODEL_CACHE_DIR",
     "model_auth_header": "KINFER_MODEL_AUTH_HEADER",
+    "shared_cache_dir": "KINFER_SHARED_CACHE_DIR",
+    "model_endpoint": "KINFER_MODEL_ENDPOINT",
+    "model_region": "KINFER_MODEL_REGION",
+    "model_access_key_id": "KINFER_MODEL_ACCESS_KEY_ID",
+    "model_secret_access_key": "KINFER_MODEL_SECRET_ACCESS_KEY",
     "host": "KINFER_HOST",
     "port": "KINFER_PORT",
     "grpc_port": "KINFER_GRPC_PORT",
@@ -42,6 +55,7 @@ ENV: Final = {
     "threads": "KINFER_THREADS",
     "batch_padding": "KINFER_BATCH_PADDING",
     "revision": "KINFER_REVISION",
+    "shadow_config": "KINFER_SHADOW_CONFIG",
     "drain_delay_s": "KINFER_DRAIN_DELAY_S",
     "termination_log": "KINFER_TERMINATION_LOG",
     "log_level": "KINFER_LOG_LEVEL",
@@ -58,6 +72,14 @@ class Settings:
     model_sha256: str | None = None
     model_cache_dir: Path = Path(tempfile.gettempdir()) / "kinfer-models"
     model_auth_header: str | None = None
+    # The operator's model cache, mounted read-only: looked up before any download.
+    shared_cache_dir: Path | None = None
+    # s3:// and gs:// sources: a custom (S3-compatible) endpoint, the region, and the key pair
+    # (environment-only, like the Authorization header).
+    model_endpoint: str | None = None
+    model_region: str = "us-east-1"
+    model_access_key_id: str | None = None
+    model_secret_access_key: str | None = None
     host: str = "0.0.0.0"
     port: int = 8080
     grpc_port: int = 8081  # 0: no gRPC endpoint
@@ -76,6 +98,9 @@ class Settings:
     threads: int | None = None  # None: the container's CPU limit
     batch_padding: BatchPadding = "auto"
     revision: str = ""
+    # JSON file (the operator's mounted shadow ConfigMap) saying whether to mirror answered
+    # requests to a candidate revision; polled, so mirroring turns on and off without a restart.
+    shadow_config: Path | None = None
     # After SIGTERM: how long to keep serving (while reporting not-ready) so that Kubernetes
     # can take the pod out of its Service before the listener closes.
     drain_delay_s: float = 5.0
@@ -85,7 +110,7 @@ class Settings:
 
     def __repr__(self) -> str:
         # Never print the credential.
-        auth = "<set>" if self.model_auth_header else None
+        auth = "<set>" if self.model_auth_header or self.model_secret_access_key else None
         return f"Settings(uri={self.model_uri!r}, name={self.model_name!r}, auth={auth})"
 
 
@@ -159,6 +184,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, s
     flag("model_format", choices=FORMATS, help="model format (default: from the extension)")
     flag("model_sha256", type=_sha256, help="expected sha256 of the model file")
     flag("model_cache_dir", type=Path, help="where downloads are kept")
+    flag("shared_cache_dir", type=Path, help="read-only model cache filled by the operator")
+    flag("model_endpoint", help="s3:// and gs:// endpoint URL (S3-compatible stores)")
+    flag("model_region", help="s3:// region (us-east-1)")
     flag("host", help=f"listen address (default {defaults.host})")
     flag("port", type=_positive(int), help=f"HTTP port (default {defaults.port})")
     flag("grpc_port", type=_non_negative(int), help="gRPC port, 0 = none (8081)")
@@ -179,6 +207,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, s
         help="pad batches to max size for exact results; auto = when the backend needs it",
     )
     flag("revision", help="opaque revision label added to every metric")
+    flag("shadow_config", type=Path, help="mirroring settings file, polled (none: no mirroring)")
     flag("drain_delay_s", type=_non_negative(float), help="serve on after SIGTERM (5)")
     flag("termination_log", type=Path, help="file for the fatal error message")
     flag("log_level", choices=("debug", "info", "warning", "error"), help="log level (info)")
@@ -188,7 +217,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, s
 def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
     """Raises ValueError for settings that are invalid together."""
     given = {k: v for k, v in vars(args).items() if k in ENV and v is not None}
-    given["model_auth_header"] = environ.get(ENV["model_auth_header"]) or None
+    for secret in ("model_auth_header", "model_access_key_id", "model_secret_access_key"):
+        given[secret] = environ.get(ENV[secret]) or None
     settings = Settings(**given)
     if settings.default_priority > settings.priority_levels:
         raise ValueError(
@@ -196,3 +226,13 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
             f"{settings.priority_levels} (KINFER_DEFAULT_PRIORITY, KINFER_PRIORITY_LEVELS)"
         )
     return settings
+
+
+def object_store(settings: Settings) -> ObjectStore:
+    """Endpoint, region and key pair for s3:// and gs:// sources."""
+    credentials = None
+    if settings.model_access_key_id and settings.model_secret_access_key:
+        credentials = ObjectStoreCredentials(
+            settings.model_access_key_id, settings.model_secret_access_key
+        )
+    return ObjectStore(settings.model_endpoint, settings.model_region, credentials)

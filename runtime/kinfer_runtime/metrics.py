@@ -5,7 +5,8 @@ changing its labels, breaks rollouts. Every series carries `model`, `version` an
 (the operator's KINFER_REVISION), so two revisions of one model are told apart.
 
 Labels may be added to a series (queries that aggregate with `sum` keep working), never
-removed or renamed: requests carry `protocol` (rest or grpc), queue waits `priority`.
+removed or renamed: requests carry `protocol` (rest or grpc) and `source` (live, or shadow
+for requests a stable runtime mirrored here), queue waits `priority`.
 """
 
 from collections.abc import Sequence
@@ -21,13 +22,21 @@ __all__ = [
     "GPU_UTILIZATION_RATIO",
     "INFLIGHT_REQUESTS",
     "LABELS",
+    "MODEL_DOWNLOAD_BYTES",
+    "MODEL_DOWNLOAD_SECONDS",
     "MODEL_LOAD_SECONDS",
+    "PINNED_REQUESTS_TOTAL",
+    "PINNED_REQUEST_DURATION_SECONDS",
     "QUEUE_DEPTH",
     "QUEUE_WAIT_SECONDS",
     "REJECTED_REQUESTS_TOTAL",
     "REQUESTS_TOTAL",
     "REQUEST_DURATION_SECONDS",
+    "SHADOW_QUEUE_DEPTH",
+    "SHADOW_REQUESTS_TOTAL",
     "RuntimeMetrics",
+    "ShadowResult",
+    "Source",
     "WireProtocol",
 ]
 
@@ -36,16 +45,27 @@ __all__ = [
 # such as the canary analysis's `code!~"2.."` see both protocols alike; a gRPC call cancelled
 # by its client (or its deadline) is 499, nginx's "client closed request".
 REQUESTS_TOTAL: Final = "kinfer_requests_total"
-REQUEST_DURATION_SECONDS: Final = "kinfer_request_duration_seconds"  # + label `protocol`
+# + labels `protocol` and `source`
+REQUEST_DURATION_SECONDS: Final = "kinfer_request_duration_seconds"
 QUEUE_WAIT_SECONDS: Final = "kinfer_queue_wait_seconds"  # + label `priority`
+# Requests a gateway pinned to this revision by header (spec.rollout.traffic.pin), marked by
+# the HTTPRoute (routes.inference.PINNED_MARKER_HEADER): counted here INSTEAD of the two series
+# above, so testers reaching a canary on demand never skew its weight-based analysis.
+PINNED_REQUESTS_TOTAL: Final = "kinfer_pinned_requests_total"  # + labels `protocol`, `code`
+PINNED_REQUEST_DURATION_SECONDS: Final = "kinfer_pinned_request_duration_seconds"
 # + labels `reason` (queue_full, queue_timeout, request_timeout) and `priority`
 REJECTED_REQUESTS_TOTAL: Final = "kinfer_rejected_requests_total"
 BATCH_SIZE: Final = "kinfer_batch_size"
 INFLIGHT_REQUESTS: Final = "kinfer_inflight_requests"
 QUEUE_DEPTH: Final = "kinfer_queue_depth"
 MODEL_LOAD_SECONDS: Final = "kinfer_model_load_seconds"
+MODEL_DOWNLOAD_SECONDS: Final = "kinfer_model_download_seconds"
+MODEL_DOWNLOAD_BYTES: Final = "kinfer_model_download_bytes"
 GPU_MEMORY_USED_BYTES: Final = "kinfer_gpu_memory_used_bytes"  # + label `device`
 GPU_UTILIZATION_RATIO: Final = "kinfer_gpu_utilization_ratio"  # + label `device`
+# On the mirroring (stable) side: + label `result` (mirrored, failed, dropped).
+SHADOW_REQUESTS_TOTAL: Final = "kinfer_shadow_requests_total"
+SHADOW_QUEUE_DEPTH: Final = "kinfer_shadow_queue_depth"
 
 LABELS: Final = ("model", "version", "revision")
 
@@ -57,6 +77,8 @@ _QUEUE_BUCKETS: Final = (0.0001, 0.00025, 0.0005, *_LATENCY_BUCKETS)
 _BATCH_BUCKETS: Final = tuple(float(2**i) for i in range(11))  # 1 .. 1024
 
 WireProtocol = Literal["rest", "grpc"]
+Source = Literal["live", "shadow"]
+ShadowResult = Literal["mirrored", "failed", "dropped"]
 
 
 class RuntimeMetrics:
@@ -68,19 +90,32 @@ class RuntimeMetrics:
         values = self._label_values
         self._requests = Counter(
             REQUESTS_TOTAL,
-            "Inference requests by protocol and HTTP status code.",
-            [*LABELS, "protocol", "code"],
+            "Inference requests by protocol, source (live or shadow) and HTTP status code.",
+            [*LABELS, "protocol", "source", "code"],
             registry=self.registry,
         )
-        self._codes: dict[tuple[WireProtocol, int], Counter] = {}
+        self._codes: dict[tuple[WireProtocol, Source, int], Counter] = {}
         self._request_duration = Histogram(
             REQUEST_DURATION_SECONDS,
             "Inference request latency, from receipt to response.",
+            [*LABELS, "protocol", "source"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._durations: dict[tuple[WireProtocol, Source], Histogram] = {}
+        self._pinned = Counter(
+            PINNED_REQUESTS_TOTAL,
+            "Inference requests pinned to this revision by header, by protocol and status.",
+            [*LABELS, "protocol", "code"],
+            registry=self.registry,
+        )
+        self._pinned_duration = Histogram(
+            PINNED_REQUEST_DURATION_SECONDS,
+            "Latency of requests pinned to this revision by header.",
             [*LABELS, "protocol"],
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self._durations: dict[WireProtocol, Histogram] = {}
         self._queue_wait = Histogram(
             QUEUE_WAIT_SECONDS,
             "Time a request waited in the batch queue before its batch started.",
@@ -120,20 +155,66 @@ class RuntimeMetrics:
             LABELS,
             registry=self.registry,
         ).labels(*values)
+        self._shadow = Counter(
+            SHADOW_REQUESTS_TOTAL,
+            "Answered requests this runtime copied to a shadow (candidate) revision, by result: "
+            "mirrored (the candidate answered), failed (no answer in time), dropped (queue full).",
+            [*LABELS, "result"],
+            registry=self.registry,
+        )
+        self._shadow_queue = Gauge(
+            SHADOW_QUEUE_DEPTH,
+            "Mirrored requests waiting to be sent to the shadow revision.",
+            LABELS,
+            registry=self.registry,
+        ).labels(*values)
+        # Both stay 0 when the model came from a path or the shared cache: nothing downloaded.
+        self.model_download_seconds = Gauge(
+            MODEL_DOWNLOAD_SECONDS,
+            "Seconds spent downloading the model file (so far, while it downloads).",
+            LABELS,
+            registry=self.registry,
+        ).labels(*values)
+        self.model_download_bytes = Gauge(
+            MODEL_DOWNLOAD_BYTES,
+            "Bytes of the model file downloaded (so far, while it downloads).",
+            LABELS,
+            registry=self.registry,
+        ).labels(*values)
 
-    def request_done(self, status: int, seconds: float, protocol: WireProtocol = "rest") -> None:
-        key = (protocol, status)
+    def request_done(
+        self,
+        status: int,
+        seconds: float,
+        protocol: WireProtocol = "rest",
+        source: Source = "live",
+    ) -> None:
+        key = (protocol, source, status)
         counter = self._codes.get(key)
         if counter is None:
-            counter = self._requests.labels(*self._label_values, protocol, str(status))
+            counter = self._requests.labels(*self._label_values, protocol, source, str(status))
             self._codes[key] = counter
         counter.inc()
-        duration = self._durations.get(protocol)
+        duration = self._durations.get((protocol, source))
         if duration is None:
-            duration = self._durations[protocol] = self._request_duration.labels(
-                *self._label_values, protocol
+            duration = self._durations[(protocol, source)] = self._request_duration.labels(
+                *self._label_values, protocol, source
             )
         duration.observe(seconds)
+
+    def shadow_done(self, result: ShadowResult) -> None:
+        self._shadow.labels(*self._label_values, result).inc()
+
+    def shadow_queue_depth(self, depth: int) -> None:
+        self._shadow_queue.set(depth)
+
+    def pinned_request_done(
+        self, status: int, seconds: float, protocol: WireProtocol = "rest"
+    ) -> None:
+        """A request the gateway pinned here: counted apart from the analysed traffic."""
+        values = self._label_values
+        self._pinned.labels(*values, protocol, str(status)).inc()
+        self._pinned_duration.labels(*values, protocol).observe(seconds)
 
     # The batcher's observer interface (dataplane.batcher.BatchObserver).
     def batch_executed(self, rows: int, queue_waits: Sequence[tuple[int, float]]) -> None:

@@ -6,12 +6,13 @@ import time
 from collections.abc import Callable
 
 from kinfer_runtime.backends import Backend, BackendOptions, detect_format, open_backend
-from kinfer_runtime.config import Settings
+from kinfer_runtime.config import Settings, object_store
 from kinfer_runtime.dataplane import Batcher, BatchPolicy, ModelRegistry, Readiness, ServedModel
 from kinfer_runtime.dataplane.warmup import warm_up, warmup_batch_sizes
 from kinfer_runtime.errors import ModelLoadError
 from kinfer_runtime.metrics import RuntimeMetrics
-from kinfer_runtime.sources import redact, resolve_model
+from kinfer_runtime.mirror import Mirror
+from kinfer_runtime.sources import Progress, redact, resolve_model
 
 __all__ = ["InferenceService"]
 
@@ -33,6 +34,7 @@ class InferenceService:
         self.model = ServedModel(settings.model_name, settings.model_version, self.readiness)
         self.registry = ModelRegistry()
         self.registry.add(self.model)
+        self.mirror = Mirror(self.metrics, settings.revision, settings.shadow_config)
         self.failure: str | None = None
         self._on_fatal = on_fatal
 
@@ -68,6 +70,10 @@ class InferenceService:
         if self._on_fatal is not None:
             self._on_fatal(message)
 
+    def _download_progress(self, progress: Progress) -> None:
+        self.metrics.model_download_bytes.set(progress.done)
+        self.metrics.model_download_seconds.set(progress.seconds)
+
     def _load(self) -> tuple[Backend, BatchPolicy]:
         s = self.settings
         path = resolve_model(
@@ -75,6 +81,9 @@ class InferenceService:
             cache_dir=s.model_cache_dir,
             sha256=s.model_sha256,
             auth_header=s.model_auth_header,
+            shared_cache_dir=s.shared_cache_dir,
+            progress=self._download_progress,
+            object_store=object_store(s),
         )
         options = BackendOptions(
             device=s.device,
@@ -115,6 +124,7 @@ class InferenceService:
     async def stop(self) -> None:
         """Finishes queued work, then releases the model."""
         self.readiness.begin_drain()
+        await self.mirror.stop()
         batcher = self.model.batcher
         if batcher is not None:
             await batcher.stop()

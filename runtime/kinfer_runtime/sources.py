@@ -1,32 +1,49 @@
 """Turns a model URI into a verified local file.
 
 Paths and file:// URIs are used in place (the operator mounts pvc:// sources as paths).
-http(s):// downloads stream into a hidden temporary file next to the destination, are checked
-against the expected sha256, and only then renamed into place: a crash or a bad download never
-leaves a file that looks complete.
+http(s):// downloads stream into a hidden partial file next to the destination, resume with
+HTTP Range requests after a dropped connection, are checked against the expected sha256, and
+only then renamed into place: a crash or a bad download never leaves a file that looks
+complete. A shared cache directory (the operator's cache volume, mounted read-only) is looked
+up first: a file there was verified when the cache was filled, so it is not hashed again.
 """
 
 import hashlib
-import http.client
 import logging
-import os
-import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import Final
 
+from kinfer_runtime._download import Progress, download
+from kinfer_runtime._objectstore import OBJECT_SCHEMES, ObjectStoreCredentials, presigned_url
 from kinfer_runtime.errors import ModelLoadError
 
-__all__ = ["MODEL_FILE_NAMES", "redact", "resolve_model"]
+__all__ = [
+    "MODEL_FILE_NAMES",
+    "ObjectStore",
+    "ObjectStoreCredentials",
+    "Progress",
+    "cache_entry",
+    "redact",
+    "resolve_model",
+]
 
 log = logging.getLogger(__name__)
 
 # When a URI names a directory, the model file inside it, in order of preference.
 MODEL_FILE_NAMES: Final = ("model.onnx", "model.pt2", "model.pt")
 _CHUNK: Final = 1 << 20
-_DOWNLOAD_TIMEOUT_S: Final = 60.0
+
+
+@dataclass(frozen=True)
+class ObjectStore:
+    """Where and how s3:// and gs:// URIs are fetched."""
+
+    endpoint: str | None = None
+    region: str = "us-east-1"
+    credentials: ObjectStoreCredentials | None = None
 
 
 def redact(uri: str) -> str:
@@ -67,64 +84,43 @@ def _local(path: Path, sha256: str | None) -> Path:
     return path
 
 
-def _cache_path(url: str, cache_dir: Path, sha256: str | None) -> Path:
-    # Keyed by content when it is pinned (so a verified copy is reused across restarts), by URL
-    # otherwise; the file keeps the URL's name so its extension still tells the format.
+def cache_entry(url: str, cache_dir: Path, sha256: str | None) -> Path:
+    """Where a download of `url` lives in a cache directory.
+
+    Keyed by content when it is pinned (so a verified copy is reused across restarts and
+    pods), by URL otherwise; the file keeps the URL's name so its extension still tells the
+    format. The operator names cache-fill Jobs after the same key (sha256[:32]).
+    """
     key = sha256.lower() if sha256 else hashlib.sha256(url.encode()).hexdigest()
     name = Path(urllib.parse.urlsplit(url).path).name or "model"
     return cache_dir / key[:32] / name
 
 
-def _copy_hashing(response: BinaryIO, out: BinaryIO) -> str:
-    digest = hashlib.sha256()
-    while chunk := response.read(_CHUNK):
-        digest.update(chunk)
-        out.write(chunk)
-    return digest.hexdigest()
-
-
-def _download(url: str, dest: Path, sha256: str | None, auth_header: str | None) -> None:
-    shown = redact(url)
-    request = urllib.request.Request(url)
-    if auth_header:
-        # "Unredirected": urllib would otherwise forward the credential to whatever host a
-        # redirect points at.
-        request.add_unredirected_header("Authorization", auth_header)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            with urllib.request.urlopen(request, timeout=_DOWNLOAD_TIMEOUT_S) as response:
-                expected_length = response.headers.get("Content-Length")
-                actual = _copy_hashing(response, out)
-                written = out.tell()
-            if expected_length is not None and written != int(expected_length):
-                raise ModelLoadError(
-                    f"download of {shown} truncated: {written} of {expected_length} bytes"
-                )
-            out.flush()
-            os.fsync(out.fileno())
-        _check_digest(actual, sha256, shown)
-        os.replace(partial, dest)
-    except urllib.error.HTTPError as exc:
-        raise ModelLoadError(f"download of {shown} failed: HTTP {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-        raise ModelLoadError(f"download of {shown} failed: {exc}") from exc
-    finally:
-        Path(partial).unlink(missing_ok=True)
-
-
 def resolve_model(
-    uri: str, *, cache_dir: Path, sha256: str | None = None, auth_header: str | None = None
+    uri: str,
+    *,
+    cache_dir: Path,
+    sha256: str | None = None,
+    auth_header: str | None = None,
+    shared_cache_dir: Path | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    object_store: ObjectStore | None = None,
 ) -> Path:
-    """A local, verified model file for `uri` (a path, file://, http:// or https://)."""
+    """A local, verified model file for `uri` (a path, file://, http(s)://, s3:// or gs://)."""
     parts = urllib.parse.urlsplit(uri)
     if parts.scheme in ("", "file"):
         raw = urllib.parse.unquote(parts.path) if parts.scheme == "file" else uri
         return _local(Path(raw), sha256)
-    if parts.scheme not in ("http", "https"):
+    if parts.scheme not in ("http", "https", *OBJECT_SCHEMES):
         raise ModelLoadError(f"unsupported model URI scheme {parts.scheme!r}")
-    dest = _cache_path(uri, cache_dir, sha256)
+    if sha256 is not None and shared_cache_dir is not None:
+        shared = cache_entry(uri, shared_cache_dir, sha256)
+        if shared.is_file():
+            # Verified once, when the cache was filled; renamed into place only after that.
+            log.info("using %s from the shared model cache", shared)
+            return shared
+        log.info("%s is not in the shared model cache; downloading it", redact(uri))
+    dest = cache_entry(uri, cache_dir, sha256)
     if sha256 is not None and dest.is_file():
         try:
             _check_digest(_sha256_of(dest), sha256, str(dest))
@@ -132,6 +128,23 @@ def resolve_model(
             return dest
         except ModelLoadError:
             log.warning("cached %s does not match its sha256; downloading again", dest)
-    log.info("downloading %s", redact(uri))
-    _download(uri, dest, sha256, auth_header)
+    shown = redact(uri)
+    url = uri
+    if parts.scheme in OBJECT_SCHEMES:
+        store = object_store or ObjectStore()
+        try:
+            url = presigned_url(
+                uri, endpoint=store.endpoint, region=store.region, credentials=store.credentials
+            )
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from exc
+    log.info("downloading %s", shown)
+    download(
+        url,
+        dest,
+        shown=shown,
+        check=lambda actual: _check_digest(actual, sha256, shown),
+        auth_header=auth_header,
+        progress=progress,
+    )
     return dest

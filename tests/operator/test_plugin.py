@@ -1,10 +1,11 @@
-"""`kubectl kinfer cost`: the table, computed from status.cost facts at a fixed time."""
+"""`kubectl kinfer`: the cost table (from status.cost facts at a fixed time) and what status
+says about a rollout."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from kinfer_operator.plugin import cost_table
+from kinfer_operator.plugin import _status, cost_table
 from support.gpu_pods import T0
 
 
@@ -36,3 +37,18 @@ def test_cost_grows_with_the_clock_from_the_same_status() -> None:
     first = cost_table([_model("m", cost)], T0 + 3600).splitlines()[1].split()[-1]
     later = cost_table([_model("m", cost)], T0 + 7200).splitlines()[1].split()[-1]
     assert (first, later) == ("1.0000", "2.0000")
+
+
+ROLLOUT = {"phase": "Progressing", "revision": "abc", "step": 0, "steps": 2, "weight": 0}
+
+
+def _rollout_model(**rollout: object) -> dict[str, object]:
+    return {"metadata": {"name": "m"}, "status": {"rollout": {**ROLLOUT, **rollout}}}
+
+
+def test_status_names_the_shadow_phase_and_its_share() -> None:
+    assert "abc shadow (stable mirrors 20%) weight 0%" in _status(_rollout_model(shadowPercent=20))
+
+
+def test_status_names_the_step_outside_the_shadow_phase() -> None:
+    assert "abc step 2/2 weight 50%" in _status(_rollout_model(step=1, weight=50))

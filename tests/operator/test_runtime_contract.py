@@ -6,10 +6,22 @@ import argparse
 
 from kinfer_operator import runtime_contract as rc
 from kinfer_runtime.config import ENV, add_serve_arguments, settings_from_args
+from kinfer_runtime.routes.inference import PINNED_MARKER_HEADER
 
 
 def test_every_variable_the_operator_sets_is_one_the_runtime_reads() -> None:
     assert set(rc.ALL_ENV) <= set(ENV.values())
+
+
+def test_cache_fill_variables_and_progress_lines_match_the_fill_command() -> None:
+    from kinfer_runtime import cachefill
+
+    assert set(rc.FILL_ENV) <= set(cachefill.FILL_ENV)
+    assert rc.PROGRESS_PREFIX == cachefill.PROGRESS_PREFIX
+
+
+def test_the_route_sets_the_pinned_marker_the_runtime_reads() -> None:
+    assert rc.PINNED_MARKER_HEADER == PINNED_MARKER_HEADER
 
 
 def test_operator_values_reach_the_runtime_settings() -> None:

@@ -5,6 +5,7 @@ import contextlib
 import http.server
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -278,7 +279,8 @@ def oip() -> type[Oip]:
 
 @dataclass
 class ModelHttpServer:
-    """Serves `files` on 127.0.0.1. Knobs: hold a download half-way, or cut it short."""
+    """Serves `files` on 127.0.0.1, honouring Range requests like any static file server.
+    Knobs: hold a download half-way, or cut it short (always, or the first `cut_times`)."""
 
     port: int = 0
     files: dict[str, bytes] = field(default_factory=dict)
@@ -286,6 +288,7 @@ class ModelHttpServer:
     hold: threading.Event | None = None  # set: finish; while unset, the download is paused
     half_sent: threading.Event = field(default_factory=threading.Event)
     truncate: bool = False
+    cut_times: int = 0
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -298,11 +301,20 @@ def model_http() -> Iterator[ModelHttpServer]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             state.requests.append(dict(self.headers))
-            body = state.files.get(self.path)
+            body = state.files.get(self.path.partition("?")[0])
             if body is None:
                 self.send_error(404)
                 return
-            self.send_response(200)
+            total = len(body)
+            wanted = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+            start = int(wanted.group(1)) if wanted else 0
+            if start >= total and wanted:
+                self.send_error(416)
+                return
+            body = body[start:]
+            self.send_response(206 if wanted else 200)
+            if wanted:
+                self.send_header("Content-Range", f"bytes {start}-{total - 1}/{total}")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             half = len(body) // 2
@@ -311,7 +323,9 @@ def model_http() -> Iterator[ModelHttpServer]:
             state.half_sent.set()
             if state.hold is not None:
                 state.hold.wait(30)
-            if not state.truncate:
+            cut = state.truncate or state.cut_times > 0
+            state.cut_times -= 1
+            if not cut:
                 self.wfile.write(body[half:])
 
         def log_message(self, format: str, *args: Any) -> None:

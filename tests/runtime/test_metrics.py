@@ -12,6 +12,9 @@ EXPECTED = {
     "kinfer_inflight_requests": "gauge",
     "kinfer_queue_depth": "gauge",
     "kinfer_model_load_seconds": "gauge",
+    "kinfer_shadow_queue_depth": "gauge",
+    "kinfer_model_download_seconds": "gauge",
+    "kinfer_model_download_bytes": "gauge",
 }
 
 
@@ -22,6 +25,9 @@ def test_names_are_exactly_the_published_ones() -> None:
         "kinfer_rejected_requests_total",  # no series until a request is turned away
         "kinfer_gpu_memory_used_bytes",
         "kinfer_gpu_utilization_ratio",
+        "kinfer_shadow_requests_total",  # no series until a request is mirrored
+        "kinfer_pinned_requests_total",  # only requests a gateway pinned by header
+        "kinfer_pinned_request_duration_seconds",
     }
     assert metrics.LABELS == ("model", "version", "revision")
 
@@ -48,6 +54,8 @@ def test_scrape_has_every_series_with_model_version_revision_labels(
     }
     assert codes["200"] >= 1 and codes["400"] >= 1 and codes["404"] >= 1
     assert families["kinfer_model_load_seconds"].samples[0].value > 0
+    # Served from a path: nothing was downloaded.
+    assert families["kinfer_model_download_bytes"].samples[0].value == 0
     batch_bounds = [
         s.labels["le"] for s in families["kinfer_batch_size"].samples if s.name.endswith("_bucket")
     ]
@@ -77,7 +85,44 @@ def test_requests_carry_protocol_and_queue_waits_priority(
     families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
     requests = [s for s in families["kinfer_requests"].samples if s.name == "kinfer_requests_total"]
     assert {s.labels["protocol"] for s in requests} == {"rest"}
+    assert {s.labels["source"] for s in requests} == {"live"}
     durations = families["kinfer_request_duration_seconds"].samples
     assert {s.labels["protocol"] for s in durations} == {"rest"}
+    assert {s.labels["source"] for s in durations} == {"live"}
     waits = families["kinfer_queue_wait_seconds"].samples
     assert {s.labels["priority"] for s in waits} == {"1"}
+
+
+def test_download_bytes_and_seconds_are_exported(
+    model_http, demo_dir, make_settings, serve, tmp_path
+) -> None:
+    payload = (demo_dir / "model.onnx").read_bytes()
+    model_http.files["/models/model.onnx"] = payload
+    settings = make_settings(model_http.url("/models/model.onnx"), model_cache_dir=tmp_path)
+    with serve(settings) as live:
+        assert live.metric("kinfer_model_download_bytes") == len(payload)
+        assert live.metric("kinfer_model_download_seconds") > 0
+
+
+def test_pinned_requests_are_counted_apart_from_the_analysed_ones(
+    client: httpx.Client, oip, images
+) -> None:
+    body, headers = oip.image_body(images[:1])
+
+    def counts() -> tuple[float, float]:
+        text = client.get("/metrics").text
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+
+        def total(family: str) -> float:
+            samples = families[family].samples if family in families else []
+            return sum(s.value for s in samples if s.name == f"{family}_total")
+
+        return total("kinfer_requests"), total("kinfer_pinned_requests")
+
+    before = counts()
+    pinned = {**headers, "x-kinfer-pinned": "true"}
+    for _ in range(3):
+        assert client.post("/v2/models/demo/infer", content=body, headers=pinned).status_code == 200
+    assert client.post("/v2/models/demo/infer", content=body, headers=headers).status_code == 200
+    after = counts()
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 3)

@@ -31,6 +31,7 @@ class FakeKube:
         self.model = copy.deepcopy(model)
         self.children: dict[tuple[str, str], dict[str, Any]] = {}
         self.pods: list[dict[str, Any]] = []
+        self.fill_logs: dict[str, str] = {}
         self.writes: Counter[tuple[str, str]] = Counter()
         self.events: list[Event] = []
         self.refuse: Refusal = lambda _verb, _obj: None
@@ -52,7 +53,12 @@ class FakeKube:
         return self.missing_refs.get(ref.name)
 
     def observe(
-        self, namespace: str, model_name: str, model_uid: str, with_routes: bool = False
+        self,
+        namespace: str,
+        model_name: str,
+        model_uid: str,
+        with_routes: bool = False,
+        with_jobs: bool = False,
     ) -> Observed:
         if self.observe_error is not None:
             raise self.observe_error
@@ -75,6 +81,9 @@ class FakeKube:
             hpas=of("HorizontalPodAutoscaler"),
             routes=of("HTTPRoute") if with_routes else (),
             pods=tuple(copy.deepcopy(self.pods)),
+            configmaps=of("ConfigMap"),
+            jobs=of("Job"),
+            fill_logs=dict(self.fill_logs),
         )
 
     # -- writes ------------------------------------------------------------------------
@@ -100,6 +109,8 @@ class FakeKube:
             stored["metadata"]["generation"] = 1
             stamp = f"2026-01-01T00:{self._created // 60:02d}:{self._created % 60:02d}Z"
             stored["metadata"]["creationTimestamp"] = stamp
+            if kind == "Service":  # the API server allocates a ClusterIP; SSA keeps it
+                stored["spec"]["clusterIP"] = f"10.96.0.{self._created % 250 + 1}"
             if kind == "Deployment":
                 stored["spec"].setdefault("replicas", 1)
                 stored["status"] = {"observedGeneration": 1}
@@ -186,6 +197,20 @@ class FakeKube:
                 }
             ],
         }
+
+    def finish_job(self, name: str, outcome: str = "Complete", message: str = "") -> None:
+        """The Job controller marks a Job Complete or Failed; its pod's termination message."""
+        job = self.children[("Job", name)]
+        job["status"] = {"conditions": [{"type": outcome, "status": "True", "reason": outcome}]}
+        if message:
+            self.pods.append(
+                {
+                    "metadata": {"name": f"{name}-x", "labels": {"job-name": name}},
+                    "status": {
+                        "containerStatuses": [{"state": {"terminated": {"message": message}}}]
+                    },
+                }
+            )
 
     def set_spec(self, spec: dict[str, Any]) -> None:
         self.model["spec"] = copy.deepcopy(spec)

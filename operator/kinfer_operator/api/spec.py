@@ -30,12 +30,15 @@ __all__ = [
     "CanaryStep",
     "CustomCheck",
     "InferenceModelSpec",
+    "ModelCache",
     "ModelSource",
+    "PinnedTraffic",
     "Resources",
     "Rollout",
     "Runtime",
     "Scheduling",
     "SecretKeyReference",
+    "Shadow",
     "Toleration",
     "Traffic",
 ]
@@ -109,6 +112,23 @@ class SecretKeyReference(ApiModel):
     """Key within the Secret whose value is used."""
 
 
+class ModelCache(ApiModel):
+    """A volume the model is downloaded into once per version, before pods start.
+
+    An operator-owned Job fills it (download, sha256 check) before the revision's
+    Deployment is created; runtime pods mount it read-only and skip the download.
+    """
+
+    claim_name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    """PersistentVolumeClaim in the model's namespace holding the cache. ReadWriteMany when
+    replicas may land on several nodes; ReadWriteOnce serves a single node. Each model keeps
+    its versions under a directory of its own name."""
+    max_size: Quantity | None = None
+    """How much this model's versions may hold, e.g. 20Gi. After each fill, unused versions
+    are deleted, least recently filled first, until the total fits; a version that a live
+    revision (stable, canary or desired) uses is never deleted. Unset: no limit."""
+
+
 class ModelSource(ApiModel):
     """Where the model comes from and what it is."""
 
@@ -120,9 +140,26 @@ class ModelSource(ApiModel):
             ".uri",
         ),
         rule(
-            "!has(self.credentials) || self.uri.startsWith('http')",
-            "credentials apply only to http:// and https:// model uris",
+            "!has(self.credentials) || self.uri.matches('^(https?|s3|gs)://')",
+            "credentials apply only to http(s)://, s3:// and gs:// model uris",
             ".credentials",
+        ),
+        rule(
+            "!self.uri.matches('^(s3|gs)://') || "
+            "self.uri.matches('^(s3|gs)://[a-z0-9][-a-z0-9._]{1,61}[a-z0-9]/[^?#]*[^/?#]$')",
+            "an object-store uri must be s3://<bucket>/<key> or gs://<bucket>/<key>",
+            ".uri",
+        ),
+        rule(
+            "!has(self.endpoint) || self.uri.matches('^(s3|gs)://')",
+            "endpoint applies only to s3:// and gs:// model uris",
+            ".endpoint",
+        ),
+        rule(
+            "!has(self.cache) || (self.uri.matches('^(https?|s3|gs)://') && has(self.sha256))",
+            "the model cache needs an http(s)://, s3:// or gs:// uri and its sha256: "
+            "a cached version is keyed and verified by it",
+            ".cache",
         ),
         rule(
             "!self.uri.startsWith('http') || "
@@ -133,9 +170,12 @@ class ModelSource(ApiModel):
         ),
     )
 
-    uri: str = Field(min_length=1, max_length=2048, pattern=r"^(file:///|pvc://|https?://)\S+$")
+    uri: str = Field(
+        min_length=1, max_length=2048, pattern=r"^(file:///|pvc://|https?://|s3://|gs://)\S+$"
+    )
     """Model file location: file:///path (baked into the image or mounted), pvc://claim/path
-    (mounted read-only), or http(s):// (downloaded by the runtime into an emptyDir cache)."""
+    (mounted read-only), http(s)://, s3://bucket/key or gs://bucket/key (downloaded by the
+    runtime into an emptyDir, or once into spec.model.cache)."""
     format: Literal["onnx", "torchscript", "torch-export"] = "onnx"
     """Serialization format: onnx (ONNX Runtime), torchscript (.pt) or torch-export (.pt2)."""
     version: str = Field(min_length=1, max_length=63, pattern=LABEL_VALUE)
@@ -143,7 +183,26 @@ class ModelSource(ApiModel):
     sha256: str | None = Field(default=None, pattern=r"^[a-f0-9]{64}$")
     """Expected SHA-256 of the model file; a mismatch fails the load instead of serving it."""
     credentials: SecretKeyReference | None = None
-    """Secret key holding the HTTP Authorization header value used to download the model."""
+    """For http(s)://: the Secret key holding the Authorization header value. For s3:// and
+    gs://: the Secret (its `key` is not used) holding the keys AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY (for GCS, an HMAC key pair)."""
+    endpoint: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^/?#\s]+/?$")
+    """s3:// and gs:// only: the object store's URL, for S3-compatible stores (MinIO, Ceph,
+    ...); objects are then addressed path-style. Default: AWS S3 in `region`, or GCS."""
+    region: str = Field(default="us-east-1", min_length=1, max_length=63, pattern=r"^[a-z0-9-]+$")
+    """s3:// only: the bucket's region, part of the request signature."""
+    cache: ModelCache | None = None
+    """Download the model once per version into a shared volume instead of once per pod."""
+
+    @model_validator(mode="after")
+    def _cache_needs_pinned_download(self) -> ModelSource:
+        # Mirrors the CEL rule, for objects an older CRD let through.
+        remote = self.uri.startswith(("http://", "https://", "s3://", "gs://"))
+        if self.cache is not None and not (remote and self.sha256):
+            raise ValueError(
+                "the model cache needs an http(s)://, s3:// or gs:// uri and its sha256"
+            )
+        return self
 
 
 class GPU(ApiModel):
@@ -444,8 +503,10 @@ class Autoscaling(ApiModel):
 class CanaryStep(ApiModel):
     """One canary step: a traffic weight held for at least `pauseSeconds`."""
 
-    weight: int = Field(ge=1, le=100)
-    """Percent of traffic sent to the canary at this step."""
+    weight: int = Field(ge=0, le=100)
+    """Percent of traffic sent to the canary at this step. 0 (first step only, with
+    traffic.pin): a pinned-only step, where one canary replica serves header-pinned requests
+    alone for pauseSeconds, with no analysis (it has no analysed traffic)."""
     pause_seconds: int = Field(default=60, ge=0, le=86_400)
     """Minimum time at this weight; the step advances once it has passed and the latest
     analysis passed."""
@@ -540,7 +601,8 @@ class CustomCheck(ApiModel):
     """Name shown in status and Events."""
     query: str = Field(min_length=1, max_length=4096)
     """PromQL returning one value. {{namespace}}, {{model}}, {{revision}} and {{window}} are
-    replaced with the canary's values."""
+    replaced with the canary's values; {{selector}} with the label matchers the built-in
+    checks use (in a shadow phase it selects the mirrored requests only)."""
     min: float | None = None
     """Lowest acceptable value."""
     max: float | None = None
@@ -593,6 +655,29 @@ class GatewayTraffic(ApiModel):
     """Hostnames the route matches."""
 
 
+HTTP_HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"
+"""RFC 7230 token, as Gateway API's HTTPHeaderName."""
+
+
+class PinnedTraffic(ApiModel):
+    """Requests carrying this header reach the candidate whatever its weight (0 included)."""
+
+    header: str = Field(
+        default="x-kinfer-revision", min_length=1, max_length=256, pattern=HTTP_HEADER_NAME
+    )
+    """Header name matched (case-insensitive, as HTTP header names are)."""
+    value: str = Field(default="canary", min_length=1, max_length=4096)
+    """Exact header value that pins a request to the candidate."""
+
+    model_config = cel(
+        rule(
+            "self.header.lowerAscii() != '" + runtime_contract.PINNED_MARKER_HEADER + "'",
+            "header must not be the marker the gateway sets on pinned requests",
+            ".header",
+        ),
+    )
+
+
 class Traffic(ApiModel):
     """How traffic is split between the stable and canary revisions."""
 
@@ -602,6 +687,11 @@ class Traffic(ApiModel):
             "mode GatewayAPI needs gateway.parentRefs",
             ".gateway",
         ),
+        rule(
+            "!has(self.pin) || (has(self.mode) && self.mode == 'GatewayAPI')",
+            "pin needs mode GatewayAPI: ReplicaRatio has no per-request routing",
+            ".pin",
+        ),
     )
 
     mode: Literal["ReplicaRatio", "GatewayAPI"] = "ReplicaRatio"
@@ -609,13 +699,64 @@ class Traffic(ApiModel):
     (works everywhere). GatewayAPI: an HTTPRoute with exact weights."""
     gateway: GatewayTraffic | None = None
     """HTTPRoute attachment, for mode GatewayAPI."""
+    pin: PinnedTraffic | None = None
+    """Header-pinned canary (mode GatewayAPI): an extra route rule sends requests with this
+    header to the candidate at any weight, marked so the runtime counts them apart from the
+    analysed traffic (kinfer_pinned_requests_total)."""
+
+
+class Shadow(ApiModel):
+    """A shadow phase before the first canary step: the stable runtime mirrors a share of the
+    requests it answered to the candidate, whose answers are discarded. Users only ever see
+    stable's answers; the analysis reads the candidate's mirrored requests alone."""
+
+    model_config = cel(
+        rule(
+            "!has(self.maxConcurrency) || !has(self.maxQueue) "
+            "|| self.maxConcurrency <= self.maxQueue",
+            "maxConcurrency must be less than or equal to maxQueue",
+            ".maxConcurrency",
+        ),
+    )
+
+    percent: int = Field(ge=1, le=100)
+    """Percent of the requests each stable replica answered that it copies to the candidate."""
+    pause_seconds: int = Field(default=120, ge=0, le=86_400)
+    """Minimum time in the shadow phase; it ends once this has passed and an analysis of
+    the mirrored requests passed."""
+    timeout_seconds: int = Field(default=5, ge=1, le=60)
+    """How long a mirrored request may take before it is given up (counted as failed)."""
+    max_queue: int = Field(default=256, ge=1, le=10_000)
+    """Mirrored requests each stable replica may hold; beyond it they are dropped (and
+    counted), never waited for."""
+    max_concurrency: int = Field(default=4, ge=1, le=256)
+    """Mirrored requests each stable replica sends at once."""
+
+    @model_validator(mode="after")
+    def _concurrency_within_queue(self) -> Shadow:
+        # Mirrors the CEL rule, for objects an older CRD let through.
+        if self.max_concurrency > self.max_queue:
+            raise ValueError("maxConcurrency must be less than or equal to maxQueue")
+        return self
 
 
 class Rollout(ApiModel):
     """How a new revision replaces the stable one. Absent: all at once, after it is ready."""
 
+    model_config = cel(
+        rule(
+            "!has(self.canary.steps) || self.canary.steps.all(s, s.weight > 0) "
+            "|| (has(self.traffic) && has(self.traffic.pin))",
+            "a weight 0 step needs traffic.pin: with no pinned requests it would carry nothing",
+            ".canary.steps",
+        ),
+    )
+
     canary: Canary
     """Canary steps."""
+    shadow: Shadow | None = None
+    """Mirror live requests to the candidate before it gets any traffic; absent: no shadow
+    phase."""
     analysis: Analysis = Field(default_factory=Analysis)
     """Metric checks that gate each step."""
     traffic: Traffic = Field(default_factory=Traffic)

@@ -101,6 +101,10 @@ class RolloutStatus(ApiModel):
     weight: int = 0
     """Canary weight in effect: raised to the step's weight only once the canary has the
     ready replicas to carry it."""
+    shadow_percent: int | None = None
+    """Set while the rollout is in its shadow phase (step 0 with spec.rollout.shadow), and
+    kept when it was rolled back there: the share of stable's requests mirrored to the
+    canary, which gets no user traffic."""
     step_entered_at: Timestamp | None = None
     """When the current step began (the canary may still be scaling up for it)."""
     step_started_at: Timestamp | None = None
@@ -115,6 +119,9 @@ class RolloutStatus(ApiModel):
     """Consecutive analyses that could not reach Prometheus."""
     last_analysis: AnalysisRun | None = None
     """The latest analysis."""
+    route_message: str | None = None
+    """While the current weight waits for the gateway: why, quoting the HTTPRoute condition
+    that is not True (e.g. ResolvedRefs=False BackendNotFound); empty once it is routed."""
     reason: str | None = None
     """Why it was rolled back or promoted early (e.g. AnalysisFailed, GPUUnschedulable)."""
     message: str | None = None

@@ -6,8 +6,10 @@ import math
 from typing import Any
 
 from kinfer_operator import runtime_contract as rc
+from kinfer_operator.children.shadow import shadow_config_name
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import (
+    CACHE_KEY_ANNOTATION,
     MODEL_LABEL,
     MODEL_VERSION_ANNOTATION,
     REVISION_LABEL,
@@ -19,7 +21,14 @@ from kinfer_operator.naming import (
     revision_of,
 )
 
-__all__ = ["PRESTOP_SLEEP_SECONDS", "build_deployment", "model_uri_in_pod"]
+__all__ = [
+    "PRESTOP_SLEEP_SECONDS",
+    "build_deployment",
+    "model_uri_in_pod",
+    "placement",
+    "shared_cache_dir",
+    "source_env",
+]
 
 PRESTOP_SLEEP_SECONDS = 5
 """Time for endpoints controllers and load balancers to stop routing to a terminating pod
@@ -34,6 +43,42 @@ def model_uri_in_pod(uri: str) -> str:
         claim, _, path = uri.removeprefix("pvc://").partition("/")
         return f"file://{rc.PVC_MOUNT_ROOT}/{claim}/{path}"
     return uri
+
+
+def source_env(model: InferenceModel) -> list[dict[str, Any]]:
+    """How to reach the source: object-store endpoint and region, and credentials, always
+    from the Secret (secretKeyRef), never copied into the pod spec."""
+    source = model.spec.model
+    env: list[dict[str, Any]] = []
+    object_store = source.uri.startswith(("s3://", "gs://"))
+    if object_store:
+        env.append({"name": rc.ENV_MODEL_REGION, "value": source.region})
+        if source.endpoint:
+            env.append({"name": rc.ENV_MODEL_ENDPOINT, "value": source.endpoint})
+    ref = source.credentials
+    if ref is None:
+        return env
+    if object_store:
+        env.extend(
+            {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": key}}}
+            for name, key in (
+                (rc.ENV_MODEL_ACCESS_KEY_ID, "AWS_ACCESS_KEY_ID"),
+                (rc.ENV_MODEL_SECRET_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY"),
+            )
+        )
+    else:
+        env.append(
+            {
+                "name": rc.ENV_MODEL_AUTH_HEADER,
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+            }
+        )
+    return env
+
+
+def shared_cache_dir(model: InferenceModel) -> str:
+    """The model's own directory on the cache volume, as mounted in pods and the fill Job."""
+    return f"{rc.SHARED_CACHE_DIR}/{model.name}"
 
 
 def _pvc_claim(uri: str) -> str | None:
@@ -62,18 +107,14 @@ def _env(model: InferenceModel, revision: str) -> list[dict[str, Any]]:
         rc.ENV_DEVICE: "cuda" if spec.gpu_count else "cpu",
         rc.ENV_TORCH_DTYPE: spec.runtime.precision,
         rc.ENV_REVISION: revision,
+        rc.ENV_SHADOW_CONFIG: f"{rc.SHADOW_CONFIG_DIR}/{rc.SHADOW_CONFIG_FILE}",
     }
     if spec.model.sha256:
         plain[rc.ENV_MODEL_SHA256] = spec.model.sha256
+    if spec.model.cache:
+        plain[rc.ENV_SHARED_CACHE_DIR] = shared_cache_dir(model)
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain.items()]
-    if spec.model.credentials:
-        ref = spec.model.credentials
-        env.append(
-            {
-                "name": rc.ENV_MODEL_AUTH_HEADER,
-                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
-            }
-        )
+    env.extend(source_env(model))
     env.extend({"name": e.name, "value": e.value} for e in spec.runtime.env)
     return env
 
@@ -93,7 +134,8 @@ def _resources(model: InferenceModel) -> dict[str, Any]:
     return out
 
 
-def _placement(model: InferenceModel) -> dict[str, Any]:
+def placement(model: InferenceModel) -> dict[str, Any]:
+    """Where the model's pods may run; the cache-fill Job goes to the same nodes."""
     spec = model.spec
     scheduling = spec.scheduling
     node_selector = dict(scheduling.node_selector)
@@ -143,13 +185,20 @@ def _probes(model: InferenceModel) -> dict[str, Any]:
 
 def _volumes(model: InferenceModel) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     # readOnlyRootFilesystem: the only writable paths are these emptyDirs.
+    # The shadow ConfigMap is always mounted, and optional: mirroring turns on and off by
+    # rewriting it, never by changing this template (which would restart stable's pods).
     volumes: list[dict[str, Any]] = [
         {"name": "tmp", "emptyDir": {}},
         {"name": "model-cache", "emptyDir": {}},
+        {
+            "name": "shadow",
+            "configMap": {"name": shadow_config_name(model), "optional": True},
+        },
     ]
     mounts: list[dict[str, Any]] = [
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "model-cache", "mountPath": rc.MODEL_CACHE_DIR},
+        {"name": "shadow", "mountPath": rc.SHADOW_CONFIG_DIR, "readOnly": True},
     ]
     claim = _pvc_claim(model.spec.model.uri)
     if claim:
@@ -158,6 +207,18 @@ def _volumes(model: InferenceModel) -> tuple[list[dict[str, Any]], list[dict[str
         )
         mounts.append(
             {"name": "model-pvc", "mountPath": f"{rc.PVC_MOUNT_ROOT}/{claim}", "readOnly": True}
+        )
+    cache = model.spec.model.cache
+    if cache:
+        # Read-only: only the fill Job writes, and verifies, what pods load from here.
+        volumes.append(
+            {
+                "name": "model-shared-cache",
+                "persistentVolumeClaim": {"claimName": cache.claim_name, "readOnly": True},
+            }
+        )
+        mounts.append(
+            {"name": "model-shared-cache", "mountPath": rc.SHARED_CACHE_DIR, "readOnly": True}
         )
     return volumes, mounts
 
@@ -191,6 +252,15 @@ def _container(
     }
 
 
+def _annotations(model: InferenceModel) -> dict[str, str]:
+    out = {MODEL_VERSION_ANNOTATION: model.spec.model.version}
+    source = model.spec.model
+    if source.cache is not None and source.sha256:
+        # Which cached version this revision uses, so eviction can keep it.
+        out[CACHE_KEY_ANNOTATION] = source.sha256[:32]
+    return out
+
+
 def build_deployment(model: InferenceModel, track: Track) -> dict[str, Any]:
     """The Deployment serving the model's current revision on the given track.
 
@@ -216,7 +286,7 @@ def build_deployment(model: InferenceModel, track: Track) -> dict[str, Any]:
         },
         "containers": [_container(model, revision, mounts)],
         "volumes": volumes,
-        **_placement(model),
+        **placement(model),
     }
     if runtime.service_account_name:
         pod_spec["serviceAccountName"] = runtime.service_account_name
@@ -229,7 +299,7 @@ def build_deployment(model: InferenceModel, track: Track) -> dict[str, Any]:
             "name": deployment_name(model, revision),
             "namespace": model.namespace,
             "labels": {**child_labels(model), REVISION_LABEL: revision, TRACK_LABEL: track},
-            "annotations": {MODEL_VERSION_ANNOTATION: model.spec.model.version},
+            "annotations": _annotations(model),
             "ownerReferences": [model.owner_reference],
         },
         "spec": {

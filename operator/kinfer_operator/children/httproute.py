@@ -1,4 +1,11 @@
-"""Gateway API traffic: per-track Services and an HTTPRoute with explicit weights."""
+"""Gateway API traffic: per-track Services and an HTTPRoute with explicit weights.
+
+Rule 0 is always the weighted split (readers such as `route_problem` rely on it). With
+`traffic.pin`, rule 1 matches the pin header and sends the request to the canary Service at
+any weight; Gateway API ranks a rule with a header match above one without, so no priority is
+needed. The pinned rule sets a marker header and the weighted rule strips it, so the runtime
+can count pinned requests apart from the analysed ones and clients cannot fake the marker.
+"""
 
 from __future__ import annotations
 
@@ -55,16 +62,35 @@ def _backends(model: InferenceModel, canary_weight: int) -> list[dict[str, Any]]
     ]
 
 
+def _modify_headers(**change: Any) -> dict[str, Any]:
+    return {"type": "RequestHeaderModifier", "requestHeaderModifier": change}
+
+
 def build_httproute(model: InferenceModel, canary_weight: int) -> dict[str, Any]:
     """HTTPRoute splitting the model's traffic between the stable and canary Services."""
     rollout = model.spec.rollout
     gateway = rollout.traffic.gateway if rollout else None
     if gateway is None:
         raise ValueError("build_httproute needs spec.rollout.traffic.gateway")
-    spec: dict[str, Any] = {
-        "parentRefs": [dict(p) for p in gateway.parent_refs],
-        "rules": [{"backendRefs": _backends(model, canary_weight)}],
-    }
+    weighted: dict[str, Any] = {"backendRefs": _backends(model, canary_weight)}
+    rules = [weighted]
+    pin = rollout.traffic.pin if rollout else None
+    if pin is not None:
+        weighted["filters"] = [_modify_headers(remove=[rc.PINNED_MARKER_HEADER])]
+        rules.append(
+            {
+                "matches": [
+                    {"headers": [{"type": "Exact", "name": pin.header, "value": pin.value}]}
+                ],
+                "filters": [
+                    _modify_headers(set=[{"name": rc.PINNED_MARKER_HEADER, "value": "true"}])
+                ],
+                "backendRefs": [
+                    {"name": track_service_name(model, "canary"), "port": rc.HTTP_PORT, "weight": 1}
+                ],
+            }
+        )
+    spec: dict[str, Any] = {"parentRefs": [dict(p) for p in gateway.parent_refs], "rules": rules}
     if gateway.hostnames:
         spec["hostnames"] = list(gateway.hostnames)
     return {

@@ -7,17 +7,22 @@ from typing import Any
 
 from kinfer_operator import runtime_contract as rc
 from kinfer_operator.model import InferenceModel
-from kinfer_operator.naming import MODEL_LABEL, child_labels, service_name
+from kinfer_operator.naming import MODEL_LABEL, REVISION_LABEL, child_labels, service_name
 
 __all__ = ["build_service"]
 
 
-def build_service(model: InferenceModel) -> dict[str, Any]:
+def build_service(model: InferenceModel, only_revision: str | None = None) -> dict[str, Any]:
     """ClusterIP Service selecting all revisions' pods.
 
     Readiness gates traffic: a replica joins only once its model is loaded and warm. While two
-    revisions run side by side, traffic splits by ready replica count.
+    revisions run side by side, traffic splits by ready replica count. `only_revision` pins
+    the Service to one revision: during a shadow phase the candidate runs beside stable but
+    must get no user traffic (it only sees mirrored requests).
     """
+    selector = {MODEL_LABEL: model.name}
+    if only_revision is not None:
+        selector[REVISION_LABEL] = only_revision
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -29,7 +34,7 @@ def build_service(model: InferenceModel) -> dict[str, Any]:
         },
         "spec": {
             "type": "ClusterIP",
-            "selector": {MODEL_LABEL: model.name},
+            "selector": selector,
             "ports": [
                 {
                     "name": "http",

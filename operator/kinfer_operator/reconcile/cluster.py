@@ -8,6 +8,7 @@ returns back into the cache so the next pass sees its own writes.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import threading
 import time
@@ -22,6 +23,8 @@ from kinfer_operator.world.store import CHILD_KINDS, ModelKey
 
 __all__ = ["REFERENCE_TTL_SECONDS", "CachedCluster", "ClusterApi", "relist"]
 
+FILL_CONTAINER, FILL_LOG_LINES = "fill", 5
+"""The model-cache fill Job's container, and how many of its last log lines hold progress."""
 REFERENCE_TTL_SECONDS = 300.0
 """How long a referenced Secret or PVC found present is trusted without asking again.
 
@@ -41,7 +44,12 @@ class ClusterApi(Protocol):
     def missing(self, namespace: str, ref: Reference) -> str | None: ...
 
     def observe(
-        self, namespace: str, model_name: str, model_uid: str, with_routes: bool = False
+        self,
+        namespace: str,
+        model_name: str,
+        model_uid: str,
+        with_routes: bool = False,
+        with_jobs: bool = False,
     ) -> Observed: ...
 
     def apply(self, obj: Mapping[str, Any]) -> Mapping[str, Any]: ...
@@ -82,15 +90,30 @@ class CachedCluster:
         return self._store.model(namespace, name)
 
     def observe(
-        self, namespace: str, model_name: str, model_uid: str, with_routes: bool = False
+        self,
+        namespace: str,
+        model_name: str,
+        model_uid: str,
+        with_routes: bool = False,
+        with_jobs: bool = False,
     ) -> Observed:
+        """`with_jobs`: the model has a model cache, so read the progress of running fills
+        (the only reads a pass makes beyond the cache, and only while a fill runs)."""
         if with_routes and not self._routes_watched:
             raise MissingPermission(
                 "the operator does not watch httproutes.gateway.networking.k8s.io: install "
                 "the chart with gatewayAPI.enabled=true to use spec.rollout.traffic.mode "
                 "GatewayAPI"
             )
-        return self._store.observe(namespace, model_name, model_uid)
+        observed = self._store.observe(namespace, model_name, model_uid)
+        if not with_jobs:
+            return observed
+        logs = {}
+        for job, pod in observed.running_fill_pods():
+            text = self._kube.pod_log_tail(namespace, pod, FILL_CONTAINER, FILL_LOG_LINES)
+            if text is not None:
+                logs[job] = text
+        return dataclasses.replace(observed, fill_logs=logs) if logs else observed
 
     def missing(self, namespace: str, ref: Reference) -> str | None:
         key = (namespace, ref)

@@ -21,6 +21,7 @@ from kinfer_operator.naming import (
     revision_of,
 )
 from kinfer_operator.rollout.machine import RolloutDecision
+from kinfer_operator.rollout.shadow import plan_shadow
 from kinfer_operator.world import DeploymentView, Observed
 
 __all__ = ["Delete", "Plan", "Scale", "needs_apply", "plan", "stamped", "want_replicas"]
@@ -128,8 +129,9 @@ def plan(model: InferenceModel, observed: Observed, rollout: RolloutDecision | N
         serving, candidate, promoted = _select_revisions(model, observed, revision, want)
         may_retire = True
 
-    applies: list[dict[str, Any]] = [build_service(model)]
-    deletes: list[Delete] = []
+    shadow = plan_shadow(model, observed, rollout if not promoted else None, serving)
+    applies: list[dict[str, Any]] = [build_service(model, shadow.pin_revision), *shadow.applies]
+    deletes: list[Delete] = [Delete(kind, name) for kind, name in shadow.deletes]
     scales: list[Scale] = []
 
     if wants_pdb(model):

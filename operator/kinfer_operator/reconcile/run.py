@@ -7,10 +7,10 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -30,6 +30,7 @@ from kinfer_operator.metrics import (
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import HASH_ANNOTATION, deployment_name, revision_of
 from kinfer_operator.reconcile.backoff import WriteBackoff, WriteKey
+from kinfer_operator.reconcile.cache import FILL_POLL_SECONDS, gate_on_cache
 from kinfer_operator.reconcile.cluster import ClusterApi
 from kinfer_operator.reconcile.plan import Plan, needs_apply, plan, want_replicas
 from kinfer_operator.references import references_of
@@ -46,7 +47,7 @@ from kinfer_operator.status.compute import (
     invalid_status,
     retrying_status,
 )
-from kinfer_operator.world import Observed, WriteFailure, route_accepts
+from kinfer_operator.world import Observed, WriteFailure, route_problem
 from kinfer_operator.world.cost import CostLedger, resource_name_of, revision_costs
 
 __all__ = ["Outcome", "Reconciler", "describe_validation_error", "utc_now"]
@@ -233,14 +234,18 @@ class Reconciler:
         if model is None or problem is not None:
             return self._refuse(current, problem or "invalid spec", "InvalidSpec")
         gateway = model.spec.rollout is not None and model.spec.rollout.traffic.mode == "GatewayAPI"
+        cached = model.spec.model.cache is not None
         try:
-            observed = self.kube.observe(model.namespace, model.name, model.uid, gateway)
+            observed = self.kube.observe(
+                model.namespace, model.name, model.uid, with_routes=gateway, with_jobs=cached
+            )
         except MissingPermission as err:
             return self._refuse(current, str(err), "MissingPermission")
         backoff = self._backoff_for((model.namespace, model.name))
         backoff.generation(current.generation)
         rollout = self._decide_rollout(model, observed, current, backoff)
         decided = plan(model, observed, rollout)
+        decided, filling = gate_on_cache(model, observed, decided)  # spec.model.cache
         written = self._execute(model, observed.find, decided, backoff)
         report = self._report(model, observed, decided, rollout, written.failures, current)
         self._publish(current, report)
@@ -250,6 +255,7 @@ class Reconciler:
                 rollout.requeue_after if rollout is not None else None,
                 backoff.next_retry_in(),
                 CONFLICT_RETRY_SECONDS if written.conflicts else None,
+                FILL_POLL_SECONDS if filling else None,
             )
             if t is not None
         ]
@@ -349,8 +355,10 @@ class Reconciler:
         window = spec.analysis.interval_seconds
         prometheus = spec.analysis.prometheus_url or self._prometheus_url
 
-        def analyze(step: int) -> AnalysisRun:
+        def analyze(step: int, source: Literal["shadow", "live"] | None = None) -> AnalysisRun:
             target = AnalysisTarget(model.namespace, model.name, revision_of(model), window)
+            if spec.shadow is not None:  # mirrored and live requests are analysed apart
+                target = replace(target, source=source or "live")
 
             def fetch(query: str) -> float | None:
                 if not prometheus:
@@ -378,9 +386,10 @@ class Reconciler:
                 now=now,
                 annotations=current.body["metadata"].get("annotations") or {},
                 analyze=analyze,
-                route_ready=(lambda w: route_accepts(route, w))
+                analyze_shadow=partial(analyze, source="shadow"),
+                route_problem=(lambda w: route_problem(route, w))
                 if spec.traffic.mode == "GatewayAPI"
-                else (lambda _w: True),
+                else (lambda _w: None),
                 refused=canary_write.describe()
                 if canary_write is not None and canary_write.permanent
                 else None,

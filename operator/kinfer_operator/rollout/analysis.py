@@ -1,7 +1,9 @@
 """Canary analysis: PromQL for the built-in and custom checks, and their verdicts.
 
 Queries select the canary by namespace, model and revision: the runtime labels every metric
-with model and revision, and Prometheus adds namespace when it discovers the pod.
+with model and revision, and Prometheus adds namespace when it discovers the pod. With a
+shadow phase, requests also carry `source`: the shadow phase reads only the mirrored ones
+(`source="shadow"`), the canary steps everything else, so neither sees the other's traffic.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from kinfer_operator.api.spec import Analysis
 from kinfer_operator.api.status import AnalysisRun, Decision, MetricResult
@@ -28,10 +31,18 @@ class AnalysisTarget:
     model: str
     revision: str
     window_seconds: int
+    source: Literal["shadow", "live"] | None = None
+    """shadow: mirrored requests only; live: all but those; None: every request."""
 
     @property
     def selector(self) -> str:
-        return f'namespace="{self.namespace}",model="{self.model}",revision="{self.revision}"'
+        sel = f'namespace="{self.namespace}",model="{self.model}",revision="{self.revision}"'
+        if self.source == "shadow":
+            return f'{sel},source="shadow"'
+        if self.source == "live":
+            # != rather than ="live": series of runtimes without the label still match.
+            return f'{sel},source!="shadow"'
+        return sel
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,7 @@ def _fill(template: str, target: AnalysisTarget) -> str:
         .replace("{{model}}", target.model)
         .replace("{{revision}}", target.revision)
         .replace("{{window}}", f"{target.window_seconds}s")
+        .replace("{{selector}}", target.selector)
     )
 
 
@@ -126,9 +138,10 @@ def run_analysis(
         )
     )
     if not enough:
+        kind = "mirrored (shadow)" if target.source == "shadow" else "canary"
         return done(
             "Inconclusive",
-            f"{count:g} canary requests in {target.window_seconds}s, "
+            f"{count:g} {kind} requests in {target.window_seconds}s, "
             f"below minRequestCount {analysis.min_request_count}: holding the step",
         )
     failed: list[str] = []
@@ -157,7 +170,8 @@ def run_analysis(
         if not ok:
             failed.append(f"{check.name} = {value:.6g} (want {check.threshold})")
     if failed:
-        return done("Fail", "; ".join(failed))
+        where = "in shadow (mirrored requests): " if target.source == "shadow" else ""
+        return done("Fail", where + "; ".join(failed))
     if any(r.verdict == "Inconclusive" for r in results):
         return done("Inconclusive", "a check returned no data: holding the step")
     return done("Pass", f"all {len(checks)} checks passed on {count:g} requests")

@@ -19,9 +19,10 @@ from kinfer_operator.api.status import AnalysisRun, RolloutStatus
 from kinfer_operator.events import Event
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import DOMAIN, revision_of
-from kinfer_operator.rollout.traffic import replica_split
+from kinfer_operator.rollout.traffic import ReplicaSplit, replica_split, shadow_split
 from kinfer_operator.world import DeploymentView, Observed
 from kinfer_operator.world.pods import diagnose_pods, pod_creation_reason
+from kinfer_operator.world.routes import RouteWait
 
 __all__ = [
     "ABORT_ANNOTATION",
@@ -61,8 +62,12 @@ class RolloutContext:
     annotations: Mapping[str, str]
     analyze: Callable[[int], AnalysisRun]
     """Runs the analysis at a step; only called when one is due."""
-    route_ready: Callable[[int], bool] = lambda _weight: True
-    """Whether the traffic layer has accepted this canary weight (HTTPRoute conditions)."""
+    analyze_shadow: Callable[[int], AnalysisRun] | None = None
+    """Runs the analysis of the shadow phase, on the candidate's mirrored requests only;
+    None: `analyze` does."""
+    route_problem: Callable[[int], RouteWait | None] = lambda _weight: None
+    """Why the traffic layer has not taken this canary weight yet (HTTPRoute conditions);
+    None once it has."""
     refused: str | None = None
     """Why the API server refused the canary revision's Deployment, if it did (a 4xx on an
     earlier pass): a reason to roll back, as retrying the same object cannot help."""
@@ -149,13 +154,15 @@ def _start(ctx: RolloutContext, prev: RolloutStatus | None) -> RolloutDecision:
         weight=0,
         step_entered_at=now,
         retry_token=_retry_token(ctx),
+        shadow_percent=ctx.rollout.shadow.percent if ctx.rollout.shadow else None,
     )
+    shadow = f"shadow at {status.shadow_percent}% first, then " if status.shadow_percent else ""
     events.append(
         Event(
             "Normal",
             "RolloutStarted",
             f"canary {desired} (model {ctx.model.spec.model.version}) against stable "
-            f"{ctx.stable.revision}: weights {[w for w, _ in steps]}",
+            f"{ctx.stable.revision}: {shadow}weights {[w for w, _ in steps]}",
         )
     )
     return _progress(ctx, status, events)
@@ -278,6 +285,7 @@ def _progress(ctx: RolloutContext, status: RolloutStatus, events: list[Event]) -
             phase="Promoting",
             reason="ManualPromote",
             message=f"promoted early with the {PROMOTE_ANNOTATION} annotation",
+            shadow_percent=None,
         )
         events = [*events, Event("Normal", "Promoting", status.message or "")]
     if diagnosis.load_failed is not None:
@@ -303,12 +311,28 @@ def _progress(ctx: RolloutContext, status: RolloutStatus, events: list[Event]) -
             events,
         )
 
+    if status.shadow_percent is not None and rollout.shadow is None:
+        # spec.rollout.shadow was removed mid-shadow: go on with the first canary step.
+        status = _leave_shadow(status, ctx)
+    shadowing = status.phase == "Progressing" and status.shadow_percent is not None
     steps = rollout.canary.weights()
-    target = 100 if status.phase == "Promoting" else steps[status.step][0]
-    split = replica_split(ctx.total, target, rollout.traffic.mode, ctx.autoscaled)
+    # A shadow phase sends the canary no user traffic: weight 0.
+    target = 100 if status.phase == "Promoting" else 0 if shadowing else steps[status.step][0]
+    split = (
+        shadow_split(ctx.total, status.shadow_percent or 0)
+        if shadowing
+        else replica_split(ctx.total, target, rollout.traffic.mode, ctx.autoscaled)
+    )
+    # A weight 0 step (it needs traffic.pin) serves pinned requests alone, from one replica.
+    pinned_only = target == 0 and not shadowing
+    if pinned_only:
+        split = ReplicaSplit(canary=1, stable=ctx.total)
     ready = canary.available if canary is not None else 0
     fixed_ratio = rollout.traffic.mode == "ReplicaRatio" and not ctx.autoscaled
-    stable_target = ctx.total - min(ready, split.canary) if fixed_ratio else None
+    stable_target = None
+    if fixed_ratio:
+        # In shadow, stable keeps every replica: it alone serves the users.
+        stable_target = ctx.total if shadowing else ctx.total - min(ready, split.canary)
 
     def hold(st: RolloutStatus, evs: list[Event], after: float) -> RolloutDecision:
         return RolloutDecision(
@@ -347,26 +371,40 @@ def _progress(ctx: RolloutContext, status: RolloutStatus, events: list[Event]) -
         return _promote(ctx, status, events)
 
     if status.weight != target:
+        current = ctx.route_problem(status.weight)
+        if current is not None and current.refused:
+            # The gateway cannot route a backend at the weight in force (it answers 500 for
+            # it): shifting more traffic there would turn live requests into errors.
+            return _route_hold(status, events, current, hold)
         status = _with(status, weight=target, step_started_at=None)
     if status.step_started_at is None:
-        if not ctx.route_ready(target):
-            return hold(status, events, _HOLD_POLL_SECONDS)
-        status = _with(status, step_started_at=ctx.now, last_analysis_at=None)
-        events = [
-            *events,
+        waiting = ctx.route_problem(target)
+        if waiting is not None:
+            return _route_hold(status, events, waiting, hold)
+        status = _with(status, step_started_at=ctx.now, last_analysis_at=None, route_message=None)
+        started = (
             Event(
+                "Normal",
+                "ShadowStarted",
+                f"stable mirrors {status.shadow_percent}% of its requests to canary {revision}, "
+                "which gets no user traffic; answers are discarded",
+            )
+            if shadowing
+            else Event(
                 "Normal",
                 "CanaryWeight",
                 f"step {status.step + 1}/{len(steps)}: canary {revision} gets {target}% of traffic",
-            ),
-        ]
+            )
+        )
+        events = [*events, started]
 
     analysis = rollout.analysis
     interval = float(analysis.interval_seconds)
     since = ctx.seconds_since(status.last_analysis_at or status.step_started_at)
     due_in = interval - since
-    if due_in <= 0:
-        run = ctx.analyze(status.step)
+    if due_in <= 0 and not pinned_only:
+        analyze = ctx.analyze_shadow if shadowing and ctx.analyze_shadow else ctx.analyze
+        run = analyze(status.step)
         status, events = _record(status, run, analysis.failure_limit_mode, events)
         if status.failures >= analysis.failure_limit:
             return _rollback(ctx, status, "AnalysisFailed", run.message, events)
@@ -380,10 +418,21 @@ def _progress(ctx: RolloutContext, status: RolloutStatus, events: list[Event]) -
             )
         due_in = interval
 
-    pause = steps[status.step][1]
+    pause = rollout.shadow.pause_seconds if shadowing and rollout.shadow else steps[status.step][1]
     pause_left = pause - ctx.seconds_since(status.step_started_at)
-    if status.passed_at_step >= 1 and pause_left <= 0:
-        if status.step + 1 < len(steps):
+    if (status.passed_at_step >= 1 or pinned_only) and pause_left <= 0:
+        if shadowing:
+            status = _leave_shadow(status, ctx)
+            events = [
+                *events,
+                Event(
+                    "Normal",
+                    "ShadowPassed",
+                    f"canary {revision} passed its analysis on mirrored requests: "
+                    "starting the canary steps",
+                ),
+            ]
+        elif status.step + 1 < len(steps):
             status = _with(
                 status,
                 step=status.step + 1,
@@ -402,7 +451,35 @@ def _progress(ctx: RolloutContext, status: RolloutStatus, events: list[Event]) -
             events = [*events, Event("Normal", "Promoting", status.message or "")]
         return hold(status, events, 0.5)
     wake = min(due_in, pause_left) if pause_left > 0 else due_in
+    if pinned_only:
+        wake = pause_left  # nothing to analyse: only the pause ends this step
     return hold(status, events, max(0.5, wake))
+
+
+def _leave_shadow(status: RolloutStatus, ctx: RolloutContext) -> RolloutStatus:
+    """From the shadow phase to the first canary step, with a fresh analysis slate."""
+    return _with(
+        status,
+        shadow_percent=None,
+        step=0,
+        step_entered_at=ctx.now,
+        step_started_at=None,
+        last_analysis_at=None,
+        passed_at_step=0,
+    )
+
+
+def _route_hold(
+    status: RolloutStatus,
+    events: list[Event],
+    waiting: RouteWait,
+    hold: Callable[[RolloutStatus, list[Event], float], RolloutDecision],
+) -> RolloutDecision:
+    """Hold the step until the gateway routes the weight, saying why in status (and once in
+    an Event when the gateway refused, rather than just not having caught up)."""
+    if waiting.refused and waiting.message != status.route_message:
+        events = [*events, Event("Warning", "RouteNotReady", waiting.message)]
+    return hold(_with(status, route_message=waiting.message), events, _HOLD_POLL_SECONDS)
 
 
 def _record(

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["ReplicaSplit", "replica_split"]
+__all__ = ["ReplicaSplit", "replica_split", "shadow_split"]
 
 
 @dataclass(frozen=True)
@@ -46,3 +46,9 @@ def replica_split(
     # Never round a 1-99 weight to zero or to everything.
     canary = min(max(round(total * weight / 100), 1), total - 1)
     return ReplicaSplit(canary=canary, stable=total - canary)
+
+
+def shadow_split(total: int, percent: int) -> ReplicaSplit:
+    """Replicas for a shadow phase: stable keeps all of them (it serves every user), and the
+    candidate gets capacity for the mirrored share on top, at least one replica."""
+    return ReplicaSplit(canary=max(1, math.ceil(total * percent / 100)), stable=total)

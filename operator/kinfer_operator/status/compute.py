@@ -25,6 +25,7 @@ from kinfer_operator.naming import (
     REVISION_LABEL,
     endpoint_url,
 )
+from kinfer_operator.status.cache import CacheWait, cache_wait, starting_phase
 from kinfer_operator.status.conditions import find_condition, set_condition
 from kinfer_operator.world import DeploymentView, Observed, WriteFailure
 from kinfer_operator.world.pods import PodDiagnosis, diagnose_pods, pod_creation_reason
@@ -85,6 +86,19 @@ def _readiness_message(view: DeploymentView | None, want: int, revision: str) ->
     return f"{ready}/{want} replicas of revision {revision} ready"
 
 
+def _cache_verdict(wait: CacheWait) -> _Verdict:
+    if wait.failed:
+        bad = _c("False", wait.reason, wait.message)
+        return _Verdict("Degraded", bad, bad, _c("True", wait.reason, wait.message), True)
+    return _Verdict(
+        "Progressing",
+        _c("False", wait.reason, wait.message),
+        _c("True", wait.reason, wait.message),
+        _c("False", "AsExpected", ""),
+        False,
+    )
+
+
 def _rollout_verdict(rollout: RolloutStatus, revision: str) -> _Verdict | None:
     """Canary in flight or rolled back: the rollout state says more than the pods do."""
     if rollout.revision != revision:
@@ -96,6 +110,11 @@ def _rollout_verdict(rollout: RolloutStatus, revision: str) -> _Verdict | None:
             f"canary {revision} step {rollout.step + 1}/{rollout.steps} at "
             f"{rollout.weight}% ({rollout.phase}){analysis}"
         )
+        if rollout.shadow_percent is not None and rollout.phase == "Progressing":
+            message = (
+                f"canary {revision} in shadow: stable mirrors {rollout.shadow_percent}% of its "
+                f"requests to it, users get none of its answers{analysis}"
+            )
         wait = _c("True", "Canary", message)
         return _Verdict(
             "Canary", _c("False", "Canary", message), wait, _c("False", "AsExpected", ""), False
@@ -137,6 +156,9 @@ def _verdict(
     from_writes = _write_verdict(failures)
     if from_writes is not None:
         return from_writes
+    waiting_cache = cache_wait(model, observed, revision)
+    if waiting_cache is not None:  # the revision's pods do not exist yet
+        return _cache_verdict(waiting_cache)
     if rollout is not None:
         from_rollout = _rollout_verdict(rollout, revision)
         if from_rollout is not None:
@@ -146,7 +168,7 @@ def _verdict(
     diagnosis: PodDiagnosis = diagnose_pods(
         observed.pods_of(revision), gpu.resource_name if gpu else "nvidia.com/gpu"
     )
-    waiting = _readiness_message(target, plan.want_replicas, revision)
+    waiting = f"{starting_phase(model)}: {_readiness_message(target, plan.want_replicas, revision)}"
 
     load_failure = diagnosis.load_failed
     if load_failure is None and target is not None and target.deadline_exceeded:
@@ -384,6 +406,8 @@ def compute_status(
         total = candidate.ready + (serving.ready if serving else 0)
         weight = round(100 * candidate.ready / total) if total else 0
         split = "Approximate"
+    if rollout_status is not None and rollout_status.shadow_percent is not None and candidate:
+        weight, split = 0, "Exact"  # shadow: the Service is pinned to stable
     in_flight = rollout_status is not None and rollout_status.phase in ("Progressing", "Promoting")
     status = InferenceModelStatus(
         observed_generation=gen,

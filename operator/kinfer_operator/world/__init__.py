@@ -5,17 +5,19 @@ Everything here reads observed objects; nothing builds desired ones or talks to 
 
 from kinfer_operator.world.observed import DeploymentView, Observed, WriteFailure
 from kinfer_operator.world.pods import PodDiagnosis, diagnose_pods, pod_creation_reason
-from kinfer_operator.world.routes import route_accepts
+from kinfer_operator.world.routes import RouteWait, route_accepts, route_problem
 from kinfer_operator.world.store import Store, WatchedKind
 
 __all__ = [
     "DeploymentView",
     "Observed",
     "PodDiagnosis",
+    "RouteWait",
     "Store",
     "WatchedKind",
     "WriteFailure",
     "diagnose_pods",
     "pod_creation_reason",
     "route_accepts",
+    "route_problem",
 ]

@@ -122,6 +122,12 @@ class Observed:
     hpas: tuple[Mapping[str, Any], ...] = ()
     routes: tuple[Mapping[str, Any], ...] = ()
     pods: tuple[Mapping[str, Any], ...] = ()
+    configmaps: tuple[Mapping[str, Any], ...] = ()
+    """The shadow ConfigMap, when the model has one."""
+    jobs: tuple[Mapping[str, Any], ...] = ()
+    """Model-cache fill Jobs (children/modelcache.py)."""
+    fill_logs: Mapping[str, str] = field(default_factory=dict)
+    """Last log lines of running fill Jobs, by Job name: their download progress."""
     views: tuple[DeploymentView, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -145,6 +151,21 @@ class Observed:
             if (p.get("metadata", {}).get("labels") or {}).get(REVISION_LABEL) == revision
         ]
 
+    def running_fill_pods(self) -> list[tuple[str, str]]:
+        """(Job, pod) for each running pod of an active model-cache fill Job: whose log lines
+        carry the download's progress."""
+        active = {
+            j["metadata"]["name"]
+            for j in self.jobs
+            if int((j.get("status") or {}).get("active") or 0)
+        }
+        found = []
+        for pod in self.pods:
+            job = str((pod.get("metadata", {}).get("labels") or {}).get("job-name"))
+            if job in active and (pod.get("status") or {}).get("phase") == "Running":
+                found.append((job, str(pod["metadata"]["name"])))
+        return found
+
     def children_by_kind(self) -> dict[str, tuple[Mapping[str, Any], ...]]:
         """Every observed child (not the pods), by kind."""
         return {
@@ -153,6 +174,8 @@ class Observed:
             "PodDisruptionBudget": self.pdbs,
             "HorizontalPodAutoscaler": self.hpas,
             "HTTPRoute": self.routes,
+            "ConfigMap": self.configmaps,
+            "Job": self.jobs,
         }
 
     def find(self, kind: str, name: str) -> Mapping[str, Any] | None:

@@ -3,31 +3,52 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["route_accepts"]
+__all__ = ["RouteWait", "route_accepts", "route_problem"]
 
 
-def route_accepts(route: Mapping[str, Any] | None, canary_weight: int) -> bool:
-    """The route carries this weight and every parent reports Accepted and ResolvedRefs for
-    its current generation: only then does analysis time at the new weight count."""
+class RouteWait(NamedTuple):
+    """Why a weight does not count yet; `refused` when a gateway reported a False condition
+    (a problem to surface) rather than not having caught up yet (normal for a moment)."""
+
+    message: str
+    refused: bool = False
+
+
+def route_problem(route: Mapping[str, Any] | None, canary_weight: int) -> RouteWait | None:
+    """Why analysis time at this weight cannot count yet, or None once the route carries the
+    weight and every parent reports Accepted and ResolvedRefs for its current generation.
+    The gateway's own reason and message are quoted, so status says what it refused."""
     if route is None:
-        return False
+        return RouteWait("the HTTPRoute does not exist yet")
     rules = route.get("spec", {}).get("rules") or [{}]
     weights = [b.get("weight") for b in rules[0].get("backendRefs") or []]
     if weights[-1:] != [canary_weight]:
-        return False
+        return RouteWait(f"the HTTPRoute does not carry weight {canary_weight} yet")
     generation = route.get("metadata", {}).get("generation", 0)
     parents = (route.get("status") or {}).get("parents") or []
     if not parents:
-        return False
+        return RouteWait("no gateway has reported on the HTTPRoute yet")
     for parent in parents:
+        ref = (parent.get("parentRef") or {}).get("name", "?")
         conditions = {
             c.get("type"): c
             for c in parent.get("conditions") or []
             if c.get("observedGeneration", generation) >= generation
         }
         for needed in ("Accepted", "ResolvedRefs"):
-            if (conditions.get(needed) or {}).get("status") != "True":
-                return False
-    return True
+            found = conditions.get(needed) or {}
+            if not found:
+                return RouteWait(
+                    f"gateway {ref} has not reported {needed} for generation {generation}"
+                )
+            if found.get("status") != "True":
+                detail = f"{found.get('reason', '')}: {found.get('message', '')}".strip(": ")
+                return RouteWait(f"gateway {ref}: {needed}={found.get('status')} {detail}", True)
+    return None
+
+
+def route_accepts(route: Mapping[str, Any] | None, canary_weight: int) -> bool:
+    """The route carries this weight and every parent accepted it with resolved refs."""
+    return route_problem(route, canary_weight) is None

@@ -30,6 +30,8 @@ WatchedKind = Literal[
     "PodDisruptionBudget",
     "HorizontalPodAutoscaler",
     "HTTPRoute",
+    "ConfigMap",
+    "Job",
     "Pod",
 ]
 CHILD_KINDS: tuple[WatchedKind, ...] = (
@@ -38,6 +40,8 @@ CHILD_KINDS: tuple[WatchedKind, ...] = (
     "PodDisruptionBudget",
     "HorizontalPodAutoscaler",
     "HTTPRoute",
+    "ConfigMap",
+    "Job",
 )
 TOMBSTONE_SECONDS = 600.0
 """How long a child we deleted stays ignored if its DELETED event never comes."""
@@ -261,6 +265,8 @@ class Store:
             pdbs=owned("PodDisruptionBudget"),
             hpas=owned("HorizontalPodAutoscaler"),
             routes=owned("HTTPRoute"),
+            configmaps=owned("ConfigMap"),
+            jobs=owned("Job"),
             pods=tuple(sorted(kinds.get("Pod", ()), key=_name)),
         )
 

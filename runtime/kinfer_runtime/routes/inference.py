@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kinfer_runtime.dataplane.registry import ModelRegistry
 from kinfer_runtime.metrics import RuntimeMetrics
+from kinfer_runtime.mirror import SHADOW_HEADER, Mirror
 from kinfer_runtime.routes._body import read_body
 from kinfer_runtime.routes.errors import error_response, http_status
 from kinfer_runtime.schemas.inference import (
@@ -30,12 +31,18 @@ from kinfer_runtime.schemas.inference import (
     select_outputs,
 )
 
-__all__ = ["InferenceEndpoint"]
+__all__ = ["PINNED_MARKER_HEADER", "InferenceEndpoint"]
+
+PINNED_MARKER_HEADER: Final = "x-kinfer-pinned"
+"""Set to `true` by the HTTPRoute rule of a header-pinned canary (and stripped from all other
+routed traffic): such requests are counted in kinfer_pinned_requests_total instead."""
 
 _PATH: Final = re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
 _JSON: Final = [(b"content-type", b"application/json")]
 _BINARY: Final = [(b"content-type", b"application/octet-stream")]
 _HEADER_LENGTH: Final = HEADER_LENGTH.encode()
+_SHADOW: Final = SHADOW_HEADER.encode()
+_PINNED: Final = (PINNED_MARKER_HEADER.encode(), b"true")
 
 
 class InferenceEndpoint:
@@ -47,11 +54,13 @@ class InferenceEndpoint:
         registry: ModelRegistry,
         metrics: RuntimeMetrics,
         max_body_bytes: int,
+        mirror: Mirror | None = None,
     ) -> None:
         self.app = app
         self._registry = registry
         self._metrics = metrics
         self._max_body_bytes = max_body_bytes
+        self._mirror = mirror
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -67,25 +76,35 @@ class InferenceEndpoint:
         started = time.perf_counter()
         status = 200
         metrics = self._metrics
+        # A request mirrored here by a stable runtime: counted apart, never mirrored again.
+        shadow = any(key == _SHADOW for key, _ in scope["headers"])
         metrics.inflight.inc()
         try:
             try:
                 if scope["method"] != "POST":
                     raise HTTPException(405, headers={"Allow": "POST"})
-                content, headers = await self._infer(scope, receive, name, version)
+                content, headers, body = await self._infer(scope, receive, name, version)
             except Exception as exc:
                 status = http_status(exc)
                 await error_response(exc)(scope, receive, send)
                 return
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": content})
+            if self._mirror is not None and not shadow:
+                # Unversioned: the candidate serves another version of the same model.
+                self._mirror.offer(f"/v2/models/{name}/infer", scope["headers"], body)
         finally:
             metrics.inflight.dec()
-            metrics.request_done(status, time.perf_counter() - started, "rest")
+            seconds = time.perf_counter() - started
+            # The gateway's pinned rule sets the marker and every other rule strips it.
+            if _PINNED in scope["headers"]:
+                metrics.pinned_request_done(status, seconds, "rest")
+            else:
+                metrics.request_done(status, seconds, "rest", "shadow" if shadow else "live")
 
     async def _infer(
         self, scope: Scope, receive: Receive, name: str, version: str | None
-    ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    ) -> tuple[bytes, list[tuple[bytes, bytes]], bytes]:
         model = self._registry.get(name, version)
         model.admit()  # 503 before reading a body we would not process
         request_headers = Headers(scope=scope)
@@ -105,4 +124,4 @@ class InferenceEndpoint:
             headers += _JSON
         else:
             headers += [*_BINARY, (_HEADER_LENGTH, str(header_length).encode())]
-        return content, headers
+        return content, headers, body

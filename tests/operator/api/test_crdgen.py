@@ -115,6 +115,7 @@ def _node(path: str) -> dict[str, Any]:
 ADMISSION_RULES = [
     # (schema node, fieldPath the API server names, a word of the rule)
     ("spec.rollout.canary", ".steps", "isSorted"),
+    ("spec.rollout.shadow", ".maxConcurrency", "self.maxConcurrency <= self.maxQueue"),
     ("spec.rollout.analysis.custom.[]", ".min", "self.min <= self.max"),
     ("spec.runtime.resources", ".requests", "compareTo"),
     ("spec.runtime.resources", ".limits", "hugepages-"),

@@ -48,6 +48,13 @@ INVALID = [
         {**ROLLOUT, "analysis": {"custom": [{"name": "c", "query": "q", "min": 2, "max": 1}]}},
         "min must be less than or equal to max",
     ),
+    (
+        "rollout",
+        {**ROLLOUT, "shadow": {"percent": 10, "maxQueue": 2, "maxConcurrency": 4}},
+        "maxConcurrency must be less than or equal to maxQueue",
+    ),
+    ("rollout", {**ROLLOUT, "shadow": {"percent": 0}}, "greater than or equal to 1"),
+    ("rollout", {**ROLLOUT, "shadow": {"percent": 101}}, "less than or equal to 100"),
     ("runtime.resources", {"requests": {"cpu": "-1"}}, "negative"),
     ("runtime.resources", {"requests": {"memory": -5}}, "negative"),
     ("runtime.env", [{"name": "KINFER_MAX_BATCH_SIZE", "value": "8"}], "runtime contract"),

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from kinfer_operator.naming import TRACK_LABEL
+from kinfer_operator.naming import REVISION_LABEL, TRACK_LABEL
 from kinfer_operator.reconcile.run import Outcome, Reconciler, _status_patch
 from kinfer_operator.world import WriteFailure
 from support.clock import Clock
@@ -279,3 +280,39 @@ def test_any_change_to_the_model_retries_a_refused_write_at_once() -> None:
     clock.t = 1.0
     _pass(reconciler)
     assert len(kube.deployments()) == 1
+
+
+def test_a_shadow_phase_mirrors_to_the_candidate_without_touching_stable() -> None:
+    shadow = {"rollout": {**ROLLOUT["rollout"], "shadow": {"percent": 50}}}
+    kube, reconciler, clock = _setup(shadow)
+    _stable_then_canary(kube, reconciler, {"model": {"version": "4"}})
+    (stable,) = kube.deployments()
+    stable_revision = stable["metadata"]["labels"][REVISION_LABEL]
+    for _ in range(3):
+        clock.t += 1
+        _pass(reconciler)
+        kube.settle()
+    # The stable Deployment was never rewritten: its pods are not restarted for mirroring.
+    assert kube.children[("Deployment", stable["metadata"]["name"])] == stable
+    service = kube.children[("Service", "resnet50")]
+    assert service["spec"]["selector"][REVISION_LABEL] == stable_revision
+    shadow_ip = kube.children[("Service", "resnet50-shadow")]["spec"]["clusterIP"]
+    config = json.loads(kube.children[("ConfigMap", "resnet50-shadow")]["data"]["mirror.json"])
+    assert config["target"] == f"http://{shadow_ip}:8080" and config["percent"] == 50
+    rollout = kube.model["status"]["rollout"]
+    assert rollout["shadowPercent"] == 50 and rollout["weight"] == 0
+    assert kube.model["status"]["canaryWeight"] == 0  # whatever the replica ratio
+    assert "in shadow: stable mirrors 50%" in _condition(kube, "Progressing")[2]
+    assert "ShadowStarted" in [e.reason for e in kube.events]
+
+    kube.model["metadata"]["annotations"] = {"serving.kinfer.io/abort": rollout["revision"]}
+    for _ in range(3):
+        clock.t += 20  # past scaleDownDelaySeconds
+        _pass(reconciler)
+        kube.settle()
+    assert kube.model["status"]["rollout"]["phase"] == "RolledBack"
+    assert REVISION_LABEL not in kube.children[("Service", "resnet50")]["spec"]["selector"]
+    assert ("Service", "resnet50-shadow") not in kube.children
+    config = json.loads(kube.children[("ConfigMap", "resnet50-shadow")]["data"]["mirror.json"])
+    assert config == {}
+    assert kube.deployments() == [stable]

@@ -19,6 +19,7 @@ from kinfer_operator.rollout.machine import (
     decide,
 )
 from kinfer_operator.world import Observed
+from kinfer_operator.world.routes import RouteWait
 from support.factories import model_body, observed_deployment, pod
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -51,7 +52,7 @@ class Scenario:
         self.runs: list[int] = []
         self.verdicts: list[str] = []
         self.annotations: dict[str, str] = {}
-        self.route_ready: Callable[[int], bool] = lambda _w: True
+        self.route_problem: Callable[[int], RouteWait | None] = lambda _w: None
         self.pods: tuple[dict[str, Any], ...] = ()
 
     def analyze(self, step: int) -> AnalysisRun:
@@ -94,7 +95,7 @@ class Scenario:
                 now=self.now,
                 annotations=self.annotations,
                 analyze=self.analyze,
-                route_ready=self.route_ready,
+                route_problem=self.route_problem,
             )
         )
         self.previous = decision.status
@@ -296,13 +297,183 @@ def test_crashing_canary_rolls_back_as_model_load_failed() -> None:
 def test_analysis_time_counts_only_once_the_route_accepts_the_weight() -> None:
     s = Scenario()
     accepted = False
-    s.route_ready = lambda _w: accepted
+    s.route_problem = lambda _w: None if accepted else RouteWait("not programmed yet")
     s.decide()
     s.canary_ready = 1
     d = s.decide(1)
     assert d.status is not None and d.status.step_started_at is None and d.route_weight == 20
+    assert d.status.route_message == "not programmed yet"
+    assert not [e for e in d.events if e.reason == "RouteNotReady"]  # catching up: no Event
     d = s.decide(30)
     assert s.runs == []
     accepted = True
     d = s.decide(1)
     assert d.status is not None and d.status.step_started_at is not None
+
+
+# --- the shadow phase (spec.rollout.shadow) --------------------------------------------------
+
+SHADOW = {"percent": 25, "pauseSeconds": 30, "timeoutSeconds": 2, "maxQueue": 64}
+
+
+def _shadow_model(shadow: dict[str, Any] | None = SHADOW) -> InferenceModel:
+    rollout = {**ROLLOUT, "shadow": shadow} if shadow is not None else ROLLOUT
+    return InferenceModel.from_body(
+        model_body({"replicas": 4, "rollout": rollout, "model": {"version": "4"}})
+    )
+
+
+def test_shadow_phase_comes_first_with_no_user_traffic_and_stable_at_full_size() -> None:
+    s = Scenario(_shadow_model())
+    d = s.decide()
+    assert d.status is not None and d.status.shadow_percent == 25
+    assert d.status.step == 0 and d.status.weight == 0 and d.route_weight == 0
+    # 25% of 4 replicas' traffic: one candidate replica, on top of all four stable ones.
+    assert (d.canary_replicas, d.stable_replicas) == (1, 4)
+    s.canary_ready = 1
+    d = s.decide(1)
+    assert d.status is not None and d.status.weight == 0 and d.stable_replicas == 4
+    assert "ShadowStarted" in [e.reason for e in d.events]
+    assert d.status.step_started_at is not None
+
+
+def test_a_passed_shadow_phase_hands_over_to_the_first_canary_step() -> None:
+    s = Scenario(_shadow_model())
+    s.decide()
+    s.canary_ready = 1
+    s.decide(1)
+    d = s.decide(10)  # analysis due, passes; the 30 s pause is not over yet
+    assert d.status is not None and d.status.shadow_percent == 25
+    assert s.runs == [0]
+    d = s.decide(20)  # second analysis; pause over: the shadow phase ends
+    assert d.status is not None and d.status.shadow_percent is None
+    assert "ShadowPassed" in [e.reason for e in d.events]
+    assert d.status.step == 0 and d.status.passed_at_step == 0
+    d = s.decide(1)
+    assert d.status is not None and d.status.weight == 20  # the first canary step's weight
+    assert "CanaryWeight" in [e.reason for e in d.events]
+
+
+def test_a_failing_shadow_is_rolled_back_before_any_user_saw_the_canary() -> None:
+    s = Scenario(_shadow_model())
+    s.decide()
+    s.canary_ready = 1
+    s.decide(1)
+    s.verdicts = ["Fail", "Fail"]
+    s.decide(10)
+    d = s.decide(10)
+    assert d.status is not None and d.status.phase == "RolledBack"
+    assert d.status.reason == "AnalysisFailed"
+    assert d.status.weight == 0
+    # Kept: the Service stays pinned to stable until the candidate's pods are gone.
+    assert d.status.shadow_percent == 25
+    assert "RolledBack" in [e.reason for e in d.events]
+
+
+def test_the_shadow_phase_uses_its_own_analysis() -> None:
+    s = Scenario(_shadow_model())
+    shadow_steps: list[int] = []
+    s.decide()
+    s.canary_ready = 1
+    s.decide(1)
+    original = s.analyze
+
+    def shadow(step: int) -> Any:
+        shadow_steps.append(step)
+        return original(step)
+
+    def live_must_not_run(step: int) -> Any:
+        raise AssertionError("the live analysis ran in the shadow phase")
+
+    # Drive one pass by hand with analyze_shadow set, as reconcile does.
+    s.now += timedelta(seconds=10)
+    stable = observed_deployment(build_deployment(s.stable_model, "stable"), replicas=4, ready=4)
+    canary = observed_deployment(build_deployment(s.model, "canary"), replicas=1, ready=1)
+    observed = Observed(deployments=(stable, canary))
+    decide(
+        RolloutContext(
+            model=s.model,
+            observed=observed,
+            previous=s.previous,
+            stable=observed.views[0],
+            total=4,
+            now=s.now,
+            annotations={},
+            analyze=live_must_not_run,
+            analyze_shadow=shadow,
+        )
+    )
+    assert shadow_steps == [0]
+
+
+def test_removing_shadow_from_the_spec_mid_phase_moves_on_to_the_canary_steps() -> None:
+    s = Scenario(_shadow_model())
+    s.decide()
+    s.canary_ready = 1
+    s.decide(1)
+    s.model = _shadow_model(shadow=None)
+    d = s.decide(1)
+    assert d.status is not None and d.status.shadow_percent is None
+    assert d.status.weight == 20
+
+    assert d.status.route_message is None
+
+
+def test_route_a_gateway_refuses_holds_the_step_with_its_reason_and_one_event() -> None:
+    s = Scenario()
+    refused = RouteWait("gateway gw: ResolvedRefs=False BackendNotFound: no service", True)
+    s.route_problem = lambda w: refused if w == 20 else None
+    s.decide()
+    s.canary_ready = 1
+    first = s.decide(1)
+    again = s.decide(30)
+    assert again.status is not None and again.status.step_started_at is None
+    assert again.status.route_message == refused.message and again.status.phase == "Progressing"
+    assert [e.reason for e in first.events if e.reason == "RouteNotReady"] == ["RouteNotReady"]
+    assert not [e for e in again.events if e.reason == "RouteNotReady"]  # once, not per pass
+    assert s.runs == []
+
+
+def test_weight_zero_step_runs_one_canary_replica_and_advances_after_its_pause_unanalysed() -> None:
+    rollout = {
+        **ROLLOUT,
+        "canary": {
+            **ROLLOUT["canary"],
+            "steps": [{"weight": 0, "pauseSeconds": 30}, {"weight": 20, "pauseSeconds": 0}],
+        },
+        "traffic": {
+            "mode": "GatewayAPI",
+            "gateway": {"parentRefs": [{"name": "gw"}]},
+            "pin": {},
+        },
+    }
+    s = Scenario(_model(rollout=rollout))
+    d = s.decide()
+    assert d.canary_replicas == 1 and d.route_weight == 0
+    s.canary_ready = 1
+    d = s.decide(1)
+    assert d.status is not None and d.status.step == 0 and d.status.step_started_at is not None
+    d = s.decide(29)
+    assert d.status is not None and d.status.step == 0 and d.route_weight == 0
+    assert d.canary_replicas == 1
+    d = s.decide(2)
+    assert d.status is not None and d.status.step == 1
+    assert s.runs == []  # only pinned requests reached it: nothing to analyse
+
+
+def test_weight_is_not_raised_while_the_gateway_cannot_route_the_weight_in_force() -> None:
+    s = Scenario()
+    refused = RouteWait("gateway gw: ResolvedRefs=False BackendNotFound: no demo-canary", True)
+    broken = True
+    s.route_problem = lambda _w: refused if broken else None
+    s.decide()
+    s.canary_ready = 1
+    d = s.decide(1)
+    # The gateway answers 500 for an unresolved backend: no live traffic is moved onto it.
+    assert d.status is not None and d.status.weight == 0 and d.route_weight == 0
+    assert d.status.route_message == refused.message
+    assert [e.reason for e in d.events if e.reason == "RouteNotReady"] == ["RouteNotReady"]
+    broken = False
+    d = s.decide(1)
+    assert d.status is not None and d.status.weight == 20 and d.route_weight == 20
+    assert d.status.route_message is None

@@ -423,7 +423,7 @@ def test_model_failing_at_run_time_is_500_and_the_server_keeps_serving(
         assert reason.startswith("model execution failed: ") and "\n" not in reason
         zeros, headers = oip.image_body(np.zeros((1, 3, 32, 32), np.float32))
         assert httpx.post(url, content=zeros, headers=headers).status_code == 200
-        assert live.metric("kinfer_requests_total", protocol="rest", code="500") == 1
+        assert live.metric("kinfer_requests_total", protocol="rest", source="live", code="500") == 1
 
 
 # --- priorities and queue timeouts -----------------------------------------------------------

@@ -234,15 +234,22 @@ def test_requests_are_counted_with_protocol_grpc(
     grpc_server, client: tc.InferenceServerClient, images: np.ndarray
 ) -> None:
     def count(code: str) -> float:
-        return grpc_server.metric("kinfer_requests_total", protocol="grpc", code=code) or 0
+        return (
+            grpc_server.metric("kinfer_requests_total", protocol="grpc", source="live", code=code)
+            or 0
+        )
 
     ok, missing = count("200"), count("404")
     client.infer("demo", [image_input(images[:1])])
     with pytest.raises(InferenceServerException):
         client.infer("nope", [image_input(images[:1])])
     assert count("200") == ok + 1 and count("404") == missing + 1
-    assert (grpc_server.metric("kinfer_requests_total", protocol="rest", code="200") or 0) == 0
-    assert grpc_server.metric("kinfer_request_duration_seconds_count", protocol="grpc")
+    assert (
+        grpc_server.metric("kinfer_requests_total", protocol="rest", source="live", code="200") or 0
+    ) == 0
+    assert grpc_server.metric(
+        "kinfer_request_duration_seconds_count", protocol="grpc", source="live"
+    )
 
 
 def test_taken_grpc_port_fails_the_process_with_a_reason(server_process, demo_dir: Path) -> None:
@@ -299,7 +306,7 @@ def test_request_past_its_queue_timeout_is_unavailable_at_once(
         assert status_of(info.value) == "StatusCode.UNAVAILABLE"
         assert "queue timeout" in info.value.message()
         assert answered_while_busy  # at its timeout, not once the worker freed up
-        assert live.metric("kinfer_requests_total", protocol="grpc", code="503") == 1
+        assert live.metric("kinfer_requests_total", protocol="grpc", source="live", code="503") == 1
         assert live.metric("kinfer_rejected_requests_total", reason="queue_timeout", priority="1")
         # With time to spare, the same parameters are served.
         result = client.infer("demo", [image_input(images[:1])], priority=1, timeout=30_000_000)
@@ -330,7 +337,7 @@ def test_call_cancelled_by_its_client_deadline_counts_as_499(
             client.infer("demo", [image_input(images[:16])], client_timeout=0.05)
         assert status_of(info.value) == "StatusCode.DEADLINE_EXCEEDED"
         deadline = time.monotonic() + 30
-        while live.metric("kinfer_requests_total", protocol="grpc", code="499") != 1:
+        while live.metric("kinfer_requests_total", protocol="grpc", source="live", code="499") != 1:
             assert time.monotonic() < deadline, "the cancelled call was not counted as 499"
             time.sleep(0.01)
-        assert not live.metric("kinfer_requests_total", protocol="grpc", code="500")
+        assert not live.metric("kinfer_requests_total", protocol="grpc", source="live", code="500")

@@ -1,0 +1,119 @@
+"""The Job that fills the model cache: one per model version (uri + sha256), before pods start.
+
+Like NIM's NIMCache, the cache is a PersistentVolumeClaim filled by a caching Job; unlike
+KServe's LocalModelCache it is part of the InferenceModel itself (so every model kind and every
+node group the model's placement allows gets it), and it keys versions by content, so a
+GitOps revert finds its older version still cached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from kubernetes.utils.quantity import parse_quantity
+
+from kinfer_operator import runtime_contract as rc
+from kinfer_operator.children.deployment import placement, shared_cache_dir, source_env
+from kinfer_operator.model import InferenceModel
+from kinfer_operator.naming import CACHE_KEY_ANNOTATION, MODEL_VERSION_ANNOTATION, child_labels
+
+__all__ = ["CACHE_KEY_LABEL", "build_fill_job", "cache_key", "fill_job_name"]
+
+CACHE_KEY_LABEL = CACHE_KEY_ANNOTATION
+_FILL_ATTEMPTS = 3
+
+
+def cache_key(sha256: str) -> str:
+    """The version's directory on the cache volume: what the runtime's cache layout uses
+    (and the Deployment's CACHE_KEY_ANNOTATION)."""
+    return sha256.lower()[:32]
+
+
+def fill_job_name(model: InferenceModel, key: str) -> str:
+    """Deterministic per version, so a pass finds the Job of a version it filled before."""
+    return f"{model.name}-cache-{key[:10]}"
+
+
+def build_fill_job(model: InferenceModel, keep: Collection[str]) -> dict[str, Any]:
+    """The Job caching the model's current version; `keep` are the cache keys of live
+    revisions, which its eviction must not delete.
+
+    The Job is created once and never updated (a Job's template is immutable): `keep` is
+    what was live when it was created, which includes every revision that can serve.
+    """
+    source = model.spec.model
+    cache = source.cache
+    assert cache is not None and source.sha256 is not None, "guarded by the CRD's CEL rule"
+    key = cache_key(source.sha256)
+    env: list[dict[str, Any]] = [
+        {"name": rc.ENV_MODEL_URI, "value": source.uri},
+        {"name": rc.ENV_MODEL_SHA256, "value": source.sha256},
+        {"name": rc.ENV_SHARED_CACHE_DIR, "value": shared_cache_dir(model)},
+        {"name": rc.ENV_CACHE_KEEP, "value": ",".join(sorted({*keep, key}))},
+    ]
+    if cache.max_size is not None:
+        max_bytes = int(parse_quantity(cache.max_size))  # type: ignore[no-untyped-call]
+        env.append({"name": rc.ENV_CACHE_MAX_BYTES, "value": str(max_bytes)})
+    env.extend(source_env(model))
+    labels = {**child_labels(model), CACHE_KEY_LABEL: key}
+    runtime = model.spec.runtime
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": rc.RUNTIME_UID,
+            "runAsGroup": rc.RUNTIME_UID,
+            "fsGroup": rc.RUNTIME_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": "fill",
+                "image": runtime.image,
+                "imagePullPolicy": runtime.image_pull_policy,
+                "command": list(rc.FILL_COMMAND),
+                "env": env,
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "runAsNonRoot": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "volumeMounts": [
+                    {"name": "tmp", "mountPath": "/tmp"},
+                    {"name": "model-shared-cache", "mountPath": rc.SHARED_CACHE_DIR},
+                ],
+            }
+        ],
+        "volumes": [
+            {"name": "tmp", "emptyDir": {}},
+            {
+                "name": "model-shared-cache",
+                "persistentVolumeClaim": {"claimName": cache.claim_name},
+            },
+        ],
+        **placement(model),
+    }
+    if runtime.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in runtime.image_pull_secrets]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": fill_job_name(model, key),
+            "namespace": model.namespace,
+            "labels": labels,
+            "annotations": {MODEL_VERSION_ANNOTATION: source.version},
+            "ownerReferences": [model.owner_reference],
+        },
+        "spec": {
+            "backoffLimit": _FILL_ATTEMPTS - 1,
+            # The download shares the revision's startup budget.
+            "activeDeadlineSeconds": runtime.startup_timeout_seconds,
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }

@@ -1,0 +1,51 @@
+"""How pods and fill Jobs reach an object store: endpoint, region, keys from the Secret."""
+
+from __future__ import annotations
+
+import pytest
+from kinfer_operator.children import build_deployment
+from kinfer_operator.children.modelcache import build_fill_job
+from kinfer_operator.model import InferenceModel
+from kinfer_operator.references import references_of
+from pydantic import ValidationError
+from support.factories import model_body
+
+S3 = {
+    "uri": "s3://models/resnet/v3/model.onnx",
+    "endpoint": "http://10.0.0.5:4568",
+    "credentials": {"name": "store"},
+    "sha256": "d" * 64,
+}
+
+
+def _env(obj: dict) -> dict[str, object]:
+    container = obj["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_s3_keys_come_from_the_secret_in_pods_and_fill_jobs() -> None:
+    model = InferenceModel.from_body(model_body({"model": {**S3, "cache": {"claimName": "c"}}}))
+    for obj in (build_deployment(model, "stable"), build_fill_job(model, ())):
+        env = _env(obj)
+        assert env["KINFER_MODEL_ENDPOINT"] == "http://10.0.0.5:4568"
+        assert env["KINFER_MODEL_REGION"] == "us-east-1"
+        assert env["KINFER_MODEL_SECRET_ACCESS_KEY"] == {
+            "secretKeyRef": {"name": "store", "key": "AWS_SECRET_ACCESS_KEY"}
+        }
+        assert "KINFER_MODEL_AUTH_HEADER" not in env
+    refs = {(r.name, r.key) for r in references_of(model)}
+    assert {("store", "AWS_ACCESS_KEY_ID"), ("store", "AWS_SECRET_ACCESS_KEY")} <= refs
+
+
+def test_http_credentials_stay_an_authorization_header() -> None:
+    model = InferenceModel.from_body(model_body({"model": {"credentials": {"name": "tok"}}}))
+    env = _env(build_deployment(model, "stable"))
+    assert env["KINFER_MODEL_AUTH_HEADER"] == {
+        "secretKeyRef": {"name": "tok", "key": "authorization"}
+    }
+    assert "KINFER_MODEL_REGION" not in env
+
+
+def test_endpoint_needs_a_url() -> None:
+    with pytest.raises(ValidationError, match="endpoint"):
+        InferenceModel.from_body(model_body({"model": {**S3, "endpoint": "not a url"}}))
