@@ -80,16 +80,25 @@ def cached_model(base: str, path: str, sha256: str, version: str, **cache: Any) 
 
 
 def wait_serving(namespace: str, version: str, timeout: float = 180) -> dict[str, Any]:
-    """The model once the current generation serves `version` on every replica."""
+    """The model once the current generation serves `version` on every replica, and the
+    previous revision's pods are gone: a terminating pod may still answer until kube-proxy
+    drops its endpoint, as in any rolling update."""
 
     def serving() -> dict[str, Any] | None:
         im = kubectl_json("get", "im", "demo", "-n", namespace)
         status = im.get("status") or {}
         ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+        revisions = {
+            p["metadata"]["labels"].get("serving.kinfer.io/revision")
+            for p in kubectl_json(
+                "get", "pods", "-n", namespace, "-l", "serving.kinfer.io/model=demo,!job-name"
+            )["items"]
+        }
         done = (
             status.get("observedGeneration") == im["metadata"]["generation"]
             and ready.get("status") == "True"
             and status.get("stableModelVersion") == version
+            and revisions == {status.get("stableRevision")}
         )
         return im if done else None
 
