@@ -1,4 +1,4 @@
-"""Cold start on the real node: apply->Ready and scale 4->8->Ready, without and with the cache.
+"""Cold start on the real node: apply, scale 4->8 and a canary to Ready, without and with the cache.
 
 Not a test. Needs a running cluster with the real node (`make cluster`) and KUBECONFIG set;
 it starts the operator from this checkout as e2e does. The model is a generated ONNX file
@@ -6,7 +6,8 @@ it starts the operator from this checkout as e2e does. The model is a generated 
 the node (under its state dir), served in-cluster over http by e2e/modelserver.py in a pod.
 
 For each mode it applies an InferenceModel with 4 replicas, waits until all are Ready, scales
-to 8 and waits again, then deletes the model. Per-pod download and load times come from each
+to 8 and waits again, starts a canary of the same model version (a runtime change: 2 canary
+pods) and waits for its pods, then deletes the model. Per-pod download and load times come from each
 runtime's own metrics (kinfer_model_download_seconds; kinfer_model_load_seconds minus it),
 the fill from the cache Job's summary. Prints markdown tables, with ratios to the no-cache
 run of the same invocation.
@@ -36,10 +37,16 @@ sys.path.insert(0, str(REPO / "e2e"))
 
 from conftest import SESSION, LocalOperator  # noqa: E402
 from harness import kubectl, kubectl_apply, kubectl_json, wait_until  # noqa: E402
-from realnode import images, model_manifest, on_real_node, service_url  # noqa: E402
+from realnode import (  # noqa: E402
+    bind_node_volume,
+    model_manifest,
+    start_model_server,
+)
 
 NODE_DIR = Path(os.environ.get("KINFER_NODE_DIR", "/var/lib/kinfer-node"))
 NAME = "coldstart"
+# 25% of 8 replicas: the canary's first step.
+CANARY_REPLICAS = 2
 
 
 def write_model(path: Path, dim: int) -> str:
@@ -61,105 +68,6 @@ def write_model(path: Path, dim: int) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def model_server(namespace: str, models: Path, slow_bytes_per_s: int) -> str:
-    """e2e/modelserver.py with the generated model mounted from the node; its base URL.
-    Its /slow/ path caps each download at `slow_bytes_per_s`, as a remote store would."""
-    script = (REPO / "e2e" / "modelserver.py").read_text()
-    kubectl_apply(
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "modelserver"},
-            "data": {"modelserver.py": script},
-        },
-        namespace,
-    )
-    placement = on_real_node({"spec": {}})["spec"]["scheduling"]
-    kubectl_apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "modelserver", "labels": {"app": "modelserver"}},
-            "spec": {
-                **placement,
-                "automountServiceAccountToken": False,
-                "securityContext": {"runAsNonRoot": True, "runAsUser": 65532},
-                "containers": [
-                    {
-                        "name": "http",
-                        "image": images()["KINFER_RUNTIME_IMAGE"],
-                        "imagePullPolicy": "Never",
-                        "command": ["python3", "/srv/modelserver.py"],
-                        "env": [
-                            {"name": "KINFER_SLOW_BYTES_PER_S", "value": str(slow_bytes_per_s)}
-                        ],
-                        "ports": [{"name": "http", "containerPort": 8000}],
-                        "readinessProbe": {"tcpSocket": {"port": 8000}, "periodSeconds": 1},
-                        "volumeMounts": [
-                            {"name": "script", "mountPath": "/srv"},
-                            {"name": "bench", "mountPath": "/models/bench", "readOnly": True},
-                        ],
-                    }
-                ],
-                "volumes": [
-                    {"name": "script", "configMap": {"name": "modelserver"}},
-                    {"name": "bench", "hostPath": {"path": str(models), "type": "Directory"}},
-                ],
-            },
-        },
-        namespace,
-    )
-    kubectl_apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "modelserver"},
-            "spec": {
-                "selector": {"app": "modelserver"},
-                "ports": [{"port": 80, "targetPort": 8000}],
-            },
-        },
-        namespace,
-    )
-    kubectl("wait", "-n", namespace, "pod/modelserver", "--for=condition=Ready", "--timeout=120s")
-    return service_url(namespace, "modelserver", port=80)
-
-
-def cache_volume(namespace: str, path: Path) -> None:
-    path.mkdir(parents=True)
-    os.chown(path, 65532, 65532)
-    kubectl_apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": f"{namespace}-cache"},
-            "spec": {
-                "capacity": {"storage": "5Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "hostPath": {"path": str(path), "type": "Directory"},
-                "claimRef": {"namespace": namespace, "name": "model-cache"},
-            },
-        },
-        namespace,
-    )
-    kubectl_apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "model-cache"},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "",
-                "volumeName": f"{namespace}-cache",
-                "resources": {"requests": {"storage": "5Gi"}},
-            },
-        },
-        namespace,
-    )
-
-
 def ready_replicas(namespace: str, want: int) -> bool:
     im = kubectl_json("get", "im", NAME, "-n", namespace)
     status = im.get("status") or {}
@@ -169,6 +77,27 @@ def ready_replicas(namespace: str, want: int) -> bool:
         and status.get("readyReplicas") == want
         and ready.get("status") == "True"
     )
+
+
+def canary_ready(namespace: str, want: int) -> bool:
+    """The canary revision has `want` Ready pods."""
+    revision = (kubectl_json("get", "im", NAME, "-n", namespace).get("status") or {}).get(
+        "canaryRevision"
+    )
+    if not revision:
+        return False
+    pods = kubectl_json(
+        "get", "pods", "-n", namespace, "-l", f"serving.kinfer.io/revision={revision}"
+    )["items"]
+    ready = [
+        p
+        for p in pods
+        if any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in p["status"].get("conditions", [])
+        )
+    ]
+    return len(ready) >= want
 
 
 def _metric(text: str, name: str) -> float:
@@ -217,6 +146,8 @@ def run(
             "startupTimeoutSeconds": 900,
         },
         replicas=4,
+        # Steps without analysis traffic: the bench only times the canary's pods.
+        rollout={"canary": {"steps": [{"weight": 25, "pauseSeconds": 3600}]}},
     )
     manifest["spec"]["model"]["sha256"] = sha256
     if cached:
@@ -232,6 +163,14 @@ def run(
     scale = time.monotonic() - started
     after = pod_times(namespace)
     new = {k: v for k, v in after.items() if k not in before}
+    # A canary of the same model version (a runtime change, so a new revision): its pods need
+    # the file that is already cached, and without a cache each downloads it again.
+    manifest["spec"]["runtime"]["resources"]["requests"]["cpu"] = "110m"
+    started = time.monotonic()
+    kubectl_apply(manifest, namespace)
+    wait_until(lambda: canary_ready(namespace, CANARY_REPLICAS), timeout, "the canary's pods")
+    canary = time.monotonic() - started
+    canary_pods = {k: v for k, v in pod_times(namespace).items() if k not in after}
     result = {
         "apply": first,
         "scale": scale,
@@ -240,6 +179,9 @@ def run(
         "first_load": statistics.median(load for _, load in before.values()),
         "scale_download": statistics.median(d for d, _ in new.values()) if new else float("nan"),
         "scale_load": statistics.median(load for _, load in new.values()) if new else float("nan"),
+        "canary": canary,
+        "canary_download": statistics.median(d for d, _ in canary_pods.values()),
+        "canary_load": statistics.median(load for _, load in canary_pods.values()),
     }
     kubectl("delete", "im", NAME, "-n", namespace, "--wait=true", "--timeout=120s")
     wait_until(
@@ -258,8 +200,9 @@ def table(rows: dict[tuple[str, str], dict[str, Any]]) -> str:
     lines = [
         "| store | mode | apply → 4 Ready (s) | vs no cache | cache fill | per-pod download (s) "
         "| per-pod load (s) | scale 4→8 → Ready (s) | vs no cache | scale-up pod download (s) "
-        "| scale-up pod load (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| scale-up pod load (s) | canary → 2 Ready (s) | vs no cache | canary pod download (s) "
+        "| canary pod load (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (store, mode), r in rows.items():
         base = rows[(store, "without cache")]
@@ -268,7 +211,8 @@ def table(rows: dict[tuple[str, str], dict[str, Any]]) -> str:
             f"| {r['fill']} "
             f"| {r['first_download']:.2f} | {r['first_load']:.2f} | {r['scale']:.1f} "
             f"| {r['scale'] / base['scale']:.2f} | {r['scale_download']:.2f} "
-            f"| {r['scale_load']:.2f} |"
+            f"| {r['scale_load']:.2f} | {r['canary']:.1f} | {r['canary'] / base['canary']:.2f} "
+            f"| {r['canary_download']:.2f} | {r['canary_load']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -298,9 +242,13 @@ def main() -> int:
     kubectl("create", "namespace", namespace)
     rates = [int(r) for r in args.store_mbps.split(",")]
     rows: dict[tuple[str, str], dict[str, Any]] = {}
+    volume = None
     try:
-        base = model_server(namespace, models, max(rates) * 10**6 or 1)
-        cache_volume(namespace, work / "cache")
+        base = start_model_server(namespace, max(rates) * 10**6 or 1, extra_models=models)
+        cache = work / "cache"
+        cache.mkdir(parents=True)
+        os.chown(cache, 65532, 65532)
+        volume = bind_node_volume(namespace, cache, "model-cache", "ReadWriteOnce", size="5Gi")
         for rate in rates:
             store = f"{rate} MB/s per download" if rate else "in-cluster, no cap"
             # The server's pace is set once: one capped rate per invocation.
@@ -314,7 +262,8 @@ def main() -> int:
                     shutil.rmtree(work / "cache" / NAME, ignore_errors=True)
     finally:
         kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=180s", check=False)
-        kubectl("delete", "pv", f"{namespace}-cache", "--wait=false", check=False)
+        if volume:
+            kubectl("delete", "pv", volume, "--wait=false", check=False)
         operator.stop()
         shutil.rmtree(work, ignore_errors=True)
     print(

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 from dataplane import Prometheus
+from gateway import install_gateway_api_crds
 from harness import EXAMPLES, free_port, kubectl, kubectl_json, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -49,13 +50,22 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def crds() -> None:
-    """Install (or update) the CRDs and wait until the API serves them."""
+    """Install (or update) kinfer's CRDs and Gateway API's, before the operator starts (as a
+    platform would), and wait until the API serves them."""
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     kubectl(
         "wait",
         "--for=condition=Established",
         "--timeout=60s",
         "crd/inferencemodels.serving.kinfer.io",
+    )
+    install_gateway_api_crds()
+    wait_until(
+        lambda: (
+            "httproutes" in kubectl("api-resources", "--api-group=gateway.networking.k8s.io").stdout
+        ),
+        60,
+        "discovery to serve HTTPRoutes",
     )
 
 

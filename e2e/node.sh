@@ -345,6 +345,18 @@ remove_host_paths() {
     find /var/log/containers -maxdepth 1 -lname "$NODE_DIR/*" -delete 2>/dev/null || true
 }
 
+# The daemons' logs outlive the node, for a post-mortem of a failed run: the tail of each
+# goes to $CLUSTER_DIR/node-logs (ignored by git, replaced by the next run).
+keep_logs() {
+    local f
+    rm -rf "$CLUSTER_DIR/node-logs"
+    mkdir -p "$CLUSTER_DIR/node-logs"
+    for f in "$NODE_DIR"/log/*.log; do
+        [[ -f $f ]] && tail -n 5000 "$f" >"$CLUSTER_DIR/node-logs/$(basename "$f")"
+    done
+    return 0
+}
+
 cmd_down() {
     local t0=$SECONDS
     if [[ ! -d $NODE_DIR ]]; then
@@ -377,6 +389,7 @@ cmd_down() {
     restore_sysctls
     remove_cgroups
     remove_host_paths
+    keep_logs
     rm -rf "$NODE_DIR"
     log "down in $((SECONDS - t0))s: node processes, mounts, links, rules, cgroups and paths removed"
 }

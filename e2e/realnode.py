@@ -122,9 +122,12 @@ def model_manifest(
     )
 
 
-def start_model_server(namespace: str, slow_bytes_per_s: int = 20_000) -> str:
+def start_model_server(
+    namespace: str, slow_bytes_per_s: int = 20_000, extra_models: Path | None = None
+) -> str:
     """e2e/modelserver.py in a pod on the real node, behind a Service; returns its base URL
-    (the ClusterIP: pods have no cluster DNS here, and a URL is what users put in a spec)."""
+    (the ClusterIP: pods have no cluster DNS here, and a URL is what users put in a spec).
+    `extra_models`: a directory on the node, served under /bench/."""
     script = Path(__file__).with_name("modelserver.py").read_text()
     kubectl_apply(
         {
@@ -137,6 +140,13 @@ def start_model_server(namespace: str, slow_bytes_per_s: int = 20_000) -> str:
     )
     labels = {"app": "modelserver"}
     pod = on_real_node({"spec": {}})["spec"]["scheduling"]
+    mounts: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    if extra_models is not None:
+        mounts.append({"name": "bench", "mountPath": "/models/bench", "readOnly": True})
+        volumes.append(
+            {"name": "bench", "hostPath": {"path": str(extra_models), "type": "Directory"}}
+        )
     kubectl_apply(
         {
             "apiVersion": "v1",
@@ -167,10 +177,10 @@ def start_model_server(namespace: str, slow_bytes_per_s: int = 20_000) -> str:
                             "readOnlyRootFilesystem": True,
                             "capabilities": {"drop": ["ALL"]},
                         },
-                        "volumeMounts": [{"name": "script", "mountPath": "/srv"}],
+                        "volumeMounts": [{"name": "script", "mountPath": "/srv"}, *mounts],
                     }
                 ],
-                "volumes": [{"name": "script", "configMap": {"name": "modelserver"}}],
+                "volumes": [{"name": "script", "configMap": {"name": "modelserver"}}, *volumes],
             },
         },
         namespace,
@@ -186,6 +196,45 @@ def start_model_server(namespace: str, slow_bytes_per_s: int = 20_000) -> str:
     )
     kubectl("wait", "-n", namespace, "pod/modelserver", "--for=condition=Ready", "--timeout=90s")
     return service_url(namespace, "modelserver", port=80)
+
+
+def bind_node_volume(
+    namespace: str, path: Path, claim: str, access_mode: str, size: str = "1Gi"
+) -> str:
+    """A directory on the real node as a PersistentVolume bound to the claim `claim` in
+    `namespace`; returns the volume's name (cluster-scoped: the caller deletes it)."""
+    name = f"{namespace}-{claim}"
+    kubectl_apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": name},
+            "spec": {
+                "capacity": {"storage": size},
+                "accessModes": [access_mode],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": str(path), "type": "Directory"},
+                "claimRef": {"namespace": namespace, "name": claim},
+            },
+        },
+        namespace,
+    )
+    kubectl_apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim},
+            "spec": {
+                "accessModes": [access_mode],
+                "storageClassName": "",
+                "volumeName": name,
+                "resources": {"requests": {"storage": size}},
+            },
+        },
+        namespace,
+    )
+    return name
 
 
 def canary_rollout(

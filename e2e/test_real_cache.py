@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from harness import kubectl, kubectl_apply, kubectl_json, wait_until
-from realnode import model_manifest, require_real_node, start_model_server
+from realnode import bind_node_volume, model_manifest, require_real_node, start_model_server
 from test_real_sources import image_model_sha256, serves_the_demo_model
 
 NODE_DIR = Path(os.environ.get("KINFER_NODE_DIR", "/var/lib/kinfer-node"))
@@ -35,40 +35,11 @@ def cache_dir(namespace: str) -> Iterator[Path]:
     path = NODE_DIR / "volumes" / f"{namespace}-cache"
     path.mkdir(parents=True)
     os.chown(path, 65532, 65532)
-    kubectl_apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": f"{namespace}-cache"},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "hostPath": {"path": str(path), "type": "Directory"},
-                "claimRef": {"namespace": namespace, "name": CLAIM},
-            },
-        },
-        namespace,
-    )
-    kubectl_apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": CLAIM},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "",
-                "volumeName": f"{namespace}-cache",
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-        namespace,
-    )
+    volume = bind_node_volume(namespace, path, CLAIM, "ReadWriteOnce")
     try:
         yield path
     finally:
-        kubectl("delete", "pv", f"{namespace}-cache", "--wait=false", check=False)
+        kubectl("delete", "pv", volume, "--wait=false", check=False)
         shutil.rmtree(path, ignore_errors=True)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from harness import condition, kubectl, kubectl_apply, kubectl_json, wait_until
 from realnode import (
+    bind_node_volume,
     infer,
     model_manifest,
     reference_logits,
@@ -91,36 +92,7 @@ def test_pvc_source_from_a_persistent_volume_on_the_node(
     shutil.copy(model, node_volume / "model.onnx")
     os.chmod(node_volume, 0o755)
     os.chmod(node_volume / "model.onnx", 0o644)
-    kubectl_apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": namespace},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadOnlyMany"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "hostPath": {"path": str(node_volume), "type": "Directory"},
-                "claimRef": {"namespace": namespace, "name": "models"},
-            },
-        },
-        namespace,
-    )
-    kubectl_apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "models"},
-            "spec": {
-                "accessModes": ["ReadOnlyMany"],
-                "storageClassName": "",
-                "volumeName": namespace,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-        namespace,
-    )
+    volume = bind_node_volume(namespace, node_volume, "models", "ReadOnlyMany")
     try:
         manifest = model_manifest("demo", uri="pvc://models/model.onnx")
         manifest["spec"]["model"]["sha256"] = hashlib.sha256(model.read_bytes()).hexdigest()
@@ -128,4 +100,4 @@ def test_pvc_source_from_a_persistent_volume_on_the_node(
         wait_ready(namespace, "demo", timeout=180)
         serves_the_demo_model(namespace, "demo")
     finally:
-        kubectl("delete", "pv", namespace, "--wait=false", check=False)
+        kubectl("delete", "pv", volume, "--wait=false", check=False)

@@ -22,7 +22,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import NotFoundError
+from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
 from kinfer_operator.api import GROUP, KIND, PLURAL, VERSION
 from kinfer_operator.api._base import format_time
@@ -206,6 +206,15 @@ class Kube:
             if alive and int(peer.get("priority", 0)) > priority:
                 return True
         return False
+
+    def serves(self, kind: str) -> bool:
+        """Whether the API server serves `kind` at its API_VERSIONS version (its CRD is
+        installed), asked through discovery."""
+        try:
+            self._resource(API_VERSIONS[kind], kind)
+        except ResourceNotFoundError:
+            return False
+        return True
 
     def may_watch(self, group: str, resource: str, namespaces: Sequence[str] = ()) -> bool:
         """Whether this operator may list and watch `resource`, cluster-wide or in each of

@@ -62,8 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--gateway-api",
         choices=["auto", "true", "false"],
         default=env("KINFER_GATEWAY_API", "auto"),
-        help="watch Gateway API HTTPRoutes; auto: when the operator's RBAC allows it (the chart "
-        "sets it from gatewayAPI.enabled)",
+        help="watch Gateway API HTTPRoutes; auto: when their CRD is installed at start and the "
+        "operator's RBAC allows it (the chart sets it from gatewayAPI.enabled)",
     )
     parser.add_argument("--health-port", type=int, default=int(env("KINFER_HEALTH_PORT", "8080")))
     parser.add_argument("--metrics-port", type=int, default=int(env("KINFER_METRICS_PORT", "8081")))
@@ -88,8 +88,12 @@ def main(argv: list[str] | None = None) -> None:
     kube = Kube(load_config(pool_size=args.workers + 4))
     store = Store()
     exact = [ns for ns in args.namespace if not set(ns) & set("*?[]!")]
+    # auto: only when the HTTPRoute CRD is served now. kopf notices a CRD installed later only
+    # if API discovery has caught up when the CRD's last event arrives, which is a race; a
+    # GatewayAPI model then says in status to restart the operator, never waits silently.
     watch_routes = args.gateway_api == "true" or (
         args.gateway_api == "auto"
+        and kube.serves("HTTPRoute")
         and kube.may_watch("gateway.networking.k8s.io", "httproutes", exact)
     )
     priority = args.priority or random.SystemRandom().randint(1, 1_000_000)
@@ -132,10 +136,11 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     logging.getLogger("kinfer_operator").info(
-        "starting kinfer-operator %s (peering %s, priority %d)",
+        "starting kinfer-operator %s (peering %s, priority %d, HTTPRoutes %s)",
         __version__,
         args.peering or "off",
         priority,
+        "watched" if watch_routes else "not watched",
     )
     kopf.run(
         clusterwide=not args.namespace,

@@ -134,6 +134,27 @@ def _resources(model: InferenceModel) -> dict[str, Any]:
     return out
 
 
+def pod_security_context() -> dict[str, Any]:
+    """Every pod kinfer makes runs as the runtime's non-root user: PodSecurity "restricted"."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": rc.RUNTIME_UID,
+        "runAsGroup": rc.RUNTIME_UID,
+        "fsGroup": rc.RUNTIME_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    """No privilege, no capability, a read-only root: PodSecurity "restricted"."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
 def placement(model: InferenceModel) -> dict[str, Any]:
     """Where the model's pods may run; the cache-fill Job goes to the same nodes."""
     spec = model.spec
@@ -240,12 +261,7 @@ def _container(
         "resources": _resources(model),
         **_probes(model),
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": container_security_context(),
         # The runtime writes its load error to the termination log; the operator surfaces it.
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": mounts,
@@ -277,13 +293,7 @@ def build_deployment(model: InferenceModel, track: Track) -> dict[str, Any]:
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": runtime.termination_grace_period_seconds
         + PRESTOP_SLEEP_SECONDS,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": rc.RUNTIME_UID,
-            "runAsGroup": rc.RUNTIME_UID,
-            "fsGroup": rc.RUNTIME_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security_context(),
         "containers": [_container(model, revision, mounts)],
         "volumes": volumes,
         **placement(model),

@@ -14,7 +14,13 @@ from typing import Any
 from kubernetes.utils.quantity import parse_quantity
 
 from kinfer_operator import runtime_contract as rc
-from kinfer_operator.children.deployment import placement, shared_cache_dir, source_env
+from kinfer_operator.children.deployment import (
+    container_security_context,
+    placement,
+    pod_security_context,
+    shared_cache_dir,
+    source_env,
+)
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import CACHE_KEY_ANNOTATION, MODEL_VERSION_ANNOTATION, child_labels
 
@@ -62,13 +68,7 @@ def build_fill_job(model: InferenceModel, keep: Collection[str]) -> dict[str, An
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": rc.RUNTIME_UID,
-            "runAsGroup": rc.RUNTIME_UID,
-            "fsGroup": rc.RUNTIME_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security_context(),
         "containers": [
             {
                 "name": "fill",
@@ -76,12 +76,7 @@ def build_fill_job(model: InferenceModel, keep: Collection[str]) -> dict[str, An
                 "imagePullPolicy": runtime.image_pull_policy,
                 "command": list(rc.FILL_COMMAND),
                 "env": env,
-                "securityContext": {
-                    "allowPrivilegeEscalation": False,
-                    "readOnlyRootFilesystem": True,
-                    "runAsNonRoot": True,
-                    "capabilities": {"drop": ["ALL"]},
-                },
+                "securityContext": container_security_context(),
                 "terminationMessagePolicy": "FallbackToLogsOnError",
                 "volumeMounts": [
                     {"name": "tmp", "mountPath": "/tmp"},

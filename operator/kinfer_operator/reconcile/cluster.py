@@ -102,8 +102,8 @@ class CachedCluster:
         if with_routes and not self._routes_watched:
             raise MissingPermission(
                 "the operator does not watch httproutes.gateway.networking.k8s.io: install "
-                "the chart with gatewayAPI.enabled=true to use spec.rollout.traffic.mode "
-                "GatewayAPI"
+                "the Gateway API CRDs and the chart with gatewayAPI.enabled=true, then restart "
+                "the operator, to use spec.rollout.traffic.mode GatewayAPI"
             )
         observed = self._store.observe(namespace, model_name, model_uid)
         if not with_jobs:
