@@ -5,6 +5,11 @@ rows or when its oldest request has waited `max_queue_delay`, and it is filled f
 highest level (1) down. While the worker thread runs a batch, the event loop keeps accepting
 and queueing, so under load the next batch is already full when the worker frees up.
 
+Priority isolation: a running batch is never interrupted, so a level-1 request that arrives
+while lower-priority work runs waits for that batch. `lower_priority_max_batch_size` caps the
+rows of batches holding no level-1 request, which bounds that wait where a batch of n rows
+costs n rows (a CPU): the flood runs in small batches, each as cheap per row as a large one.
+
 A request may carry a queue timeout (Triton's `timeout`): if no batch has taken it by then it
 is answered at once with QueueTimeout, and it never runs late. Knows nothing about HTTP, gRPC
 or metrics libraries.
