@@ -88,15 +88,16 @@ async def _corked_writes_flush_after_the_turn_in_order() -> None:
     socket_side = RecordingTransport()
     corked = CorkedTransport(socket_side)
     corked.write(b"a")
-    corked.writelines([b"b", memoryview(b"c")])
     corked.write(b"")
-    assert socket_side.writes == []
-    assert corked.get_write_buffer_size() == 3
+    assert socket_side.writes == []  # held for the next write, or the end of the turn
+    assert corked.get_write_buffer_size() == 1
+    corked.writelines([b"b", memoryview(b"c")])
+    assert socket_side.writes == [b"ab"]  # the second write takes the first along at once
     await asyncio.sleep(0)
-    assert socket_side.writes == [b"abc"]
+    assert socket_side.writes == [b"ab", b"c"]  # a lone write leaves after its turn
     corked.write(b"d")
     await asyncio.sleep(0)
-    assert socket_side.writes == [b"abc", b"d"]
+    assert socket_side.writes == [b"ab", b"c", b"d"]
 
 
 def test_close_sends_what_is_held_first_and_abort_drops_it() -> None:
