@@ -9,7 +9,10 @@ at a time (`parameters.priority = 1`). Three phases, in one run:
 2. flood, probes at priority 1: what the queue per level buys;
 3. flood, probes at priority 2: the control, the same flood in one shared queue.
 
-Prints p50/p99 and each phase's p99 as a ratio to the unloaded p99. A batch in progress is
+Prints p50/p99 and each phase's p99 as a ratio to the unloaded p99, and the probes' mean
+queue wait (the server's `kinfer_queue_wait_seconds` at the probes' level, over the phase):
+the part of their latency the batcher's scheduling decides, apart from the CPU contention
+that the flood's HTTP handling adds on a small machine. A batch in progress is
 never interrupted, so under a flood a probe waits for at most the running batch and then runs
 in the next one: on a CPU, where a batch of n rows costs about n times one row, the floor is
 that of two full batches, not of one row. Load goes to 127.0.0.1 only and is bounded in time.
@@ -23,12 +26,14 @@ import json
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 import aiohttp
 import numpy as np
 from kinfer_runtime.demo import build_demo_model
+from prometheus_client.parser import text_string_to_metric_families
 
 from runtime import (  # bench/runtime.py: the same servers and payloads as `make bench`
     HEADER,
@@ -81,6 +86,22 @@ async def _probe(url: str, count: int, priority: int) -> list[float]:
     return sorted(latencies)
 
 
+def _queue_wait(metrics_url: str, priority: int) -> tuple[float, float]:
+    """(sum of seconds, count) of kinfer_queue_wait_seconds at one priority level, so far."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    total = count = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("priority") != str(priority):
+                continue
+            if sample.name == "kinfer_queue_wait_seconds_sum":
+                total = sample.value
+            elif sample.name == "kinfer_queue_wait_seconds_count":
+                count = sample.value
+    return total, count
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--flood", help=argparse.SUPPRESS)  # internal: run as the flood process
@@ -106,7 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(_probe(endpoint.url, 20, 1))  # warm-up
         phases = [("unloaded", None), ("flood, probes at priority 1", 1)]
         phases.append(("flood, probes at priority 2 (control)", 2))
+        metrics_url = endpoint.url.split("/v2/")[0] + "/metrics"
         for name, priority in phases:
+            level = priority or 1
+            waited_before = _queue_wait(metrics_url, level)
             flood = None
             if priority is not None:
                 flood_args = ["--flood-clients", str(args.flood_clients), "--seconds", "120"]
@@ -121,7 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     flood.terminate()
                     flood.wait(timeout=30)
             p50, p99 = percentile(latencies, 0.5) * 1e3, percentile(latencies, 0.99) * 1e3
-            rows.append((name, p50, p99))
+            # The flood's own requests wait at level 2 too: the control phase's figure mixes both.
+            waited = _queue_wait(metrics_url, level)
+            count = waited[1] - waited_before[1]
+            wait_ms = (waited[0] - waited_before[0]) / count * 1e3 if count else float("nan")
+            rows.append((name, p50, p99, wait_ms))
     unloaded_p99 = rows[0][2]
     print(f"**Machine:** {machine('cpu')}  ")
     print(
@@ -130,10 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"clients at level 2 from another process; {args.probes} sequential probes per phase; "
         f"{MODEL_NAME!r} over REST binary.\n"
     )
-    print("| phase | p50 ms | p99 ms | p99 / unloaded p99 |")
-    print("|---|---:|---:|---:|")
-    for name, p50, p99 in rows:
-        print(f"| {name} | {p50:.2f} | {p99:.2f} | {p99 / unloaded_p99:.2f} |")
+    print("| phase | p50 ms | p99 ms | p99 / unloaded p99 | mean queue wait at the level, ms |")
+    print("|---|---:|---:|---:|---:|")
+    for name, p50, p99, wait_ms in rows:
+        print(f"| {name} | {p50:.2f} | {p99:.2f} | {p99 / unloaded_p99:.2f} | {wait_ms:.2f} |")
     return 0
 
 

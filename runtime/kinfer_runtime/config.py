@@ -49,6 +49,7 @@ ENV: Final = {
     "request_timeout_s": "KINFER_REQUEST_TIMEOUT_S",
     "priority_levels": "KINFER_PRIORITY_LEVELS",
     "default_priority": "KINFER_DEFAULT_PRIORITY",
+    "lower_priority_max_batch_size": "KINFER_LOWER_PRIORITY_MAX_BATCH_SIZE",
     "max_body_bytes": "KINFER_MAX_BODY_BYTES",
     "device": "KINFER_DEVICE",
     "torch_dtype": "KINFER_TORCH_DTYPE",
@@ -92,6 +93,10 @@ class Settings:
     # request without a priority is queued at default_priority.
     priority_levels: int = 1
     default_priority: int = 1
+    # Most rows in a batch holding no level-1 request, which bounds a level-1 request's wait
+    # behind lower-priority work. 0: 1 on a CPU (where every row costs as much as a request
+    # alone), max_batch_size on a GPU (where the rows of a batch are nearly free).
+    lower_priority_max_batch_size: int = 0
     max_body_bytes: int = 64 * 1024 * 1024
     device: Device = "auto"
     torch_dtype: TorchDtype = "fp32"
@@ -197,6 +202,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, s
     flag("request_timeout_s", type=_positive(float), help="per-request deadline (30)")
     flag("priority_levels", type=_positive(int), help="request priority levels, 1 = highest (1)")
     flag("default_priority", type=_positive(int), help="level of requests without one (1)")
+    flag(
+        "lower_priority_max_batch_size",
+        type=_non_negative(int),
+        help="rows per batch without level-1 requests; 0 = auto: 1 on CPU, max on GPU (0)",
+    )
     flag("max_body_bytes", type=_positive(int), help="largest request body, else 413 (64 MiB)")
     flag("device", choices=get_args(Device), help="auto: CUDA when available (auto)")
     flag("torch_dtype", choices=get_args(TorchDtype), help="PyTorch compute dtype (fp32)")

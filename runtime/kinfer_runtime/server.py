@@ -1,5 +1,7 @@
 """Runs the app under uvicorn (uvloop, httptools) with a Kubernetes-friendly shutdown.
 
+Each response leaves in one write (`_http.OneWriteHttpToolsProtocol`), not uvicorn's two.
+
 SIGTERM: readiness turns false at once; the server keeps serving for `drain_delay_s` so the
 endpoint is removed from Services before the listener closes; then uvicorn stops accepting,
 waits for every in-flight request (queued ones included) and the process exits 0.
@@ -14,6 +16,7 @@ from types import FrameType
 import uvicorn
 from prometheus_client import disable_created_metrics, start_http_server
 
+from kinfer_runtime._http import OneWriteHttpToolsProtocol
 from kinfer_runtime.app import create_app
 from kinfer_runtime.config import Settings
 from kinfer_runtime.service import InferenceService
@@ -75,7 +78,8 @@ def serve(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=OneWriteHttpToolsProtocol,
+        ws="none",  # no WebSocket routes; upgrades would bypass the corked transport
         lifespan="on",
         log_config=None,  # the CLI configured logging for everything
         access_log=settings.access_log,

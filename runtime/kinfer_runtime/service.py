@@ -103,7 +103,8 @@ class InferenceService:
                 or (s.batch_padding == "auto" and not backend.batch_invariant)
             )
         )
-        sizes = warmup_batch_sizes(s.max_batch_size, padded=pad, on_gpu=backend.device != "cpu")
+        on_gpu = backend.device != "cpu"
+        sizes = warmup_batch_sizes(s.max_batch_size, padded=pad, on_gpu=on_gpu)
         batchable = warm_up(backend, sizes, batchable=batchable)
         policy = BatchPolicy(
             max_batch_size=s.max_batch_size if batchable else 1,
@@ -117,7 +118,11 @@ class InferenceService:
             inline_max_s=INLINE_MAX_S,
             # On a CPU a batch of n rows costs n rows: lower-priority filler would only delay
             # the higher-priority rows it joins, for no throughput.
-            mix_priority_levels=backend.device != "cpu",
+            mix_priority_levels=on_gpu,
+            # On a CPU a level-1 request arriving under a lower-priority flood waits for the
+            # batch in progress: one row, not max_batch_size rows.
+            lower_priority_max_batch_size=s.lower_priority_max_batch_size
+            or (None if on_gpu else 1),
         )
         return backend, policy
 

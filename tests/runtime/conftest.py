@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 import pytest
 import uvicorn
+from kinfer_runtime._http import OneWriteHttpToolsProtocol
 from kinfer_runtime.app import create_app
 from kinfer_runtime.config import Settings
 from kinfer_runtime.demo import build_demo_model
@@ -150,7 +151,8 @@ def _serve_in_thread(settings: Settings, *, wait_ready: bool = True) -> Iterator
     config = uvicorn.Config(
         create_app(service),
         loop="uvloop",
-        http="httptools",
+        http=OneWriteHttpToolsProtocol,
+        ws="none",
         lifespan="on",
         log_config=None,
         access_log=False,

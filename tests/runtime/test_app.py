@@ -104,6 +104,8 @@ def test_lone_requests_on_an_idle_cpu_model_run_inline_with_exact_results(
         batcher = live.service.model.batcher
         # A CPU batch costs per row: higher-priority rows never wait for lower-level filler.
         assert not batcher.policy.mix_priority_levels
+        # ... and wait behind at most one lower-priority row, not a full lower-level batch.
+        assert batcher.policy.lower_priority_max_batch_size == 1
         results = _fire(live.url, oip, [images[i : i + 1] for i in range(6)], workers=1)
         inline_runs = batcher.inline_runs
         batches = live.metric("kinfer_batch_size_count")

@@ -49,6 +49,7 @@ FULL_ENV = {
     "KINFER_GRPC_PORT": "8082",
     "KINFER_PRIORITY_LEVELS": "4",
     "KINFER_DEFAULT_PRIORITY": "3",
+    "KINFER_LOWER_PRIORITY_MAX_BATCH_SIZE": "2",
     "KINFER_MAX_BATCH_SIZE": "32",
     "KINFER_MAX_QUEUE_DELAY_US": "500",
     "KINFER_MAX_QUEUE_SIZE": "64",
@@ -77,7 +78,7 @@ def test_environment_alone_configures_everything() -> None:
     assert s.model_cache_dir == Path("/cache")
     assert s.model_auth_header == "Bearer t0ken"
     assert (s.port, s.metrics_port, s.grpc_port) == (8081, 9091, 8082)
-    assert (s.priority_levels, s.default_priority) == (4, 3)
+    assert (s.priority_levels, s.default_priority, s.lower_priority_max_batch_size) == (4, 3, 2)
     assert (s.max_batch_size, s.max_queue_delay_us, s.max_queue_size) == (32, 500, 64)
     assert (s.request_timeout_s, s.max_body_bytes) == (2.5, 1000)
     assert (s.device, s.torch_dtype, s.revision, s.drain_delay_s) == ("cpu", "bf16", "abc123", 0.5)
@@ -92,6 +93,7 @@ def test_defaults() -> None:
     s = parse(["--model-uri", "m.onnx", "--model-name", "m"], {})
     assert (s.port, s.metrics_port, s.model_version, s.revision) == (8080, 9090, "1", "")
     assert (s.grpc_port, s.priority_levels, s.default_priority) == (8081, 1, 1)
+    assert s.lower_priority_max_batch_size == 0  # auto: 1 on a CPU, no cap on a GPU
     assert s.model_format is None and s.model_auth_header is None
     assert s.termination_log == Path("/dev/termination-log")
 

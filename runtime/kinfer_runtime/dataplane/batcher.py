@@ -5,6 +5,11 @@ rows or when its oldest request has waited `max_queue_delay`, and it is filled f
 highest level (1) down. While the worker thread runs a batch, the event loop keeps accepting
 and queueing, so under load the next batch is already full when the worker frees up.
 
+Priority isolation: a running batch is never interrupted, so a level-1 request that arrives
+while lower-priority work runs waits for that batch. `lower_priority_max_batch_size` caps the
+rows of batches holding no level-1 request, which bounds that wait where a batch of n rows
+costs n rows (a CPU): the flood runs in small batches, each as cheap per row as a large one.
+
 A request may carry a queue timeout (Triton's `timeout`): if no batch has taken it by then it
 is answered at once with QueueTimeout, and it never runs late. Knows nothing about HTTP, gRPC
 or metrics libraries.
@@ -96,12 +101,27 @@ class BatchPolicy:
     # GPU) the filler is free; where it costs n times one row (a CPU) the filler only delays
     # the higher-priority requests, and the lower rows run just as cheaply in the next batch.
     mix_priority_levels: bool = True
+    # Most rows in a batch that holds no level-1 request (None: max_batch_size). A running
+    # batch is never interrupted, so this bounds how long a level-1 request can wait behind
+    # lower-priority work: where a batch of n rows costs n rows (a CPU), one such batch is
+    # what it waits for. A single lower-level request of more rows still runs whole.
+    lower_priority_max_batch_size: int | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.default_priority <= self.priority_levels:
             raise ValueError(
                 f"default priority {self.default_priority} is not in 1..{self.priority_levels}"
             )
+        cap = self.lower_priority_max_batch_size
+        if cap is not None and cap < 1:
+            raise ValueError(f"lower-priority max batch size must be at least 1, not {cap}")
+
+    def batch_rows(self, has_top_level: bool) -> int:
+        """Most rows in one batch, depending on whether it holds a level-1 request."""
+        cap = self.lower_priority_max_batch_size
+        if has_top_level or cap is None:
+            return self.max_batch_size
+        return min(cap, self.max_batch_size)
 
 
 @dataclass(eq=False, slots=True)
@@ -330,7 +350,7 @@ class Batcher:
     async def _wait_for_fuller_batch(self) -> None:
         if not self.policy.batchable:
             return
-        while self._queued and self._queued_rows < self.policy.max_batch_size:
+        while self._queued and self._queued_rows < self.policy.batch_rows(bool(self._queues[0])):
             if self._closing:
                 return
             oldest = min(queue[0].enqueued for queue in self._queues if queue)
@@ -345,16 +365,18 @@ class Batcher:
                 return
 
     def _take(self) -> list[_Job]:
-        """The next batch: jobs in priority order, then arrival order, while they fit."""
+        """The next batch: jobs in priority order, then arrival order, while they fit.
+
+        A batch without a level-1 request holds at most `lower_priority_max_batch_size` rows.
+        """
         jobs: list[_Job] = []
         rows = 0
+        limit = self.policy.max_batch_size
         now = time.perf_counter()
         for queue in self._queues:
             while queue:
                 job = queue[0]
-                if jobs and (
-                    not self.policy.batchable or rows + job.rows > self.policy.max_batch_size
-                ):
+                if jobs and (not self.policy.batchable or rows + job.rows > limit):
                     break
                 queue.popleft()
                 self._queued -= 1
@@ -366,6 +388,8 @@ class Batcher:
                 if job.expires is not None and job.expires <= now:  # its timer is late
                     self._reject_expired(job)
                     continue
+                if not jobs:  # the first job decides: lower-level batches stay small
+                    limit = self.policy.batch_rows(job.priority == 1)
                 jobs.append(job)
                 rows += job.rows
             else:

@@ -360,6 +360,73 @@ def test_unmixed_levels_run_higher_priority_rows_without_lower_level_filler() ->
     assert _seen_batches(mix_priority_levels=False) == [[100], [10], [20, 21, 22, 23], [24]]
 
 
+def _batches_around_a_late_urgent_request(**policy: object) -> list[list[float]]:
+    """5 low-priority rows queue at once; a level-1 row arrives while the first batch runs."""
+    model = FakeModel()
+    model.release.clear()
+
+    async def scenario() -> None:
+        batcher = await started(
+            model,
+            max_batch_size=4,
+            max_queue_delay_s=0,
+            priority_levels=2,
+            default_priority=2,
+            mix_priority_levels=False,
+            **policy,
+        )
+        low = [asyncio.ensure_future(batcher.submit(rows(1, i), 1)) for i in range(20, 25)]
+        await asyncio.sleep(0.05)  # the first low batch is executing: the worker is held
+        urgent = asyncio.ensure_future(batcher.submit(rows(1, 10), 1, priority=1))
+        await asyncio.sleep(0.01)
+        model.release.set()
+        await asyncio.gather(*low, urgent)
+        await batcher.stop()
+
+    run(scenario)
+    return model.seen
+
+
+def test_lower_priority_batches_are_capped_so_an_urgent_request_waits_one_small_batch() -> None:
+    seen = _batches_around_a_late_urgent_request(lower_priority_max_batch_size=1)
+    # The urgent row waited behind one low row, not a full batch of four; the low rows still
+    # all ran, in order.
+    assert seen == [[20], [10], [21], [22], [23], [24]]
+
+
+def test_without_a_cap_an_urgent_request_waits_behind_a_full_lower_priority_batch() -> None:
+    assert _batches_around_a_late_urgent_request() == [[20, 21, 22, 23], [10], [24]]
+
+
+def test_the_lower_priority_cap_leaves_level_1_batches_full() -> None:
+    model = FakeModel()
+    model.release.clear()
+
+    async def scenario() -> None:
+        batcher = await started(
+            model,
+            max_batch_size=4,
+            max_queue_delay_s=0,
+            priority_levels=2,
+            lower_priority_max_batch_size=1,
+        )
+        blocker = asyncio.ensure_future(batcher.submit(rows(1, 100), 1, priority=2))
+        await asyncio.sleep(0.05)
+        urgent = [asyncio.ensure_future(batcher.submit(rows(1, i), 1, priority=1)) for i in (1, 2)]
+        low = asyncio.ensure_future(batcher.submit(rows(3, 30), 3, priority=2))
+        await asyncio.sleep(0.01)
+        model.release.set()
+        await asyncio.gather(blocker, *urgent, low)
+        await batcher.stop()
+
+    run(scenario)
+    # Level 1 fills as before (with filler from level 2, as mixing is on); a single larger
+    # lower-level request is never split by the cap.
+    assert model.seen == [[100], [1, 2], [30, 31, 32]]
+    with pytest.raises(ValueError, match="at least 1"):
+        BatchPolicy(lower_priority_max_batch_size=0)
+
+
 def test_priority_outside_the_levels_gets_the_default_level() -> None:
     batcher = Batcher(FakeModel(), BatchPolicy(priority_levels=3, default_priority=2))
     assert [batcher.level(p) for p in (0, 1, 2, 3, 4, 99)] == [2, 1, 2, 3, 2, 2]
