@@ -28,8 +28,9 @@ $(VENV)/.installed: pyproject.toml
 # Debian packages the real node needs: buildah and mmdebstrap (images without Docker),
 # nftables/iptables/conntrack (kube-proxy, kubelet), socat (the API server relay),
 # libseccomp-dev and gcc (runc's seccomp, built with cgo). Prometheus is built by
-# `make binaries`: Debian's has no Kubernetes service discovery. nodejs (npm): s3rver, the
-# S3 implementation the object-store e2e runs (e2e/tools/objectstores.sh).
+# `make binaries`: Debian's has no Kubernetes service discovery. nodejs (npm): s3rver and
+# azurite, the S3 and Azure Blob implementations the object-store e2e runs
+# (e2e/tools/objectstores.sh; fake-gcs-server is built with Go like the binaries).
 SYSTEM_PACKAGES := buildah mmdebstrap nftables iptables conntrack socat libseccomp-dev gcc nodejs
 system-deps: ## Debian packages the e2e suite's real node needs (buildah, mmdebstrap, netfilter tools)
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
@@ -57,7 +58,7 @@ unit: venv ## unit tests (no cluster)
 
 binaries: ## build the pinned control-plane binaries from the Go module proxy (cached)
 	bash e2e/tools/build-binaries.sh
-	bash e2e/tools/objectstores.sh >/dev/null
+	bash e2e/tools/objectstores.sh
 
 images: system-deps binaries ## build the operator, runtime (CPU) and pause images with buildah (cached)
 	bash e2e/images.sh

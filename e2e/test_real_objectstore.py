@@ -43,7 +43,7 @@ def s3_endpoint(namespace: str, tmp_path: Path) -> Iterator[str]:
     """s3rver on the node address (pods reach it; nothing on an external interface), with
     bucket `models` holding the demo model at demo/model.onnx."""
     exe = subprocess.run(
-        ["bash", str(REPO / "e2e" / "tools" / "objectstores.sh")],
+        ["bash", str(REPO / "e2e" / "tools" / "objectstores.sh"), "s3rver"],
         check=True,
         capture_output=True,
         text=True,

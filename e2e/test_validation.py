@@ -48,6 +48,16 @@ CASES = [
         ["spec.model.endpoint", "s3://"],
     ),
     (
+        "azure-container-name",
+        _mutate("spec.model.uri", "azure://Models/m.onnx"),
+        ["spec.model.uri", "azure://<container>/<blob>"],
+    ),
+    (
+        "azure-without-account",
+        _mutate("spec.model.uri", "azure://models/m.onnx"),
+        ["spec.model.uri", "storage account"],
+    ),
+    (
         "cache-without-sha256",
         _mutate("spec.model.cache", {"claimName": "models"}),
         ["spec.model.cache", "sha256"],

@@ -31,11 +31,9 @@ def references_of(model: InferenceModel) -> list[Reference]:
     refs: list[Reference] = []
     source = model.spec.model
     creds = source.credentials
-    if creds is not None and source.uri.startswith(("s3://", "gs://")):
-        refs.extend(
-            Reference("Secret", creds.name, key, "spec.model.credentials")
-            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-        )
+    keys = source.object_store_keys
+    if creds is not None and keys is not None:
+        refs.extend(Reference("Secret", creds.name, key, "spec.model.credentials") for key in keys)
     elif creds is not None:
         refs.append(Reference("Secret", creds.name, creds.key, "spec.model.credentials"))
     if source.uri.startswith("pvc://"):

@@ -75,8 +75,9 @@ class Settings:
     model_auth_header: str | None = None
     # The operator's model cache, mounted read-only: looked up before any download.
     shared_cache_dir: Path | None = None
-    # s3:// and gs:// sources: a custom (S3-compatible) endpoint, the region, and the key pair
-    # (environment-only, like the Authorization header).
+    # s3://, gs:// and azure:// sources: a custom endpoint, the region, and the key pair (for
+    # azure://, the storage account and its key; environment-only, like the Authorization
+    # header).
     model_endpoint: str | None = None
     model_region: str = "us-east-1"
     model_access_key_id: str | None = None
@@ -190,7 +191,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, s
     flag("model_sha256", type=_sha256, help="expected sha256 of the model file")
     flag("model_cache_dir", type=Path, help="where downloads are kept")
     flag("shared_cache_dir", type=Path, help="read-only model cache filled by the operator")
-    flag("model_endpoint", help="s3:// and gs:// endpoint URL (S3-compatible stores)")
+    flag("model_endpoint", help="s3://, gs:// and azure:// endpoint URL (compatible stores)")
     flag("model_region", help="s3:// region (us-east-1)")
     flag("host", help=f"listen address (default {defaults.host})")
     flag("port", type=_positive(int), help=f"HTTP port (default {defaults.port})")
@@ -239,7 +240,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
 
 
 def object_store(settings: Settings) -> ObjectStore:
-    """Endpoint, region and key pair for s3:// and gs:// sources."""
+    """Endpoint, region and key pair for s3://, gs:// and azure:// sources."""
     credentials = None
     if settings.model_access_key_id and settings.model_secret_access_key:
         credentials = ObjectStoreCredentials(

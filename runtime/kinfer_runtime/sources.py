@@ -39,7 +39,7 @@ _CHUNK: Final = 1 << 20
 
 @dataclass(frozen=True)
 class ObjectStore:
-    """Where and how s3:// and gs:// URIs are fetched."""
+    """Where and how s3://, gs:// and azure:// URIs are fetched."""
 
     endpoint: str | None = None
     region: str = "us-east-1"
@@ -106,7 +106,8 @@ def resolve_model(
     progress: Callable[[Progress], None] | None = None,
     object_store: ObjectStore | None = None,
 ) -> Path:
-    """A local, verified model file for `uri` (a path, file://, http(s)://, s3:// or gs://)."""
+    """A local, verified model file for `uri` (a path, file://, http(s)://, s3://, gs:// or
+    azure://)."""
     parts = urllib.parse.urlsplit(uri)
     if parts.scheme in ("", "file"):
         raw = urllib.parse.unquote(parts.path) if parts.scheme == "file" else uri

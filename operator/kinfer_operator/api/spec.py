@@ -17,9 +17,12 @@ from kinfer_operator import runtime_contract
 from kinfer_operator.api._base import ApiModel, cel, rule
 
 __all__ = [
+    "AWS_SECRET_KEYS",
+    "AZURE_SECRET_KEYS",
     "GPU",
     "GROUP",
     "KIND",
+    "OBJECT_STORE_PREFIXES",
     "PLURAL",
     "VERSION",
     "Analysis",
@@ -47,6 +50,12 @@ GROUP = "serving.kinfer.io"
 VERSION = "v1alpha1"
 KIND = "InferenceModel"
 PLURAL = "inferencemodels"
+
+OBJECT_STORE_PREFIXES = ("s3://", "gs://", "azure://")
+AWS_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+"""The Secret keys of an s3:// or gs:// source's key pair."""
+AZURE_SECRET_KEYS = ("AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_KEY")
+"""The Secret keys of an azure:// source's storage account name and account key."""
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
@@ -140,8 +149,8 @@ class ModelSource(ApiModel):
             ".uri",
         ),
         rule(
-            "!has(self.credentials) || self.uri.matches('^(https?|s3|gs)://')",
-            "credentials apply only to http(s)://, s3:// and gs:// model uris",
+            "!has(self.credentials) || self.uri.matches('^(https?|s3|gs|azure)://')",
+            "credentials apply only to http(s)://, s3://, gs:// and azure:// model uris",
             ".credentials",
         ),
         rule(
@@ -151,13 +160,25 @@ class ModelSource(ApiModel):
             ".uri",
         ),
         rule(
-            "!has(self.endpoint) || self.uri.matches('^(s3|gs)://')",
-            "endpoint applies only to s3:// and gs:// model uris",
+            "!self.uri.startsWith('azure://') || "
+            "self.uri.matches('^azure://[a-z0-9][-a-z0-9]{1,61}[a-z0-9]/[^?#]*[^/?#]$')",
+            "an azure uri must be azure://<container>/<blob>",
+            ".uri",
+        ),
+        rule(
+            "!self.uri.startsWith('azure://') || has(self.credentials) || has(self.endpoint)",
+            "an azure:// uri needs credentials (they name the storage account) or an endpoint",
+            ".uri",
+        ),
+        rule(
+            "!has(self.endpoint) || self.uri.matches('^(s3|gs|azure)://')",
+            "endpoint applies only to s3://, gs:// and azure:// model uris",
             ".endpoint",
         ),
         rule(
-            "!has(self.cache) || (self.uri.matches('^(https?|s3|gs)://') && has(self.sha256))",
-            "the model cache needs an http(s)://, s3:// or gs:// uri and its sha256: "
+            "!has(self.cache) || "
+            "(self.uri.matches('^(https?|s3|gs|azure)://') && has(self.sha256))",
+            "the model cache needs an http(s)://, s3://, gs:// or azure:// uri and its sha256: "
             "a cached version is keyed and verified by it",
             ".cache",
         ),
@@ -171,11 +192,14 @@ class ModelSource(ApiModel):
     )
 
     uri: str = Field(
-        min_length=1, max_length=2048, pattern=r"^(file:///|pvc://|https?://|s3://|gs://)\S+$"
+        min_length=1,
+        max_length=2048,
+        pattern=r"^(file:///|pvc://|https?://|s3://|gs://|azure://)\S+$",
     )
     """Model file location: file:///path (baked into the image or mounted), pvc://claim/path
-    (mounted read-only), http(s)://, s3://bucket/key or gs://bucket/key (downloaded by the
-    runtime into an emptyDir, or once into spec.model.cache)."""
+    (mounted read-only), http(s)://, s3://bucket/key, gs://bucket/key or
+    azure://container/blob (downloaded by the runtime into an emptyDir, or once into
+    spec.model.cache)."""
     format: Literal["onnx", "torchscript", "torch-export"] = "onnx"
     """Serialization format: onnx (ONNX Runtime), torchscript (.pt) or torch-export (.pt2)."""
     version: str = Field(min_length=1, max_length=63, pattern=LABEL_VALUE)
@@ -185,10 +209,15 @@ class ModelSource(ApiModel):
     credentials: SecretKeyReference | None = None
     """For http(s)://: the Secret key holding the Authorization header value. For s3:// and
     gs://: the Secret (its `key` is not used) holding the keys AWS_ACCESS_KEY_ID and
-    AWS_SECRET_ACCESS_KEY (for GCS, an HMAC key pair)."""
-    endpoint: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^/?#\s]+/?$")
-    """s3:// and gs:// only: the object store's URL, for S3-compatible stores (MinIO, Ceph,
-    ...); objects are then addressed path-style. Default: AWS S3 in `region`, or GCS."""
+    AWS_SECRET_ACCESS_KEY (for GCS, an HMAC key pair). For azure://: the Secret holding
+    AZURE_STORAGE_ACCOUNT (the storage account's name) and AZURE_STORAGE_KEY (its key)."""
+    endpoint: str | None = Field(
+        default=None, max_length=2048, pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$"
+    )
+    """s3://, gs:// and azure:// only: the object store's URL, for S3-compatible stores
+    (MinIO, Ceph, ...; objects are then addressed path-style under it) or the Azure Blob
+    service's URL (e.g. Azurite's http://host:10000/devstoreaccount1). Default: AWS S3 in
+    `region`, GCS, or https://<account>.blob.core.windows.net."""
     region: str = Field(default="us-east-1", min_length=1, max_length=63, pattern=r"^[a-z0-9-]+$")
     """s3:// only: the bucket's region, part of the request signature."""
     cache: ModelCache | None = None
@@ -197,12 +226,22 @@ class ModelSource(ApiModel):
     @model_validator(mode="after")
     def _cache_needs_pinned_download(self) -> ModelSource:
         # Mirrors the CEL rule, for objects an older CRD let through.
-        remote = self.uri.startswith(("http://", "https://", "s3://", "gs://"))
+        remote = self.uri.startswith(("http://", "https://", *OBJECT_STORE_PREFIXES))
         if self.cache is not None and not (remote and self.sha256):
             raise ValueError(
-                "the model cache needs an http(s)://, s3:// or gs:// uri and its sha256"
+                "the model cache needs an http(s)://, s3://, gs:// or azure:// uri and its sha256"
             )
         return self
+
+    @property
+    def object_store_keys(self) -> tuple[str, str] | None:
+        """The Secret keys holding the key id (or account) and the secret for an object-store
+        uri; None for other uris."""
+        if self.uri.startswith("azure://"):
+            return AZURE_SECRET_KEYS
+        if self.uri.startswith(OBJECT_STORE_PREFIXES):
+            return AWS_SECRET_KEYS
+        return None
 
 
 class GPU(ApiModel):

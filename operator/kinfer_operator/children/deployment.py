@@ -50,20 +50,19 @@ def source_env(model: InferenceModel) -> list[dict[str, Any]]:
     from the Secret (secretKeyRef), never copied into the pod spec."""
     source = model.spec.model
     env: list[dict[str, Any]] = []
-    object_store = source.uri.startswith(("s3://", "gs://"))
-    if object_store:
+    keys = source.object_store_keys
+    if keys is not None:
         env.append({"name": rc.ENV_MODEL_REGION, "value": source.region})
         if source.endpoint:
             env.append({"name": rc.ENV_MODEL_ENDPOINT, "value": source.endpoint})
     ref = source.credentials
     if ref is None:
         return env
-    if object_store:
+    if keys is not None:
         env.extend(
             {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": key}}}
-            for name, key in (
-                (rc.ENV_MODEL_ACCESS_KEY_ID, "AWS_ACCESS_KEY_ID"),
-                (rc.ENV_MODEL_SECRET_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY"),
+            for name, key in zip(
+                (rc.ENV_MODEL_ACCESS_KEY_ID, rc.ENV_MODEL_SECRET_ACCESS_KEY), keys, strict=True
             )
         )
     else:

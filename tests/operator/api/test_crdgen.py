@@ -126,6 +126,7 @@ ADMISSION_RULES = [
     ("spec.scheduling.tolerations.[]", ".operator", "self.key"),
     ("spec.runtime.gpu", ".resourceName", "kubernetes.io/"),
     ("spec.model", ".uri", "https?://[^/?#]+/"),
+    ("spec.model", ".uri", "^azure://[a-z0-9]"),
 ]
 
 

@@ -37,6 +37,25 @@ def test_s3_keys_come_from_the_secret_in_pods_and_fill_jobs() -> None:
     assert {("store", "AWS_ACCESS_KEY_ID"), ("store", "AWS_SECRET_ACCESS_KEY")} <= refs
 
 
+def test_azure_account_and_key_come_from_the_secret() -> None:
+    azure = {
+        "uri": "azure://models/resnet/model.onnx",
+        "endpoint": "http://10.0.0.5:10000/devstoreaccount1",
+        "credentials": {"name": "store"},
+    }
+    model = InferenceModel.from_body(model_body({"model": azure}))
+    env = _env(build_deployment(model, "stable"))
+    assert env["KINFER_MODEL_ENDPOINT"] == "http://10.0.0.5:10000/devstoreaccount1"
+    assert env["KINFER_MODEL_ACCESS_KEY_ID"] == {
+        "secretKeyRef": {"name": "store", "key": "AZURE_STORAGE_ACCOUNT"}
+    }
+    assert env["KINFER_MODEL_SECRET_ACCESS_KEY"] == {
+        "secretKeyRef": {"name": "store", "key": "AZURE_STORAGE_KEY"}
+    }
+    refs = {(r.name, r.key) for r in references_of(model)}
+    assert refs == {("store", "AZURE_STORAGE_ACCOUNT"), ("store", "AZURE_STORAGE_KEY")}
+
+
 def test_http_credentials_stay_an_authorization_header() -> None:
     model = InferenceModel.from_body(model_body({"model": {"credentials": {"name": "tok"}}}))
     env = _env(build_deployment(model, "stable"))
@@ -49,3 +68,12 @@ def test_http_credentials_stay_an_authorization_header() -> None:
 def test_endpoint_needs_a_url() -> None:
     with pytest.raises(ValidationError, match="endpoint"):
         InferenceModel.from_body(model_body({"model": {**S3, "endpoint": "not a url"}}))
+
+
+def test_endpoint_may_carry_a_path_but_no_query() -> None:
+    path = InferenceModel.from_body(
+        model_body({"model": {**S3, "endpoint": "http://10.0.0.5:10000/devstoreaccount1"}})
+    )
+    assert path.spec.model.endpoint == "http://10.0.0.5:10000/devstoreaccount1"
+    with pytest.raises(ValidationError, match="endpoint"):
+        InferenceModel.from_body(model_body({"model": {**S3, "endpoint": "http://h/?x=1"}}))
