@@ -1,21 +1,31 @@
-"""s3:// sources on the real node, against s3rver (a real S3 API server from the npm
-registry, e2e/tools/objectstores.sh) on the node's own address: keys come from a Secret, a
-fill Job and the pods reach the store, and a wrong key shows in status.
+"""Object-store sources on the real node, each against a real implementation of its API run
+on the node's own address: s3:// against s3rver (npm), gs:// against fake-gcs-server (Go
+module proxy), azure:// against Azurite (npm), all installed by e2e/tools/objectstores.sh.
+Keys come from a Secret, a fill Job and the pods reach the store, and a refusal shows in
+status.
 
-s3rver checks the access key id but does not verify SigV4 signatures; the signer is checked
-against AWS's published example in tests/runtime/test_objectstore.py.
+What each server checks: s3rver checks the access key id but not SigV4 signatures, so the
+signer is checked against AWS's published example in tests/runtime/test_objectstore.py.
+fake-gcs-server checks no credentials at all (every request is anonymous to it), so gs://
+shows a refusal with a missing object (HTTP 404) instead of a wrong key. Azurite verifies the
+SAS signature with the account key, so a wrong key is a real signature failure.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import os
 import shutil
 import socket
 import subprocess
 import time
+import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +40,13 @@ __all__ = ["cache_dir"]  # the fixture, used here too
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_DIR = Path(os.environ.get("KINFER_NODE_DIR", "/var/lib/kinfer-node"))
-KEYS = ObjectStoreCredentials("S3RVER", "S3RVER")  # s3rver's built-in account
+S3_KEYS = ObjectStoreCredentials("S3RVER", "S3RVER")  # s3rver's built-in account
+# Azurite's built-in development account, as published in Azure's docs.
+AZURE_KEYS = ObjectStoreCredentials(
+    "devstoreaccount1",
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==",
+)
+OBJECT = "demo/model.onnx"
 
 
 @pytest.fixture(autouse=True)
@@ -38,44 +54,19 @@ def _real_node() -> None:
     require_real_node()
 
 
-@pytest.fixture
-def s3_endpoint(namespace: str, tmp_path: Path) -> Iterator[str]:
-    """s3rver on the node address (pods reach it; nothing on an external interface), with
-    bucket `models` holding the demo model at demo/model.onnx."""
-    exe = subprocess.run(
-        ["bash", str(REPO / "e2e" / "tools" / "objectstores.sh"), "s3rver"],
+def _installed(server: str) -> str:
+    return subprocess.run(
+        ["bash", str(REPO / "e2e" / "tools" / "objectstores.sh"), server],
         check=True,
         capture_output=True,
         text=True,
     ).stdout.strip()
-    data = NODE_DIR / "volumes" / f"{namespace}-s3"
-    data.mkdir(parents=True)
-    host = node_ip()
+
+
+def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
-        port = s.getsockname()[1]
-    log = (tmp_path / "s3rver.log").open("wb")
-    proc = subprocess.Popen(
-        [exe, "-d", str(data), "-a", host, "-p", str(port), "--configure-bucket", "models"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    endpoint = f"http://{host}:{port}"
-    try:
-        wait_until(lambda: _listening(host, port), 30, "s3rver to listen")
-        from kinfer_runtime.demo import build_demo_model
-
-        (model,) = build_demo_model(tmp_path / "demo", "normal", with_torch=False)
-        put = sign_url(f"{endpoint}/models/demo/model.onnx", KEYS, region="us-east-1", method="PUT")
-        upload = urllib.request.Request(put, data=model.read_bytes(), method="PUT")
-        with urllib.request.urlopen(upload, timeout=30) as response:
-            assert response.status == 200
-        yield endpoint
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
-        shutil.rmtree(data, ignore_errors=True)
+        return int(s.getsockname()[1])
 
 
 def _listening(host: str, port: int) -> bool:
@@ -87,33 +78,172 @@ def _listening(host: str, port: int) -> bool:
         return False
 
 
-def _secret(namespace: str, key_id: str, secret: str) -> None:
+@contextmanager
+def _serving(argv: Callable[[str, int], list[str]], log: Path) -> Iterator[tuple[str, int]]:
+    """A store process bound to the node address (pods reach it; nothing listens on an
+    external interface), stopped by its PID."""
+    host = node_ip()
+    port = _free_port(host)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv(host, port), stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_until(lambda: _listening(host, port), 60, f"{log.stem} to listen")
+            yield host, port
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+@pytest.fixture
+def demo_model(tmp_path: Path) -> Path:
+    from kinfer_runtime.demo import build_demo_model
+
+    (model,) = build_demo_model(tmp_path / "demo", "normal", with_torch=False)
+    return model
+
+
+@pytest.fixture
+def store_data(namespace: str) -> Iterator[Path]:
+    data = NODE_DIR / "volumes" / f"{namespace}-store"
+    data.mkdir(parents=True)
+    yield data
+    shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def s3_endpoint(store_data: Path, tmp_path: Path, demo_model: Path) -> Iterator[str]:
+    """s3rver with bucket `models` holding the demo model at demo/model.onnx."""
+    exe = _installed("s3rver")
+
+    def argv(host: str, port: int) -> list[str]:
+        return [
+            exe,
+            "-d",
+            str(store_data),
+            "-a",
+            host,
+            "-p",
+            str(port),
+            "--configure-bucket",
+            "models",
+        ]
+
+    with _serving(argv, tmp_path / "s3rver.log") as (host, port):
+        endpoint = f"http://{host}:{port}"
+        put = sign_url(f"{endpoint}/models/{OBJECT}", S3_KEYS, region="us-east-1", method="PUT")
+        upload = urllib.request.Request(put, data=demo_model.read_bytes(), method="PUT")
+        with urllib.request.urlopen(upload, timeout=30) as response:
+            assert response.status == 200
+        yield endpoint
+
+
+@pytest.fixture
+def gcs_endpoint(store_data: Path, tmp_path: Path, demo_model: Path) -> Iterator[str]:
+    """fake-gcs-server with bucket `models` holding the demo model at demo/model.onnx (its
+    -data folder: one directory per bucket), answering the XML API on its public host."""
+    exe = _installed("fake-gcs-server")
+    (store_data / "models" / "demo").mkdir(parents=True)
+    shutil.copy(demo_model, store_data / "models" / OBJECT)
+
+    def argv(host: str, port: int) -> list[str]:
+        return [
+            exe,
+            "-scheme",
+            "http",
+            "-host",
+            host,
+            "-port",
+            str(port),
+            "-public-host",
+            f"{host}:{port}",
+            "-backend",
+            "memory",
+            "-data",
+            str(store_data),
+        ]
+
+    with _serving(argv, tmp_path / "fake-gcs-server.log") as (host, port):
+        yield f"http://{host}:{port}"
+
+
+def _account_sas(keys: ObjectStoreCredentials) -> str:
+    """An account SAS that may create containers and write blobs: the runtime only reads one
+    blob (a service SAS); the fixture needs more to put the model there."""
+    expiry = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    fields = [keys.access_key_id, "rwc", "b", "co", "", expiry, "", "", "2022-11-02", "", ""]
+    key = base64.b64decode(keys.secret_access_key)
+    sig = hmac.new(key, "\n".join(fields).encode(), hashlib.sha256).digest()
+    query = {"sv": "2022-11-02", "ss": "b", "srt": "co", "sp": "rwc", "se": expiry}
+    return urllib.parse.urlencode({**query, "sig": base64.b64encode(sig).decode()})
+
+
+@pytest.fixture
+def azure_endpoint(store_data: Path, tmp_path: Path, demo_model: Path) -> Iterator[str]:
+    """Azurite's blob service, container `models` holding the demo model at
+    demo/model.onnx; the endpoint is the account's URL (path-style, as on an IP address)."""
+    exe = _installed("azurite")
+
+    def argv(host: str, port: int) -> list[str]:
+        return [
+            exe,
+            "--blobHost",
+            host,
+            "--blobPort",
+            str(port),
+            "-l",
+            str(store_data),
+            "--disableTelemetry",
+            "--skipApiVersionCheck",
+        ]
+
+    with _serving(argv, tmp_path / "azurite.log") as (host, port):
+        endpoint = f"http://{host}:{port}/{AZURE_KEYS.access_key_id}"
+        sas = _account_sas(AZURE_KEYS)
+        create = urllib.request.Request(f"{endpoint}/models?restype=container&{sas}", method="PUT")
+        with urllib.request.urlopen(create, timeout=30) as response:
+            assert response.status == 201
+        upload = urllib.request.Request(
+            f"{endpoint}/models/{OBJECT}?{sas}",
+            data=demo_model.read_bytes(),
+            method="PUT",
+            headers={"x-ms-blob-type": "BlockBlob"},
+        )
+        with urllib.request.urlopen(upload, timeout=30) as response:
+            assert response.status == 201
+        yield endpoint
+
+
+def _secret(namespace: str, data: dict[str, str]) -> None:
     kubectl_apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "store"},
-            "stringData": {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret},
-        },
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "store"}, "stringData": data},
         namespace,
     )
 
 
-def _s3_model(endpoint: str, sha256: str | None = None) -> dict[str, Any]:
-    manifest = model_manifest("demo", uri="s3://models/demo/model.onnx")
+def _s3_secret(namespace: str, keys: ObjectStoreCredentials) -> None:
+    _secret(
+        namespace,
+        {"AWS_ACCESS_KEY_ID": keys.access_key_id, "AWS_SECRET_ACCESS_KEY": keys.secret_access_key},
+    )
+
+
+def _azure_secret(namespace: str, keys: ObjectStoreCredentials) -> None:
+    _secret(
+        namespace,
+        {"AZURE_STORAGE_ACCOUNT": keys.access_key_id, "AZURE_STORAGE_KEY": keys.secret_access_key},
+    )
+
+
+def _model(uri: str, endpoint: str, sha256: str | None = None) -> dict[str, Any]:
+    manifest = model_manifest("demo", uri=uri)
     manifest["spec"]["model"].update({"endpoint": endpoint, "credentials": {"name": "store"}})
     if sha256:
         manifest["spec"]["model"]["sha256"] = sha256
+        manifest["spec"]["model"]["cache"] = {"claimName": CLAIM}
     return manifest
 
 
-def test_s3_source_fills_the_cache_and_serves(
-    namespace: str, s3_endpoint: str, cache_dir: Path, tmp_path: Path
-) -> None:
-    digest = hashlib.sha256((tmp_path / "demo" / "model.onnx").read_bytes()).hexdigest()
-    _secret(namespace, KEYS.access_key_id, KEYS.secret_access_key)
-    manifest = _s3_model(s3_endpoint, digest)
-    manifest["spec"]["model"]["cache"] = {"claimName": CLAIM}
+def _fills_the_cache_and_serves(namespace: str, manifest: dict[str, Any]) -> None:
     kubectl_apply(manifest, namespace)
     wait_serving(namespace, "1")
     serves_the_demo_model(namespace, "demo")
@@ -121,10 +251,7 @@ def test_s3_source_fills_the_cache_and_serves(
     assert fill_message(namespace, job).startswith("downloaded 5 MiB")
 
 
-def test_s3_source_with_a_wrong_key_says_so_in_status(namespace: str, s3_endpoint: str) -> None:
-    _secret(namespace, "NOT-A-KEY", "whatever")
-    kubectl_apply(_s3_model(s3_endpoint), namespace)
-
+def _degraded_with(namespace: str, uri: str, http_status: int) -> None:
     def degraded() -> dict[str, Any] | None:
         im = kubectl_json("get", "im", "demo", "-n", namespace)
         conds = (im.get("status") or {}).get("conditions", [])
@@ -133,5 +260,54 @@ def test_s3_source_with_a_wrong_key_says_so_in_status(namespace: str, s3_endpoin
 
     cond = wait_until(degraded, 120, "Degraded with the store's refusal")
     assert cond["reason"] == "ModelLoadFailed"
-    assert "s3://models/demo/model.onnx" in cond["message"], cond
-    assert "HTTP 403" in cond["message"], cond
+    assert uri in cond["message"], cond
+    assert f"HTTP {http_status}" in cond["message"], cond
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_s3_source_fills_the_cache_and_serves(
+    namespace: str, s3_endpoint: str, cache_dir: Path, demo_model: Path
+) -> None:
+    _s3_secret(namespace, S3_KEYS)
+    manifest = _model(f"s3://models/{OBJECT}", s3_endpoint, _sha256(demo_model))
+    _fills_the_cache_and_serves(namespace, manifest)
+
+
+def test_s3_source_with_a_wrong_key_says_so_in_status(namespace: str, s3_endpoint: str) -> None:
+    _s3_secret(namespace, ObjectStoreCredentials("NOT-A-KEY", "whatever"))
+    kubectl_apply(_model(f"s3://models/{OBJECT}", s3_endpoint), namespace)
+    _degraded_with(namespace, f"s3://models/{OBJECT}", 403)
+
+
+def test_gs_source_fills_the_cache_and_serves(
+    namespace: str, gcs_endpoint: str, cache_dir: Path, demo_model: Path
+) -> None:
+    _s3_secret(namespace, ObjectStoreCredentials("GOOG1EXAMPLEHMACKEY", "hmac-secret"))
+    manifest = _model(f"gs://models/{OBJECT}", gcs_endpoint, _sha256(demo_model))
+    _fills_the_cache_and_serves(namespace, manifest)
+
+
+def test_gs_source_of_a_missing_object_says_so_in_status(namespace: str, gcs_endpoint: str) -> None:
+    _s3_secret(namespace, ObjectStoreCredentials("GOOG1EXAMPLEHMACKEY", "hmac-secret"))
+    kubectl_apply(_model("gs://models/demo/missing.onnx", gcs_endpoint), namespace)
+    _degraded_with(namespace, "gs://models/demo/missing.onnx", 404)
+
+
+def test_azure_source_fills_the_cache_and_serves(
+    namespace: str, azure_endpoint: str, cache_dir: Path, demo_model: Path
+) -> None:
+    _azure_secret(namespace, AZURE_KEYS)
+    manifest = _model(f"azure://models/{OBJECT}", azure_endpoint, _sha256(demo_model))
+    _fills_the_cache_and_serves(namespace, manifest)
+
+
+def test_azure_source_with_a_wrong_key_says_so_in_status(
+    namespace: str, azure_endpoint: str
+) -> None:
+    wrong = base64.b64encode(b"not the account key").decode()
+    _azure_secret(namespace, ObjectStoreCredentials(AZURE_KEYS.access_key_id, wrong))
+    kubectl_apply(_model(f"azure://models/{OBJECT}", azure_endpoint), namespace)
+    _degraded_with(namespace, f"azure://models/{OBJECT}", 403)
