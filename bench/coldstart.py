@@ -1,4 +1,4 @@
-"""Cold start on the real node: apply, scale 4->8 and a canary to Ready, without and with the cache.
+"""Cold start on the real node: apply->Ready and scale 4->8->Ready, without and with the cache.
 
 Not a test. Needs a running cluster with the real node (`make cluster`) and KUBECONFIG set;
 it starts the operator from this checkout as e2e does. The model is a generated ONNX file
@@ -6,8 +6,7 @@ it starts the operator from this checkout as e2e does. The model is a generated 
 the node (under its state dir), served in-cluster over http by e2e/modelserver.py in a pod.
 
 For each mode it applies an InferenceModel with 4 replicas, waits until all are Ready, scales
-to 8 and waits again, starts a canary of the same model version (a runtime change: 2 canary
-pods) and waits for its pods, then deletes the model. Per-pod download and load times come from each
+to 8 and waits again, then deletes the model. Per-pod download and load times come from each
 runtime's own metrics (kinfer_model_download_seconds; kinfer_model_load_seconds minus it),
 the fill from the cache Job's summary. Prints markdown tables, with ratios to the no-cache
 run of the same invocation.
@@ -45,8 +44,6 @@ from realnode import (  # noqa: E402
 
 NODE_DIR = Path(os.environ.get("KINFER_NODE_DIR", "/var/lib/kinfer-node"))
 NAME = "coldstart"
-# 25% of 8 replicas: the canary's first step.
-CANARY_REPLICAS = 2
 
 
 def write_model(path: Path, dim: int) -> str:
@@ -77,27 +74,6 @@ def ready_replicas(namespace: str, want: int) -> bool:
         and status.get("readyReplicas") == want
         and ready.get("status") == "True"
     )
-
-
-def canary_ready(namespace: str, want: int) -> bool:
-    """The canary revision has `want` Ready pods."""
-    revision = (kubectl_json("get", "im", NAME, "-n", namespace).get("status") or {}).get(
-        "canaryRevision"
-    )
-    if not revision:
-        return False
-    pods = kubectl_json(
-        "get", "pods", "-n", namespace, "-l", f"serving.kinfer.io/revision={revision}"
-    )["items"]
-    ready = [
-        p
-        for p in pods
-        if any(
-            c["type"] == "Ready" and c["status"] == "True"
-            for c in p["status"].get("conditions", [])
-        )
-    ]
-    return len(ready) >= want
 
 
 def _metric(text: str, name: str) -> float:
@@ -146,8 +122,6 @@ def run(
             "startupTimeoutSeconds": 900,
         },
         replicas=4,
-        # Steps without analysis traffic: the bench only times the canary's pods.
-        rollout={"canary": {"steps": [{"weight": 25, "pauseSeconds": 3600}]}},
     )
     manifest["spec"]["model"]["sha256"] = sha256
     if cached:
@@ -163,14 +137,6 @@ def run(
     scale = time.monotonic() - started
     after = pod_times(namespace)
     new = {k: v for k, v in after.items() if k not in before}
-    # A canary of the same model version (a runtime change, so a new revision): its pods need
-    # the file that is already cached, and without a cache each downloads it again.
-    manifest["spec"]["runtime"]["resources"]["requests"]["cpu"] = "110m"
-    started = time.monotonic()
-    kubectl_apply(manifest, namespace)
-    wait_until(lambda: canary_ready(namespace, CANARY_REPLICAS), timeout, "the canary's pods")
-    canary = time.monotonic() - started
-    canary_pods = {k: v for k, v in pod_times(namespace).items() if k not in after}
     result = {
         "apply": first,
         "scale": scale,
@@ -179,9 +145,6 @@ def run(
         "first_load": statistics.median(load for _, load in before.values()),
         "scale_download": statistics.median(d for d, _ in new.values()) if new else float("nan"),
         "scale_load": statistics.median(load for _, load in new.values()) if new else float("nan"),
-        "canary": canary,
-        "canary_download": statistics.median(d for d, _ in canary_pods.values()),
-        "canary_load": statistics.median(load for _, load in canary_pods.values()),
     }
     kubectl("delete", "im", NAME, "-n", namespace, "--wait=true", "--timeout=120s")
     wait_until(
@@ -200,9 +163,8 @@ def table(rows: dict[tuple[str, str], dict[str, Any]]) -> str:
     lines = [
         "| store | mode | apply → 4 Ready (s) | vs no cache | cache fill | per-pod download (s) "
         "| per-pod load (s) | scale 4→8 → Ready (s) | vs no cache | scale-up pod download (s) "
-        "| scale-up pod load (s) | canary → 2 Ready (s) | vs no cache | canary pod download (s) "
-        "| canary pod load (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| scale-up pod load (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (store, mode), r in rows.items():
         base = rows[(store, "without cache")]
@@ -211,8 +173,7 @@ def table(rows: dict[tuple[str, str], dict[str, Any]]) -> str:
             f"| {r['fill']} "
             f"| {r['first_download']:.2f} | {r['first_load']:.2f} | {r['scale']:.1f} "
             f"| {r['scale'] / base['scale']:.2f} | {r['scale_download']:.2f} "
-            f"| {r['scale_load']:.2f} | {r['canary']:.1f} | {r['canary'] / base['canary']:.2f} "
-            f"| {r['canary_download']:.2f} | {r['canary_load']:.2f} |"
+            f"| {r['scale_load']:.2f} |"
         )
     return "\n".join(lines)
 
