@@ -170,7 +170,7 @@ class Traefik:
         binary = shutil.which("traefik")
         if binary is None:
             raise RuntimeError("traefik not found on PATH: `make binaries` builds it")
-        install_gateway_api_crds()
+        # The Gateway API CRDs are in place: e2e's session fixture installs them first.
         self._rbac_and_gateway()
         config = self._config()
         log = self.log_path.open("wb")

@@ -39,10 +39,10 @@ def example(name: str) -> dict[str, Any]:
     return dict(yaml.safe_load((EXAMPLES / name).read_text()))
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now at `host` (loopback by default)."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 

@@ -351,27 +351,6 @@ def test_gpu_unschedulable_canary_waits_then_rolls_back(
     assert weights == {0}  # traffic never shifted to pods that could not run
 
 
-@pytest.fixture(scope="session")
-def gateway_api_crds() -> None:
-    """The standard Gateway API CRDs (from the Go module proxy); no gateway controller."""
-    script = Path(__file__).resolve().parent / "tools" / "gateway-api-crds.sh"
-    crd_dir = Path(
-        subprocess.run(
-            ["bash", str(script)], check=True, capture_output=True, text=True
-        ).stdout.strip()
-    )
-    for kind in ("gatewayclasses", "gateways", "httproutes", "referencegrants"):
-        kubectl(
-            "apply", "--server-side", "-f", str(crd_dir / f"gateway.networking.k8s.io_{kind}.yaml")
-        )
-    kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/httproutes.gateway.networking.k8s.io",
-    )
-
-
 class GatewayStandIn(BackgroundLoop):
     """TEST-ONLY stand-in for a Gateway API controller: it reports the kinfer HTTPRoute as
     Accepted with ResolvedRefs for its current generation, as a real gateway would once it
@@ -431,7 +410,7 @@ class GatewayStandIn(BackgroundLoop):
 
 
 def test_gateway_api_canary_writes_both_weights_and_waits_for_the_route(
-    namespace: str, prometheus: Prometheus, plane: DataPlane, gateway_api_crds: None
+    namespace: str, prometheus: Prometheus, plane: DataPlane
 ) -> None:
     traffic = {
         "traffic": {

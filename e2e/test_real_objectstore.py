@@ -20,7 +20,6 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -30,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import kubectl_apply, kubectl_json, wait_until
+from harness import free_port, kubectl_apply, kubectl_json, wait_until
+from kinfer_operator.api.spec import AWS_SECRET_KEYS, AZURE_SECRET_KEYS
 from kinfer_runtime._objectstore import ObjectStoreCredentials, sign_url
 from realnode import model_manifest, node_ip, require_real_node
 from test_real_cache import CLAIM, cache_dir, fill_jobs, fill_message, wait_serving
@@ -63,18 +63,11 @@ def _installed(server: str) -> str:
     ).stdout.strip()
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def _listening(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1):
             return True
     except OSError:
-        time.sleep(0.2)
         return False
 
 
@@ -83,7 +76,7 @@ def _serving(argv: Callable[[str, int], list[str]], log: Path) -> Iterator[tuple
     """A store process bound to the node address (pods reach it; nothing listens on an
     external interface), stopped by its PID."""
     host = node_ip()
-    port = _free_port(host)
+    port = free_port(host)
     with log.open("wb") as out:
         proc = subprocess.Popen(argv(host, port), stdout=out, stderr=subprocess.STDOUT)
         try:
@@ -213,24 +206,12 @@ def azure_endpoint(store_data: Path, tmp_path: Path, demo_model: Path) -> Iterat
         yield endpoint
 
 
-def _secret(namespace: str, data: dict[str, str]) -> None:
+def _secret(namespace: str, names: tuple[str, str], keys: ObjectStoreCredentials) -> None:
+    """The Secret `store`, with the key pair under the names the operator reads (`names`)."""
+    data = dict(zip(names, (keys.access_key_id, keys.secret_access_key), strict=True))
     kubectl_apply(
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "store"}, "stringData": data},
         namespace,
-    )
-
-
-def _s3_secret(namespace: str, keys: ObjectStoreCredentials) -> None:
-    _secret(
-        namespace,
-        {"AWS_ACCESS_KEY_ID": keys.access_key_id, "AWS_SECRET_ACCESS_KEY": keys.secret_access_key},
-    )
-
-
-def _azure_secret(namespace: str, keys: ObjectStoreCredentials) -> None:
-    _secret(
-        namespace,
-        {"AZURE_STORAGE_ACCOUNT": keys.access_key_id, "AZURE_STORAGE_KEY": keys.secret_access_key},
     )
 
 
@@ -271,13 +252,13 @@ def _sha256(path: Path) -> str:
 def test_s3_source_fills_the_cache_and_serves(
     namespace: str, s3_endpoint: str, cache_dir: Path, demo_model: Path
 ) -> None:
-    _s3_secret(namespace, S3_KEYS)
+    _secret(namespace, AWS_SECRET_KEYS, S3_KEYS)
     manifest = _model(f"s3://models/{OBJECT}", s3_endpoint, _sha256(demo_model))
     _fills_the_cache_and_serves(namespace, manifest)
 
 
 def test_s3_source_with_a_wrong_key_says_so_in_status(namespace: str, s3_endpoint: str) -> None:
-    _s3_secret(namespace, ObjectStoreCredentials("NOT-A-KEY", "whatever"))
+    _secret(namespace, AWS_SECRET_KEYS, ObjectStoreCredentials("NOT-A-KEY", "whatever"))
     kubectl_apply(_model(f"s3://models/{OBJECT}", s3_endpoint), namespace)
     _degraded_with(namespace, f"s3://models/{OBJECT}", 403)
 
@@ -285,13 +266,17 @@ def test_s3_source_with_a_wrong_key_says_so_in_status(namespace: str, s3_endpoin
 def test_gs_source_fills_the_cache_and_serves(
     namespace: str, gcs_endpoint: str, cache_dir: Path, demo_model: Path
 ) -> None:
-    _s3_secret(namespace, ObjectStoreCredentials("GOOG1EXAMPLEHMACKEY", "hmac-secret"))
+    _secret(
+        namespace, AWS_SECRET_KEYS, ObjectStoreCredentials("GOOG1EXAMPLEHMACKEY", "hmac-secret")
+    )
     manifest = _model(f"gs://models/{OBJECT}", gcs_endpoint, _sha256(demo_model))
     _fills_the_cache_and_serves(namespace, manifest)
 
 
 def test_gs_source_of_a_missing_object_says_so_in_status(namespace: str, gcs_endpoint: str) -> None:
-    _s3_secret(namespace, ObjectStoreCredentials("GOOG1EXAMPLEHMACKEY", "hmac-secret"))
+    _secret(
+        namespace, AWS_SECRET_KEYS, ObjectStoreCredentials("GOOG1EXAMPLEHMACKEY", "hmac-secret")
+    )
     kubectl_apply(_model("gs://models/demo/missing.onnx", gcs_endpoint), namespace)
     _degraded_with(namespace, "gs://models/demo/missing.onnx", 404)
 
@@ -299,7 +284,7 @@ def test_gs_source_of_a_missing_object_says_so_in_status(namespace: str, gcs_end
 def test_azure_source_fills_the_cache_and_serves(
     namespace: str, azure_endpoint: str, cache_dir: Path, demo_model: Path
 ) -> None:
-    _azure_secret(namespace, AZURE_KEYS)
+    _secret(namespace, AZURE_SECRET_KEYS, AZURE_KEYS)
     manifest = _model(f"azure://models/{OBJECT}", azure_endpoint, _sha256(demo_model))
     _fills_the_cache_and_serves(namespace, manifest)
 
@@ -308,6 +293,6 @@ def test_azure_source_with_a_wrong_key_says_so_in_status(
     namespace: str, azure_endpoint: str
 ) -> None:
     wrong = base64.b64encode(b"not the account key").decode()
-    _azure_secret(namespace, ObjectStoreCredentials(AZURE_KEYS.access_key_id, wrong))
+    _secret(namespace, AZURE_SECRET_KEYS, ObjectStoreCredentials(AZURE_KEYS.access_key_id, wrong))
     kubectl_apply(_model(f"azure://models/{OBJECT}", azure_endpoint), namespace)
     _degraded_with(namespace, f"azure://models/{OBJECT}", 403)

@@ -75,6 +75,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def routes_watched(mode: str, kube: Kube, namespaces: list[str]) -> bool:
+    """Whether to watch HTTPRoutes for `--gateway-api` `mode`. auto: only when their CRD is
+    served now and RBAC allows it. kopf notices a CRD installed later only if API discovery
+    has caught up when the CRD's last event arrives, which is a race; a GatewayAPI model then
+    says in status to restart the operator, never waits silently."""
+    if mode != "auto":
+        return mode == "true"
+    return kube.serves("HTTPRoute") and kube.may_watch(
+        "gateway.networking.k8s.io", "httproutes", namespaces
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Configure logging, metrics and health, then hand over to kopf."""
     args = parse_args(argv)
@@ -88,14 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     kube = Kube(load_config(pool_size=args.workers + 4))
     store = Store()
     exact = [ns for ns in args.namespace if not set(ns) & set("*?[]!")]
-    # auto: only when the HTTPRoute CRD is served now. kopf notices a CRD installed later only
-    # if API discovery has caught up when the CRD's last event arrives, which is a race; a
-    # GatewayAPI model then says in status to restart the operator, never waits silently.
-    watch_routes = args.gateway_api == "true" or (
-        args.gateway_api == "auto"
-        and kube.serves("HTTPRoute")
-        and kube.may_watch("gateway.networking.k8s.io", "httproutes", exact)
-    )
+    watch_routes = routes_watched(args.gateway_api, kube, exact)
     priority = args.priority or random.SystemRandom().randint(1, 1_000_000)
     peering_namespace = exact[0] if args.namespace and exact else None
 

@@ -324,20 +324,19 @@ def test_batches_fill_from_the_highest_priority_level_first() -> None:
     assert model.seen == [[100], [10, 11], [30, 31], [20]]
 
 
+async def _two_levels(model: FakeModel, **policy: object) -> Batcher:
+    """A started batcher of 4-row batches, two priority levels, the lower one the default."""
+    two_levels = {"priority_levels": 2, "default_priority": 2}
+    return await started(model, max_batch_size=4, max_queue_delay_s=0, **two_levels, **policy)
+
+
 def _seen_batches(*, mix_priority_levels: bool) -> list[list[float]]:
     """Batches of 4 rows formed from 1 queued high-priority row and 5 low ones."""
     model = FakeModel()
     model.release.clear()
 
     async def scenario() -> None:
-        batcher = await started(
-            model,
-            max_batch_size=4,
-            max_queue_delay_s=0,
-            priority_levels=2,
-            default_priority=2,
-            mix_priority_levels=mix_priority_levels,
-        )
+        batcher = await _two_levels(model, mix_priority_levels=mix_priority_levels)
         blocker = asyncio.ensure_future(batcher.submit(rows(1, 100), 1))
         await asyncio.sleep(0.05)  # executing: the worker is held
         low = [asyncio.ensure_future(batcher.submit(rows(1, i), 1)) for i in range(20, 25)]
@@ -366,15 +365,7 @@ def _batches_around_a_late_urgent_request(**policy: object) -> list[list[float]]
     model.release.clear()
 
     async def scenario() -> None:
-        batcher = await started(
-            model,
-            max_batch_size=4,
-            max_queue_delay_s=0,
-            priority_levels=2,
-            default_priority=2,
-            mix_priority_levels=False,
-            **policy,
-        )
+        batcher = await _two_levels(model, mix_priority_levels=False, **policy)
         low = [asyncio.ensure_future(batcher.submit(rows(1, i), 1)) for i in range(20, 25)]
         await asyncio.sleep(0.05)  # the first low batch is executing: the worker is held
         urgent = asyncio.ensure_future(batcher.submit(rows(1, 10), 1, priority=1))

@@ -1,0 +1,43 @@
+"""The operator's start-up decisions that depend on the cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+from kinfer_operator.main import routes_watched
+
+
+class _Kube:
+    """Discovery and RBAC answers, and which were asked."""
+
+    def __init__(self, served: bool, allowed: bool) -> None:
+        self.served, self.allowed = served, allowed
+        self.asked: list[str] = []
+
+    def serves(self, kind: str) -> bool:
+        self.asked.append(f"serves {kind}")
+        return self.served
+
+    def may_watch(self, group: str, resource: str, namespaces: Sequence[str] = ()) -> bool:
+        self.asked.append(f"may_watch {resource} {list(namespaces)}")
+        return self.allowed
+
+
+@pytest.mark.parametrize(
+    ("served", "allowed", "watched"),
+    [(True, True, True), (False, True, False), (True, False, False)],
+)
+def test_auto_watches_routes_only_when_their_crd_is_served_and_rbac_allows(
+    served: bool, allowed: bool, watched: bool
+) -> None:
+    kube = _Kube(served, allowed)
+    assert routes_watched("auto", kube, ["ml"]) is watched  # type: ignore[arg-type]
+    assert kube.asked[0] == "serves HTTPRoute"
+
+
+@pytest.mark.parametrize(("mode", "watched"), [("true", True), ("false", False)])
+def test_an_explicit_mode_asks_the_cluster_nothing(mode: str, watched: bool) -> None:
+    kube = _Kube(served=False, allowed=False)
+    assert routes_watched(mode, kube, []) is watched  # type: ignore[arg-type]
+    assert kube.asked == []
