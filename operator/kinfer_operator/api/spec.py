@@ -333,6 +333,10 @@ class Batching(ApiModel):
     (highest) to priorityLevels, each with a queue of its own; batches fill from level 1."""
     default_priority_level: int = Field(default=1, ge=1, le=16)
     """Level of requests that give no priority (or one outside 1..priorityLevels)."""
+    lower_priority_max_batch_size: int | None = Field(default=None, ge=1, le=4096)
+    """Most rows in a batch that holds no level-1 request: it bounds how long a level-1
+    request waits behind lower-priority work. Unset: the runtime's choice, 1 on a CPU (where
+    each row costs as much as a request alone) and no cap on a GPU."""
 
     @model_validator(mode="after")
     def _default_is_a_level(self) -> Batching:

@@ -110,6 +110,9 @@ def _env(model: InferenceModel, revision: str) -> list[dict[str, Any]]:
     }
     if spec.model.sha256:
         plain[rc.ENV_MODEL_SHA256] = spec.model.sha256
+    if batching.lower_priority_max_batch_size is not None:
+        # Only when set: a new variable in every template would restart every model's pods.
+        plain[rc.ENV_LOWER_PRIORITY_MAX_BATCH_SIZE] = str(batching.lower_priority_max_batch_size)
     if spec.model.cache:
         plain[rc.ENV_SHARED_CACHE_DIR] = shared_cache_dir(model)
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain.items()]

@@ -16,6 +16,7 @@ from kinfer_operator.children.pdb import wants_pdb
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import (
     HASH_ANNOTATION,
+    TRACK_LABEL,
     deployment_name,
     object_hash,
     revision_of,
@@ -69,9 +70,19 @@ def want_replicas(model: InferenceModel, stable: DeploymentView | None) -> int:
 
 
 def stamped(desired: dict[str, Any]) -> dict[str, Any]:
-    """The desired object with its content hash recorded in an annotation."""
+    """The desired object with its content hash recorded in an annotation.
+
+    The track label is hashed as if it were "stable", so promoting a Deployment changes only
+    that label: any change to a Deployment's annotations bumps its generation, and the pass
+    after a promotion would see it as not yet rolled out (Ready flapping, a second
+    Deploying/Serving Event). needs_apply compares the labels themselves.
+    """
     meta = desired["metadata"]
-    annotations = {**meta.get("annotations", {}), HASH_ANNOTATION: object_hash(desired)}
+    labels = meta.get("labels") or {}
+    hashed = desired
+    if TRACK_LABEL in labels:
+        hashed = {**desired, "metadata": {**meta, "labels": {**labels, TRACK_LABEL: "stable"}}}
+    annotations = {**meta.get("annotations", {}), HASH_ANNOTATION: object_hash(hashed)}
     return {**desired, "metadata": {**meta, "annotations": annotations}}
 
 
@@ -79,13 +90,20 @@ def needs_apply(desired: dict[str, Any], observed: Any) -> bool:
     """True unless the observed child was last applied from exactly this (stamped) object.
 
     Comparing our own hash, not the live object, keeps API-server defaulting and other
-    controllers' fields (HPA replicas, status) from ever looking like drift.
+    controllers' fields (HPA replicas, status) from ever looking like drift. Labels are
+    compared as they are (see stamped).
     """
     if observed is None:
         return True
     want = desired["metadata"]["annotations"][HASH_ANNOTATION]
-    annotations = observed.get("metadata", {}).get("annotations") or {}
-    return bool(annotations.get(HASH_ANNOTATION) != want)
+    meta = observed.get("metadata", {})
+    annotations = meta.get("annotations") or {}
+    labels = meta.get("labels") or {}
+    wanted_labels = desired["metadata"].get("labels") or {}
+    return bool(
+        annotations.get(HASH_ANNOTATION) != want
+        or any(labels.get(k) != v for k, v in wanted_labels.items())
+    )
 
 
 def _select_revisions(

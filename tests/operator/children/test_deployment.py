@@ -167,3 +167,11 @@ def test_priority_levels_reach_runtime_env(make_model: MakeModel) -> None:
     model = make_model({"runtime": {"batching": {"priorityLevels": 3, "defaultPriorityLevel": 2}}})
     env = _env(build_deployment(model, "stable"))
     assert (env[rc.ENV_PRIORITY_LEVELS], env[rc.ENV_DEFAULT_PRIORITY]) == ("3", "2")
+
+
+def test_lower_priority_cap_reaches_runtime_env_only_when_set(make_model: MakeModel) -> None:
+    unset = _env(build_deployment(make_model(), "stable"))
+    assert rc.ENV_LOWER_PRIORITY_MAX_BATCH_SIZE not in unset
+    model = make_model({"runtime": {"batching": {"lowerPriorityMaxBatchSize": 4}}})
+    env = _env(build_deployment(model, "stable"))
+    assert env[rc.ENV_LOWER_PRIORITY_MAX_BATCH_SIZE] == "4"

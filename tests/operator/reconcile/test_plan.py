@@ -76,6 +76,23 @@ def test_candidate_is_promoted_only_when_fully_available(make_model: MakeModel) 
     assert p.deletes == [Delete("Deployment", stable["metadata"]["name"])]
 
 
+def test_promotion_relabels_without_touching_annotations(make_model: MakeModel) -> None:
+    # A Deployment's generation moves with its annotations: a new hash on promotion would make
+    # the pass after it see the promoted revision as not rolled out (Ready flapping).
+    old, new = make_model(), make_model({"model": {"version": "4"}})
+    stable = observed_deployment(_deployment(plan(old, Observed())), track="stable")
+    canary = observed_deployment(
+        _deployment(plan(new, Observed(deployments=(stable,)))), track="canary"
+    )
+    p = plan(new, Observed(deployments=(stable, canary)))
+    promoted = _deployment(p)
+    assert p.promoted
+    assert promoted["metadata"]["annotations"] == canary["metadata"]["annotations"]
+    assert needs_apply(promoted, canary)  # the label still has to change
+    relabelled = observed_deployment(promoted, track="stable")
+    assert not needs_apply(promoted, relabelled)
+
+
 def test_reverting_to_stable_cancels_the_candidate(make_model: MakeModel) -> None:
     old, new = make_model(), make_model({"model": {"version": "4"}})
     stable = observed_deployment(_deployment(plan(old, Observed())), track="stable")
