@@ -7,6 +7,8 @@ import logging
 import os
 import random
 import time
+from collections.abc import Sequence
+from typing import Protocol
 
 import kopf
 from prometheus_client import REGISTRY, start_http_server
@@ -75,7 +77,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def routes_watched(mode: str, kube: Kube, namespaces: list[str]) -> bool:
+class Discovery(Protocol):
+    """What the start-up asks the cluster (Kube answers it; tests fake it)."""
+
+    def serves(self, kind: str) -> bool: ...
+
+    def may_watch(self, group: str, resource: str, namespaces: Sequence[str] = ()) -> bool: ...
+
+
+def routes_watched(mode: str, kube: Discovery, namespaces: list[str]) -> bool:
     """Whether to watch HTTPRoutes for `--gateway-api` `mode`. auto: only when their CRD is
     served now and RBAC allows it. kopf notices a CRD installed later only if API discovery
     has caught up when the CRD's last event arrives, which is a race; a GatewayAPI model then

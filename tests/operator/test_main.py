@@ -32,12 +32,12 @@ def test_auto_watches_routes_only_when_their_crd_is_served_and_rbac_allows(
     served: bool, allowed: bool, watched: bool
 ) -> None:
     kube = _Kube(served, allowed)
-    assert routes_watched("auto", kube, ["ml"]) is watched  # type: ignore[arg-type]
+    assert routes_watched("auto", kube, ["ml"]) is watched
     assert kube.asked[0] == "serves HTTPRoute"
 
 
 @pytest.mark.parametrize(("mode", "watched"), [("true", True), ("false", False)])
 def test_an_explicit_mode_asks_the_cluster_nothing(mode: str, watched: bool) -> None:
     kube = _Kube(served=False, allowed=False)
-    assert routes_watched(mode, kube, []) is watched  # type: ignore[arg-type]
+    assert routes_watched(mode, kube, []) is watched
     assert kube.asked == []
