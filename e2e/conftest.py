@@ -94,7 +94,13 @@ class LocalOperator:
 
     def start(self) -> None:
         exe = Path(sys.executable).with_name("kinfer-operator")
-        env = {**os.environ, "KINFER_RESYNC_SECONDS": "10", **self.env}
+        # Short resync and relist periods, so that every e2e case runs alongside both.
+        env = {
+            **os.environ,
+            "KINFER_RESYNC_SECONDS": "10",
+            "KINFER_RELIST_SECONDS": "5",
+            **self.env,
+        }
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [

@@ -207,6 +207,9 @@ def test_noop_reconcile_writes_nothing(quiet_cluster: str, operator: Any) -> Non
     resyncs_before = (
         operator.metric("kinfer_operator_reconciles_total", trigger="resync") if operator else 0
     )
+    lists_before = (
+        operator.metric("kinfer_operator_api_requests_total", verb="list") if operator else 0
+    )
     in_process = InProcessReconciler(namespace)
     outcomes = [in_process.reconcile("resnet50") for _ in range(3)]
     assert [o.writes for o in outcomes if o] == [0, 0, 0]
@@ -220,6 +223,38 @@ def test_noop_reconcile_writes_nothing(quiet_cluster: str, operator: Any) -> Non
         # moved during it (a cumulative total could be non-zero from earlier tests).
         resyncs = operator.metric("kinfer_operator_reconciles_total", trigger="resync")
         assert resyncs > resyncs_before
+        # ... and at least one periodic relist of the cache (every 5 s here), which found
+        # nothing to write about.
+        lists = operator.metric("kinfer_operator_api_requests_total", verb="list")
+        assert lists > lists_before
+
+
+def test_a_relist_catches_a_deletion_the_cache_never_heard_of(namespace: str) -> None:
+    """What a broken watch leaves behind: the cache holds a child that is gone. A relist
+    drops it, and the pass it triggers puts the child back."""
+    from kinfer_operator.reconcile.cluster import relist
+
+    kubectl_apply(example("resnet-gpu.yaml"), namespace)
+    wait_ready(namespace, "resnet50")
+    in_process = InProcessReconciler(namespace)
+    in_process.reconcile("resnet50")  # fills its cache (no watches: nothing updates it)
+    store, key = in_process.store, (namespace, "resnet50")
+    uid = get_im(namespace, "resnet50")["metadata"]["uid"]
+
+    def pdbs() -> dict[str, str]:
+        return {o["metadata"]["name"]: o["metadata"]["uid"] for o in store.observe(*key, uid).pdbs}
+
+    held = pdbs()
+    assert held, "the model has a PodDisruptionBudget"
+    name, deleted = next(iter(held.items()))
+    kubectl("delete", "pdb", name, "-n", namespace, "--wait=true")
+    assert pdbs() == held  # the cache still believes in it
+    assert key in relist(store, in_process.kube, [namespace], with_routes=False)
+    # Gone, or already put back by the operator's own pass: a new object either way.
+    assert deleted not in pdbs().values()
+    in_process.reconciler.reconcile(namespace, "resnet50", trigger="relist")
+    again = kubectl_json("get", "pdb", name, "-n", namespace)
+    assert again["metadata"]["uid"] != deleted
 
 
 def test_model_version_bump_surges_new_revision_then_removes_old(namespace: str) -> None:

@@ -145,20 +145,28 @@ class Kube:
     def _read(self, verb: str, kind: str) -> None:
         API_REQUESTS.labels(verb=verb, kind=kind).inc()
 
-    def list(self, kind: WatchedKind, namespaces: Sequence[str] = ()) -> list[dict[str, Any]]:
-        """Every object of a watched kind that belongs to a model (the cache's relist).
+    def list(
+        self, kind: WatchedKind, namespaces: Sequence[str] = ()
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Every object of a watched kind that belongs to a model (the cache's relist), and
+        the resourceVersion the listing was taken at.
 
-        The whole cluster, or each of `namespaces` when the operator watches only those.
+        The whole cluster, or each of `namespaces` when the operator watches only those;
+        then the earliest of the listings' versions, which all of them are at least as new as.
         """
         selector = None if kind == KIND else MODEL_LABEL
         resource = self._resource(API_VERSIONS[kind], kind)
         items: list[dict[str, Any]] = []
+        versions: list[str] = []
         scopes: Sequence[str | None] = namespaces or [None]
         for namespace in scopes:
             self._read("list", kind)
-            listing = resource.get(namespace=namespace, label_selector=selector)
-            items.extend(dict(i) for i in listing.to_dict().get("items", []))
-        return items
+            listing = resource.get(namespace=namespace, label_selector=selector).to_dict()
+            items.extend(dict(i) for i in listing.get("items", []))
+            versions.append(str((listing.get("metadata") or {}).get("resourceVersion", "")))
+        if not all(v.isdigit() for v in versions):
+            return items, None
+        return items, min(versions, key=int)
 
     def pod_log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str | None:
         """The last lines a container logged, or None when they cannot be read."""

@@ -39,9 +39,12 @@ from kinfer_operator.reconcile.queue import WorkQueue
 from kinfer_operator.world import Store, WatchedKind
 from kinfer_operator.world.store import ModelKey
 
-__all__ = ["RESYNC_SECONDS", "WORKERS", "Controller", "install"]
+__all__ = ["RELIST_SECONDS", "RESYNC_SECONDS", "WORKERS", "Controller", "install"]
 
 RESYNC_SECONDS = float(os.environ.get("KINFER_RESYNC_SECONDS", "300"))
+RELIST_SECONDS = float(os.environ.get("KINFER_RELIST_SECONDS", "600"))
+"""How often the cache is made equal to a fresh listing (0: never). kopf resumes a broken
+watch from a new listing and sends no event for what was deleted in the gap."""
 WORKERS = int(os.environ.get("KINFER_WORKERS", "4"))
 IDLE_SECONDS = 30.0
 """A worker that waited this long for work does housekeeping (see `Controller._idle`)."""
@@ -86,12 +89,15 @@ class Controller:
         relist: Callable[[], set[ModelKey]] = set,
         workers: int = WORKERS,
         resync_seconds: float = RESYNC_SECONDS,
+        relist_seconds: float = RELIST_SECONDS,
     ) -> None:
         self.reconciler, self.store = reconciler, store
         self.queue: WorkQueue[ModelKey] = WorkQueue()
         self._standby, self._relist = standby, relist
         self._workers = workers
         self._resync = resync_seconds
+        self._relist_every = relist_seconds
+        self._relist_due = time.monotonic() + relist_seconds
         self._triggers: dict[ModelKey, str] = {}
         self._changed: set[ModelKey] = set()
         self._orphans: dict[ModelKey, str] = {}
@@ -170,6 +176,7 @@ class Controller:
 
     def _work(self) -> None:
         while not self.queue.closed:
+            self.relist_if_due()
             key = self.queue.get(timeout=IDLE_SECONDS)
             if key is None:
                 self._idle()
@@ -236,11 +243,32 @@ class Controller:
 
     def _take_over(self) -> None:
         """Back from standby: the watches were paused, so deletions may have been missed."""
+        # The cost ledger re-seeds from the statuses the active peer wrote.
+        self._refresh("after standby", then=self.reconciler.costs.reset)
+
+    def relist_if_due(self) -> None:
+        """Every `relist_seconds`, one worker refreshes the cache from a fresh listing (a
+        standby's watches are paused: it refreshes when it takes over instead)."""
+        if self._relist_every <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if now < self._relist_due:
+                return
+            self._relist_due = now + self._relist_every
+        if not self._standby():
+            self._refresh("periodic")
+
+    def _refresh(self, why: str, then: Callable[[], None] = lambda: None) -> None:
+        """Relist into the cache, run `then`, and requeue the models whose objects changed."""
         try:
             changed = self._relist()
         except Exception:
-            _log.warning("could not relist after standby; the cache may hold deleted objects")
+            _log.warning("%s relist failed; the cache may hold deleted objects", why)
             return
+        then()
+        if changed:
+            _log.info("%s relist: the cache was behind for %d models", why, len(changed))
         for key in changed:
             self.enqueue(key, "relist")
         publish_cache_size(self.store)

@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY, start_http_server
 
 from kinfer_operator import __version__
 from kinfer_operator._kube import Kube, load_config
-from kinfer_operator.handlers import WORKERS, Controller, install, publish_cache_size
+from kinfer_operator.handlers import WORKERS, Controller, install
 from kinfer_operator.reconcile import Reconciler
 from kinfer_operator.reconcile.cluster import CachedCluster, relist
 from kinfer_operator.world import Store
@@ -129,14 +129,11 @@ def main(argv: list[str] | None = None) -> None:
     reconciler = Reconciler(CachedCluster(store, kube, routes_watched=watch_routes))
     REGISTRY.register(GpuSecondsCollector(store, reconciler.costs))
 
-    def take_over() -> set[ModelKey]:
-        changed = relist(store, kube, args.namespace, with_routes=watch_routes)
-        reconciler.costs.reset()  # re-seed from the statuses the active peer wrote
-        publish_cache_size(store)
-        return changed
+    def relist_cache() -> set[ModelKey]:
+        return relist(store, kube, args.namespace, with_routes=watch_routes)
 
     controller = Controller(
-        reconciler, store, standby=standby, relist=take_over, workers=args.workers
+        reconciler, store, standby=standby, relist=relist_cache, workers=args.workers
     )
     install(controller, watch_routes=watch_routes)
 

@@ -93,6 +93,34 @@ def test_taking_over_from_standby_relists_and_requeues_what_changed(
     controller.stop()
 
 
+def test_the_cache_is_relisted_periodically_except_on_a_standby(
+    reconciler: _Reconciler,
+) -> None:
+    standby = False
+    relisted: list[bool] = []
+
+    def relist() -> set[tuple[str, str]]:
+        relisted.append(True)
+        return {("ml", "deleted-unseen")}
+
+    controller = _controller(
+        reconciler, standby=lambda: standby, relist=relist, relist_seconds=0.05
+    )
+    controller.relist_if_due()
+    assert relisted == []  # not due yet: the watches' own listing is fresh
+    time.sleep(0.06)
+    controller.relist_if_due()
+    controller.relist_if_due()
+    assert relisted == [True]
+    _run_ready(controller)
+    assert reconciler.calls == [("ml", "deleted-unseen", "relist")]
+    standby, relisted[:] = True, []
+    time.sleep(0.06)
+    controller.relist_if_due()
+    assert relisted == []
+    controller.stop()
+
+
 def test_a_pass_schedules_the_next_at_the_rollouts_time_or_the_resync(
     reconciler: _Reconciler,
 ) -> None:

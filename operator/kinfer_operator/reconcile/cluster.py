@@ -163,7 +163,9 @@ def relist(
     objects changed.
 
     The operator does this when it takes over from a standby (its watches were paused, so
-    deletions in between sent no event); in-process e2e passes use it as their snapshot.
+    deletions in between sent no event) and every `--relist-seconds` (a watch that ends and
+    resumes from a new listing sends no event for what was deleted in the gap); in-process
+    e2e passes use it as their snapshot.
     `namespaces` may hold glob patterns, as `--namespace` does.
     """
     globs = [ns for ns in namespaces if set(ns) & set("*?[]!")]
@@ -173,10 +175,10 @@ def relist(
     for kind in kinds:
         if kind == "HTTPRoute" and not with_routes:
             continue
-        listing = kube.list(kind, exact)
+        listing, version = kube.list(kind, exact)
         if globs:
             listing = [o for o in listing if _matches(o, namespaces)]
-        changed |= store.replace(kind, listing)
+        changed |= store.replace(kind, listing, version)
     return changed
 
 

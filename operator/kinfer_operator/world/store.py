@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -44,7 +45,8 @@ CHILD_KINDS: tuple[WatchedKind, ...] = (
     "Job",
 )
 TOMBSTONE_SECONDS = 600.0
-"""How long a child we deleted stays ignored if its DELETED event never comes."""
+"""How long a child we deleted stays ignored if its DELETED event never comes, and how long
+a deleted object's UID is kept from coming back through a relist."""
 ModelKey = tuple[str, str]
 """(namespace, name) of an InferenceModel: the work queue's key."""
 
@@ -89,6 +91,24 @@ def _newer(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
     return True
 
 
+def _written_after(obj: Mapping[str, Any], version: str | None) -> bool:
+    """Whether the object was written after a listing taken at `version` (unknown: no)."""
+    held = str(obj.get("metadata", {}).get("resourceVersion", ""))
+    if version is None or not (held.isdigit() and version.isdigit()):
+        return False
+    return int(held) > int(version)
+
+
+def _expire(deaths: OrderedDict[str, float], now: float) -> None:
+    """Forget UIDs older than `TOMBSTONE_SECONDS` (their events cannot still be coming);
+    oldest first, so this costs nothing when nothing is due."""
+    while deaths:
+        at = next(iter(deaths.values()))
+        if now - at <= TOMBSTONE_SECONDS:
+            return
+        deaths.popitem(last=False)
+
+
 def _model_of(kind: WatchedKind, obj: Mapping[str, Any]) -> ModelKey | None:
     meta = obj.get("metadata") or {}
     namespace = meta.get("namespace")
@@ -108,9 +128,12 @@ class Store:
         self._models: dict[ModelKey, Mapping[str, Any]] = {}
         self._children: dict[ModelKey, dict[WatchedKind, _Objects]] = {}
         self._owners: dict[tuple[str, WatchedKind, str], ModelKey] = {}
-        self._tombstones: dict[str, float] = {}
+        self._tombstones: OrderedDict[str, float] = OrderedDict()
         """UID -> monotonic time of our own delete: a late event of the deleted object (its
         last status update, sent before the delete) must not bring it back to life."""
+        self._gone: OrderedDict[str, float] = OrderedDict()
+        """UID -> monotonic time its DELETED event arrived: a relist in flight must not bring
+        it back either."""
 
     # -- feeding ---------------------------------------------------------------------------
 
@@ -143,8 +166,14 @@ class Store:
         key = _model_of(kind, obj)
         if key is None:
             return None
+        uid = str(obj["metadata"].get("uid", ""))
+        now = time.monotonic()
         with self._lock:
-            self._tombstones.pop(str(obj["metadata"].get("uid", "")), None)
+            self._tombstones.pop(uid, None)
+            if uid:
+                self._gone[uid] = now
+                self._gone.move_to_end(uid)
+            _expire(self._gone, now)
             if kind == "InferenceModel":
                 self._models.pop(key, None)
             else:
@@ -174,8 +203,8 @@ class Store:
             uid = str((held or {}).get("metadata", {}).get("uid", ""))
             if uid:
                 self._tombstones[uid] = now
-            for old in [u for u, at in self._tombstones.items() if now - at > TOMBSTONE_SECONDS]:
-                del self._tombstones[old]
+                self._tombstones.move_to_end(uid)
+            _expire(self._tombstones, now)
             self._drop_locked(key, kind, name)
 
     def scaled(self, namespace: str, deployment: str, scale: Mapping[str, Any]) -> None:
@@ -191,36 +220,63 @@ class Store:
             spec = {**held.get("spec", {}), "replicas": scale.get("spec", {}).get("replicas")}
             objects[deployment] = {**held, "metadata": meta, "spec": spec}
 
-    def replace(self, kind: WatchedKind, listing: Iterable[Mapping[str, Any]]) -> set[ModelKey]:
-        """Make one kind equal to a fresh listing (after a pause of the watches, deletions
-        may have been missed); returns every model whose objects changed."""
-        fresh: dict[ModelKey, _Objects] = {}
+    def replace(
+        self, kind: WatchedKind, listing: Iterable[Mapping[str, Any]], version: str | None = None
+    ) -> set[ModelKey]:
+        """Bring one kind in line with a fresh listing taken at `version` (the list's
+        resourceVersion): deletions that sent no event (paused watches, a watch gap) are
+        dropped. Returns every model whose objects changed.
+
+        The listing speaks only for the moment it was taken: an object held at a later
+        version was written after it and stays, and one whose DELETED event arrived while
+        the listing was in flight does not come back.
+        """
+        fresh: dict[tuple[ModelKey, str], dict[str, Any]] = {}
         for obj in listing:
             key = _model_of(kind, obj)
             if key is not None:
-                fresh.setdefault(key, {})[str(obj["metadata"]["name"])] = _trim(kind, obj)
-        changed: set[ModelKey] = set()
+                fresh[(key, str(obj["metadata"]["name"]))] = _trim(kind, obj)
         with self._lock:
-            if kind == "InferenceModel":
-                models = {k: next(iter(v.values())) for k, v in fresh.items()}
-                changed = set(self._models) ^ set(models)
-                self._models = models
-                return changed | set(models)
-            for key in set(self._children) | set(fresh):
-                kinds = self._children.setdefault(key, {})
-                if kinds.get(kind, {}).keys() != fresh.get(key, {}).keys():
-                    changed.add(key)
-                for name in kinds.get(kind, {}):
-                    self._owners.pop((key[0], kind, name), None)
-                if key in fresh:
-                    kinds[kind] = fresh[key]
-                    for name in fresh[key]:
-                        self._owners[(key[0], kind, name)] = key
-                else:
-                    kinds.pop(kind, None)
-                if not kinds:
-                    del self._children[key]
+            held = self._held_locked(kind)
+            kept: dict[tuple[ModelKey, str], Mapping[str, Any]] = {}
+            for entry, obj in held.items():
+                new = fresh.pop(entry, None)
+                if new is not None:
+                    kept[entry] = new if _newer(new, obj) else obj
+                elif _written_after(obj, version):
+                    kept[entry] = obj
+            for entry, obj in fresh.items():
+                uid = str(obj["metadata"].get("uid", ""))
+                if uid not in self._tombstones and uid not in self._gone:
+                    kept[entry] = obj
+            changed = {key for key, _ in held.keys() ^ kept.keys()}
+            for entry, obj in kept.items():
+                old = held.get(entry)
+                if old is not None and _version_of(old) != _version_of(obj):
+                    changed.add(entry[0])  # modified, and that event was missed too
+            self._set_held_locked(kind, kept)
         return changed
+
+    def _held_locked(self, kind: WatchedKind) -> dict[tuple[ModelKey, str], Mapping[str, Any]]:
+        if kind == "InferenceModel":
+            return {(key, key[1]): obj for key, obj in self._models.items()}
+        return {
+            (key, name): obj
+            for key, kinds in self._children.items()
+            for name, obj in kinds.get(kind, {}).items()
+        }
+
+    def _set_held_locked(
+        self, kind: WatchedKind, objects: dict[tuple[ModelKey, str], Mapping[str, Any]]
+    ) -> None:
+        if kind == "InferenceModel":
+            self._models = {key: obj for (key, _), obj in objects.items()}
+            return
+        for key, name in self._held_locked(kind):
+            self._drop_locked(key, kind, name)
+        for (key, name), obj in objects.items():
+            self._children.setdefault(key, {}).setdefault(kind, {})[name] = obj
+            self._owners[(key[0], kind, name)] = key
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -109,6 +109,50 @@ def test_a_relist_drops_what_was_deleted_unseen_and_names_the_models_it_touched(
     assert store.replace("Pod", [_child("Pod", "stays")]) == set()
 
 
+def _pod_names(store: Store) -> list[str]:
+    return sorted(p["metadata"]["name"] for p in store.observe("ml", "resnet50", "uid-1").pods)
+
+
+def test_a_relist_keeps_what_was_written_after_the_listing_was_taken() -> None:
+    store = Store()
+    store.upsert("Pod", _child("Pod", "deleted-unseen", rv="20"))
+    store.upsert("Pod", _child("Pod", "created-meanwhile", rv="31"))
+    assert store.replace("Pod", [], version="30") == {("ml", "resnet50")}
+    assert _pod_names(store) == ["created-meanwhile"]
+    assert store.replace("Pod", [], version=None) == {("ml", "resnet50")}  # no version: all go
+    assert _pod_names(store) == []
+
+
+def test_a_relist_does_not_bring_back_what_was_deleted_while_it_was_in_flight() -> None:
+    store = Store()
+    pod = _child("Pod", "p", rv="20")
+    pod["metadata"]["uid"] = "uid-p"
+    store.upsert("Pod", pod)
+    store.remove("Pod", pod)  # its DELETED event, after the listing below was taken
+    assert store.replace("Pod", [pod], version="25") == set()
+    assert _pod_names(store) == []
+
+
+def test_a_relist_takes_the_newer_of_the_listed_and_the_held_version() -> None:
+    store = Store()
+    store.upsert("Deployment", _child("Deployment", "d", rv="20", spec={"replicas": 2}))
+    listed = _child("Deployment", "d", rv="24", spec={"replicas": 5})  # a missed update
+    assert store.replace("Deployment", [listed], version="24") == {("ml", "resnet50")}
+    store.upsert("Deployment", _child("Deployment", "d", rv="40", spec={"replicas": 7}))
+    assert store.replace("Deployment", [listed], version="24") == set()  # stale listing
+    assert store.observe("ml", "resnet50", "uid-1").deployments[0]["spec"]["replicas"] == 7
+
+
+def test_a_relist_of_models_names_only_those_that_changed() -> None:
+    store = Store()
+    kept, gone = model_body(name="kept"), model_body(name="gone", uid="uid-2")
+    for body in (kept, gone):
+        body["metadata"]["resourceVersion"] = "10"
+        store.upsert("InferenceModel", body)
+    assert store.replace("InferenceModel", [kept], version="12") == {("ml", "gone")}
+    assert store.models() == [("ml", "kept")]
+
+
 def test_objects_without_a_model_label_are_not_held() -> None:
     store = Store()
     obj = _child("Service", "kubernetes")
