@@ -152,9 +152,16 @@ def operator_as_chart_account(
             session_operator.start()
 
 
-def can_i(release: Release, *args: str) -> bool:
-    """`kubectl auth can-i ... --as` the chart's ServiceAccount, answered by the API server."""
-    proc = kubectl("auth", "can-i", *args, f"--as={release.user}", check=False)
+def can_i(release: Release, verb: str, resource: str, *args: str) -> bool:
+    """`kubectl auth can-i ... --as` the chart's ServiceAccount, answered by the API server.
+
+    `resource` may name a subresource (`deployments.apps/scale`); kubectl would read what
+    follows the slash as an object's name.
+    """
+    resource, _, subresource = resource.partition("/")
+    if subresource:
+        args = (*args, f"--subresource={subresource}")
+    proc = kubectl("auth", "can-i", verb, resource, *args, f"--as={release.user}", check=False)
     return proc.stdout.strip() == "yes"
 
 
@@ -240,7 +247,9 @@ def test_cluster_role_forbids_what_the_operator_never_does(crds: None) -> None:
             ("create", "pods"),
             ("delete", "pods"),
             ("update", "inferencemodels.serving.kinfer.io"),
+            ("patch", "inferencemodels.serving.kinfer.io"),
             ("delete", "inferencemodels.serving.kinfer.io"),
+            ("patch", "deployments.apps/status"),
             ("create", "clusterroles.rbac.authorization.k8s.io"),
             ("get", "nodes"),
             ("create", "httproutes.gateway.networking.k8s.io"),

@@ -91,6 +91,8 @@ def test_every_child_kind_the_operator_writes_is_granted(
             # create+patch: server-side apply; list+watch: the informer cache; delete: prune.
             assert {"create", "patch", "list", "watch", "delete"} <= verbs, (kind, verbs)
     for role in default_roles:
+        # GitOps owns spec: the API server refuses any write of the operator's outside status.
+        assert _verbs(role, "serving.kinfer.io", "inferencemodels") == {"get", "list", "watch"}
         assert _verbs(role, "serving.kinfer.io", "inferencemodels/status") == {"patch"}
         assert _verbs(role, "apps", "deployments/scale") == {"patch"}
 
