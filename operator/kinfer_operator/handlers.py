@@ -140,10 +140,15 @@ class Controller:
     def pod_deleted(self, body: Mapping[str, Any]) -> ModelKey | None:
         """Forget a deleted pod, folding its GPU time into the model's cost ledger."""
         key = self.store.remove("Pod", body)
+        self.pod_vanished(body)
+        return key
+
+    def pod_vanished(self, body: Mapping[str, Any]) -> None:
+        """Fold a pod that is gone into the cost ledger (a relist's find: as of now)."""
+        key = self.store.key_of("Pod", body)
         model = self.store.model(*key) if key is not None else None
         if model is not None:
             self.reconciler.costs.retire(model, body, time.time())
-        return key
 
     def model_gone(self, key: ModelKey, uid: str) -> None:
         """Forget everything about a deleted model, and have a worker delete its children."""

@@ -130,7 +130,13 @@ def main(argv: list[str] | None = None) -> None:
     REGISTRY.register(GpuSecondsCollector(store, reconciler.costs))
 
     def relist_cache() -> set[ModelKey]:
-        return relist(store, kube, args.namespace, with_routes=watch_routes)
+        return relist(
+            store,
+            kube,
+            args.namespace,
+            with_routes=watch_routes,
+            pod_vanished=controller.pod_vanished,
+        )
 
     controller = Controller(
         reconciler, store, standby=standby, relist=relist_cache, workers=args.workers

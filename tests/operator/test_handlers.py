@@ -11,7 +11,7 @@ from kinfer_operator.reconcile import Outcome
 from kinfer_operator.world import Store
 from kinfer_operator.world.cost import CostLedger
 from support.factories import model_body
-from support.gpu_pods import gpu_pod
+from support.gpu_pods import T0, gpu_pod
 
 KEY = ("ml", "resnet50")
 
@@ -219,6 +219,22 @@ def test_a_deleted_pod_leaves_the_cache_for_the_cost_ledger(reconciler: _Reconci
     assert reconciler.costs.retired(model) == {"abc": 20}
     controller.pod_deleted(pod)  # a replayed DELETED event
     assert reconciler.costs.retired(model) == {"abc": 20}
+
+
+def test_a_pod_a_relist_found_gone_is_charged_until_now(reconciler: _Reconciler) -> None:
+    store = Store()
+    model = model_body()
+    store.upsert("InferenceModel", model)
+    pod = gpu_pod("abc", 1, started=int(time.time()) - T0 - 30)  # running, DELETED missed
+    pod["metadata"].update(
+        namespace="ml",
+        labels={"serving.kinfer.io/model": "resnet50", "serving.kinfer.io/revision": "abc"},
+    )
+    controller = Controller(reconciler, store, workers=0)  # type: ignore[arg-type]
+    controller.pod_vanished(pod)
+    assert 29 <= reconciler.costs.retired(model)["abc"] <= 32
+    controller.pod_vanished(pod)  # once per pod
+    assert reconciler.costs.retired(model)["abc"] <= 32
 
 
 def test_a_deleted_models_children_are_collected_by_a_worker(reconciler: _Reconciler) -> None:

@@ -157,7 +157,11 @@ class CachedCluster:
 
 
 def relist(
-    store: Store, kube: Kube, namespaces: Sequence[str] = (), with_routes: bool = True
+    store: Store,
+    kube: Kube,
+    namespaces: Sequence[str] = (),
+    with_routes: bool = True,
+    pod_vanished: Callable[[Mapping[str, Any]], None] = lambda pod: None,
 ) -> set[ModelKey]:
     """Make the cache equal to a fresh listing of every watched kind; returns the models whose
     objects changed.
@@ -165,7 +169,8 @@ def relist(
     The operator does this when it takes over from a standby (its watches were paused, so
     deletions in between sent no event) and every `--relist-seconds` (a watch that ends and
     resumes from a new listing sends no event for what was deleted in the gap); in-process
-    e2e passes use it as their snapshot.
+    e2e passes use it as their snapshot. `pod_vanished` gets each pod found gone, whose
+    DELETED event never came.
     `namespaces` may hold glob patterns, as `--namespace` does.
     """
     globs = [ns for ns in namespaces if set(ns) & set("*?[]!")]
@@ -178,7 +183,9 @@ def relist(
         listing, version = kube.list(kind, exact)
         if globs:
             listing = [o for o in listing if _matches(o, namespaces)]
-        changed |= store.replace(kind, listing, version)
+        changed |= store.replace(
+            kind, listing, version, dropped=pod_vanished if kind == "Pod" else lambda obj: None
+        )
     return changed
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from kinfer_operator.api import GROUP, KIND
@@ -221,7 +221,11 @@ class Store:
             objects[deployment] = {**held, "metadata": meta, "spec": spec}
 
     def replace(
-        self, kind: WatchedKind, listing: Iterable[Mapping[str, Any]], version: str | None = None
+        self,
+        kind: WatchedKind,
+        listing: Iterable[Mapping[str, Any]],
+        version: str | None = None,
+        dropped: Callable[[Mapping[str, Any]], None] = lambda obj: None,
     ) -> set[ModelKey]:
         """Bring one kind in line with a fresh listing taken at `version` (the list's
         resourceVersion): deletions that sent no event (paused watches, a watch gap) are
@@ -229,7 +233,8 @@ class Store:
 
         The listing speaks only for the moment it was taken: an object held at a later
         version was written after it and stays, and one whose DELETED event arrived while
-        the listing was in flight does not come back.
+        the listing was in flight does not come back. `dropped` gets each object found gone
+        (as last held), after the cache is updated.
         """
         fresh: dict[tuple[ModelKey, str], dict[str, Any]] = {}
         for obj in listing:
@@ -255,6 +260,9 @@ class Store:
                 if old is not None and _version_of(old) != _version_of(obj):
                     changed.add(entry[0])  # modified, and that event was missed too
             self._set_held_locked(kind, kept)
+        for entry, obj in held.items():
+            if entry not in kept:
+                dropped(obj)
         return changed
 
     def _held_locked(self, kind: WatchedKind) -> dict[tuple[ModelKey, str], Mapping[str, Any]]:

@@ -117,8 +117,13 @@ def test_a_relist_keeps_what_was_written_after_the_listing_was_taken() -> None:
     store = Store()
     store.upsert("Pod", _child("Pod", "deleted-unseen", rv="20"))
     store.upsert("Pod", _child("Pod", "created-meanwhile", rv="31"))
-    assert store.replace("Pod", [], version="30") == {("ml", "resnet50")}
+    dropped: list[str] = []
+    changed = store.replace(
+        "Pod", [], version="30", dropped=lambda pod: dropped.append(pod["metadata"]["name"])
+    )
+    assert changed == {("ml", "resnet50")}
     assert _pod_names(store) == ["created-meanwhile"]
+    assert dropped == ["deleted-unseen"]
     assert store.replace("Pod", [], version=None) == {("ml", "resnet50")}  # no version: all go
     assert _pod_names(store) == []
 
