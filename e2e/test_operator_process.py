@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,9 @@ def without_session_operator(operator: LocalOperator | None) -> Iterator[None]:
         operator.start()
 
 
-def _peered(tmp_path: Path, namespace: str, name: str, priority: int) -> LocalOperator:
+def _peered(
+    tmp_path: Path, namespace: str, name: str, priority: int, lifetime: int = 8
+) -> LocalOperator:
     return LocalOperator(
         tmp_path,
         args=(
@@ -38,7 +41,7 @@ def _peered(tmp_path: Path, namespace: str, name: str, priority: int) -> LocalOp
             "--priority",
             str(priority),
             "--peering-lifetime",
-            "8",
+            str(lifetime),
         ),
         name=name,
     )
@@ -70,6 +73,34 @@ def test_only_the_highest_priority_peer_acts_and_a_standby_takes_over(
         kubectl("scale", "im/demo-cpu", "-n", namespace, "--replicas=3")
         wait_until(lambda: _ready_replicas(namespace) == 3, 90, "the standby to take over")
         assert standby.metric("kinfer_operator_reconciles_total") > 0
+    finally:
+        active.stop()
+        standby.stop()
+
+
+def test_peers_started_before_their_peering_object_act_only_once_listed(
+    namespace: str, tmp_path: Path, without_session_operator: None
+) -> None:
+    """The chart creates the peering object after the replicas start (a post-install hook),
+    so kopf's first keep-alive finds nothing and no replica is listed until its next one.
+    None may act meanwhile: both would."""
+    active = _peered(tmp_path, namespace, "active", 200, lifetime=20)
+    standby = _peered(tmp_path, namespace, "standby", 100, lifetime=20)
+    active.start()
+    standby.start()
+    try:
+        kubectl_apply(example("demo-cpu.yaml"), namespace)
+        time.sleep(6)  # both watch the model; neither is listed in a peering
+        assert active.metric("kinfer_operator_reconciles_total") == 0
+        assert standby.metric("kinfer_operator_reconciles_total") == 0
+        kubectl_apply(
+            {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "kinfer"}},
+            namespace,
+        )
+        # Listed at their next keep-alive (every 10-15 s with a 20 s lifetime).
+        wait_until(lambda: _ready_replicas(namespace) == 2, 90, "the active peer to serve")
+        assert active.metric("kinfer_operator_reconciles_total") > 0
+        assert standby.metric("kinfer_operator_reconciles_total") == 0
     finally:
         active.stop()
         standby.stop()

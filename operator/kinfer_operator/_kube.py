@@ -192,28 +192,34 @@ class Kube:
             return f"{ref.field}: Secret {ref.name!r} has no key {ref.key!r}"
         return None
 
-    def outranked(self, peering: str, namespace: str | None, priority: int) -> bool:
-        """A live kopf peer with a higher priority exists, so this operator is on standby.
+    def leads(self, peering: str, namespace: str | None, priority: int) -> bool | None:
+        """Whether this operator is the active one of its kopf peering: it is listed there
+        as alive (kopf's keep-alive went through) and no live peer has a higher priority.
+        None when the peering object does not exist.
 
-        kopf pauses its own watches in that case; this lets kinfer's self-scheduled resyncs
-        (which kopf does not know about) stand by too. Same rule as kopf: a peer is alive
-        until `lastseen + lifetime`.
+        Being listed matters at install time: the chart creates the peering object after the
+        replicas start, so kopf's first keep-alive finds nothing and every replica would act
+        until its next one. Same rule as kopf: a peer is alive until `lastseen + lifetime`.
         """
         kind = "KopfPeering" if namespace else "ClusterKopfPeering"
         self._read("get", kind)
         try:
             obj = self._resource("kopf.dev/v1", kind).get(name=peering, namespace=namespace)
         except NotFoundError:
-            return False
+            return None
         now = datetime.now(UTC)
+        listed = False
         for peer in (obj.to_dict().get("status") or {}).values():
             if not isinstance(peer, dict) or "lastseen" not in peer:
                 continue
             seen = datetime.fromisoformat(str(peer["lastseen"]))
-            alive = seen + timedelta(seconds=int(peer.get("lifetime", 60))) > now
-            if alive and int(peer.get("priority", 0)) > priority:
-                return True
-        return False
+            if seen + timedelta(seconds=int(peer.get("lifetime", 60))) <= now:
+                continue  # dead
+            their = int(peer.get("priority", 0))
+            if their > priority:
+                return False
+            listed = listed or their == priority
+        return listed
 
     def serves(self, kind: str) -> bool:
         """Whether the API server serves `kind` at its API_VERSIONS version (its CRD is

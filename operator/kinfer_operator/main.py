@@ -114,17 +114,21 @@ def main(argv: list[str] | None = None) -> None:
     priority = args.priority or random.SystemRandom().randint(1, 1_000_000)
     peering_namespace = exact[0] if args.namespace and exact else None
 
-    checked: list[tuple[float, bool]] = []  # (monotonic time, answer): one GET per 5 s
+    checked: list[tuple[float, bool | None]] = []  # (monotonic time, answer): a GET per 5 s
 
     def standby() -> bool:
         # Asked by every model's scheduled resync; the peering object changes far slower.
+        # Not yet listed in the peering (or no peering object): nothing may act yet.
         if not args.peering:
             return False
         if not checked or time.monotonic() - checked[0][0] > 5:
-            checked[:] = [
-                (time.monotonic(), kube.outranked(args.peering, peering_namespace, priority))
-            ]
-        return checked[0][1]
+            leads = kube.leads(args.peering, peering_namespace, priority)
+            if leads is None and (not checked or checked[0][1] is not None):
+                logging.getLogger("kinfer_operator").warning(
+                    "peering %r not found: standing by until it exists", args.peering
+                )
+            checked[:] = [(time.monotonic(), leads)]
+        return not checked[0][1]
 
     reconciler = Reconciler(CachedCluster(store, kube, routes_watched=watch_routes))
     REGISTRY.register(GpuSecondsCollector(store, reconciler.costs))
