@@ -501,6 +501,12 @@ def test_a_full_service_ip_range_is_a_retry_that_says_why(
         assert condition(im, "Degraded")["status"] == "False"  # type: ignore[index]
         assert condition(im, "Progressing")["reason"] == "Retrying"  # type: ignore[index]
         if operator is not None:
+            # The pass that wrote Retrying logs its writes after the status is visible.
+            wait_until(
+                lambda: _writes_by_namespace(operator).get(namespace),
+                10,
+                "the pass that wrote Retrying to log its writes",
+            )
             before = _writes_by_namespace(operator).get(namespace, 0)
             time.sleep(30)
             writes = _writes_by_namespace(operator).get(namespace, 0) - before

@@ -229,7 +229,7 @@ class Store:
     ) -> set[ModelKey]:
         """Bring one kind in line with a fresh listing taken at `version` (the list's
         resourceVersion): deletions that sent no event (paused watches, a watch gap) are
-        dropped. Returns every model whose objects changed.
+        dropped. Returns every model that gained or lost an object.
 
         The listing speaks only for the moment it was taken: an object held at a later
         version was written after it and stays, and one whose DELETED event arrived while
@@ -254,11 +254,11 @@ class Store:
                 uid = str(obj["metadata"].get("uid", ""))
                 if uid not in self._tombstones and uid not in self._gone:
                     kept[entry] = obj
+            # Only objects that came or went: a newer listed version is nearly always a watch
+            # event still on its way (kopf's own relist after a broken watch re-sends every
+            # object, so only deletions are ever lost), and requeueing for it would only add
+            # passes under load, when watches lag.
             changed = {key for key, _ in held.keys() ^ kept.keys()}
-            for entry, obj in kept.items():
-                old = held.get(entry)
-                if old is not None and _version_of(old) != _version_of(obj):
-                    changed.add(entry[0])  # modified, and that event was missed too
             self._set_held_locked(kind, kept)
         for entry, obj in held.items():
             if entry not in kept:

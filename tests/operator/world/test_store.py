@@ -141,8 +141,9 @@ def test_a_relist_does_not_bring_back_what_was_deleted_while_it_was_in_flight() 
 def test_a_relist_takes_the_newer_of_the_listed_and_the_held_version() -> None:
     store = Store()
     store.upsert("Deployment", _child("Deployment", "d", rv="20", spec={"replicas": 2}))
-    listed = _child("Deployment", "d", rv="24", spec={"replicas": 5})  # a missed update
-    assert store.replace("Deployment", [listed], version="24") == {("ml", "resnet50")}
+    listed = _child("Deployment", "d", rv="24", spec={"replicas": 5})  # its event is late
+    assert store.replace("Deployment", [listed], version="24") == set()  # nothing came or went
+    assert store.observe("ml", "resnet50", "uid-1").deployments[0]["spec"]["replicas"] == 5
     store.upsert("Deployment", _child("Deployment", "d", rv="40", spec={"replicas": 7}))
     assert store.replace("Deployment", [listed], version="24") == set()  # stale listing
     assert store.observe("ml", "resnet50", "uid-1").deployments[0]["spec"]["replicas"] == 7
