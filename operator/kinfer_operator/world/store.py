@@ -99,6 +99,10 @@ def _written_after(obj: Mapping[str, Any], version: str | None) -> bool:
     return int(held) > int(version)
 
 
+def _uid_of(obj: Mapping[str, Any]) -> str:
+    return str(obj.get("metadata", {}).get("uid", ""))
+
+
 def _expire(deaths: OrderedDict[str, float], now: float) -> None:
     """Forget UIDs older than `TOMBSTONE_SECONDS` (their events cannot still be coming);
     oldest first, so this costs nothing when nothing is due."""
@@ -254,11 +258,15 @@ class Store:
                 uid = str(obj["metadata"].get("uid", ""))
                 if uid not in self._tombstones and uid not in self._gone:
                     kept[entry] = obj
-            # Only objects that came or went: a newer listed version is nearly always a watch
-            # event still on its way (kopf's own relist after a broken watch re-sends every
-            # object, so only deletions are ever lost), and requeueing for it would only add
-            # passes under load, when watches lag.
+            # Only objects that came or went (a name now held by another object counts): a
+            # newer listed version is nearly always a watch event still on its way (kopf's
+            # own relist after a broken watch re-sends every object, so only deletions are
+            # ever lost), and requeueing for it would only add passes under load.
             changed = {key for key, _ in held.keys() ^ kept.keys()}
+            for entry, obj in kept.items():
+                old = held.get(entry)
+                if old is not None and _uid_of(old) != _uid_of(obj):
+                    changed.add(entry[0])
             self._set_held_locked(kind, kept)
         for entry, obj in held.items():
             if entry not in kept:

@@ -138,6 +138,17 @@ def test_a_relist_does_not_bring_back_what_was_deleted_while_it_was_in_flight() 
     assert _pod_names(store) == []
 
 
+def test_a_relist_names_a_model_whose_child_was_replaced_under_the_same_name() -> None:
+    store = Store()
+    old = _child("Service", "s", rv="20")
+    old["metadata"]["uid"] = "uid-old"
+    store.upsert("Service", old)
+    new = _child("Service", "s", rv="30")  # deleted and re-created during a watch gap
+    new["metadata"]["uid"] = "uid-new"
+    assert store.replace("Service", [new], version="30") == {("ml", "resnet50")}
+    assert store.observe("ml", "resnet50", "uid-1").services[0]["metadata"]["uid"] == "uid-new"
+
+
 def test_a_relist_takes_the_newer_of_the_listed_and_the_held_version() -> None:
     store = Store()
     store.upsert("Deployment", _child("Deployment", "d", rv="20", spec={"replicas": 2}))
