@@ -50,6 +50,17 @@ def _controller(reconciler: _Reconciler, **kw: Any) -> Controller:
     return Controller(reconciler, Store(), workers=0, resync_seconds=300, **kw)  # type: ignore[arg-type]
 
 
+def _recording_relist(found: set[tuple[str, str]]) -> tuple[list[bool], Any]:
+    """A relist that records each call and reports `found` as the models it changed."""
+    calls: list[bool] = []
+
+    def relist() -> set[tuple[str, str]]:
+        calls.append(True)
+        return found
+
+    return calls, relist
+
+
 def _run_ready(controller: Controller) -> None:
     while (key := controller.queue.get(timeout=0)) is not None:
         controller.process(key)
@@ -76,12 +87,7 @@ def test_taking_over_from_standby_relists_and_requeues_what_changed(
     reconciler: _Reconciler,
 ) -> None:
     standby = True
-    relisted: list[bool] = []
-
-    def relist() -> set[tuple[str, str]]:
-        relisted.append(True)
-        return {("ml", "other")}
-
+    relisted, relist = _recording_relist({("ml", "other")})
     controller = _controller(reconciler, standby=lambda: standby, relist=relist)
     controller.enqueue(KEY, "model")
     _run_ready(controller)
@@ -97,12 +103,7 @@ def test_the_cache_is_relisted_periodically_except_on_a_standby(
     reconciler: _Reconciler,
 ) -> None:
     standby = False
-    relisted: list[bool] = []
-
-    def relist() -> set[tuple[str, str]]:
-        relisted.append(True)
-        return {("ml", "deleted-unseen")}
-
+    relisted, relist = _recording_relist({("ml", "deleted-unseen")})
     controller = _controller(
         reconciler, standby=lambda: standby, relist=relist, relist_seconds=0.05
     )

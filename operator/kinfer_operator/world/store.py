@@ -103,6 +103,11 @@ def _uid_of(obj: Mapping[str, Any]) -> str:
     return str(obj.get("metadata", {}).get("uid", ""))
 
 
+def _same(a: Mapping[str, Any] | None, b: Mapping[str, Any]) -> bool:
+    """Whether `a` is the same object as `b`, at any version."""
+    return a is not None and _uid_of(a) == _uid_of(b)
+
+
 def _expire(deaths: OrderedDict[str, float], now: float) -> None:
     """Forget UIDs older than `TOMBSTONE_SECONDS` (their events cannot still be coming);
     oldest first, so this costs nothing when nothing is due."""
@@ -149,7 +154,7 @@ class Store:
             return None
         trimmed = _trim(kind, obj)
         name = str(trimmed["metadata"]["name"])
-        uid = str(trimmed["metadata"].get("uid", ""))
+        uid = _uid_of(trimmed)
         with self._lock:
             if uid in self._tombstones:
                 return key
@@ -170,7 +175,7 @@ class Store:
         key = _model_of(kind, obj)
         if key is None:
             return None
-        uid = str(obj["metadata"].get("uid", ""))
+        uid = _uid_of(obj)
         now = time.monotonic()
         with self._lock:
             self._tombstones.pop(uid, None)
@@ -204,7 +209,7 @@ class Store:
             if key is None:
                 return
             held = self._children.get(key, {}).get(kind, {}).get(name)
-            uid = str((held or {}).get("metadata", {}).get("uid", ""))
+            uid = _uid_of(held or {})
             if uid:
                 self._tombstones[uid] = now
                 self._tombstones.move_to_end(uid)
@@ -255,23 +260,19 @@ class Store:
                 elif _written_after(obj, version):
                     kept[entry] = obj
             for entry, obj in fresh.items():
-                uid = str(obj["metadata"].get("uid", ""))
+                uid = _uid_of(obj)
                 if uid not in self._tombstones and uid not in self._gone:
                     kept[entry] = obj
-            # Only objects that came or went (a name now held by another object counts): a
-            # newer listed version is nearly always a watch event still on its way (kopf's
-            # own relist after a broken watch re-sends every object, so only deletions are
-            # ever lost), and requeueing for it would only add passes under load.
-            changed = {key for key, _ in held.keys() ^ kept.keys()}
-            for entry, obj in kept.items():
-                old = held.get(entry)
-                if old is not None and _uid_of(old) != _uid_of(obj):
-                    changed.add(entry[0])
-            self._set_held_locked(kind, kept)
-        for entry, obj in held.items():
-            if entry not in kept:
-                dropped(obj)
-        return changed
+            self._set_held_locked(kind, held, kept)
+        # Only objects that came or went (a name now held by another object counts): a newer
+        # listed version is nearly always a watch event still on its way (kopf's own relist
+        # after a broken watch re-sends every object, so only deletions are ever lost), and
+        # requeueing for it would only add passes under load.
+        gone = {e: o for e, o in held.items() if not _same(kept.get(e), o)}
+        came = {e for e, o in kept.items() if not _same(held.get(e), o)}
+        for obj in gone.values():
+            dropped(obj)
+        return {key for key, _ in gone.keys() | came}
 
     def _held_locked(self, kind: WatchedKind) -> dict[tuple[ModelKey, str], Mapping[str, Any]]:
         if kind == "InferenceModel":
@@ -283,12 +284,15 @@ class Store:
         }
 
     def _set_held_locked(
-        self, kind: WatchedKind, objects: dict[tuple[ModelKey, str], Mapping[str, Any]]
+        self,
+        kind: WatchedKind,
+        held: Mapping[tuple[ModelKey, str], Any],
+        objects: dict[tuple[ModelKey, str], Mapping[str, Any]],
     ) -> None:
         if kind == "InferenceModel":
             self._models = {key: obj for (key, _), obj in objects.items()}
             return
-        for key, name in self._held_locked(kind):
+        for key, name in held:
             self._drop_locked(key, kind, name)
         for (key, name), obj in objects.items():
             self._children.setdefault(key, {}).setdefault(kind, {})[name] = obj

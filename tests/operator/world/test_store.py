@@ -17,7 +17,9 @@ OWNER = {
 }
 
 
-def _child(kind: str, name: str, rv: str = "10", **extra: Any) -> dict[str, Any]:
+def _child(
+    kind: str, name: str, rv: str = "10", uid: str | None = None, **extra: Any
+) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "name": name,
         "namespace": "ml",
@@ -26,6 +28,8 @@ def _child(kind: str, name: str, rv: str = "10", **extra: Any) -> dict[str, Any]
         "ownerReferences": [OWNER],
         "managedFields": [{"manager": "kinfer-operator", "fieldsV1": {"f:spec": {}}}],
     }
+    if uid is not None:
+        meta["uid"] = uid
     return {"kind": kind, "metadata": meta, **extra}
 
 
@@ -130,8 +134,7 @@ def test_a_relist_keeps_what_was_written_after_the_listing_was_taken() -> None:
 
 def test_a_relist_does_not_bring_back_what_was_deleted_while_it_was_in_flight() -> None:
     store = Store()
-    pod = _child("Pod", "p", rv="20")
-    pod["metadata"]["uid"] = "uid-p"
+    pod = _child("Pod", "p", rv="20", uid="uid-p")
     store.upsert("Pod", pod)
     store.remove("Pod", pod)  # its DELETED event, after the listing below was taken
     assert store.replace("Pod", [pod], version="25") == set()
@@ -140,11 +143,8 @@ def test_a_relist_does_not_bring_back_what_was_deleted_while_it_was_in_flight() 
 
 def test_a_relist_names_a_model_whose_child_was_replaced_under_the_same_name() -> None:
     store = Store()
-    old = _child("Service", "s", rv="20")
-    old["metadata"]["uid"] = "uid-old"
-    store.upsert("Service", old)
-    new = _child("Service", "s", rv="30")  # deleted and re-created during a watch gap
-    new["metadata"]["uid"] = "uid-new"
+    store.upsert("Service", _child("Service", "s", rv="20", uid="uid-old"))
+    new = _child("Service", "s", rv="30", uid="uid-new")  # deleted, re-created in a watch gap
     assert store.replace("Service", [new], version="30") == {("ml", "resnet50")}
     assert store.observe("ml", "resnet50", "uid-1").services[0]["metadata"]["uid"] == "uid-new"
 
