@@ -69,9 +69,9 @@ cluster: system-deps binaries ## start the control plane, kwok nodes and the rea
 cluster-down: ## stop the control plane and the real node; leaves nothing on the host
 	bash e2e/cluster.sh down
 
-e2e: venv system-deps cluster ## e2e suite against $$KUBECONFIG_E2E (default: the local cluster)
+e2e: venv system-deps cluster ## e2e suite against $$KUBECONFIG_E2E (default: the local cluster), both lanes side by side
 	PATH=$(K8S_BIN):$$PATH KUBECONFIG=$${KUBECONFIG_E2E:-$(CLUSTER_DIR)/kubeconfig} \
-	  $(BIN)/pytest e2e
+	  PYTEST=$(BIN)/pytest bash e2e/run.sh
 
 test: ## everything CI runs: lint, types, unit, images, cluster, e2e on both lanes, teardown check
 	bash .ci/phases.sh

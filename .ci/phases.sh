@@ -60,7 +60,7 @@ phase cluster    bash e2e/cluster.sh up
 source e2e/tools/versions.env
 K8S_BIN="${KINFER_CACHE:-$HOME/.cache/kinfer}/k8s-$K8S_VERSION/bin"
 phase e2e        env PATH="$K8S_BIN:$PATH" KUBECONFIG="${CLUSTER_DIR:-$PWD/.cluster}/kubeconfig" \
-                   .venv/bin/pytest e2e --durations=0 --durations-min=1.0
+                   bash e2e/run.sh
 phase teardown   bash e2e/cluster.sh down
 phase hygiene    env KINFER_HOSTCHECK_SNAPSHOT="$SNAPSHOT" .venv/bin/pytest e2e/hygiene -q
 report

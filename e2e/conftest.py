@@ -48,6 +48,20 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("e2e needs kubectl on PATH")
 
 
+EXCLUSIVE_MODULES = {"test_chart", "test_real_operator"}
+"""Modules whose operator watches the whole cluster (the chart's): it would act on the models of
+a lane running beside it."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the cases that need the cluster to themselves `exclusive`: `e2e/run.sh` runs the
+    two lanes side by side without them, then runs them alone."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "quiet_cluster" in fixtures or item.path.stem in EXCLUSIVE_MODULES:
+            item.add_marker(pytest.mark.exclusive)
+
+
 @pytest.fixture(scope="session")
 def crds() -> None:
     """Install (or update) kinfer's CRDs and Gateway API's, before the operator starts (as a
