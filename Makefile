@@ -9,7 +9,7 @@ KINFER_CACHE ?= $(HOME)/.cache/kinfer
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 export KINFER_CACHE CLUSTER_DIR
 
-.PHONY: help venv system-deps crds lint typecheck unit binaries images cluster cluster-down e2e test demo demo-down bench bench-operator clean
+.PHONY: help venv system-deps crds lint typecheck unit binaries cluster-binaries images cluster cluster-down e2e test demo demo-down bench bench-operator clean
 
 include e2e/tools/versions.env
 K8S_BIN := $(KINFER_CACHE)/k8s-$(K8S_VERSION)/bin
@@ -56,20 +56,27 @@ typecheck: venv ## mypy --strict on our packages
 unit: venv ## unit tests (no cluster)
 	$(BIN)/pytest tests
 
-binaries: ## build the pinned control-plane binaries from the Go module proxy (cached)
+# What the cluster (and so `make demo`) runs; the tests also need Traefik (the real lane's
+# gateway), kubeconform (chart checks) and the object-store servers, built by `binaries`.
+CLUSTER_GROUPS := kubernetes etcd kwok metrics-server helm node containerd runc cni crictl pause prometheus
+
+binaries: ## build every pinned binary the tests use from the Go module proxy (cached)
 	bash e2e/tools/build-binaries.sh
 	bash e2e/tools/objectstores.sh
 
-images: system-deps binaries ## build the operator, runtime (CPU) and pause images with buildah (cached)
+cluster-binaries: ## build only the pinned binaries the cluster and the demo run (cached)
+	bash e2e/tools/build-binaries.sh $(CLUSTER_GROUPS)
+
+images: system-deps cluster-binaries ## build the operator, runtime (CPU) and pause images with buildah (cached)
 	bash e2e/images.sh
 
-cluster: system-deps binaries ## start the control plane, kwok nodes and the real node; prints the kubeconfig path
+cluster: system-deps cluster-binaries ## start the control plane, kwok nodes and the real node; prints the kubeconfig path
 	bash e2e/cluster.sh up
 
 cluster-down: ## stop the control plane and the real node; leaves nothing on the host
 	bash e2e/cluster.sh down
 
-e2e: venv system-deps cluster ## e2e suite against $$KUBECONFIG_E2E (default: the local cluster), both lanes side by side
+e2e: venv system-deps binaries cluster ## e2e suite against $$KUBECONFIG_E2E (default: the local cluster), both lanes side by side
 	PATH=$(K8S_BIN):$$PATH KUBECONFIG=$${KUBECONFIG_E2E:-$(CLUSTER_DIR)/kubeconfig} \
 	  PYTEST=$(BIN)/pytest bash e2e/run.sh
 
