@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ValidationError
 
 from kinfer_operator._kube import MissingPermission, WriteError
-from kinfer_operator.api.status import AnalysisRun, InferenceModelStatus
+from kinfer_operator.api.status import InferenceModelStatus
 from kinfer_operator.events import Event
 from kinfer_operator.metrics import (
-    ANALYSES,
     PROMOTIONS,
     RECONCILE_ERRORS,
     RECONCILE_SECONDS,
@@ -28,14 +24,15 @@ from kinfer_operator.metrics import (
     record_model,
 )
 from kinfer_operator.model import InferenceModel
-from kinfer_operator.naming import HASH_ANNOTATION, deployment_name, revision_of
-from kinfer_operator.reconcile.backoff import WriteBackoff, WriteKey
+from kinfer_operator.naming import deployment_name, revision_of
+from kinfer_operator.reconcile.analysis_port import AnalysisPort, Query
+from kinfer_operator.reconcile.backoff import WriteBackoff
 from kinfer_operator.reconcile.cache import FILL_POLL_SECONDS, gate_on_cache
 from kinfer_operator.reconcile.cluster import ClusterApi
-from kinfer_operator.reconcile.plan import Plan, needs_apply, plan, want_replicas
+from kinfer_operator.reconcile.plan import Plan, plan, want_replicas
+from kinfer_operator.reconcile.writes import WriteExecutor
 from kinfer_operator.references import references_of
-from kinfer_operator.rollout._prometheus import PrometheusError, query_value
-from kinfer_operator.rollout.analysis import AnalysisTarget, run_analysis
+from kinfer_operator.rollout._prometheus import query_value
 from kinfer_operator.rollout.machine import (
     RolloutContext,
     RolloutDecision,
@@ -130,14 +127,6 @@ class _Current:
         return cls(body, raw_status, previous, generation, now, writes_before)
 
 
-@dataclass
-class _Written:
-    """What the writes of one pass ran into."""
-
-    failures: list[WriteFailure] = field(default_factory=list)
-    conflicts: int = 0
-
-
 class Reconciler:
     """One pass per call. The work queue guarantees that a model is never in two passes at
     once; many models' passes run in parallel on the queue's workers."""
@@ -148,28 +137,20 @@ class Reconciler:
         clock: Callable[[], datetime] = utc_now,
         prometheus_url: str | None = None,
         monotonic: Callable[[], float] = time.monotonic,
-        query: Callable[[str, str], float | None] = query_value,
+        query: Query = query_value,
         costs: CostLedger | None = None,
     ) -> None:
         """`query(prometheus_url, promql)` answers canary analysis (unit tests pass a fake);
         `costs` holds the GPU-seconds of deleted pods, fed by the pod watch."""
         self.kube = kube
         self.costs = costs or CostLedger()
-        self._query = query
+        self.analysis = AnalysisPort(prometheus_url, query)
+        self.writes = WriteExecutor(kube, monotonic)
         self._clock = clock
-        self._monotonic = monotonic
-        self._prometheus_url = prometheus_url or os.environ.get("KINFER_PROMETHEUS_URL")
-        self._backoffs: dict[tuple[str, str], WriteBackoff] = {}
-        self._guard = threading.Lock()
-
-    def _backoff_for(self, key: tuple[str, str]) -> WriteBackoff:
-        with self._guard:
-            return self._backoffs.setdefault(key, WriteBackoff(self._monotonic))
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop per-model state once the model is deleted."""
-        with self._guard:
-            self._backoffs.pop((namespace, name), None)
+        self.writes.forget(namespace, name)
         self.costs.forget(namespace, name)
         forget_model(namespace, name)
 
@@ -241,12 +222,11 @@ class Reconciler:
             )
         except MissingPermission as err:
             return self._refuse(current, str(err), "MissingPermission")
-        backoff = self._backoff_for((model.namespace, model.name))
-        backoff.generation(current.generation)
+        backoff = self.writes.backoff_for(model.namespace, model.name, current.generation)
         rollout = self._decide_rollout(model, observed, current, backoff)
         decided = plan(model, observed, rollout)
         decided, filling = gate_on_cache(model, observed, decided)  # spec.model.cache
-        written = self._execute(model, observed.find, decided, backoff)
+        written = self.writes.execute(model, observed.find, decided, backoff)
         report = self._report(model, observed, decided, rollout, written.failures, current)
         self._publish(current, report)
         due = [
@@ -350,28 +330,8 @@ class Reconciler:
         stable = observed.stable()
         if spec is None or stable is None:
             return None
-        now = current.now
         previous = current.previous
-        window = spec.analysis.interval_seconds
-        prometheus = spec.analysis.prometheus_url or self._prometheus_url
-
-        def analyze(step: int, source: Literal["shadow", "live"] | None = None) -> AnalysisRun:
-            target = AnalysisTarget(model.namespace, model.name, revision_of(model), window)
-            if spec.shadow is not None:  # mirrored and live requests are analysed apart
-                target = replace(target, source=source or "live")
-
-            def fetch(query: str) -> float | None:
-                if not prometheus:
-                    raise PrometheusError(
-                        "no Prometheus configured: set spec.rollout.analysis.prometheusUrl "
-                        "or the operator's KINFER_PROMETHEUS_URL"
-                    )
-                return self._query(prometheus, query)
-
-            run = run_analysis(spec.analysis, target, fetch, step=step, now=now)
-            ANALYSES.labels(model.namespace, model.name, run.decision).inc()
-            return run
-
+        analyzers = self.analysis.analyzers(model, current.now)
         route = observed.find("HTTPRoute", model.name)
         canary_write = backoff.failure_of(
             ("apply", "Deployment", deployment_name(model, revision_of(model)))
@@ -383,10 +343,10 @@ class Reconciler:
                 previous=previous.rollout if previous else None,
                 stable=stable,
                 total=want_replicas(model, stable),
-                now=now,
+                now=current.now,
                 annotations=current.body["metadata"].get("annotations") or {},
-                analyze=analyze,
-                analyze_shadow=partial(analyze, source="shadow"),
+                analyze=analyzers.analyze,
+                analyze_shadow=analyzers.analyze_shadow,
                 route_problem=(lambda w: route_problem(route, w))
                 if spec.traffic.mode == "GatewayAPI"
                 else (lambda _w: None),
@@ -395,86 +355,6 @@ class Reconciler:
                 else None,
             )
         )
-
-    def _execute(
-        self,
-        model: InferenceModel,
-        observed_find: Callable[[str, str], Mapping[str, Any] | None],
-        decided: Plan,
-        backoff: WriteBackoff,
-    ) -> _Written:
-        """Write what differs; says which writes failed or still back off.
-
-        A failed write does not stop the others: a refused Deployment must not keep the
-        Service or the cleanup of old revisions from happening. A 409 Conflict means this
-        pass read a stale cache (the scale write carries the resourceVersion it read): not a
-        failure to report, just a reason to look again shortly.
-        """
-        kube = self.kube
-        written = _Written()
-        wanted: list[WriteKey] = []
-
-        def write(key: WriteKey, digest: str, action: Callable[[], Any]) -> tuple[bool, Any]:
-            wanted.append(key)
-            waiting = backoff.waiting(key, digest)
-            if waiting is not None:
-                written.failures.append(waiting)
-                return False, None
-            try:
-                result = action()
-            except WriteError as err:
-                if err.failure.code == 409:
-                    written.conflicts += 1
-                    return False, None
-                delay = backoff.failed(key, digest, err.failure)
-                _log.warning(
-                    "%s/%s: %s (next attempt in %.0fs)",
-                    model.namespace,
-                    model.name,
-                    err.failure.describe(),
-                    delay,
-                )
-                written.failures.append(err.failure)
-                return False, None
-            backoff.succeeded(key)
-            return True, result
-
-        deployments_now: dict[str, Mapping[str, Any]] = {}
-        for desired in decided.applies:
-            kind, obj_name = desired["kind"], desired["metadata"]["name"]
-            current = observed_find(kind, obj_name)
-            if needs_apply(desired, current):
-                _log.info("applying %s %s/%s", kind, model.namespace, obj_name)
-                digest = desired["metadata"]["annotations"][HASH_ANNOTATION]
-                done, applied = write(
-                    ("apply", kind, obj_name), digest, partial(kube.apply, desired)
-                )
-                if done:
-                    current = applied
-            if kind == "Deployment" and current is not None:
-                deployments_now[obj_name] = current
-        for scale in decided.scales:
-            current = deployments_now.get(scale.name) or observed_find("Deployment", scale.name)
-            if current is None:
-                continue  # not there (its apply failed): nothing to scale yet
-            have = int(current.get("spec", {}).get("replicas", 1))
-            if have != scale.replicas:
-                _log.info("scaling %s/%s to %d", model.namespace, scale.name, scale.replicas)
-                version = current.get("metadata", {}).get("resourceVersion")
-                write(
-                    ("scale", "Deployment", scale.name),
-                    str(scale.replicas),
-                    partial(kube.scale, model.namespace, scale.name, scale.replicas, version),
-                )
-        for delete in decided.deletes:
-            _log.info("deleting %s %s/%s", delete.kind, model.namespace, delete.name)
-            write(
-                ("delete", delete.kind, delete.name),
-                "",
-                partial(kube.delete, model.namespace, delete.kind, delete.name),
-            )
-        backoff.keep_only(wanted)
-        return written
 
     def _publish(self, current: _Current, report: StatusReport) -> None:
         meta = current.body["metadata"]

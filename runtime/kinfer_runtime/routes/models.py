@@ -1,7 +1,10 @@
 """Per-model endpoints: metadata and readiness, with and without a version in the path."""
 
+from collections.abc import Sequence
+
 from fastapi import APIRouter
 
+from kinfer_runtime.backends.base import TensorSpec
 from kinfer_runtime.dataplane.registry import ModelRegistry
 from kinfer_runtime.schemas.metadata import (
     ModelMetadataResponse,
@@ -10,6 +13,11 @@ from kinfer_runtime.schemas.metadata import (
 )
 
 __all__ = ["models_router"]
+
+
+def _tensors(specs: Sequence[TensorSpec]) -> list[TensorMetadata]:
+    """A backend's signature as wire metadata (schemas stay below the backends)."""
+    return [TensorMetadata(name=s.name, datatype=s.datatype, shape=list(s.shape)) for s in specs]
 
 
 def models_router(registry: ModelRegistry) -> APIRouter:
@@ -22,8 +30,8 @@ def models_router(registry: ModelRegistry) -> APIRouter:
             name=model.name,
             versions=[model.version],
             platform=backend.platform,
-            inputs=[TensorMetadata.of(spec) for spec in backend.signature.inputs],
-            outputs=[TensorMetadata.of(spec) for spec in backend.signature.outputs],
+            inputs=_tensors(backend.signature.inputs),
+            outputs=_tensors(backend.signature.outputs),
         )
 
     def ready(name: str, version: str | None) -> ModelReadyResponse:

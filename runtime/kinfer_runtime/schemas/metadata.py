@@ -2,8 +2,6 @@
 
 from pydantic import BaseModel
 
-from kinfer_runtime.backends.base import TensorSpec
-
 __all__ = [
     "LiveResponse",
     "ModelMetadataResponse",
@@ -37,10 +35,6 @@ class TensorMetadata(BaseModel):
     name: str
     datatype: str
     shape: list[int]
-
-    @classmethod
-    def of(cls, spec: TensorSpec) -> "TensorMetadata":
-        return cls(name=spec.name, datatype=spec.datatype, shape=list(spec.shape))
 
 
 class ModelMetadataResponse(BaseModel):
