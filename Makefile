@@ -14,8 +14,10 @@ export KINFER_CACHE CLUSTER_DIR
 include e2e/tools/versions.env
 K8S_BIN := $(KINFER_CACHE)/k8s-$(K8S_VERSION)/bin
 
+# Only this file: MAKEFILE_LIST also holds the included versions.env, and grep given two
+# files prefixes every line with its file name.
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 
 venv: $(VENV)/.installed ## create .venv with the operator, runtime, torch and dev tools
 
@@ -69,7 +71,7 @@ cluster: system-deps binaries ## start the control plane, kwok nodes and the rea
 cluster-down: ## stop the control plane and the real node; leaves nothing on the host
 	bash e2e/cluster.sh down
 
-e2e: venv system-deps cluster ## e2e suite against $$KUBECONFIG_E2E (default: the local cluster)
+e2e: venv system-deps cluster ## e2e suite against KUBECONFIG_E2E (default: the local cluster)
 	PATH=$(K8S_BIN):$$PATH KUBECONFIG=$${KUBECONFIG_E2E:-$(CLUSTER_DIR)/kubeconfig} \
 	  $(BIN)/pytest e2e
 
