@@ -14,8 +14,10 @@ export KINFER_CACHE CLUSTER_DIR
 include e2e/tools/versions.env
 K8S_BIN := $(KINFER_CACHE)/k8s-$(K8S_VERSION)/bin
 
+# Only this file: MAKEFILE_LIST also holds the included versions.env, and grep given two
+# files prefixes every line with its file name.
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 
 venv: $(VENV)/.installed ## create .venv with the operator, runtime, torch and dev tools
 
@@ -76,9 +78,11 @@ cluster: system-deps cluster-binaries ## start the control plane, kwok nodes and
 cluster-down: ## stop the control plane and the real node; leaves nothing on the host
 	bash e2e/cluster.sh down
 
-e2e: venv system-deps binaries cluster ## e2e suite against $$KUBECONFIG_E2E (default: the local cluster), both lanes side by side
-	PATH=$(K8S_BIN):$$PATH KUBECONFIG=$${KUBECONFIG_E2E:-$(CLUSTER_DIR)/kubeconfig} \
-	  PYTEST=$(BIN)/pytest bash e2e/run.sh
+# With KUBECONFIG_E2E (your own cluster) no local cluster starts, and the cases that need
+# it skip (KINFER_E2E_CLUSTER=own; README, "The kind path").
+e2e: venv $(if $(KUBECONFIG_E2E),,system-deps binaries cluster) ## e2e suite against KUBECONFIG_E2E (default: the local cluster), both lanes side by side
+	PATH=$(K8S_BIN):$$PATH KUBECONFIG=$(or $(KUBECONFIG_E2E),$(CLUSTER_DIR)/kubeconfig) \
+	  KINFER_E2E_CLUSTER=$(if $(KUBECONFIG_E2E),own,local) PYTEST=$(BIN)/pytest bash e2e/run.sh
 
 test: ## everything CI runs: lint, types, unit, images, cluster, e2e on both lanes, teardown check
 	bash .ci/phases.sh

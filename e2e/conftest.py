@@ -2,7 +2,13 @@
 
 Runs against whatever KUBECONFIG points at. By default the operator runs as a local process
 (`kinfer-operator`); with KINFER_E2E_OPERATOR=incluster the suite uses the operator that the
-Helm chart installed (the kind path).
+Helm chart installed.
+
+KINFER_E2E_CLUSTER says whose cluster that is: `local` (default; e2e/cluster.sh, with the real
+node and this host's Prometheus and Traefik) or `own` (bring your own cluster; README, "The
+kind path"). Cases marked `real_node` or `host_services` need what only the local cluster
+has: on your own cluster they skip and say why. On the local cluster a `real_node` case with
+no Ready real node skips, or errors where the node is required (CI, KINFER_REAL_NODE=1).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
 OPERATOR_MODE = os.environ.get("KINFER_E2E_OPERATOR", "local")
+CLUSTER_MODE = os.environ.get("KINFER_E2E_CLUSTER", "local")
+CLUSTER_MODES = ("local", "own")
 # Through the environment, so every import of this module (pytest's, and a test's own
 # `from conftest import ...`, which is a second module object) agrees on it.
 SESSION = os.environ.setdefault("KINFER_E2E_SESSION", secrets.token_hex(2))
@@ -40,8 +48,20 @@ collect_ignore = [] if HOSTCHECK else ["hygiene"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "real_node: runs pods on the local cluster's real kubelet node (make cluster)"
+    )
+    config.addinivalue_line(
+        "markers",
+        "host_services(what): needs services on this host that the cluster must reach "
+        "(Prometheus, Traefik, a metrics API server): only the local cluster has them",
+    )
     if HOSTCHECK:
         return
+    if CLUSTER_MODE not in CLUSTER_MODES:
+        raise pytest.UsageError(
+            f"KINFER_E2E_CLUSTER={CLUSTER_MODE!r}: expected one of {', '.join(CLUSTER_MODES)}"
+        )
     if not os.environ.get("KUBECONFIG"):
         raise pytest.UsageError("e2e needs KUBECONFIG: run `make e2e` or `make cluster` first")
     if shutil.which("kubectl") is None:
@@ -60,6 +80,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         fixtures = getattr(item, "fixturenames", ())
         if "quiet_cluster" in fixtures or item.path.stem in EXCLUSIVE_MODULES:
             item.add_marker(pytest.mark.exclusive)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before any fixture (so before the CRDs and the operator): skip, or fail, the cases
+    this cluster cannot run."""
+    services = item.get_closest_marker("host_services")
+    needs_node = item.get_closest_marker("real_node") is not None
+    if CLUSTER_MODE == "own":
+        if needs_node:
+            pytest.skip("own cluster: needs the local cluster's real node (make cluster)")
+        if services is not None:
+            what = services.args[0] if services.args else "services on this host"
+            pytest.skip(f"own cluster: needs {what}, reachable only from the local cluster")
+    elif needs_node:
+        from realnode import require_real_node
+
+        require_real_node()
 
 
 @pytest.fixture(scope="session")
@@ -219,9 +257,9 @@ def quiet_cluster(namespace: str) -> str:
 
 @pytest.fixture(scope="session")
 def real_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
-    """Debian's Prometheus with the scrape job examples/ ships, discovering the real node's
-    pods through the API server. It listens on the node's address, so the operator reaches
-    it from a pod as well as from this host."""
+    """Prometheus (built by `make binaries`) with the scrape job examples/ ships, discovering
+    the real node's pods through the API server. It listens on the node's address, so the
+    operator reaches it from a pod as well as from this host."""
     from realnode import node_ip, require_real_node
 
     require_real_node()

@@ -1,9 +1,10 @@
 """TEST-ONLY data-plane stand-in for the canary e2e cases on kwok nodes. It replaces the
 kubelet and the gateway, nothing else.
 
-It stays only where the real node cannot go: GPU nodes (and the Gateway API, which has no
-real gateway here yet). The same canary behaviour on real pods, with real Prometheus
-discovery, is e2e/test_real_rollout.py. kwok pods run no containers, so nothing would serve
+It stays only where the real node cannot go: GPU nodes, and canaries on GPU nodes behind the
+Gateway API (the real gateway, Traefik, runs on the real lane: e2e/test_real_gateway.py).
+The same canary behaviour on real pods, with real Prometheus discovery, is
+e2e/test_real_rollout.py. kwok pods run no containers, so nothing would serve
 or be measured on them. This stand-in:
 - runs one real `kinfer-runtime serve` process per revision that the operator deployed and
   kwok marked ready, serving the model file the test chose for that model version, with

@@ -89,7 +89,7 @@ stop_demo
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl delete im --all -n "$NS" --wait=true >/dev/null 2>&1 || true
 
-say "Starting Prometheus (Debian's), discovering runtime pods as examples/observability/prometheus-scrape.yaml does"
+say "Starting Prometheus (built by make binaries), discovering runtime pods as examples/observability/prometheus-scrape.yaml does"
 PROM_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$DEMO_DIR/prometheus"
 {

@@ -11,9 +11,6 @@ PYTEST=${PYTEST:-.venv/bin/pytest}
 LOGS=${CLUSTER_DIR:-$PWD/.cluster}/e2e-logs
 mkdir -p "$LOGS"
 common=(--durations=0 --durations-min=1.0 "$@")
-real=(e2e/test_real_*.py)
-ignore_real=()
-for f in "${real[@]}"; do ignore_real+=("--ignore=$f"); done
 
 # lane NAME PYTEST_ARGS...: one pytest session; a fresh namespace prefix per run.
 lane() {
@@ -30,9 +27,9 @@ show() { printf '\n===== e2e lane %s =====\n' "$1"; cat "$LOGS/$1.log"; }
 
 : >"$LOGS/lanes.txt"
 rc=0
-lane kwok e2e -m "not exclusive" "${ignore_real[@]}" &
+lane kwok e2e -m "not exclusive and not real_node" &
 kwok=$!
-lane real "${real[@]}" -m "not exclusive" &
+lane real e2e -m "real_node and not exclusive" &
 real_lane=$!
 wait "$kwok" || rc=1
 show kwok

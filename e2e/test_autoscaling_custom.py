@@ -30,6 +30,10 @@ from harness import condition, kubectl_apply, wait_until
 from kinfer_operator.children.hpa import INFLIGHT_METRIC
 from prometheus_client.parser import text_string_to_metric_families
 
+pytestmark = pytest.mark.host_services(
+    "a custom metrics API server on this host, behind an APIService"
+)
+
 # -- 2: a custom metric from the real runtime ------------------------------------------------
 
 CUSTOM_MODEL = "inflight-scaled"

@@ -30,6 +30,10 @@ from harness import (
     wait_until,
 )
 
+pytestmark = pytest.mark.host_services(
+    "a Prometheus on this host and the kwok data-plane stand-in (e2e/dataplane.py)"
+)
+
 NAME = "canary-demo"
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from harness import kubectl, kubectl_apply, kubectl_json, wait_until
-from realnode import bind_node_volume, model_manifest, require_real_node, start_model_server
+from realnode import bind_node_volume, model_manifest, start_model_server
 from test_real_sources import image_model_sha256, serves_the_demo_model
 
 NODE_DIR = Path(os.environ.get("KINFER_NODE_DIR", "/var/lib/kinfer-node"))
@@ -24,9 +24,7 @@ CLAIM = "model-cache"
 SHARED_CACHE_HIT = "from the shared model cache"
 
 
-@pytest.fixture(autouse=True)
-def _real_node() -> None:
-    require_real_node()
+pytestmark = pytest.mark.real_node
 
 
 @pytest.fixture

@@ -7,13 +7,10 @@ from typing import Any
 
 import pytest
 from harness import condition, kubectl_apply, kubectl_json, wait_until
-from realnode import model_manifest, require_real_node, start_model_server
+from realnode import model_manifest, start_model_server
 from test_core import pods_of
 
-
-@pytest.fixture(autouse=True)
-def _real_node() -> None:
-    require_real_node()
+pytestmark = pytest.mark.real_node
 
 
 def degraded(namespace: str) -> dict[str, Any] | None:

@@ -21,7 +21,9 @@ import pytest
 from dataplane import Prometheus
 from gateway import Traefik
 from harness import kubectl, kubectl_apply, kubectl_json, wait_until
-from realnode import HEADER_LENGTH, canary_rollout, model_manifest, node_ip, require_real_node
+from realnode import HEADER_LENGTH, canary_rollout, model_manifest, node_ip
+
+pytestmark = pytest.mark.real_node
 
 REQUESTS_PER_STEP = 2000
 PINNED_PER_STEP = 200
@@ -31,7 +33,6 @@ PIN = {"header": "x-kinfer-revision", "value": "canary"}
 
 @pytest.fixture(scope="module")
 def traefik(tmp_path_factory: pytest.TempPathFactory, operator: object) -> Iterator[Traefik]:
-    require_real_node()
     gw = Traefik(tmp_path_factory.mktemp("traefik"), host=node_ip())
     gw.start()
     try:

@@ -32,7 +32,7 @@ import pytest
 from harness import free_port, kubectl_apply, kubectl_json, wait_until
 from kinfer_operator.api.spec import AWS_SECRET_KEYS, AZURE_SECRET_KEYS
 from kinfer_runtime._objectstore import ObjectStoreCredentials, sign_url
-from realnode import model_manifest, node_ip, require_real_node
+from realnode import model_manifest, node_ip
 from test_real_cache import CLAIM, cache_dir, fill_jobs, fill_message, wait_serving
 from test_real_sources import serves_the_demo_model
 
@@ -49,9 +49,7 @@ AZURE_KEYS = ObjectStoreCredentials(
 OBJECT = "demo/model.onnx"
 
 
-@pytest.fixture(autouse=True)
-def _real_node() -> None:
-    require_real_node()
+pytestmark = pytest.mark.real_node
 
 
 def _installed(server: str) -> str:

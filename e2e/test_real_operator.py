@@ -22,16 +22,16 @@ from realnode import (
     canary_rollout,
     images,
     model_manifest,
-    require_real_node,
     serving_url,
 )
 from test_chart import Release, installed_chart
 from test_core import wait_ready
 
+pytestmark = pytest.mark.real_node
+
 
 @pytest.fixture
 def chart_operator(quiet_cluster: str, operator: LocalOperator | None) -> Iterator[Release]:
-    require_real_node()
     repository, _, tag = images()["KINFER_OPERATOR_IMAGE"].rpartition(":")
     values = {
         "image.repository": repository,

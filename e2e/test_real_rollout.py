@@ -18,15 +18,11 @@ from realnode import (
     LoadGenerator,
     canary_rollout,
     model_manifest,
-    require_real_node,
     serving_url,
 )
 from test_core import pods_of, wait_ready
 
-
-@pytest.fixture(autouse=True)
-def _real_node() -> None:
-    require_real_node()
+pytestmark = pytest.mark.real_node
 
 
 def get(ns: str, name: str) -> dict[str, Any]:

@@ -15,15 +15,11 @@ from realnode import (
     infer,
     model_manifest,
     reference_logits,
-    require_real_node,
     serving_url,
 )
 from test_core import pods_of, wait_ready
 
-
-@pytest.fixture(autouse=True)
-def _real_node() -> None:
-    require_real_node()
+pytestmark = pytest.mark.real_node
 
 
 def test_model_answers_correctly_through_its_service(namespace: str) -> None:

@@ -20,15 +20,13 @@ from typing import Any
 import pytest
 from dataplane import Prometheus
 from harness import kubectl_apply, kubectl_json, wait_until
-from realnode import LoadGenerator, canary_rollout, model_manifest, require_real_node, serving_url
+from realnode import LoadGenerator, canary_rollout, model_manifest, serving_url
 from test_core import pods_of, wait_ready
 
 BASELINE_SECONDS = 20
 
 
-@pytest.fixture(autouse=True)
-def _real_node() -> None:
-    require_real_node()
+pytestmark = pytest.mark.real_node
 
 
 def _get(ns: str, kind: str, name: str) -> dict[str, Any]:

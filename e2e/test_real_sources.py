@@ -17,7 +17,6 @@ from realnode import (
     infer,
     model_manifest,
     reference_logits,
-    require_real_node,
     serving_url,
     start_model_server,
 )
@@ -26,9 +25,7 @@ from test_core import wait_ready
 NODE_DIR = Path(os.environ.get("KINFER_NODE_DIR", "/var/lib/kinfer-node"))
 
 
-@pytest.fixture(autouse=True)
-def _real_node() -> None:
-    require_real_node()
+pytestmark = pytest.mark.real_node
 
 
 def serves_the_demo_model(namespace: str, name: str) -> None:
