@@ -89,6 +89,8 @@ def serve(settings: Settings) -> int:
                 sock.close()
             report_fatal(f"cannot listen on {settings.host}:{port}", settings.termination_log)
             return 1
+    if settings.classified_port:
+        log.info("shadow and pinned markers count on port %d only", settings.classified_port)
     service = InferenceService(settings, on_fatal=on_fatal)
     config = uvicorn.Config(
         create_app(service),
