@@ -377,6 +377,8 @@ def kinfer_command(
         str(grpc_port),
         "--metrics-port",
         "0",
+        "--classified-port",  # the public path is what is measured; two servers share a host
+        "0",
         "--max-batch-size",
         str(max_batch),
         "--max-queue-delay-us",

@@ -121,6 +121,7 @@ class _Runtime:
         self.metrics_port = free_port()
         # Every process serves gRPC too, as a pod does; on one host each needs a port of its own.
         self.grpc_port = free_port()
+        self.classified_port = free_port()  # likewise the port the mirror and pinned rule use
         env = {
             **os.environ,
             "KINFER_MODEL_URI": str(model_file),
@@ -130,6 +131,7 @@ class _Runtime:
             "KINFER_PORT": str(self.port),
             "KINFER_METRICS_PORT": str(self.metrics_port),
             "KINFER_GRPC_PORT": str(self.grpc_port),
+            "KINFER_CLASSIFIED_PORT": str(self.classified_port),
             "KINFER_MAX_BATCH_SIZE": "8",
             "KINFER_DEVICE": "cpu",
             "KINFER_TERMINATION_LOG": str(log.with_suffix(".termination")),

@@ -7,6 +7,8 @@ runtime's CLI knows every one of them, so the two sides cannot drift apart.
 from __future__ import annotations
 
 __all__ = [
+    "CLASSIFIED_PORT",
+    "CLASSIFIED_PORT_NAME",
     "GRPC_PORT",
     "HEALTH_LIVE_PATH",
     "HEALTH_READY_PATH",
@@ -25,6 +27,13 @@ HTTP_PORT = 8080
 GRPC_PORT = 8081
 """The Open Inference Protocol over gRPC (`inference.GRPCInferenceService`)."""
 METRICS_PORT = 9090
+CLASSIFIED_PORT = 8090
+"""The same HTTP API as HTTP_PORT, for the traffic kinfer itself sends: only here does the
+runtime honour `x-kinfer-shadow` (the mirror) and PINNED_MARKER_HEADER (the pinned route
+rule). On HTTP_PORT every request counts as live whatever its headers, so a client cannot
+hide its requests from canary analysis. Reached through the shadow and track Services only,
+never through the model's Service."""
+CLASSIFIED_PORT_NAME = "classified"
 HEALTH_LIVE_PATH = "/v2/health/live"
 HEALTH_READY_PATH = "/v2/health/ready"
 MODEL_CACHE_DIR = "/var/cache/kinfer"
@@ -33,8 +42,8 @@ SHARED_CACHE_DIR = "/var/cache/kinfer-shared"
 """Where the model cache volume is mounted: read-only in runtime pods, writable in the fill Job."""
 FILL_COMMAND = ("kinfer-runtime", "fill-cache")
 PINNED_MARKER_HEADER = "x-kinfer-pinned"
-"""Set by the HTTPRoute's pinned rule (and stripped from all other traffic): the runtime counts
-such requests in kinfer_pinned_requests_total, outside what canary analysis reads."""
+"""Set by the HTTPRoute's pinned rule, which sends to CLASSIFIED_PORT: the runtime counts such
+requests in kinfer_pinned_requests_total, outside what canary analysis reads."""
 RUNTIME_UID = 65532
 """The non-root user of Dockerfile.runtime; pinned in the pod so runAsNonRoot is provable."""
 SHADOW_CONFIG_DIR = "/etc/kinfer/shadow"
@@ -59,6 +68,7 @@ ENV_CACHE_MAX_BYTES = "KINFER_CACHE_MAX_BYTES"
 ENV_PORT = "KINFER_PORT"
 ENV_GRPC_PORT = "KINFER_GRPC_PORT"
 ENV_METRICS_PORT = "KINFER_METRICS_PORT"
+ENV_CLASSIFIED_PORT = "KINFER_CLASSIFIED_PORT"
 ENV_MAX_BATCH_SIZE = "KINFER_MAX_BATCH_SIZE"
 ENV_MAX_QUEUE_DELAY_US = "KINFER_MAX_QUEUE_DELAY_US"
 ENV_MAX_QUEUE_SIZE = "KINFER_MAX_QUEUE_SIZE"
@@ -86,6 +96,7 @@ ALL_ENV = (
     ENV_PORT,
     ENV_GRPC_PORT,
     ENV_METRICS_PORT,
+    ENV_CLASSIFIED_PORT,
     ENV_MAX_BATCH_SIZE,
     ENV_MAX_QUEUE_DELAY_US,
     ENV_MAX_QUEUE_SIZE,

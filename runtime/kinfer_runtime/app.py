@@ -78,6 +78,12 @@ def create_app(service: InferenceService) -> ASGIApp:
     install_error_handler(app)
     app.include_router(health_router(service.readiness, service.metrics))
     app.include_router(models_router(service.registry))
+    settings = service.settings
     return InferenceEndpoint(
-        app, service.registry, service.metrics, service.settings.max_body_bytes, service.mirror
+        app,
+        service.registry,
+        service.metrics,
+        settings.max_body_bytes,
+        service.mirror,
+        classified_port=settings.classified_port or None,
     )

@@ -43,6 +43,7 @@ ENV: Final = {
     "port": "KINFER_PORT",
     "grpc_port": "KINFER_GRPC_PORT",
     "metrics_port": "KINFER_METRICS_PORT",
+    "classified_port": "KINFER_CLASSIFIED_PORT",
     "max_batch_size": "KINFER_MAX_BATCH_SIZE",
     "max_queue_delay_us": "KINFER_MAX_QUEUE_DELAY_US",
     "max_queue_size": "KINFER_MAX_QUEUE_SIZE",
@@ -86,6 +87,9 @@ class Settings:
     port: int = 8080
     grpc_port: int = 8081  # 0: no gRPC endpoint
     metrics_port: int = 9090  # 0: /metrics on the main port only
+    # A second listener for the same HTTP API, for the traffic kinfer sends itself: only here
+    # do the shadow and pinned markers count (routes.inference). 0: no such listener.
+    classified_port: int = 8090
     max_batch_size: int = 16
     max_queue_delay_us: int = 1000
     max_queue_size: int = 256
@@ -145,6 +149,13 @@ def _non_negative(kind: Callable[[str], T]) -> Callable[[str], T]:
     return parse
 
 
+def _port_or_zero(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {text}")
+    return value
+
+
 def _bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -197,6 +208,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, s
     flag("port", type=_positive(int), help=f"HTTP port (default {defaults.port})")
     flag("grpc_port", type=_non_negative(int), help="gRPC port, 0 = none (8081)")
     flag("metrics_port", type=_non_negative(int), help="extra /metrics port, 0 = none (9090)")
+    flag(
+        "classified_port",
+        type=_port_or_zero,
+        help="HTTP port where shadow/pinned markers count, 0 = none (8090)",
+    )
     flag("max_batch_size", type=_positive(int), help="rows per batch, 1 = no batching (16)")
     flag("max_queue_delay_us", type=_non_negative(int), help="wait for a fuller batch (1000)")
     flag("max_queue_size", type=_positive(int), help="queued requests before 503 (256)")
@@ -231,12 +247,30 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
     for secret in ("model_auth_header", "model_access_key_id", "model_secret_access_key"):
         given[secret] = environ.get(ENV[secret]) or None
     settings = Settings(**given)
+    _check_classified_port(settings)
     if settings.default_priority > settings.priority_levels:
         raise ValueError(
             f"default priority {settings.default_priority} is above the lowest level, "
             f"{settings.priority_levels} (KINFER_DEFAULT_PRIORITY, KINFER_PRIORITY_LEVELS)"
         )
     return settings
+
+
+def _check_classified_port(settings: Settings) -> None:
+    """The classified listener must be a port of its own: sharing one would let clients of
+    the public port set the markers."""
+    port = settings.classified_port
+    if not port:
+        return
+    for name, other in (
+        ("KINFER_PORT", settings.port),
+        ("KINFER_GRPC_PORT", settings.grpc_port),
+        ("KINFER_METRICS_PORT", settings.metrics_port),
+    ):
+        if port == other:
+            raise ValueError(
+                f"KINFER_CLASSIFIED_PORT {port} is also {name}; give it a port of its own"
+            )
 
 
 def object_store(settings: Settings) -> ObjectStore:

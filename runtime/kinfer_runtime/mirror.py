@@ -32,7 +32,8 @@ __all__ = ["SHADOW_HEADER", "Mirror", "MirrorConfig", "read_config"]
 
 SHADOW_HEADER: Final = "x-kinfer-shadow"
 """Marks a mirrored request; its value is the stable revision that sent it. The candidate
-counts such requests with `source="shadow"`, so its analysis reads them apart."""
+counts such requests with `source="shadow"`, so its analysis reads them apart, but only on its
+classified port, where the operator points the mirror (the target in the shadow config)."""
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class MirrorConfig:
     """What the operator wrote into the shadow ConfigMap."""
 
     host: str
-    """The candidate's address (its shadow Service's ClusterIP)."""
+    """The candidate's address (its shadow Service's ClusterIP; the port is its classified one)."""
     port: int
     percent: float
     """Share of answered requests to mirror, 0-100."""

@@ -2,6 +2,10 @@
 
 Each response leaves in one write (`_http.OneWriteHttpToolsProtocol`), not uvicorn's two.
 
+One server, two listeners for the same app: the public port, and the classified port that only
+kinfer's mirror and pinned route reach (see routes.inference.traffic_class). The sockets are
+bound here, before uvicorn starts, so a port in use is reported by number.
+
 SIGTERM: readiness turns false at once; the server keeps serving for `drain_delay_s` so the
 endpoint is removed from Services before the listener closes; then uvicorn stops accepting,
 waits for every in-flight request (queued ones included) and the process exits 0.
@@ -10,6 +14,7 @@ A model that cannot be loaded ends the process with exit code 1 and a one-line r
 
 import logging
 import signal
+import socket
 import time
 from types import FrameType
 
@@ -72,6 +77,20 @@ def serve(settings: Settings) -> int:
 
     # The *_created series would double the scrape size, and nothing queries them.
     disable_created_metrics()  # type: ignore[no-untyped-call]
+    listeners: list[socket.socket] = []
+    for port in (settings.port, settings.classified_port):
+        if not port:
+            continue
+        try:
+            listeners.append(_listen(settings.host, port))
+        except OSError as exc:
+            log.error("cannot listen on %s:%d: %s", settings.host, port, exc)
+            for sock in listeners:
+                sock.close()
+            report_fatal(f"cannot listen on {settings.host}:{port}", settings.termination_log)
+            return 1
+    if settings.classified_port:
+        log.info("shadow and pinned markers count on port %d only", settings.classified_port)
     service = InferenceService(settings, on_fatal=on_fatal)
     config = uvicorn.Config(
         create_app(service),
@@ -95,16 +114,20 @@ def serve(settings: Settings) -> int:
         except OSError as exc:
             message = f"cannot listen on metrics port {settings.metrics_port}: {exc}"
             report_fatal(message, settings.termination_log)
+            for sock in listeners:
+                sock.close()
             return 1
     try:
-        server.run()
-    except SystemExit:
-        if server.started:
-            raise
-        # uvicorn exits this way when it cannot bind the port (it logged why).
-        report_fatal(f"cannot listen on {settings.host}:{settings.port}", settings.termination_log)
-        return 1
+        server.run(sockets=listeners)
     finally:
         if metrics_server is not None:
             metrics_server.shutdown()
+        for sock in listeners:
+            sock.close()
     return server.exit_code
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket, as uvicorn would bind it (address reuse on)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=2048)

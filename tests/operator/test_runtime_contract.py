@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from kinfer_operator import runtime_contract as rc
-from kinfer_runtime.config import ENV, add_serve_arguments, settings_from_args
+from kinfer_runtime.config import ENV, Settings, add_serve_arguments, settings_from_args
 from kinfer_runtime.routes.inference import PINNED_MARKER_HEADER
 
 
@@ -24,6 +24,11 @@ def test_the_route_sets_the_pinned_marker_the_runtime_reads() -> None:
     assert rc.PINNED_MARKER_HEADER == PINNED_MARKER_HEADER
 
 
+def test_the_classified_port_is_the_runtimes_default() -> None:
+    # The operator sets it explicitly too; the default only matters for a hand-run runtime.
+    assert Settings(model_uri="m", model_name="m").classified_port == rc.CLASSIFIED_PORT
+
+
 def test_operator_values_reach_the_runtime_settings() -> None:
     env = {
         rc.ENV_MODEL_URI: "file:///m/model.onnx",
@@ -33,6 +38,7 @@ def test_operator_values_reach_the_runtime_settings() -> None:
         rc.ENV_PORT: str(rc.HTTP_PORT),
         rc.ENV_GRPC_PORT: str(rc.GRPC_PORT),
         rc.ENV_METRICS_PORT: str(rc.METRICS_PORT),
+        rc.ENV_CLASSIFIED_PORT: str(rc.CLASSIFIED_PORT),
         rc.ENV_MAX_BATCH_SIZE: "8",
         rc.ENV_MAX_QUEUE_DELAY_US: "500",
         rc.ENV_MAX_QUEUE_SIZE: "64",
@@ -56,6 +62,7 @@ def test_operator_values_reach_the_runtime_settings() -> None:
         rc.GRPC_PORT,
         rc.METRICS_PORT,
     )
+    assert settings.classified_port == rc.CLASSIFIED_PORT
     assert (settings.priority_levels, settings.default_priority) == (3, 2)
     assert settings.lower_priority_max_batch_size == 4
     assert (settings.max_batch_size, settings.max_queue_delay_us, settings.max_queue_size) == (

@@ -118,6 +118,9 @@ class LiveServer:
     url: str
     service: InferenceService
     server: uvicorn.Server
+    classified_url: str = ""
+    """The classified listener (where shadow and pinned markers count), as the mirror and the
+    pinned route reach it."""
 
     @property
     def grpc_target(self) -> str:
@@ -141,13 +144,19 @@ def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
         time.sleep(0.01)
 
 
-@contextlib.contextmanager
-def _serve_in_thread(settings: Settings, *, wait_ready: bool = True) -> Iterator[LiveServer]:
-    service = InferenceService(settings)
+def _bound() -> socket.socket:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
+    return sock
+
+
+@contextlib.contextmanager
+def _serve_in_thread(settings: Settings, *, wait_ready: bool = True) -> Iterator[LiveServer]:
+    # Both listeners, as server.serve binds them: the public port and the classified one.
+    sock, classified = _bound(), _bound()
+    port, classified_port = sock.getsockname()[1], classified.getsockname()[1]
+    service = InferenceService(replace(settings, classified_port=classified_port))
     config = uvicorn.Config(
         create_app(service),
         loop="uvloop",
@@ -158,18 +167,26 @@ def _serve_in_thread(settings: Settings, *, wait_ready: bool = True) -> Iterator
         access_log=False,
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock, classified]}, daemon=True
+    )
     thread.start()
     try:
         _wait(lambda: server.started, 30, "the server to listen")
         if wait_ready:
             _wait(lambda: service.readiness.ready or service.failure is not None, 60, "readiness")
             assert service.failure is None, service.failure
-        yield LiveServer(f"http://127.0.0.1:{port}", service, server)
+        yield LiveServer(
+            f"http://127.0.0.1:{port}",
+            service,
+            server,
+            classified_url=f"http://127.0.0.1:{classified_port}",
+        )
     finally:
         server.should_exit = True
         thread.join(30)
         sock.close()
+        classified.close()
 
 
 @pytest.fixture(scope="session")
@@ -368,6 +385,7 @@ class ServerProcess:
     process: subprocess.Popen[str]
     url: str
     metrics_url: str | None
+    classified_url: str = ""
 
     def wait_ready(self, timeout_s: float = 60) -> None:
         def ready() -> bool:
@@ -390,9 +408,12 @@ def server_process() -> Iterator[Callable[..., ServerProcess]]:
 
     def start(env: dict[str, str], metrics: bool = False) -> ServerProcess:
         port, metrics_port = free_port(), free_port() if metrics else 0
+        # Never the fixed default classified port: tests (and test runs) share the host.
+        classified_port = free_port()
         full_env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("KINFER_")},
             "KINFER_PORT": str(port),
+            "KINFER_CLASSIFIED_PORT": str(classified_port),
             "KINFER_HOST": "127.0.0.1",
             "KINFER_METRICS_PORT": str(metrics_port),
             "KINFER_GRPC_PORT": "0",
@@ -409,7 +430,8 @@ def server_process() -> Iterator[Callable[..., ServerProcess]]:
         )
         started.append(process)
         metrics_url = f"http://127.0.0.1:{metrics_port}" if metrics else None
-        return ServerProcess(process, f"http://127.0.0.1:{port}", metrics_url)
+        classified_url = f"http://127.0.0.1:{env.get('KINFER_CLASSIFIED_PORT', classified_port)}"
+        return ServerProcess(process, f"http://127.0.0.1:{port}", metrics_url, classified_url)
 
     yield start
     for process in started:

@@ -17,6 +17,7 @@ OPERATOR_CONTRACT = {
     "KINFER_PORT",
     "KINFER_GRPC_PORT",
     "KINFER_METRICS_PORT",
+    "KINFER_CLASSIFIED_PORT",
     "KINFER_MAX_BATCH_SIZE",
     "KINFER_MAX_QUEUE_DELAY_US",
     "KINFER_MAX_QUEUE_SIZE",
@@ -47,6 +48,7 @@ FULL_ENV = {
     "KINFER_PORT": "8081",
     "KINFER_METRICS_PORT": "9091",
     "KINFER_GRPC_PORT": "8082",
+    "KINFER_CLASSIFIED_PORT": "8092",
     "KINFER_PRIORITY_LEVELS": "4",
     "KINFER_DEFAULT_PRIORITY": "3",
     "KINFER_LOWER_PRIORITY_MAX_BATCH_SIZE": "2",
@@ -77,7 +79,7 @@ def test_environment_alone_configures_everything() -> None:
     assert s.model_sha256 == "a" * 64
     assert s.model_cache_dir == Path("/cache")
     assert s.model_auth_header == "Bearer t0ken"
-    assert (s.port, s.metrics_port, s.grpc_port) == (8081, 9091, 8082)
+    assert (s.port, s.metrics_port, s.grpc_port, s.classified_port) == (8081, 9091, 8082, 8092)
     assert (s.priority_levels, s.default_priority, s.lower_priority_max_batch_size) == (4, 3, 2)
     assert (s.max_batch_size, s.max_queue_delay_us, s.max_queue_size) == (32, 500, 64)
     assert (s.request_timeout_s, s.max_body_bytes) == (2.5, 1000)
@@ -93,6 +95,7 @@ def test_defaults() -> None:
     s = parse(["--model-uri", "m.onnx", "--model-name", "m"], {})
     assert (s.port, s.metrics_port, s.model_version, s.revision) == (8080, 9090, "1", "")
     assert (s.grpc_port, s.priority_levels, s.default_priority) == (8081, 1, 1)
+    assert s.classified_port == 8090
     assert s.lower_priority_max_batch_size == 0  # auto: 1 on a CPU, no cap on a GPU
     assert s.model_format is None and s.model_auth_header is None
     assert s.termination_log == Path("/dev/termination-log")
@@ -125,6 +128,8 @@ def test_model_uri_and_name_are_required(capsys: pytest.CaptureFixture[str]) -> 
         ("KINFER_MODEL_SHA256", "xyz"),
         ("KINFER_REQUEST_TIMEOUT_S", "-1"),
         ("KINFER_MAX_QUEUE_DELAY_US", "-5"),
+        ("KINFER_CLASSIFIED_PORT", "70000"),
+        ("KINFER_CLASSIFIED_PORT", "-1"),
     ],
 )
 def test_invalid_variable_is_rejected_naming_it(
@@ -147,3 +152,12 @@ def test_default_priority_must_be_one_of_the_levels() -> None:
     with pytest.raises(ValueError, match="KINFER_DEFAULT_PRIORITY"):
         parse(["--default-priority", "3"], env)
     assert parse(["--default-priority", "2"], env).default_priority == 2
+
+
+@pytest.mark.parametrize("shared", ["KINFER_PORT", "KINFER_GRPC_PORT", "KINFER_METRICS_PORT"])
+def test_the_classified_port_must_be_a_port_of_its_own(shared: str) -> None:
+    # On a shared port, clients of the public API could set the shadow and pinned markers.
+    env = {"KINFER_MODEL_URI": "m.onnx", "KINFER_MODEL_NAME": "m", shared: "8090"}
+    with pytest.raises(ValueError, match=f"KINFER_CLASSIFIED_PORT 8090 is also {shared}"):
+        parse([], env)
+    assert parse([], env | {"KINFER_CLASSIFIED_PORT": "0"}).classified_port == 0

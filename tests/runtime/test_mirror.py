@@ -59,7 +59,7 @@ def test_a_configured_share_of_answered_requests_reaches_the_candidate_as_shadow
 ) -> None:
     config = tmp_path / "mirror.json"
     with serve(make_settings(demo_dir / "model.onnx", revision="cand")) as candidate:
-        _write(config, target=candidate.url, percent=25, revision="cand")
+        _write(config, target=candidate.classified_url, percent=25, revision="cand")
         stable_settings = make_settings(
             demo_dir / "model.onnx", revision="stab", shadow_config=config
         )
@@ -88,7 +88,7 @@ def test_a_faulty_candidate_never_changes_the_stable_answer(
 ) -> None:
     config = tmp_path / "mirror.json"
     with serve(make_settings(variant_dir("faulty") / "model.onnx", revision="bad")) as candidate:
-        _write(config, target=candidate.url, percent=100)
+        _write(config, target=candidate.classified_url, percent=100)
         with serve(make_settings(demo_dir / "model.onnx", shadow_config=config)) as stable:
             body, headers = oip.image_body(images[:1])
             answers = [
@@ -110,7 +110,7 @@ def test_rewriting_the_config_file_turns_mirroring_off_without_a_restart(
 ) -> None:
     config = tmp_path / "mirror.json"
     with serve(make_settings(demo_dir / "model.onnx", revision="cand")) as candidate:
-        _write(config, target=candidate.url, percent=100)
+        _write(config, target=candidate.classified_url, percent=100)
         with serve(make_settings(demo_dir / "model.onnx", shadow_config=config)) as stable:
             body, headers = oip.image_body(images[:1])
             url = f"{stable.url}{INFER}"

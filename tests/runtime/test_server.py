@@ -87,3 +87,26 @@ def test_sigterm_lets_grpc_calls_in_flight_finish_then_exits_0(
 
     assert all(r.shape == (2, 10) for r in results)
     assert server.process.wait(timeout=30) == 0
+
+
+def test_the_process_serves_the_classified_port_where_only_the_markers_count(
+    demo_dir, server_process, oip, images: np.ndarray
+) -> None:
+    server = server_process(
+        {"KINFER_MODEL_URI": str(demo_dir / "model.onnx"), "KINFER_MODEL_NAME": "demo"}
+    )
+    server.wait_ready()
+    body, headers = oip.image_body(images[:1])
+    marked = headers | {"x-kinfer-shadow": "stable"}
+    for url in (server.url, server.classified_url, server.classified_url):
+        response = httpx.post(f"{url}/v2/models/demo/infer", content=body, headers=marked)
+        assert response.status_code == 200
+    page = httpx.get(f"{server.url}/metrics").text
+
+    def count(source: str) -> float:
+        pattern = rf'^kinfer_requests_total{{[^}}]*source="{source}"[^}}]*}} (\S+)$'
+        return sum(float(v) for v in re.findall(pattern, page, re.MULTILINE))
+
+    assert (count("live"), count("shadow")) == (1, 2)
+    server.terminate()
+    assert server.process.wait(timeout=30) == 0

@@ -98,6 +98,7 @@ def _env(model: InferenceModel, revision: str) -> list[dict[str, Any]]:
         rc.ENV_PORT: str(rc.HTTP_PORT),
         rc.ENV_GRPC_PORT: str(rc.GRPC_PORT),
         rc.ENV_METRICS_PORT: str(rc.METRICS_PORT),
+        rc.ENV_CLASSIFIED_PORT: str(rc.CLASSIFIED_PORT),
         rc.ENV_MAX_BATCH_SIZE: str(batching.max_batch_size),
         rc.ENV_MAX_QUEUE_DELAY_US: str(batching.max_queue_delay_microseconds),
         rc.ENV_MAX_QUEUE_SIZE: str(batching.max_queue_size),
@@ -259,6 +260,12 @@ def _container(
             {"name": "http", "containerPort": rc.HTTP_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": rc.GRPC_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": rc.METRICS_PORT, "protocol": "TCP"},
+            # Mirrored and pinned requests only (shadow and track Services); probes stay on http.
+            {
+                "name": rc.CLASSIFIED_PORT_NAME,
+                "containerPort": rc.CLASSIFIED_PORT,
+                "protocol": "TCP",
+            },
         ],
         "resources": _resources(model),
         **_probes(model),

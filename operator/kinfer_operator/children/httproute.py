@@ -3,8 +3,10 @@
 Rule 0 is always the weighted split (readers such as `route_problem` rely on it). With
 `traffic.pin`, rule 1 matches the pin header and sends the request to the canary Service at
 any weight; Gateway API ranks a rule with a header match above one without, so no priority is
-needed. The pinned rule sets a marker header and the weighted rule strips it, so the runtime
-can count pinned requests apart from the analysed ones and clients cannot fake the marker.
+needed. The pinned rule sets a marker header and sends to the canary's classified port, the
+only port where the runtime honours the marker, so pinned requests are counted apart from the
+analysed ones; a client that sets the marker itself reaches the public port, where it is
+ignored (the weighted rule strips it too).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ def track_service_name(model: InferenceModel, track: Literal["stable", "canary"]
 def build_track_service(
     model: InferenceModel, track: Literal["stable", "canary"], revision: str
 ) -> dict[str, Any]:
-    """A Service over one revision's pods, so the route can weight revisions exactly."""
+    """A Service over one revision's pods, so the route can weight revisions exactly; its
+    classified port is where the pinned rule sends."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -40,7 +43,13 @@ def build_track_service(
             "type": "ClusterIP",
             "selector": {MODEL_LABEL: model.name, REVISION_LABEL: revision},
             "ports": [
-                {"name": "http", "port": rc.HTTP_PORT, "targetPort": "http", "protocol": "TCP"}
+                {"name": "http", "port": rc.HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                {
+                    "name": rc.CLASSIFIED_PORT_NAME,
+                    "port": rc.CLASSIFIED_PORT,
+                    "targetPort": rc.CLASSIFIED_PORT_NAME,
+                    "protocol": "TCP",
+                },
             ],
         },
     }
@@ -86,7 +95,11 @@ def build_httproute(model: InferenceModel, canary_weight: int) -> dict[str, Any]
                     _modify_headers(set=[{"name": rc.PINNED_MARKER_HEADER, "value": "true"}])
                 ],
                 "backendRefs": [
-                    {"name": track_service_name(model, "canary"), "port": rc.HTTP_PORT, "weight": 1}
+                    {
+                        "name": track_service_name(model, "canary"),
+                        "port": rc.CLASSIFIED_PORT,
+                        "weight": 1,
+                    }
                 ],
             }
         )

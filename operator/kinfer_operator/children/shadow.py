@@ -34,7 +34,7 @@ class MirrorTarget:
 
     revision: str
     url: str
-    """http://<shadow Service ClusterIP>:<http port>."""
+    """http://<shadow Service ClusterIP>:<classified port>."""
     percent: int
     timeout_seconds: int
     max_queue: int
@@ -81,7 +81,8 @@ def build_shadow_config(model: InferenceModel, target: MirrorTarget | None) -> d
 
 
 def build_shadow_service(model: InferenceModel, revision: str) -> dict[str, Any]:
-    """ClusterIP Service over one revision's pods: the mirror's target."""
+    """ClusterIP Service over one revision's pods: the mirror's target. It exposes only the
+    classified port, the one where the runtime counts the mirror's requests as shadow."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -90,7 +91,12 @@ def build_shadow_service(model: InferenceModel, revision: str) -> dict[str, Any]
             "type": "ClusterIP",
             "selector": {MODEL_LABEL: model.name, REVISION_LABEL: revision},
             "ports": [
-                {"name": "http", "port": rc.HTTP_PORT, "targetPort": "http", "protocol": "TCP"}
+                {
+                    "name": rc.CLASSIFIED_PORT_NAME,
+                    "port": rc.CLASSIFIED_PORT,
+                    "targetPort": rc.CLASSIFIED_PORT_NAME,
+                    "protocol": "TCP",
+                }
             ],
         },
     }

@@ -73,7 +73,7 @@ def plan_shadow(
         if mirroring and ip is not None and spec is not None:
             target = MirrorTarget(
                 revision=status.revision,
-                url=f"http://{ip}:{rc.HTTP_PORT}",
+                url=f"http://{ip}:{rc.CLASSIFIED_PORT}",
                 percent=status.shadow_percent or spec.percent,
                 timeout_seconds=spec.timeout_seconds,
                 max_queue=spec.max_queue,

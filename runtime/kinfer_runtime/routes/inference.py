@@ -7,11 +7,16 @@ more than decoding, validating, batching and encoding together. Inference is nea
 traffic and has no parameters for FastAPI to validate; every other path goes to FastAPI as
 before. Errors still become responses through `routes.errors.error_response`, the one mapping,
 and the endpoint counts and times each request itself (status and protocol labels).
+
+Traffic classes (`traffic_class`): a request counts as shadow or pinned only when it arrived
+on the classified listener, the port that only the mirror and the pinned route rule reach; on
+the public port it counts as live whatever its headers, so no client can hide its requests
+(and their failures) from canary analysis by setting a marker.
 """
 
 import re
 import time
-from typing import Final
+from typing import Final, Literal
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -31,11 +36,13 @@ from kinfer_runtime.schemas.inference import (
     select_outputs,
 )
 
-__all__ = ["PINNED_MARKER_HEADER", "InferenceEndpoint"]
+__all__ = ["PINNED_MARKER_HEADER", "InferenceEndpoint", "TrafficClass", "traffic_class"]
 
 PINNED_MARKER_HEADER: Final = "x-kinfer-pinned"
-"""Set to `true` by the HTTPRoute rule of a header-pinned canary (and stripped from all other
-routed traffic): such requests are counted in kinfer_pinned_requests_total instead."""
+"""Set to `true` by the HTTPRoute rule of a header-pinned canary, which sends to the classified
+port: such requests are counted in kinfer_pinned_requests_total instead."""
+
+TrafficClass = Literal["live", "shadow", "pinned"]
 
 _PATH: Final = re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
 _JSON: Final = [(b"content-type", b"application/json")]
@@ -43,6 +50,20 @@ _BINARY: Final = [(b"content-type", b"application/octet-stream")]
 _HEADER_LENGTH: Final = HEADER_LENGTH.encode()
 _SHADOW: Final = SHADOW_HEADER.encode()
 _PINNED: Final = (PINNED_MARKER_HEADER.encode(), b"true")
+
+
+def traffic_class(scope: Scope, classified_port: int | None) -> TrafficClass:
+    """live, unless the request came in on `classified_port` carrying a marker: a client
+    can set any header, but only kinfer's own senders reach that port."""
+    server = scope.get("server")
+    if not classified_port or server is None or server[1] != classified_port:
+        return "live"
+    headers = scope["headers"]
+    if _PINNED in headers:
+        return "pinned"  # the gateway's pinned rule
+    if any(key == _SHADOW for key, _ in headers):
+        return "shadow"  # a stable runtime's mirror
+    return "live"
 
 
 class InferenceEndpoint:
@@ -55,12 +76,14 @@ class InferenceEndpoint:
         metrics: RuntimeMetrics,
         max_body_bytes: int,
         mirror: Mirror | None = None,
+        classified_port: int | None = None,
     ) -> None:
         self.app = app
         self._registry = registry
         self._metrics = metrics
         self._max_body_bytes = max_body_bytes
         self._mirror = mirror
+        self._classified_port = classified_port
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -76,8 +99,8 @@ class InferenceEndpoint:
         started = time.perf_counter()
         status = 200
         metrics = self._metrics
-        # A request mirrored here by a stable runtime: counted apart, never mirrored again.
-        shadow = any(key == _SHADOW for key, _ in scope["headers"])
+        # Mirrored or pinned requests are counted apart; a mirrored one is never mirrored again.
+        kind = traffic_class(scope, self._classified_port)
         metrics.inflight.inc()
         try:
             try:
@@ -90,17 +113,16 @@ class InferenceEndpoint:
                 return
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": content})
-            if self._mirror is not None and not shadow:
+            if self._mirror is not None and kind != "shadow":
                 # Unversioned: the candidate serves another version of the same model.
                 self._mirror.offer(f"/v2/models/{name}/infer", scope["headers"], body)
         finally:
             metrics.inflight.dec()
             seconds = time.perf_counter() - started
-            # The gateway's pinned rule sets the marker and every other rule strips it.
-            if _PINNED in scope["headers"]:
+            if kind == "pinned":
                 metrics.pinned_request_done(status, seconds, "rest")
             else:
-                metrics.request_done(status, seconds, "rest", "shadow" if shadow else "live")
+                metrics.request_done(status, seconds, "rest", kind)
 
     async def _infer(
         self, scope: Scope, receive: Receive, name: str, version: str | None

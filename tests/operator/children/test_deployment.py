@@ -151,14 +151,20 @@ def test_children_avoid_argo_cd_tracking_label(make_model: MakeModel) -> None:
         assert labels["app.kubernetes.io/managed-by"] == "kinfer"
 
 
-def test_runtime_serves_grpc_on_a_named_port_and_probes_stay_on_http(
+def test_runtime_serves_grpc_and_classified_on_named_ports_and_probes_stay_on_http(
     make_model: MakeModel,
 ) -> None:
     dep = build_deployment(make_model(), "stable")
     container = _container(dep)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"http": rc.HTTP_PORT, "grpc": rc.GRPC_PORT, "metrics": rc.METRICS_PORT}
+    assert ports == {
+        "http": rc.HTTP_PORT,
+        "grpc": rc.GRPC_PORT,
+        "metrics": rc.METRICS_PORT,
+        "classified": rc.CLASSIFIED_PORT,
+    }
     assert _env(dep)[rc.ENV_GRPC_PORT] == str(rc.GRPC_PORT)
+    assert _env(dep)[rc.ENV_CLASSIFIED_PORT] == str(rc.CLASSIFIED_PORT)
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["port"] == "http"
 

@@ -44,6 +44,12 @@ def test_track_service_selects_one_revision(make_model: MakeModel) -> None:
     assert svc["spec"]["selector"]["serving.kinfer.io/revision"] == "abc"
 
 
+def test_track_service_exposes_the_public_and_the_classified_port(make_model: MakeModel) -> None:
+    svc = build_track_service(make_model({"rollout": GATEWAY}), "canary", "abc")
+    ports = {p["name"]: (p["port"], p["targetPort"]) for p in svc["spec"]["ports"]}
+    assert ports == {"http": (8080, "http"), "classified": (8090, "classified")}
+
+
 def _with_status(route: dict[str, Any], **conditions: str) -> dict[str, Any]:
     route["metadata"]["generation"] = 2
     route["status"] = {
@@ -105,7 +111,9 @@ def test_pinned_rule_sends_the_header_to_the_canary_at_any_weight(
     assert pinned["matches"] == [
         {"headers": [{"type": "Exact", "name": "x-tester", "value": "next"}]}
     ]
-    assert [b["name"] for b in pinned["backendRefs"]] == ["resnet50-canary"]
+    assert [(b["name"], b["port"]) for b in pinned["backendRefs"]] == [("resnet50-canary", 8090)]
+    # The weighted split goes to the public port, where a forged marker counts for nothing.
+    assert {b["port"] for b in rules[0]["backendRefs"]} == {8080}
 
 
 def test_only_pinned_requests_carry_the_marker_the_runtime_counts_apart(

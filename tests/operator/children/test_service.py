@@ -33,3 +33,13 @@ def test_service_exposes_http_grpc_and_metrics_ports(
 def test_endpoint_is_the_in_cluster_model_url(make_model: Callable[..., InferenceModel]) -> None:
     url = endpoint_url(make_model())
     assert url == "http://resnet50.ml.svc.cluster.local:8080/v2/models/resnet50"
+
+
+def test_clients_of_the_model_service_never_reach_the_classified_port(
+    make_model: Callable[..., InferenceModel],
+) -> None:
+    # Only there do the shadow and pinned markers count: a Service client could forge them.
+    service = build_service(make_model(), only_revision="abc")
+    ports = service["spec"]["ports"]
+    assert rc.CLASSIFIED_PORT not in {p["port"] for p in ports}
+    assert rc.CLASSIFIED_PORT_NAME not in {p["targetPort"] for p in ports}

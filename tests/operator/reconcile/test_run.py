@@ -298,7 +298,7 @@ def test_a_shadow_phase_mirrors_to_the_candidate_without_touching_stable() -> No
     assert service["spec"]["selector"][REVISION_LABEL] == stable_revision
     shadow_ip = kube.children[("Service", "resnet50-shadow")]["spec"]["clusterIP"]
     config = json.loads(kube.children[("ConfigMap", "resnet50-shadow")]["data"]["mirror.json"])
-    assert config["target"] == f"http://{shadow_ip}:8080" and config["percent"] == 50
+    assert config["target"] == f"http://{shadow_ip}:8090" and config["percent"] == 50
     rollout = kube.model["status"]["rollout"]
     assert rollout["shadowPercent"] == 50 and rollout["weight"] == 0
     assert kube.model["status"]["canaryWeight"] == 0  # whatever the replica ratio

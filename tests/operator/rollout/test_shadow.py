@@ -76,7 +76,7 @@ def test_in_shadow_the_service_is_pinned_to_stable_and_the_config_points_at_the_
     config = json.loads(kinds["ConfigMap"]["data"]["mirror.json"])
     assert config == {
         "revision": revision_of(model),
-        "target": "http://10.96.0.9:8080",
+        "target": "http://10.96.0.9:8090",  # the classified port: counted as shadow there
         "percent": 25,
         "timeoutSeconds": 2,
         "maxQueue": 64,
@@ -138,6 +138,13 @@ def test_pods_mount_the_optional_config_so_toggling_shadow_never_changes_the_tem
     assert mount == {"name": "shadow", "mountPath": "/etc/kinfer/shadow", "readOnly": True}
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["KINFER_SHADOW_CONFIG"] == "/etc/kinfer/shadow/mirror.json"
+
+
+def test_the_shadow_service_exposes_only_the_candidates_classified_port() -> None:
+    ports = build_shadow_service(_model(), "abc")["spec"]["ports"]
+    assert ports == [
+        {"name": "classified", "port": 8090, "targetPort": "classified", "protocol": "TCP"}
+    ]
 
 
 def test_shadow_children_are_owned_by_the_model() -> None:
