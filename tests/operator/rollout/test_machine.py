@@ -54,6 +54,9 @@ class Scenario:
         self.annotations: dict[str, str] = {}
         self.route_problem: Callable[[int], RouteWait | None] = lambda _w: None
         self.pods: tuple[dict[str, Any], ...] = ()
+        self.refused: str | None = None
+        self.canary_trouble: dict[str, Any] = {}
+        """observed_deployment keywords for the canary (replica_failure, deadline_exceeded)."""
 
     def analyze(self, step: int) -> AnalysisRun:
         self.runs.append(step)
@@ -82,6 +85,7 @@ class Scenario:
                 build_deployment(self.model, "canary"),
                 replicas=max(self.canary_ready, 1),
                 ready=self.canary_ready,
+                **self.canary_trouble,
             )
             deployments.append(canary)
         observed = Observed(deployments=tuple(deployments), pods=self.pods)
@@ -96,6 +100,7 @@ class Scenario:
                 annotations=self.annotations,
                 analyze=self.analyze,
                 route_problem=self.route_problem,
+                refused=self.refused,
             )
         )
         self.previous = decision.status
@@ -477,3 +482,169 @@ def test_weight_is_not_raised_while_the_gateway_cannot_route_the_weight_in_force
     d = s.decide(1)
     assert d.status is not None and d.status.weight == 20 and d.route_weight == 20
     assert d.status.route_message is None
+
+
+# --- the named decisions of a pass in the steps, in the order they are asked ----------------
+
+
+def _reasons(d: RolloutDecision) -> list[str]:
+    return [e.reason for e in d.events]
+
+
+def _paused_model(*pauses: int) -> InferenceModel:
+    """Steps at 20, 50, ... percent with these pauses."""
+    steps = [{"weight": w, "pauseSeconds": p} for w, p in zip((20, 50, 80), pauses, strict=False)]
+    return _model(rollout={**ROLLOUT, "canary": {**ROLLOUT["canary"], "steps": steps}})
+
+
+def test_abort_annotation_rolls_back_even_with_promote_set_and_a_ready_canary() -> None:
+    s = Scenario()
+    s.at_first_step()
+    s.annotations[PROMOTE_ANNOTATION] = revision_of(s.model)
+    s.annotations[ABORT_ANNOTATION] = revision_of(s.model)
+    d = s.decide(11)
+    assert d.status is not None
+    assert (d.status.phase, d.status.reason) == ("RolledBack", "ManualAbort")
+    assert "Promoting" not in _reasons(d) and d.route_weight == 0
+    assert s.runs == []  # the analysis due at 11 s was not run
+
+
+def test_promote_annotation_ends_the_shadow_phase_and_sizes_the_canary_for_all_traffic() -> None:
+    s = Scenario(_shadow_model())
+    s.decide()
+    s.canary_ready = 1
+    s.decide(1)
+    s.annotations[PROMOTE_ANNOTATION] = revision_of(s.model)
+    d = s.decide(1)
+    assert d.status is not None
+    assert (d.status.phase, d.status.reason) == ("Promoting", "ManualPromote")
+    assert d.status.shadow_percent is None and "Promoting" in _reasons(d)
+    assert d.canary_replicas == 4 and not d.promote  # one of four ready: not yet
+
+
+def test_a_refused_canary_deployment_rolls_back_at_once_as_child_rejected() -> None:
+    s = Scenario()
+    s.decide()
+    s.refused = 'Deployment "resnet50-v4" is invalid: spec.template: too long'
+    d = s.decide(1)  # well inside the progress deadline: no waiting for the canary
+    assert d.status is not None and d.status.phase == "RolledBack"
+    assert (d.status.reason, d.status.message) == ("ChildRejected", s.refused)
+
+
+def test_canary_pods_that_cannot_be_created_roll_back_with_the_controllers_reason() -> None:
+    s = Scenario()
+    s.decide()
+    s.canary_trouble = {"replica_failure": 'pods "x" is forbidden: exceeded quota: gpus'}
+    d = s.decide(1)
+    assert d.status is not None and d.status.phase == "RolledBack"
+    assert d.status.reason == "QuotaExceeded"
+    assert "canary pods cannot be created: " in (d.status.message or "")
+
+
+def test_removing_shadow_mid_phase_starts_the_first_step_with_a_fresh_analysis_slate() -> None:
+    s = Scenario(_shadow_model())
+    s.decide()
+    s.canary_ready = 1
+    s.decide(1)
+    d = s.decide(10)  # one passed analysis on mirrored requests
+    assert d.status is not None and d.status.passed_at_step == 1
+    s.model = _shadow_model(shadow=None)
+    d = s.decide(5)
+    assert d.status is not None and d.status.shadow_percent is None
+    assert (d.status.step, d.status.passed_at_step, d.status.weight) == (0, 0, 20)
+    assert d.status.step_entered_at == s.now and d.status.step_started_at == s.now
+    assert s.runs == [0]  # the step's own analysis is a full interval away
+    assert d.requeue_after == 10
+
+
+def test_a_canary_short_of_ready_replicas_holds_then_rolls_back_at_the_progress_deadline() -> None:
+    s = Scenario()
+    d = s.decide()
+    assert d.status is not None and d.status.phase == "Progressing"
+    assert d.requeue_after == 2.0 and d.stable_replicas == 4  # stable not shrunk for it
+    d = s.decide(119.8)
+    assert d.status is not None and d.status.phase == "Progressing"
+    assert d.requeue_after == 0.5  # never sooner than half a second
+    d = s.decide(0.3)
+    assert d.status is not None and d.status.reason == "ProgressDeadlineExceeded"
+    assert d.status.message == "canary had 0/1 ready replicas after 120s"
+
+
+def test_promoting_waits_for_the_canary_at_full_size_then_promotes() -> None:
+    s = Scenario()
+    s.annotations[PROMOTE_ANNOTATION] = revision_of(s.model)
+    s.decide()
+    s.canary_ready = 3
+    d = s.decide(1)
+    assert d.status is not None and d.status.phase == "Promoting" and not d.promote
+    assert (d.canary_replicas, d.route_weight) == (4, 0)
+    s.canary_ready = 4
+    d = s.decide(1)
+    assert d.promote and d.route_weight == 100 and d.status is not None
+    assert d.status.phase == "Succeeded"
+
+
+def test_next_step_weight_waits_while_the_gateway_refuses_the_weight_in_force() -> None:
+    s = Scenario()
+    refused = RouteWait("gateway gw: ResolvedRefs=False BackendNotFound: no demo-canary", True)
+    broken = False
+    s.route_problem = lambda w: refused if broken and w == 20 else None
+    s.at_first_step()
+    s.canary_ready = 2
+    broken = True
+    d = s.decide(11)  # step 0 passes: step 1 (50%) is next
+    assert d.status is not None and d.status.step == 1
+    d = s.decide(1)
+    assert d.status is not None and (d.status.weight, d.route_weight) == (20, 20)
+    assert d.status.route_message == refused.message and "RouteNotReady" in _reasons(d)
+    broken = False
+    d = s.decide(1)
+    assert d.status is not None and (d.status.weight, d.status.route_message) == (50, None)
+    assert d.status.step_started_at == s.now and "CanaryWeight" in _reasons(d)
+
+
+def test_route_not_at_weight_holds_the_step_and_runs_no_analysis() -> None:
+    s = Scenario()
+    s.route_problem = lambda _w: RouteWait("the HTTPRoute does not exist yet")
+    s.decide()
+    s.canary_ready = 1
+    for _ in range(3):
+        d = s.decide(30)
+        assert d.status is not None and d.status.step_started_at is None
+        assert d.route_weight == 20 and d.requeue_after == 2.0
+        assert "CanaryWeight" not in _reasons(d)
+    assert s.runs == []
+
+
+def test_analysis_runs_once_an_interval_has_passed_and_the_next_is_an_interval_away() -> None:
+    s = Scenario()
+    s.verdicts = ["Inconclusive"]
+    s.at_first_step()
+    d = s.decide(4)
+    assert s.runs == [] and d.requeue_after == 6  # due 10 s after the step started
+    d = s.decide(6)
+    assert s.runs == [0] and d.requeue_after == 10
+    assert d.status is not None and d.status.last_analysis is not None
+    assert d.status.last_analysis.decision == "Inconclusive"
+
+
+def test_a_passed_step_waits_out_its_pause_before_the_next_step() -> None:
+    s = Scenario(_paused_model(25, 0))
+    s.at_first_step()
+    d = s.decide(10)  # analysis passes; 15 s of the pause are left
+    assert d.status is not None and (d.status.step, d.status.passed_at_step) == (0, 1)
+    assert d.requeue_after == 10  # the next analysis comes before the pause ends
+    d = s.decide(10)
+    assert d.status is not None and d.status.step == 0 and d.requeue_after == 5
+    d = s.decide(5)
+    assert d.status is not None and (d.status.step, d.status.passed_at_step) == (1, 0)
+    assert d.status.step_entered_at == s.now and d.requeue_after == 0.5
+
+
+def test_passing_the_last_step_starts_promoting() -> None:
+    s = Scenario(_paused_model(0))
+    s.at_first_step()
+    d = s.decide(11)
+    assert d.status is not None
+    assert (d.status.phase, d.status.reason) == ("Promoting", "AnalysisPassed")
+    assert "Promoting" in _reasons(d) and not d.promote and d.requeue_after == 0.5
