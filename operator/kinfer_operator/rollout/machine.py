@@ -19,6 +19,7 @@ from kinfer_operator.api.status import AnalysisRun, RolloutStatus
 from kinfer_operator.events import Event
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import DOMAIN, revision_of
+from kinfer_operator.references import secret_problem
 from kinfer_operator.rollout.traffic import ReplicaSplit, replica_split, shadow_split
 from kinfer_operator.world import DeploymentView, Observed
 from kinfer_operator.world.pods import diagnose_pods, pod_creation_reason
@@ -303,6 +304,10 @@ def _progress(ctx: RolloutContext, status: RolloutStatus, events: list[Event]) -
             events,
         )
     if canary is not None and canary.deadline_exceeded:
+        # Until the deadline a canary waiting for its Secret may still start once it exists.
+        missing_secret = secret_problem(ctx.model, diagnosis.config_error)
+        if missing_secret is not None:
+            return _rollback(ctx, status, "InvalidSpec", missing_secret, events)
         return _rollback(
             ctx,
             status,
