@@ -160,36 +160,6 @@ def test_restricted_pod_security_admits_runtime_pods(namespace: str) -> None:
     assert len(pods_of(namespace, "resnet50")) == 2
 
 
-def test_missing_credentials_secret_is_invalid_spec_until_created(namespace: str) -> None:
-    manifest = example("demo-cpu.yaml")
-    manifest["spec"]["model"] = {
-        "uri": "https://models.example.com/demo/model.onnx",
-        "version": "1",
-        "credentials": {"name": "hub-token"},
-    }
-    kubectl_apply(manifest, namespace)
-
-    def invalid() -> dict[str, Any] | None:
-        ready = condition(get_im(namespace, "demo-cpu"), "Ready")
-        return ready if ready and ready["reason"] == "InvalidSpec" else None
-
-    ready = wait_until(invalid, 60, "InvalidSpec for the missing Secret")
-    assert "spec.model.credentials" in ready["message"] and "hub-token" in ready["message"]
-    assert condition(get_im(namespace, "demo-cpu"), "Stalled")["status"] == "True"
-    assert not kubectl("get", "deploy", "-n", namespace, "-o", "name").stdout.strip()
-
-    kubectl(
-        "create",
-        "secret",
-        "generic",
-        "hub-token",
-        "-n",
-        namespace,
-        "--from-literal=authorization=Bearer t0ken",
-    )
-    wait_ready(namespace, "demo-cpu")  # level-based: the next pass sees the Secret
-
-
 def test_noop_reconcile_writes_nothing(quiet_cluster: str, operator: Any) -> None:
     namespace = quiet_cluster
     kubectl_apply(example("resnet-gpu.yaml"), namespace)

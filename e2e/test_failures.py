@@ -176,26 +176,6 @@ CAUSES = [
         setup=[_quota({"services": "0"})],
         fix_delete=["resourcequota/budget"],
     ),
-    Cause(
-        "missing-credentials-secret",
-        "InvalidSpec",
-        {
-            "model": {
-                "uri": "https://models.example.com/demo/model.onnx",
-                "credentials": {"name": "hub-token"},
-            }
-        },
-        None,
-        expect="hub-token",
-        fix_create=[
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": "hub-token"},
-                "stringData": {"authorization": "Bearer t0ken"},
-            }
-        ],
-    ),
 ]
 
 

@@ -1,14 +1,16 @@
 """Load failures in real containers: the runtime's own termination message reaches status,
-and the kubelet's startup probe restarts a model that loads slower than its budget."""
+the kubelet's startup probe restarts a model that loads slower than its budget, and a missing
+credentials key is InvalidSpec from the kubelet's CreateContainerConfigError (kwok's fake
+kubelet never resolves env, so this needs the real node)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from harness import condition, kubectl_apply, kubectl_json, wait_until
+from harness import condition, kubectl, kubectl_apply, kubectl_json, wait_until
 from realnode import model_manifest, start_model_server
-from test_core import pods_of
+from test_core import pods_of, wait_ready
 
 pytestmark = pytest.mark.real_node
 
@@ -54,3 +56,27 @@ def test_model_slower_than_its_startup_budget_is_restarted_and_status_says_why(
     cond = wait_until(lambda: degraded(namespace), 60, "Degraded with the reason")
     assert cond["reason"] == "StartupTimeout", cond
     assert "startupTimeoutSeconds" in cond["message"]
+
+
+def test_a_missing_credentials_key_is_invalid_spec_until_the_key_is_added(namespace: str) -> None:
+    base = start_model_server(namespace)
+    manifest = model_manifest("demo", uri=f"{base}/demo/model.onnx")
+    manifest["spec"]["model"]["credentials"] = {"name": "hub-token", "key": "authorization"}
+    kubectl("create", "secret", "generic", "hub-token", "-n", namespace, "--from-literal=x=y")
+    kubectl_apply(manifest, namespace)
+
+    def invalid() -> dict[str, Any] | None:
+        ready = condition(kubectl_json("get", "im", "demo", "-n", namespace), "Ready")
+        return ready if ready and ready["reason"] == "InvalidSpec" else None
+
+    # The operator may not read Secrets: the kubelet's message on the pod is the evidence.
+    ready = wait_until(invalid, 120, "InvalidSpec from the kubelet's CreateContainerConfigError")
+    assert ready["message"].startswith(
+        "spec.model.credentials: Secret 'hub-token' has no key 'authorization'"
+    ), ready
+    stalled = condition(kubectl_json("get", "im", "demo", "-n", namespace), "Stalled")
+    assert stalled is not None and stalled["status"] == "True"
+
+    patch = '{"stringData": {"authorization": "Bearer t0ken"}}'
+    kubectl("patch", "secret", "hub-token", "-n", namespace, "--type=merge", "-p", patch)
+    wait_ready(namespace, "demo", timeout=180)  # the kubelet retries; nothing else changed

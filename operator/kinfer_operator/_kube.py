@@ -1,8 +1,8 @@
 """The Kubernetes API boundary: the only module that reads or writes cluster state.
 
 Reconcile passes read from the informer cache (`world.store`), not from here: this module
-answers the few reads that are not watched (referenced Secrets and PVCs, the peering object,
-a relist after a standby) and makes every write: server-side apply with one field manager,
+answers the few reads that are not watched (referenced PVCs, the peering object, a relist
+after a standby) and makes every write: server-side apply with one field manager,
 the scale subresource for fixed replica counts, deletes, status merge patches and Events.
 Every call is counted by verb and kind, so the operator's metrics show that a steady state
 costs the API server nothing.
@@ -185,11 +185,9 @@ class Kube:
         """Why a referenced object is unusable, or None when it is there."""
         self._read("get", ref.kind)
         try:
-            obj = self._resource("v1", ref.kind).get(name=ref.name, namespace=namespace)
+            self._resource("v1", ref.kind).get(name=ref.name, namespace=namespace)
         except NotFoundError:
             return f"{ref.field}: {ref.kind} {ref.name!r} not found in namespace {namespace}"
-        if ref.key is not None and ref.key not in (obj.to_dict().get("data") or {}):
-            return f"{ref.field}: Secret {ref.name!r} has no key {ref.key!r}"
         return None
 
     def leads(self, peering: str, namespace: str | None, priority: int) -> bool | None:

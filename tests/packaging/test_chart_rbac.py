@@ -3,7 +3,9 @@ namespaced."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ from kinfer_operator._kube import API_VERSIONS
 from kinfer_operator.world.store import CHILD_KINDS
 
 Render = Callable[..., list[dict[str, Any]]]
+CHART_README = Path(__file__).resolve().parents[2] / "charts" / "kinfer" / "README.md"
 NAMESPACED = {"watchNamespaces": "{team-a,team-b}"}
 VALUE_SETS = [
     {},
@@ -89,7 +92,8 @@ def test_every_child_kind_the_operator_writes_is_granted(
         for role in all_roles if kind in OPT_IN_KINDS else default_roles:
             verbs = _verbs(role, group, f"{kind.lower()}s")
             # create+patch: server-side apply; list+watch: the informer cache; delete: prune.
-            assert {"create", "patch", "list", "watch", "delete"} <= verbs, (kind, verbs)
+            # No get: every read comes from the cache.
+            assert verbs == {"create", "patch", "list", "watch", "delete"}, (kind, verbs)
     for role in default_roles:
         # GitOps owns spec: the API server refuses any write of the operator's outside status.
         assert _verbs(role, "serving.kinfer.io", "inferencemodels") == {"get", "list", "watch"}
@@ -97,10 +101,11 @@ def test_every_child_kind_the_operator_writes_is_granted(
         assert _verbs(role, "apps", "deployments/scale") == {"patch"}
 
 
-def test_secrets_are_only_read_one_by_one(render: Render) -> None:
+def test_no_secret_is_readable_and_pods_only_observed(render: Render) -> None:
     for role in _roles(render()) + _roles(render(**NAMESPACED)):
-        assert _verbs(role, "", "secrets") == {"get"}
-        assert not _verbs(role, "", "pods") - {"get", "list", "watch"}
+        assert not _verbs(role, "", "secrets")
+        assert _verbs(role, "", "pods") == {"list", "watch"}
+        assert _verbs(role, "", "pods/log") == {"get"}
 
 
 def test_peering_rights_follow_the_peering_mode(render: Render) -> None:
@@ -117,10 +122,67 @@ def test_gateway_api_httproutes_only_when_enabled(render: Render) -> None:
     assert not _verbs(off, "gateway.networking.k8s.io", "httproutes")
     (on,) = _roles(render(**{"gatewayAPI.enabled": "true"}))
     assert _verbs(on, "gateway.networking.k8s.io", "httproutes") == {
-        "get",
         "list",
         "watch",
         "create",
         "patch",
         "delete",
     }
+
+
+Rule = tuple[str, str]
+"""(API group, resource)."""
+# Every mode a rule can appear in: cluster or namespaced, each with every opt-in rule.
+EVERY_MODE = [{"gatewayAPI.enabled": "true"}, {**NAMESPACED, "gatewayAPI.enabled": "true"}]
+
+
+def _readme_rules(text: str) -> dict[Rule, set[str]]:
+    """The chart README's RBAC table: (group, resource) -> verbs, one entry per resource."""
+    section = text.split("\n## RBAC\n", 1)[1].split("\n## ", 1)[0]
+    rules: dict[Rule, set[str]] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 4 or not cells[0].startswith("`"):
+            continue  # prose, the header or its underline
+        group = cells[0].strip("`").strip('"')
+        verbs = {v.strip() for v in cells[2].split(",")}
+        for resource in re.findall(r"`([^`]+)`", cells[1]):
+            assert (group, resource) not in rules, f"two README rows for {group}/{resource}"
+            rules[(group, resource)] = verbs
+    return rules
+
+
+def _rendered_rules(render: Render) -> dict[Rule, set[str]]:
+    """(group, resource) -> verbs over every role of every mode; a pair must get the same
+    verbs wherever it is rendered, or one README row could not describe it."""
+    rules: dict[Rule, set[str]] = {}
+    for values in EVERY_MODE:
+        for role in _roles(render(**values)):
+            for rule in role["rules"]:
+                for group in rule["apiGroups"]:
+                    for resource in rule["resources"]:
+                        verbs = set(rule["verbs"])
+                        seen = rules.setdefault((group, resource), verbs)
+                        assert seen == verbs, (group, resource, seen, verbs)
+    return rules
+
+
+def test_readme_rbac_table_lists_exactly_the_rendered_rules(render: Render) -> None:
+    documented = _readme_rules(CHART_README.read_text())
+    rendered = _rendered_rules(render)
+    assert sorted(set(rendered) - set(documented)) == [], "rendered but not in the README"
+    assert sorted(set(documented) - set(rendered)) == [], "in the README but not rendered"
+    wrong = {k: (documented[k], rendered[k]) for k in rendered if documented[k] != rendered[k]}
+    assert wrong == {}, "README verbs (first) differ from the rendered rule's (second)"
+
+
+def test_readme_table_check_catches_a_missing_row_and_a_wrong_verb(render: Render) -> None:
+    """Guard against a check that cannot fail: the parser reads real rows."""
+    text = CHART_README.read_text()
+    documented = _readme_rules(text)
+    assert documented[("batch", "jobs")] == {"list", "watch", "create", "patch", "delete"}
+    assert documented[("", "configmaps")] == _rendered_rules(render)[("", "configmaps")]
+    row = next(line for line in text.splitlines() if line.startswith("| `batch` | `jobs` |"))
+    assert ("batch", "jobs") not in _readme_rules(text.replace(row + "\n", ""))
+    widened = text.replace(row, row.replace("| list, watch,", "| get, list, watch,"))
+    assert _readme_rules(widened)[("batch", "jobs")] != documented[("batch", "jobs")]

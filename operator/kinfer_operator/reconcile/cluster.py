@@ -26,10 +26,10 @@ __all__ = ["REFERENCE_TTL_SECONDS", "CachedCluster", "ClusterApi", "relist"]
 FILL_CONTAINER, FILL_LOG_LINES = "fill", 5
 """The model-cache fill Job's container, and how many of its last log lines hold progress."""
 REFERENCE_TTL_SECONDS = 300.0
-"""How long a referenced Secret or PVC found present is trusted without asking again.
+"""How long a referenced PVC found present is trusted without asking again.
 
-These are not watched (the operator may only `get` Secrets, never list or watch them), so
-this bounds both the API reads of a steady state and how late a deleted Secret is noticed.
+PVCs are not watched (the operator may only `get` them), so this bounds both the API reads
+of a steady state and how late a deleted claim is noticed.
 """
 
 

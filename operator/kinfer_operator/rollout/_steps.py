@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from kinfer_operator.api.status import AnalysisRun, RolloutStatus
 from kinfer_operator.events import Event
+from kinfer_operator.references import secret_problem
 from kinfer_operator.rollout.annotations import ABORT_ANNOTATION, PROMOTE_ANNOTATION
 from kinfer_operator.rollout.traffic import ReplicaSplit, replica_split, shadow_split
 from kinfer_operator.world import DeploymentView
@@ -173,6 +174,10 @@ def _candidate_failing(ctx: RolloutContext, candidate: Candidate, at: Pass) -> P
             f"canary pods cannot be created: {view.replica_failure}",
         )
     if view is not None and view.deadline_exceeded:
+        # Until the deadline a canary waiting for its Secret may still start once it exists.
+        missing_secret = secret_problem(ctx.model, pods.config_error)
+        if missing_secret is not None:
+            return RollBack(at, "InvalidSpec", missing_secret)
         return RollBack(
             at, "ModelLoadFailed", "no canary replica became ready within the startup budget"
         )

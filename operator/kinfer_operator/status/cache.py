@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from kinfer_operator.children.modelcache import cache_key, fill_job_name
 from kinfer_operator.model import InferenceModel
+from kinfer_operator.references import secret_problem
 from kinfer_operator.world import Observed
 from kinfer_operator.world.fills import fill_state
 
@@ -34,6 +35,13 @@ def cache_wait(model: InferenceModel, observed: Observed, revision: str) -> Cach
         return CacheWait("CachingModel", f"Downloading model: starting Job {job}", False)
     if state.phase == "Failed":
         return CacheWait("ModelCacheFailed", state.message, True)
+    if state.phase == "Blocked":
+        problem = secret_problem(model, state.message)
+        if problem is not None:
+            return CacheWait("InvalidSpec", f"{problem}: cache-fill Job {job} waits for it", True)
+        return CacheWait(
+            "CachingModel", f"cache-fill Job {job} cannot start: {state.message}", False
+        )
     if state.phase == "Filled":
         return CacheWait("CachingModel", f"Model cached in {claim}: {state.message}", False)
     return CacheWait("CachingModel", f"{state.message} into {claim} (Job {job})", False)

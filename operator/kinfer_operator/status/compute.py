@@ -25,6 +25,7 @@ from kinfer_operator.naming import (
     REVISION_LABEL,
     endpoint_url,
 )
+from kinfer_operator.references import secret_problem
 from kinfer_operator.status.cache import CacheWait, cache_wait, starting_phase
 from kinfer_operator.status.conditions import find_condition, set_condition
 from kinfer_operator.world import DeploymentView, Observed, WriteFailure
@@ -159,15 +160,21 @@ def _verdict(
     waiting_cache = cache_wait(model, observed, revision)
     if waiting_cache is not None:  # the revision's pods do not exist yet
         return _cache_verdict(waiting_cache)
+    gpu = model.spec.runtime.gpu
+    diagnosis: PodDiagnosis = diagnose_pods(
+        observed.pods_of(revision), gpu.resource_name if gpu else "nvidia.com/gpu"
+    )
+    # Before the rollout: a canary whose pods cannot start says why, not just its step.
+    missing_secret = secret_problem(model, diagnosis.config_error)
+    if missing_secret is not None:
+        message = f"{missing_secret}: pods of revision {revision} wait for it"
+        bad = _c("False", "InvalidSpec", message)
+        return _Verdict("Failed", bad, bad, _c("True", "InvalidSpec", message), True)
     if rollout is not None:
         from_rollout = _rollout_verdict(rollout, revision)
         if from_rollout is not None:
             return from_rollout
     target = observed.deployment(revision)
-    gpu = model.spec.runtime.gpu
-    diagnosis: PodDiagnosis = diagnose_pods(
-        observed.pods_of(revision), gpu.resource_name if gpu else "nvidia.com/gpu"
-    )
     waiting = f"{starting_phase(model)}: {_readiness_message(target, plan.want_replicas, revision)}"
 
     load_failure = diagnosis.load_failed

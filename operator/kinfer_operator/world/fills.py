@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from kinfer_operator import runtime_contract as rc
+from kinfer_operator.references import CONFIG_ERROR
 from kinfer_operator.world.observed import Observed
 
 __all__ = ["FillState", "fill_state", "progress_message"]
@@ -26,8 +27,10 @@ class FillState:
     """Where the fill of one version stands."""
 
     job: str
-    phase: Literal["Filling", "Filled", "Failed"]
+    phase: Literal["Filling", "Blocked", "Filled", "Failed"]
     message: str
+    """Blocked: the fill pod cannot start (the kubelet's message, e.g. a missing Secret);
+    the kubelet retries, so it fills once the cause is fixed."""
 
 
 def progress_message(log_tail: str | None) -> str:
@@ -61,6 +64,18 @@ def _pod_message(observed: Observed, job_name: str) -> str | None:
     return None
 
 
+def _config_error(observed: Observed, job_name: str) -> str | None:
+    """The kubelet's message when the fill container cannot be created from its spec."""
+    for pod in observed.pods:
+        if (pod.get("metadata", {}).get("labels") or {}).get("job-name") != job_name:
+            continue
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") == CONFIG_ERROR:
+                return str(waiting.get("message") or CONFIG_ERROR)
+    return None
+
+
 def fill_state(observed: Observed, job_name: str) -> FillState | None:
     """The state of a fill Job; None when it does not exist."""
     job = observed.find("Job", job_name)
@@ -74,4 +89,7 @@ def fill_state(observed: Observed, job_name: str) -> FillState | None:
             failed.get("message") or failed.get("reason") or "failed"
         )
         return FillState(job_name, "Failed", f"cache-fill Job {job_name} failed: {detail}")
+    blocked = _config_error(observed, job_name)
+    if blocked is not None:
+        return FillState(job_name, "Blocked", blocked)
     return FillState(job_name, "Filling", progress_message(observed.fill_logs.get(job_name)))

@@ -1,10 +1,13 @@
-"""Read why a revision's pods are not serving: GPU shortage, failed model load, image pulls."""
+"""Read why a revision's pods are not serving: GPU shortage, failed model load, image pulls,
+env the kubelet cannot resolve (a missing Secret or key)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from kinfer_operator.references import CONFIG_ERROR
 
 __all__ = ["PodDiagnosis", "diagnose_pods", "pod_creation_reason"]
 
@@ -26,6 +29,9 @@ class PodDiagnosis:
     """Kubelet message when the runtime image cannot be pulled."""
     startup_timed_out: str | None = None
     """The kubelet killed a runtime that never became ready: its startup probe gave up."""
+    config_error: str | None = None
+    """Kubelet message when a container cannot be created from its spec
+    (`CreateContainerConfigError`: e.g. its credentials Secret or key is missing)."""
 
 
 def _scheduling_message(pod: Mapping[str, Any]) -> str | None:
@@ -56,12 +62,15 @@ def _killed_before_ready(cs: Mapping[str, Any]) -> str | None:
 
 def _container_failure(pod: Mapping[str, Any]) -> tuple[str, str] | None:
     """('load', msg) for a runtime that exited non-zero, ('pull', msg) for image trouble,
-    ('startup', msg) for one the startup probe killed."""
+    ('startup', msg) for one the startup probe killed, ('config', msg) for env or volumes the
+    kubelet cannot resolve."""
     for cs in pod.get("status", {}).get("containerStatuses") or []:
         state = cs.get("state") or {}
         waiting = state.get("waiting") or {}
         if waiting.get("reason") in _PULL_FAILURES:
             return "pull", str(waiting.get("message") or waiting["reason"])
+        if waiting.get("reason") == CONFIG_ERROR:
+            return "config", str(waiting.get("message") or CONFIG_ERROR)
         killed = _killed_before_ready(cs)
         if killed is not None:
             return "startup", killed
@@ -101,7 +110,7 @@ def pod_creation_reason(message: str) -> str:
 
 def diagnose_pods(pods: Iterable[Mapping[str, Any]], gpu_resource: str) -> PodDiagnosis:
     """Summarise the pods of one revision; the first pod reporting a problem wins."""
-    gpu = other = load = pull = startup = None
+    gpu = other = load = pull = startup = config = None
     for pod in pods:
         message = _scheduling_message(pod)
         if message is not None:
@@ -116,6 +125,8 @@ def diagnose_pods(pods: Iterable[Mapping[str, Any]], gpu_resource: str) -> PodDi
                 pull = pull or text
             elif kind == "startup":
                 startup = startup or text
+            elif kind == "config":
+                config = config or text
             else:
                 load = load or text
     return PodDiagnosis(
@@ -124,4 +135,5 @@ def diagnose_pods(pods: Iterable[Mapping[str, Any]], gpu_resource: str) -> PodDi
         load_failed=load,
         image_pull_failed=pull,
         startup_timed_out=startup,
+        config_error=config,
     )

@@ -148,3 +148,30 @@ def test_a_canary_waits_for_its_fill_and_then_starts_from_the_cache() -> None:
         for e in canary[0]["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert env["KINFER_SHARED_CACHE_DIR"] == "/var/cache/kinfer-shared/resnet50"
+
+
+def test_a_fill_waiting_for_its_credentials_secret_is_invalid_spec_until_it_exists() -> None:
+    spec = _spec(V1)
+    spec["model"]["credentials"] = {"name": "hub", "key": "token"}
+    kube = FakeKube(model_body(spec))
+    reconciler = Reconciler(kube, clock=lambda: EPOCH)
+    reconciler.reconcile("ml", "resnet50")
+    job = _job(kube, V1)
+    kube.children[("Job", job)]["status"] = {"active": 1}
+    waiting = {"reason": "CreateContainerConfigError", "message": 'secret "hub" not found'}
+    kube.pods.append(
+        {
+            "metadata": {"name": f"{job}-x", "labels": {"job-name": job}},
+            "status": {"phase": "Pending", "containerStatuses": [{"state": {"waiting": waiting}}]},
+        }
+    )
+    reconciler.reconcile("ml", "resnet50")
+    status, reason, message = _ready(kube)
+    assert (status, reason) == ("False", "InvalidSpec")
+    assert message == (
+        f"spec.model.credentials: Secret 'hub' not found in namespace ml: "
+        f"cache-fill Job {job} waits for it"
+    )
+    kube.pods.clear()  # the Secret was created: the kubelet starts the fill
+    reconciler.reconcile("ml", "resnet50")
+    assert _ready(kube)[:2] == ("False", "CachingModel")

@@ -10,10 +10,10 @@ from collections import Counter
 from typing import Any
 
 from kinfer_operator._kube import MissingPermission
-from kinfer_operator.naming import TRACK_LABEL
+from kinfer_operator.naming import REVISION_LABEL, TRACK_LABEL
 from kinfer_operator.reconcile.run import CONFLICT_RETRY_SECONDS, Outcome, Reconciler
 from support.clock import Clock
-from support.factories import deep_merge, model_body
+from support.factories import deep_merge, model_body, pod
 from support.fake_kube import FakeKube
 
 GATEWAY = {"parentRefs": [{"name": "gw"}]}
@@ -148,14 +148,36 @@ def test_an_invalid_spec_is_reported_and_creates_nothing() -> None:
     assert _pass(reconciler).writes == 0  # and reported once, not on every pass
 
 
-def test_a_missing_secret_is_an_invalid_spec_naming_the_field() -> None:
+def test_a_missing_secret_key_is_an_invalid_spec_naming_field_secret_and_key() -> None:
     creds = {"model": {"credentials": {"name": "hub", "key": "token"}}}
     kube, reconciler, _ = _world(creds)
-    kube.missing_refs["hub"] = "spec.model.credentials: Secret 'hub' not found in namespace ml"
+    _pass(reconciler)  # the Secret is not read: the pods go out, and the kubelet says
+    (deployment,) = kube.deployments()
+    revision = deployment["metadata"]["labels"][REVISION_LABEL]
+    waiting = {
+        "reason": "CreateContainerConfigError",
+        "message": "couldn't find key token in Secret ml/hub",
+    }
+    kube.pods = [pod("resnet50", revision, containerStatuses=[{"state": {"waiting": waiting}}])]
+    _pass(reconciler)
+    assert _cond(kube, "Stalled") == ("True", "InvalidSpec")
+    ready = next(c for c in kube.model["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["message"].startswith("spec.model.credentials: Secret 'hub' has no key 'token'")
+    assert [e.reason for e in kube.events].count("InvalidSpec") == 1
+    kube.pods = []  # the user added the key; the kubelet started the container
+    kube.settle()
+    _pass(reconciler)
+    assert _cond(kube, "Stalled")[0] == "False"
+    assert _cond(kube, "Ready") == ("True", "Serving")
+
+
+def test_a_missing_claim_is_an_invalid_spec_that_creates_nothing() -> None:
+    kube, reconciler, _ = _world({"model": {"uri": "pvc://weights/resnet.onnx"}})
+    kube.missing_refs["weights"] = "spec.model.uri: PersistentVolumeClaim 'weights' not found"
     _pass(reconciler)
     assert _cond(kube, "Stalled") == ("True", "InvalidSpec")
     assert kube.children == {}
-    del kube.missing_refs["hub"]  # the user created it
+    del kube.missing_refs["weights"]  # the user created it
     _pass(reconciler)
     assert _cond(kube, "Stalled")[0] == "False"
     assert len(kube.deployments()) == 1

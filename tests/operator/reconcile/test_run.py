@@ -221,6 +221,39 @@ def test_canary_pods_that_cannot_be_created_roll_the_canary_back() -> None:
     assert "error looking up service account" in rollout["message"]
 
 
+def test_a_canary_waiting_for_a_secret_key_says_so_and_rolls_back_at_its_deadline() -> None:
+    kube, reconciler, _ = _setup({**ROLLOUT, "model": {"uri": "https://m/x.onnx"}})
+    creds = {"model": {"credentials": {"name": "hub", "key": "token"}}}
+    _stable_then_canary(kube, reconciler, creds)
+    _pass(reconciler)
+    canary = next(d for d in kube.deployments() if d["metadata"]["labels"][TRACK_LABEL] == "canary")
+    waiting = {
+        "reason": "CreateContainerConfigError",
+        "message": "couldn't find key token in Secret ml/hub",
+    }
+    kube.pods = [
+        {
+            "metadata": {"name": "c-x", "labels": dict(canary["spec"]["selector"]["matchLabels"])},
+            "status": {"containerStatuses": [{"state": {"waiting": waiting}}]},
+        }
+    ]
+    _pass(reconciler)
+    status, reason, message = _condition(kube, "Ready")
+    assert (status, reason) == ("False", "InvalidSpec")
+    assert message.startswith("spec.model.credentials: Secret 'hub' has no key 'token'")
+    assert kube.model["status"]["rollout"]["phase"] == "Progressing"  # the Secret may come
+    canary["status"] = {
+        "observedGeneration": 1,
+        "conditions": [
+            {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+        ],
+    }
+    _pass(reconciler)
+    rollout = kube.model["status"]["rollout"]
+    assert (rollout["phase"], rollout["reason"]) == ("RolledBack", "InvalidSpec")
+    assert rollout["message"] == "spec.model.credentials: Secret 'hub' has no key 'token'"
+
+
 def test_a_full_rollout_emits_one_event_per_transition() -> None:
     kube, reconciler, _ = _setup()
     for _ in range(3):

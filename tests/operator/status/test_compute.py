@@ -286,3 +286,34 @@ def test_pods_that_cannot_be_created_are_degraded_with_a_reason_per_cause(
     assert report.status.phase == "Degraded"
     assert report.status.message is not None and message in report.status.message
     assert [(e.type, e.reason) for e in report.events] == [("Warning", reason)]
+
+
+def _config_error(model: InferenceModel, message: str) -> dict[str, Any]:
+    waiting = {"reason": "CreateContainerConfigError", "message": message}
+    return pod(
+        "resnet50",
+        revision_of(model),
+        containerStatuses=[{"name": "runtime", "state": {"waiting": waiting}}],
+    )
+
+
+def test_a_missing_credentials_key_is_invalid_spec_naming_secret_and_key(
+    make_model: MakeModel,
+) -> None:
+    model = make_model({"model": {"credentials": {"name": "hub", "key": "token"}}})
+    blocked = _config_error(model, "couldn't find key token in Secret ml/hub")
+    report = _status(model, ready=0, pods=(blocked,))
+    assert _cond(report, "Ready") == ("False", "InvalidSpec")
+    assert _cond(report, "Stalled") == ("True", "InvalidSpec")
+    assert report.status.phase == "Failed"
+    ready = find_condition(report.status.conditions, "Ready")
+    assert ready is not None
+    assert ready.message.startswith("spec.model.credentials: Secret 'hub' has no key 'token'")
+    assert revision_of(model) in ready.message
+
+
+def test_a_config_error_not_about_a_secret_is_not_invalid_spec(make_model: MakeModel) -> None:
+    model = make_model({"model": {"credentials": {"name": "hub", "key": "token"}}})
+    blocked = _config_error(model, "container has runAsNonRoot and image will run as root")
+    report = _status(model, ready=0, pods=(blocked,))
+    assert _cond(report, "Ready") == ("False", "Deploying")

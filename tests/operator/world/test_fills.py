@@ -39,3 +39,20 @@ def test_failed_job_quotes_the_fill_pods_termination_message() -> None:
     assert state is not None and state.phase == "Failed"
     assert state.message == "cache-fill Job m-cache-1 failed: cannot cache x: HTTP 403"
     assert fill_state(Observed(), "m-cache-1") is None
+
+
+def test_a_fill_pod_the_kubelet_cannot_create_blocks_the_fill_with_its_message() -> None:
+    job = {"metadata": {"name": "m-cache-1"}, "status": {"active": 1}}
+    waiting = {"reason": "CreateContainerConfigError", "message": 'secret "hub" not found'}
+    pod = {
+        "metadata": {"name": "m-cache-1-abc", "labels": {"job-name": "m-cache-1"}},
+        "status": {"phase": "Pending", "containerStatuses": [{"state": {"waiting": waiting}}]},
+    }
+    state = fill_state(Observed(jobs=(job,), pods=(pod,)), "m-cache-1")
+    assert state is not None and (state.phase, state.message) == (
+        "Blocked",
+        'secret "hub" not found',
+    )
+    started = {**pod, "status": {"phase": "Running", "containerStatuses": [{"state": {}}]}}
+    state = fill_state(Observed(jobs=(job,), pods=(started,)), "m-cache-1")
+    assert state is not None and state.phase == "Filling"
