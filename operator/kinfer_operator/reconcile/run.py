@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from kinfer_operator._kube import MissingPermission, WriteError
-from kinfer_operator.api.status import AnalysisRun, InferenceModelStatus
+from kinfer_operator.api.status import AnalysisRun, InferenceModelStatus, bounded
 from kinfer_operator.events import Event
 from kinfer_operator.metrics import (
     ANALYSES,
@@ -34,8 +34,10 @@ from kinfer_operator.reconcile.cache import FILL_POLL_SECONDS, gate_on_cache
 from kinfer_operator.reconcile.cluster import ClusterApi
 from kinfer_operator.reconcile.plan import Plan, needs_apply, plan, want_replicas
 from kinfer_operator.references import references_of
-from kinfer_operator.rollout._prometheus import PrometheusError, query_value
+from kinfer_operator.rollout._prometheus import query_value
 from kinfer_operator.rollout.analysis import AnalysisTarget, run_analysis
+from kinfer_operator.rollout.endpoints import PrometheusConfig, load_config
+from kinfer_operator.rollout.fetch import ANALYSIS_BUDGET_SECONDS, Query, analysis_fetch
 from kinfer_operator.rollout.machine import (
     RolloutContext,
     RolloutDecision,
@@ -146,19 +148,24 @@ class Reconciler:
         self,
         kube: ClusterApi,
         clock: Callable[[], datetime] = utc_now,
-        prometheus_url: str | None = None,
+        prometheus: PrometheusConfig | None = None,
         monotonic: Callable[[], float] = time.monotonic,
-        query: Callable[[str, str], float | None] = query_value,
+        query: Query = query_value,
         costs: CostLedger | None = None,
+        analysis_budget: float | None = None,
     ) -> None:
-        """`query(prometheus_url, promql)` answers canary analysis (unit tests pass a fake);
-        `costs` holds the GPU-seconds of deleted pods, fed by the pod watch."""
+        """`query(endpoint, promql, timeout, name)` answers canary analysis against the
+        operator's Prometheus endpoints (unit tests pass a fake); `costs` holds the
+        GPU-seconds of deleted pods, fed by the pod watch."""
         self.kube = kube
         self.costs = costs or CostLedger()
         self._query = query
         self._clock = clock
         self._monotonic = monotonic
-        self._prometheus_url = prometheus_url or os.environ.get("KINFER_PROMETHEUS_URL")
+        self._prometheus = prometheus if prometheus is not None else load_config()
+        self._analysis_budget = analysis_budget or float(
+            os.environ.get("KINFER_ANALYSIS_BUDGET_SECONDS", ANALYSIS_BUDGET_SECONDS)
+        )
         self._backoffs: dict[tuple[str, str], WriteBackoff] = {}
         self._guard = threading.Lock()
 
@@ -353,21 +360,19 @@ class Reconciler:
         now = current.now
         previous = current.previous
         window = spec.analysis.interval_seconds
-        prometheus = spec.analysis.prometheus_url or self._prometheus_url
 
         def analyze(step: int, source: Literal["shadow", "live"] | None = None) -> AnalysisRun:
             target = AnalysisTarget(model.namespace, model.name, revision_of(model), window)
             if spec.shadow is not None:  # mirrored and live requests are analysed apart
                 target = replace(target, source=source or "live")
 
-            def fetch(query: str) -> float | None:
-                if not prometheus:
-                    raise PrometheusError(
-                        "no Prometheus configured: set spec.rollout.analysis.prometheusUrl "
-                        "or the operator's KINFER_PROMETHEUS_URL"
-                    )
-                return self._query(prometheus, query)
-
+            fetch = analysis_fetch(
+                self._prometheus,
+                spec.analysis.prometheus,
+                self._query,
+                budget_seconds=self._analysis_budget,
+                monotonic=self._monotonic,
+            )
             run = run_analysis(spec.analysis, target, fetch, step=step, now=now)
             ANALYSES.labels(model.namespace, model.name, run.decision).inc()
             return run
@@ -481,7 +486,7 @@ class Reconciler:
         record_model(
             meta["namespace"], meta["name"], report.status.conditions, report.status.canary_weight
         )
-        new = report.status.model_dump(by_alias=True, exclude_none=True)
+        new = bounded(report.status).model_dump(by_alias=True, exclude_none=True)
         if new != dict(current.raw_status):
             self.kube.patch_model_status(
                 meta["namespace"], meta["name"], _status_patch(current.raw_status, new)

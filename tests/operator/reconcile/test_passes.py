@@ -12,6 +12,7 @@ from typing import Any
 from kinfer_operator._kube import MissingPermission
 from kinfer_operator.naming import TRACK_LABEL
 from kinfer_operator.reconcile.run import CONFLICT_RETRY_SECONDS, Outcome, Reconciler
+from kinfer_operator.rollout.endpoints import Endpoint, PrometheusConfig
 from support.clock import Clock
 from support.factories import deep_merge, model_body
 from support.fake_kube import FakeKube
@@ -22,7 +23,7 @@ CANARY = {
         "canary": {
             "steps": [{"weight": 25, "pauseSeconds": 10}, {"weight": 50, "pauseSeconds": 10}]
         },
-        "analysis": {"prometheusUrl": "http://prometheus.invalid:9090", "errorRate": None},
+        "analysis": {"errorRate": None},
     }
 }
 
@@ -177,11 +178,17 @@ def test_canary_steps_through_its_weights_then_promotes_with_one_event_each() ->
     clock = Clock()
     queries: list[str] = []
 
-    def prometheus(_url: str, promql: str) -> float:
+    def prometheus(_endpoint: Endpoint, promql: str, _timeout: float, _name: str) -> float:
         queries.append(promql)
         return 100.0  # requests, and zero errors: every analysis passes
 
-    reconciler = Reconciler(kube, clock=clock.now, monotonic=clock.monotonic, query=prometheus)
+    reconciler = Reconciler(
+        kube,
+        clock=clock.now,
+        monotonic=clock.monotonic,
+        query=prometheus,
+        prometheus=PrometheusConfig(url="http://prometheus.invalid:9090"),
+    )
     _serving(kube, reconciler)
     kube.set_spec(deep_merge(kube.model["spec"], {"model": {"version": "4"}}))
     weights: list[int] = []
