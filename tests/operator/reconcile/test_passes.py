@@ -228,3 +228,35 @@ def test_collecting_a_deleted_model_deletes_only_the_children_it_owned() -> None
     assert set(kube.children) == owned
     assert reconciler.collect("ml", "resnet50", uid="uid-1") == len(owned)
     assert kube.children == {}
+
+
+def test_a_canary_naming_an_unknown_prometheus_endpoint_errors_and_sends_nothing() -> None:
+    spec = deep_merge(CANARY, {"rollout": {"analysis": {"prometheus": "elsewhere"}}})
+    kube = FakeKube(model_body(spec))
+    clock = Clock()
+    sent: list[str] = []
+
+    def prometheus(_endpoint: Endpoint, promql: str, _timeout: float, _name: str) -> float:
+        sent.append(promql)
+        return 100.0
+
+    reconciler = Reconciler(
+        kube,
+        clock=clock.now,
+        monotonic=clock.monotonic,
+        query=prometheus,
+        prometheus=PrometheusConfig(url="http://prometheus.monitoring:9090"),
+    )
+    _serving(kube, reconciler)
+    kube.set_spec(deep_merge(kube.model["spec"], {"model": {"version": "4"}}))
+    for _ in range(20):  # until the first analysis is due (intervalSeconds: 30)
+        clock.t += 5
+        _pass(reconciler)
+        kube.settle()
+        if "lastAnalysis" in kube.model["status"].get("rollout", {}):
+            break
+    last = kube.model["status"]["rollout"]["lastAnalysis"]
+    assert last["decision"] == "Error"
+    assert "'elsewhere'" in last["message"] and "'default'" in last["message"]
+    assert "prometheus.monitoring" not in last["message"]
+    assert sent == []
