@@ -37,7 +37,7 @@ from kinfer_operator.references import references_of
 from kinfer_operator.rollout._prometheus import query_value
 from kinfer_operator.rollout.analysis import AnalysisTarget, run_analysis
 from kinfer_operator.rollout.endpoints import PrometheusConfig, load_config
-from kinfer_operator.rollout.fetch import ANALYSIS_BUDGET_SECONDS, Query, analysis_fetch
+from kinfer_operator.rollout.fetch import ANALYSIS_BUDGET_SECONDS, Budget, Query, analysis_fetch
 from kinfer_operator.rollout.machine import (
     RolloutContext,
     RolloutDecision,
@@ -360,6 +360,7 @@ class Reconciler:
         now = current.now
         previous = current.previous
         window = spec.analysis.interval_seconds
+        budget = Budget(self._analysis_budget, self._monotonic)  # one per pass
 
         def analyze(step: int, source: Literal["shadow", "live"] | None = None) -> AnalysisRun:
             target = AnalysisTarget(model.namespace, model.name, revision_of(model), window)
@@ -370,8 +371,7 @@ class Reconciler:
                 self._prometheus,
                 spec.analysis.prometheus,
                 self._query,
-                budget_seconds=self._analysis_budget,
-                monotonic=self._monotonic,
+                budget=budget,
             )
             run = run_analysis(spec.analysis, target, fetch, step=step, now=now)
             ANALYSES.labels(model.namespace, model.name, run.decision).inc()

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from kinfer_operator.rollout._prometheus import PrometheusError
 from kinfer_operator.rollout.endpoints import Endpoint, PrometheusConfig, UnknownEndpoint
 
-__all__ = ["ANALYSIS_BUDGET_SECONDS", "QUERY_TIMEOUT_SECONDS", "Query", "analysis_fetch"]
+__all__ = ["ANALYSIS_BUDGET_SECONDS", "QUERY_TIMEOUT_SECONDS", "Budget", "Query", "analysis_fetch"]
 
 QUERY_TIMEOUT_SECONDS = 5.0
 """Longest wait for one query."""
@@ -27,14 +27,33 @@ Query = Callable[[Endpoint, str, float, str], float | None]
 """(endpoint, promql, timeout seconds, endpoint name) -> value; raises PrometheusError."""
 
 
+class Budget:
+    """Seconds one model's analyses may spend in one pass (a shadow phase analyses twice);
+    the clock starts at the first query."""
+
+    def __init__(
+        self,
+        seconds: float = ANALYSIS_BUDGET_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.seconds = seconds
+        self._monotonic = monotonic
+        self._deadline: float | None = None
+
+    def left(self) -> float:
+        now = self._monotonic()
+        if self._deadline is None:
+            self._deadline = now + self.seconds
+        return self._deadline - now
+
+
 def analysis_fetch(
     config: PrometheusConfig,
     name: str | None,
     query: Query,
     *,
-    budget_seconds: float = ANALYSIS_BUDGET_SECONDS,
+    budget: Budget | None = None,
     query_timeout: float = QUERY_TIMEOUT_SECONDS,
-    monotonic: Callable[[], float] = time.monotonic,
 ) -> Callable[[str], float | None]:
     """A `fetch(promql)` for run_analysis. It sends nothing when the model names an endpoint
     the operator lacks: every call then raises PrometheusError saying so."""
@@ -47,13 +66,13 @@ def analysis_fetch(
             raise PrometheusError(problem)
 
         return refuse
-    deadline = monotonic() + budget_seconds
+    spend = budget or Budget()
 
     def fetch(promql: str) -> float | None:
-        left = deadline - monotonic()
+        left = spend.left()
         if left < MIN_QUERY_SECONDS:
             raise PrometheusError(
-                f"analysis time budget ({budget_seconds:g}s) spent: Prometheus endpoint "
+                f"analysis time budget ({spend.seconds:g}s) spent: Prometheus endpoint "
                 f"{chosen!r} is too slow"
             )
         return query(endpoint, promql, min(query_timeout, left), chosen)

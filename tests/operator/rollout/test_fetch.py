@@ -11,7 +11,7 @@ from kinfer_operator.api.spec import Analysis
 from kinfer_operator.rollout._prometheus import PrometheusError
 from kinfer_operator.rollout.analysis import AnalysisTarget, run_analysis
 from kinfer_operator.rollout.endpoints import Endpoint, PrometheusConfig
-from kinfer_operator.rollout.fetch import Query, analysis_fetch
+from kinfer_operator.rollout.fetch import Budget, Query, analysis_fetch
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 TARGET = AnalysisTarget("ml", "resnet50", "abc123", 30)
@@ -75,9 +75,8 @@ def test_each_query_waits_at_most_what_is_left_of_the_budget() -> None:
         clock[0] += timeout  # waits out its timeout
         raise PrometheusError("timed out")
 
-    fetch = analysis_fetch(
-        CONFIG, None, hanging, budget_seconds=12, query_timeout=5, monotonic=lambda: clock[0]
-    )
+    budget = Budget(12, monotonic=lambda: clock[0])
+    fetch = analysis_fetch(CONFIG, None, hanging, budget=budget, query_timeout=5)
     for _ in range(4):
         with contextlib.suppress(PrometheusError):
             fetch("up")
@@ -94,7 +93,7 @@ def test_stuck_prometheus_canaries_do_not_hold_the_workers() -> None:
 
     def analyse(_: int) -> str:
         fetch = analysis_fetch(
-            CONFIG, None, _stuck(timeouts), budget_seconds=budget, query_timeout=0.2
+            CONFIG, None, _stuck(timeouts), budget=Budget(budget), query_timeout=0.2
         )
         return run_analysis(ANALYSIS, TARGET, fetch, step=0, now=NOW).decision
 
@@ -108,9 +107,8 @@ def test_stuck_prometheus_canaries_do_not_hold_the_workers() -> None:
 
 def test_the_budget_message_names_the_endpoint_and_the_budget() -> None:
     clock = [0.0]
-    fetch = analysis_fetch(
-        CONFIG, "thanos", lambda *_: 1.0, budget_seconds=10, monotonic=lambda: clock[0]
-    )
+    budget = Budget(10, monotonic=lambda: clock[0])
+    fetch = analysis_fetch(CONFIG, "thanos", lambda *_: 1.0, budget=budget)
     assert fetch("up") == 1.0
     clock[0] = 10.0
     try:
@@ -119,3 +117,22 @@ def test_the_budget_message_names_the_endpoint_and_the_budget() -> None:
         assert "10s" in str(err) and "'thanos'" in str(err)
     else:
         raise AssertionError("the spent budget did not stop the query")
+
+
+def test_one_budget_covers_every_analysis_of_a_pass() -> None:
+    """A shadow phase analyses mirrored and live requests in one pass: together they get the
+    budget once, not once each."""
+    clock = [0.0]
+    timeouts: list[float] = []
+
+    def hanging(_endpoint: Endpoint, _promql: str, timeout: float, _name: str) -> float:
+        timeouts.append(timeout)
+        clock[0] += timeout
+        raise PrometheusError("timed out")
+
+    budget = Budget(8, monotonic=lambda: clock[0])
+    for _ in range(2):
+        fetch = analysis_fetch(CONFIG, None, hanging, budget=budget, query_timeout=5)
+        run = run_analysis(ANALYSIS, TARGET, fetch, step=0, now=NOW)
+        assert run.decision == "Error"
+    assert timeouts == [5, 3] and clock[0] == 8
