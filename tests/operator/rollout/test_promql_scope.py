@@ -121,11 +121,31 @@ def test_or_matcher_groups_are_refused() -> None:
         confine('x{namespace="ml" or namespace="other"}', NS)
 
 
-def test_a_value_crafted_to_break_out_of_its_selector_is_refused() -> None:
-    # The parser's printer does not escape quotes; the round-trip check refuses what it
-    # would turn into another query rather than run it.
-    with pytest.raises(ScopeError):
-        confine('x{a="\\"} or other{b=\\""}', NS)
+def test_a_value_crafted_to_break_out_of_its_selector_stays_a_value() -> None:
+    # The parser's printer does not escape quotes: confine does, so the value stays one.
+    out = _assert_confined('x{a="\\"} or other{b=\\""}', 1)
+    (selector,) = _selectors(out)
+    values = {m.name: m.value for m in selector.matchers.matchers}
+    assert values["a"] == '"} or other{b="'
+
+
+@pytest.mark.parametrize(
+    ("query", "value"),
+    [
+        ('x{code=~"5\\\\d\\\\d"}', "5\\d\\d"),
+        ('x{path="a\\\\b"}', "a\\b"),
+        ('x{a="q\\"uote"}', 'q"uote'),
+        ('x{a="line\\nbreak\\ttab"}', "line\nbreak\ttab"),
+        ('x{a="\\x01"}', "\x01"),
+        ('x{a="\u00e9\u4e2d"}', "\u00e9\u4e2d"),
+        ("x{a='single'}", "single"),
+    ],
+)
+def test_escaped_label_values_keep_their_meaning(query: str, value: str) -> None:
+    out = _assert_confined(query, 1)
+    (selector,) = _selectors(out)
+    others = [m.value for m in selector.matchers.matchers if m.name != "namespace"]
+    assert others == [value]
 
 
 def test_scoping_is_idempotent() -> None:
