@@ -22,7 +22,9 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -208,15 +210,53 @@ class LocalOperator:
         return total
 
 
+@dataclass(frozen=True)
+class PrometheusEndpoints:
+    """The Prometheus instances the suite runs, fixed before the operator starts: models can
+    only name endpoints of the operator's configuration, never give a URL."""
+
+    fake_port: int
+    """test_canary's Prometheus (endpoint "fake"), scraping the stand-in data plane."""
+    real_port: int
+    """The real node's Prometheus (endpoint "real")."""
+    real_host: str
+    down_port: int
+    """Nothing listens here (endpoint "down"): a Prometheus that is down."""
+
+    def config(self) -> dict[str, Any]:
+        """KINFER_PROMETHEUS_CONFIG's content."""
+        return {
+            "endpoints": {
+                "fake": {"url": f"http://127.0.0.1:{self.fake_port}"},
+                "real": {"url": f"http://{self.real_host}:{self.real_port}"},
+                "down": {"url": f"http://127.0.0.1:{self.down_port}"},
+            }
+        }
+
+
+@pytest.fixture(scope="session")
+def prometheus_endpoints() -> PrometheusEndpoints:
+    from realnode import node_ip
+
+    try:
+        real_host = node_ip()  # pods reach the real node's Prometheus there
+    except (OSError, KeyError):
+        real_host = "127.0.0.1"  # no real node: tests that need it skip
+    return PrometheusEndpoints(free_port(), free_port(), real_host, free_port())
+
+
 @pytest.fixture(scope="session")
 def operator(
-    crds: None, tmp_path_factory: pytest.TempPathFactory
+    crds: None, tmp_path_factory: pytest.TempPathFactory, prometheus_endpoints: PrometheusEndpoints
 ) -> Iterator[LocalOperator | None]:
     """The running operator (None when it runs in-cluster, installed by the chart)."""
     if OPERATOR_MODE == "incluster":
         yield None
         return
-    op = LocalOperator(tmp_path_factory.mktemp("operator"))
+    log_dir = tmp_path_factory.mktemp("operator")
+    config = log_dir / "prometheus.yaml"
+    config.write_text(yaml.safe_dump(prometheus_endpoints.config()))
+    op = LocalOperator(log_dir, env={"KINFER_PROMETHEUS_CONFIG": str(config)})
     op.start()
     try:
         yield op
@@ -256,7 +296,9 @@ def quiet_cluster(namespace: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def real_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+def real_prometheus(
+    tmp_path_factory: pytest.TempPathFactory, prometheus_endpoints: PrometheusEndpoints
+) -> Iterator[Prometheus]:
     """Prometheus (built by `make binaries`) with the scrape job examples/ ships, discovering
     the real node's pods through the API server. It listens on the node's address, so the
     operator reaches it from a pod as well as from this host."""
@@ -266,7 +308,13 @@ def real_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Promet
     job = yaml.safe_load((EXAMPLES / "observability" / "prometheus-scrape.yaml").read_text())[0]
     job["scrape_interval"] = "1s"
     job["kubernetes_sd_configs"][0]["kubeconfig_file"] = os.environ["KUBECONFIG"]
-    prom = Prometheus(tmp_path_factory.mktemp("prometheus-real"), [job], host=node_ip())
+    prom = Prometheus(
+        tmp_path_factory.mktemp("prometheus-real"),
+        [job],
+        host=node_ip(),
+        port=prometheus_endpoints.real_port,
+        endpoint="real",
+    )
     prom.start()
     yield prom
     prom.stop()

@@ -55,11 +55,16 @@ class Prometheus:
         workdir: Path,
         scrape_configs: list[dict[str, Any]] | None = None,
         host: str = "127.0.0.1",
+        port: int | None = None,
+        endpoint: str = "",
     ) -> None:
+        """`port`: one reserved before the operator started; `endpoint`: the name the
+        operator's Prometheus configuration gives this instance (models name that)."""
         self.workdir = workdir
         self.scrape_configs = scrape_configs
         self.host = host
-        self.port = free_port()
+        self.port = port or free_port()
+        self.endpoint = endpoint
         self.url = f"http://{host}:{self.port}"
         self.targets_file = workdir / "targets.json"
         self.proc: subprocess.Popen[bytes] | None = None

@@ -238,10 +238,10 @@ def bind_node_volume(
 
 
 def canary_rollout(
-    prometheus_url: str, steps: list[tuple[int, int]], **analysis: Any
+    prometheus: str, steps: list[tuple[int, int]], **analysis: Any
 ) -> dict[str, Any]:
     """spec.rollout for a quick canary: (weight, pauseSeconds) steps, analysis every 3 s on
-    at least 5 requests, with Prometheus at `prometheus_url`."""
+    at least 5 requests, on the operator's Prometheus endpoint named `prometheus`."""
     return {
         "canary": {
             "steps": [{"weight": w, "pauseSeconds": p} for w, p in steps],
@@ -249,7 +249,7 @@ def canary_rollout(
             "progressDeadlineSeconds": 180,
         },
         "analysis": {
-            "prometheusUrl": prometheus_url,
+            "prometheus": prometheus,
             "intervalSeconds": 3,
             "minRequestCount": 5,
             **analysis,

@@ -35,7 +35,7 @@ CANARY_ROLLOUT = {
         "steps": [{"weight": CANARY_WEIGHT, "pauseSeconds": 3600}],
         "scaleDownDelaySeconds": 2,
     },
-    "analysis": {"prometheusUrl": "http://127.0.0.1:9", "intervalSeconds": 3600, "errorLimit": 100},
+    "analysis": {"prometheus": "down", "intervalSeconds": 3600, "errorLimit": 100},
 }
 
 

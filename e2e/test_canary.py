@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import PrometheusEndpoints
 from dataplane import DataPlane, Prometheus
 from harness import (
     BackgroundLoop,
     condition,
-    free_port,
     kubectl,
     kubectl_apply,
     kubectl_json,
@@ -38,8 +38,12 @@ NAME = "canary-demo"
 
 
 @pytest.fixture(scope="session")
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
-    prom = Prometheus(tmp_path_factory.mktemp("prometheus"))
+def prometheus(
+    tmp_path_factory: pytest.TempPathFactory, prometheus_endpoints: PrometheusEndpoints
+) -> Iterator[Prometheus]:
+    prom = Prometheus(
+        tmp_path_factory.mktemp("prometheus"), port=prometheus_endpoints.fake_port, endpoint="fake"
+    )
     prom.start()
     yield prom
     prom.stop()
@@ -69,7 +73,8 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return files
 
 
-def manifest(version: str, prometheus_url: str, **rollout: Any) -> dict[str, Any]:
+def manifest(version: str, prometheus: str, **rollout: Any) -> dict[str, Any]:
+    """`prometheus`: the name of an endpoint in the operator's configuration."""
     spec_rollout: dict[str, Any] = {
         "canary": {
             "steps": [{"weight": 25, "pauseSeconds": 4}, {"weight": 50, "pauseSeconds": 4}],
@@ -77,7 +82,7 @@ def manifest(version: str, prometheus_url: str, **rollout: Any) -> dict[str, Any
             "scaleDownDelaySeconds": 2,
         },
         "analysis": {
-            "prometheusUrl": prometheus_url,
+            "prometheus": prometheus,
             "intervalSeconds": 3,
             "minRequestCount": 10,
             "failureLimit": 2,
@@ -128,7 +133,7 @@ def events(ns: str) -> str:
 
 
 def start_stable(ns: str, prometheus: Prometheus, **rollout: Any) -> str:
-    kubectl_apply(manifest("1", prometheus.url, **rollout), ns)
+    kubectl_apply(manifest("1", prometheus.endpoint, **rollout), ns)
     kubectl("wait", "-n", ns, f"im/{NAME}", "--for=condition=Ready", "--timeout=60s")
     return str(im(ns)["status"]["stableRevision"])
 
@@ -152,7 +157,7 @@ def test_good_canary_is_promoted_through_every_step(
     namespace: str, prometheus: Prometheus, plane: DataPlane
 ) -> None:
     first = start_stable(namespace, prometheus)
-    kubectl_apply(manifest("2", prometheus.url), namespace)
+    kubectl_apply(manifest("2", prometheus.endpoint), namespace)
     seen: list[tuple[int, int]] = []
 
     def promoted() -> bool:
@@ -178,7 +183,7 @@ def test_bad_canary_is_rolled_back_naming_the_metric(
     namespace: str, prometheus: Prometheus, plane: DataPlane
 ) -> None:
     first = start_stable(namespace, prometheus)
-    kubectl_apply(manifest("bad", prometheus.url), namespace)
+    kubectl_apply(manifest("bad", prometheus.endpoint), namespace)
     rollout = wait_rollout(namespace, "RolledBack")
     assert rollout["reason"] == "AnalysisFailed"
     assert "error-rate" in rollout["message"]
@@ -204,7 +209,7 @@ def test_too_little_traffic_holds_then_proceeds(
 ) -> None:
     start_stable(namespace, prometheus)
     plane.rate = 0
-    kubectl_apply(manifest("2", prometheus.url), namespace)
+    kubectl_apply(manifest("2", prometheus.endpoint), namespace)
     wait_until(
         lambda: (rollout_of(namespace).get("lastAnalysis") or {}).get("decision") == "Inconclusive",
         60,
@@ -221,8 +226,8 @@ def test_unreachable_prometheus_is_an_error_then_an_abort(
     namespace: str, prometheus: Prometheus, plane: DataPlane
 ) -> None:
     start_stable(namespace, prometheus)
-    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: a Prometheus that is down
-    kubectl_apply(manifest("2", dead), namespace)
+    # The operator's "down" endpoint: a port nothing listens on, a Prometheus that is down.
+    kubectl_apply(manifest("2", "down"), namespace)
     wait_until(lambda: rollout_of(namespace).get("errors", 0) >= 1, 60, "a Prometheus error")
     assert rollout_of(namespace)["failures"] == 0
     rollout = wait_rollout(namespace, "RolledBack")
@@ -239,7 +244,7 @@ def test_operator_killed_mid_canary_resumes_at_the_same_step(
     slow_steps = {
         "canary": {"steps": [{"weight": 25, "pauseSeconds": 6}, {"weight": 50, "pauseSeconds": 6}]}
     }
-    kubectl_apply(manifest("2", prometheus.url, **slow_steps), namespace)
+    kubectl_apply(manifest("2", prometheus.endpoint, **slow_steps), namespace)
     wait_until(lambda: rollout_of(namespace).get("step") == 1, 90, "step 2")
     operator.stop(kill=True)
     frozen = rollout_of(namespace)
@@ -267,10 +272,10 @@ def test_reverting_the_spec_to_stable_is_a_no_op(
     namespace: str, prometheus: Prometheus, plane: DataPlane
 ) -> None:
     first = start_stable(namespace, prometheus)
-    kubectl_apply(manifest("bad", prometheus.url), namespace)
+    kubectl_apply(manifest("bad", prometheus.endpoint), namespace)
     wait_rollout(namespace, "RolledBack")
     analysed = rollout_of(namespace)["lastAnalysis"]["time"]
-    kubectl_apply(manifest("1", prometheus.url), namespace)  # git revert
+    kubectl_apply(manifest("1", prometheus.endpoint), namespace)  # git revert
     kubectl("wait", "-n", namespace, f"im/{NAME}", "--for=condition=Ready", "--timeout=60s")
     time.sleep(6)
     status = im(namespace)["status"]
@@ -283,9 +288,9 @@ def test_spec_change_mid_canary_restarts_the_rollout(
     namespace: str, prometheus: Prometheus, plane: DataPlane
 ) -> None:
     start_stable(namespace, prometheus)
-    kubectl_apply(manifest("2", prometheus.url), namespace)
+    kubectl_apply(manifest("2", prometheus.endpoint), namespace)
     wait_until(lambda: rollout_of(namespace).get("step") == 1, 90, "step 2 of version 2")
-    kubectl_apply(manifest("3", prometheus.url), namespace)
+    kubectl_apply(manifest("3", prometheus.endpoint), namespace)
     wait_until(lambda: rollout_of(namespace).get("modelVersion") == "3", 30, "a new rollout")
     restarted = rollout_of(namespace)
     assert restarted["step"] == 0 and restarted["phase"] == "Progressing"
@@ -310,13 +315,13 @@ def test_manual_promote_and_abort(namespace: str, prometheus: Prometheus, plane:
             "steps": [{"weight": 25, "pauseSeconds": 600}, {"weight": 50, "pauseSeconds": 600}]
         }
     }
-    kubectl_apply(manifest("2", prometheus.url, **long), namespace)
+    kubectl_apply(manifest("2", prometheus.endpoint, **long), namespace)
     wait_until(lambda: im(namespace)["status"].get("canaryRevision"), 30, "a canary")
     plugin("promote", namespace)
     wait_rollout(namespace, "Succeeded", 60)
     assert im(namespace)["status"]["stableModelVersion"] == "2"
 
-    kubectl_apply(manifest("3", prometheus.url, **long), namespace)
+    kubectl_apply(manifest("3", prometheus.endpoint, **long), namespace)
     canary = wait_until(
         lambda: (r := rollout_of(namespace)).get("modelVersion") == "3" and r["revision"],
         30,
@@ -332,7 +337,7 @@ def test_manual_promote_and_abort(namespace: str, prometheus: Prometheus, plane:
 def test_gpu_unschedulable_canary_waits_then_rolls_back(
     namespace: str, prometheus: Prometheus, plane: DataPlane
 ) -> None:
-    stable = manifest("1", prometheus.url)
+    stable = manifest("1", prometheus.endpoint)
     stable["spec"]["runtime"]["gpu"] = {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"}
     stable["spec"]["replicas"] = 2
     kubectl_apply(stable, namespace)
@@ -426,7 +431,7 @@ def test_gateway_api_canary_writes_both_weights_and_waits_for_the_route(
         gateway.accepting = True
         start_stable(namespace, prometheus, **traffic)
         gateway.accepting = False  # the next weight is not programmed yet
-        kubectl_apply(manifest("2", prometheus.url, **traffic), namespace)
+        kubectl_apply(manifest("2", prometheus.endpoint, **traffic), namespace)
         wait_until(lambda: rollout_of(namespace).get("weight") == 25, 60, "weight 25 written")
         time.sleep(5)
         held = rollout_of(namespace)

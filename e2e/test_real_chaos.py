@@ -63,7 +63,7 @@ def test_a_frozen_api_server_stops_neither_serving_nor_the_canary(
 ) -> None:
     apiserver = _pid_of("kube-apiserver")
     controllers = {c: _pid_of(c) for c in ("kube-controller-manager", "kube-scheduler")}
-    rollout = canary_rollout(real_prometheus.url, [(25, 20), (50, 3)])
+    rollout = canary_rollout(real_prometheus.endpoint, [(25, 20), (50, 3)])
     manifest = model_manifest("demo", replicas=2, rollout=rollout)
     kubectl_apply(manifest, namespace)
     wait_ready(namespace, "demo", timeout=180)

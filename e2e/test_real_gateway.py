@@ -125,7 +125,7 @@ def gateway_spec(gw: Traefik, ns: str, **traffic: Any) -> dict[str, Any]:
 def stable_behind_gateway(
     ns: str, gw: Traefik, prometheus: Prometheus, steps: list[tuple[int, int]], **traffic: Any
 ) -> dict[str, Any]:
-    rollout = canary_rollout(prometheus.url, steps, intervalSeconds=5)
+    rollout = canary_rollout(prometheus.endpoint, steps, intervalSeconds=5)
     rollout["traffic"] = gateway_spec(gw, ns, **traffic)
     manifest = model_manifest("demo", replicas=2, rollout=rollout)
     kubectl_apply(manifest, ns)

@@ -31,7 +31,9 @@ pytestmark = pytest.mark.real_node
 
 
 @pytest.fixture
-def chart_operator(quiet_cluster: str, operator: LocalOperator | None) -> Iterator[Release]:
+def chart_operator(
+    quiet_cluster: str, operator: LocalOperator | None, real_prometheus: Prometheus
+) -> Iterator[Release]:
     repository, _, tag = images()["KINFER_OPERATOR_IMAGE"].rpartition(":")
     values = {
         "image.repository": repository,
@@ -42,6 +44,8 @@ def chart_operator(quiet_cluster: str, operator: LocalOperator | None) -> Iterat
         "operator.resyncSeconds": "5",
         # A standby takes over once the active peer is silent this long.
         "peering.lifetime": "10",
+        # The same endpoint name the local operator's configuration gives it.
+        f"prometheus.endpoints.{real_prometheus.endpoint}.url": real_prometheus.url,
     }
     if operator is not None:
         operator.stop()
@@ -77,7 +81,7 @@ def test_operator_image_resumes_a_canary_after_its_active_pod_is_deleted(
         assert pod["spec"]["serviceAccountName"] == release.account
         assert pod["spec"]["containers"][0]["image"] == images()["KINFER_OPERATOR_IMAGE"]
 
-    canary = canary_rollout(real_prometheus.url, [(50, 40), (100, 2)])
+    canary = canary_rollout(real_prometheus.endpoint, [(50, 40), (100, 2)])
     manifest = model_manifest("demo", replicas=2, rollout=canary)
     kubectl_apply(manifest, namespace)
     wait_ready(namespace, "demo", timeout=180)

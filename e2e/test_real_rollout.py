@@ -67,7 +67,7 @@ def test_version_bump_under_load_loses_no_request(
 def test_canary_under_load_loses_no_request(
     namespace: str, real_prometheus: Prometheus, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rollout = canary_rollout(real_prometheus.url, [(50, 3)])
+    rollout = canary_rollout(real_prometheus.endpoint, [(50, 3)])
     manifest = model_manifest("demo", replicas=2, rollout=rollout)
     load = roll_under_load(namespace, manifest, timeout=240)
     report(load, capsys)
@@ -80,7 +80,7 @@ def test_canary_under_load_loses_no_request(
 def test_faulty_canary_is_rolled_back_on_its_real_error_rate(
     namespace: str, real_prometheus: Prometheus
 ) -> None:
-    rollout = canary_rollout(real_prometheus.url, [(50, 30)], failureLimit=2)
+    rollout = canary_rollout(real_prometheus.endpoint, [(50, 30)], failureLimit=2)
     manifest = model_manifest("demo", replicas=2, rollout=rollout)
     kubectl_apply(manifest, namespace)
     first = wait_ready(namespace, "demo", timeout=180)["status"]["stableRevision"]

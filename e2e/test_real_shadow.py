@@ -100,7 +100,7 @@ def _report(capsys: pytest.CaptureFixture[str], text: str) -> None:
 def test_a_faulty_candidate_fails_in_shadow_with_no_user_visible_error(
     namespace: str, real_prometheus: Prometheus, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rollout = canary_rollout(real_prometheus.url, [(50, 30)], failureLimit=2)
+    rollout = canary_rollout(real_prometheus.endpoint, [(50, 30)], failureLimit=2)
     rollout["shadow"] = {"percent": 50, "pauseSeconds": 300}
     manifest = model_manifest("demo", replicas=2, rollout=rollout)
     kubectl_apply(manifest, namespace)
@@ -173,7 +173,7 @@ def test_a_faulty_candidate_fails_in_shadow_with_no_user_visible_error(
 def test_a_healthy_candidate_passes_shadow_then_the_canary_steps(
     namespace: str, real_prometheus: Prometheus, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rollout = canary_rollout(real_prometheus.url, [(50, 3)])
+    rollout = canary_rollout(real_prometheus.endpoint, [(50, 3)])
     rollout["shadow"] = {"percent": 100, "pauseSeconds": 20}
     manifest = model_manifest("demo", replicas=2, rollout=rollout)
     kubectl_apply(manifest, namespace)

@@ -72,7 +72,7 @@ class SpoofingClient:
 def test_a_client_spoofing_the_markers_cannot_hide_a_faulty_canarys_failures(
     namespace: str, real_prometheus: Prometheus, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rollout = canary_rollout(real_prometheus.url, [(50, 60)], failureLimit=2)
+    rollout = canary_rollout(real_prometheus.endpoint, [(50, 60)], failureLimit=2)
     manifest = model_manifest("demo", replicas=2, rollout=rollout)
     kubectl_apply(manifest, namespace)
     first = wait_ready(namespace, "demo", timeout=180)["status"]["stableRevision"]

@@ -154,6 +154,20 @@ CASES = [
         ["spec.autoscaling.metrics[0].target", "percentage"],
     ),
     ("unknown-field", _mutate("spec.runtime.gpus", 1), ["unknown field", "spec.runtime.gpus"]),
+    # Removed from v1alpha1: only the operator's configuration names Prometheus endpoints.
+    (
+        "prometheus-url-removed",
+        _mutate(
+            "spec.rollout",
+            {**CANARY, "analysis": {"prometheusUrl": "http://169.254.169.254/latest"}},
+        ),
+        ["unknown field", "spec.rollout.analysis.prometheusUrl"],
+    ),
+    (
+        "prometheus-endpoint-not-a-name",
+        _mutate("spec.rollout", {**CANARY, "analysis": {"prometheus": "http://x"}}),
+        ["spec.rollout.analysis.prometheus"],
+    ),
     ("name-too-long", _mutate("metadata.name", "m" * 50), ["metadata.name", "40 characters"]),
     ("replicas-zero", _mutate("spec.replicas", 0), ["spec.replicas"]),
     # Issue 11: what a careful review of every field found.

@@ -18,6 +18,8 @@ from kinfer_operator._kube import Kube, load_config
 from kinfer_operator.handlers import WORKERS, Controller, install
 from kinfer_operator.reconcile import Reconciler
 from kinfer_operator.reconcile.cluster import CachedCluster, relist
+from kinfer_operator.rollout.endpoints import ConfigError
+from kinfer_operator.rollout.endpoints import load_config as load_prometheus
 from kinfer_operator.world import Store
 from kinfer_operator.world.cost_metric import GpuSecondsCollector
 from kinfer_operator.world.store import ModelKey
@@ -100,6 +102,10 @@ def routes_watched(mode: str, kube: Discovery, namespaces: list[str]) -> bool:
 def main(argv: list[str] | None = None) -> None:
     """Configure logging, metrics and health, then hand over to kopf."""
     args = parse_args(argv)
+    try:  # a bad endpoint list stops the operator at once, naming the problem
+        prometheus = load_prometheus()
+    except ConfigError as err:
+        raise SystemExit(f"kinfer-operator: {err}") from err
     kopf.configure(
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
@@ -130,7 +136,9 @@ def main(argv: list[str] | None = None) -> None:
             checked[:] = [(time.monotonic(), leads)]
         return not checked[0][1]
 
-    reconciler = Reconciler(CachedCluster(store, kube, routes_watched=watch_routes))
+    reconciler = Reconciler(
+        CachedCluster(store, kube, routes_watched=watch_routes), prometheus=prometheus
+    )
     REGISTRY.register(GpuSecondsCollector(store, reconciler.costs))
 
     def relist_cache() -> set[ModelKey]:

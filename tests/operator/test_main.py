@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
-from kinfer_operator.main import routes_watched
+from kinfer_operator.main import main, routes_watched
 
 
 class _Kube:
@@ -41,3 +42,14 @@ def test_an_explicit_mode_asks_the_cluster_nothing(mode: str, watched: bool) -> 
     kube = _Kube(served=False, allowed=False)
     assert routes_watched(mode, kube, []) is watched
     assert kube.asked == []
+
+
+def test_a_bad_prometheus_configuration_stops_the_operator_before_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "prometheus.yaml"
+    config.write_text("endpoints: {thanos: {url: 'ftp://thanos'}}\n")
+    monkeypatch.setenv("KINFER_PROMETHEUS_CONFIG", str(config))
+    with pytest.raises(SystemExit, match="Prometheus configuration") as caught:
+        main([])
+    assert "thanos" in str(caught.value)

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import yaml
+from kinfer_operator.rollout.endpoints import PrometheusConfig
 
 Render = Callable[..., list[dict[str, Any]]]
 
@@ -119,6 +121,65 @@ def test_monitoring_objects_only_when_enabled(render: Render) -> None:
     ],
 )
 def test_wrong_values_fail_rendering_with_a_message(
+    render_error: Callable[..., str], values: dict[str, str], message: str
+) -> None:
+    assert message in render_error(**values)
+
+
+THANOS = {
+    "prometheus.endpoints.thanos.url": "https://thanos:10902",
+    "prometheus.endpoints.thanos.bearerTokenFile": "/etc/kinfer/secrets/thanos/token",
+    "prometheus.endpoints.thanos.caFile": "/etc/kinfer/secrets/thanos/ca.crt",
+    "prometheus.secretMounts[0].secret": "thanos-auth",
+    "prometheus.secretMounts[0].mountPath": "/etc/kinfer/secrets/thanos",
+    "prometheus.url": "http://prom:9090",
+}
+
+
+def test_prometheus_endpoints_become_a_mounted_operator_config(render: Render) -> None:
+    docs = render(**THANOS)
+    config = yaml.safe_load(_one(docs, "ConfigMap")["data"]["prometheus.yaml"])
+    assert config == {
+        "url": "http://prom:9090",
+        "endpoints": {
+            "thanos": {
+                "url": "https://thanos:10902",
+                "bearerTokenFile": "/etc/kinfer/secrets/thanos/token",
+                "caFile": "/etc/kinfer/secrets/thanos/ca.crt",
+            }
+        },
+    }
+    PrometheusConfig.model_validate(config)  # what the operator loads at start
+    pod = _pod(docs)
+    (container,) = pod["containers"]
+    assert _env(container)["KINFER_PROMETHEUS_CONFIG"] == "/etc/kinfer/prometheus/prometheus.yaml"
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts["/etc/kinfer/prometheus"]["readOnly"] is True
+    assert mounts["/etc/kinfer/secrets/thanos"]["readOnly"] is True
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["prometheus-secret-0"]["secret"] == {"secretName": "thanos-auth"}
+    annotations = _one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["checksum/prometheus"]
+
+
+def test_without_prometheus_endpoints_nothing_is_mounted(render: Render) -> None:
+    docs = render()
+    assert [d for d in docs if d["kind"] == "ConfigMap"] == []
+    (container,) = _pod(docs)["containers"]
+    assert "KINFER_PROMETHEUS_CONFIG" not in _env(container)
+    assert _env(container)["KINFER_ANALYSIS_BUDGET_SECONDS"] == "10"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"prometheus.endpoints.Bad_Name.url": "http://x"}, "Bad_Name"),
+        ({"prometheus.endpoints.thanos.url": "thanos:10902"}, "/prometheus/endpoints/thanos/url"),
+        ({"prometheus.endpoints.thanos.headers": "x"}, "headers"),
+        ({"prometheus.url": "file:///etc/passwd"}, "/prometheus/url"),
+    ],
+)
+def test_wrong_prometheus_values_fail_rendering(
     render_error: Callable[..., str], values: dict[str, str], message: str
 ) -> None:
     assert message in render_error(**values)

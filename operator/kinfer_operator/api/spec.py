@@ -643,9 +643,11 @@ class CustomCheck(ApiModel):
     name: str = Field(min_length=1, max_length=63, pattern=r"^[a-zA-Z][-_a-zA-Z0-9]*$")
     """Name shown in status and Events."""
     query: str = Field(min_length=1, max_length=4096)
-    """PromQL returning one value. {{namespace}}, {{model}}, {{revision}} and {{window}} are
-    replaced with the canary's values; {{selector}} with the label matchers the built-in
-    checks use (in a shadow phase it selects the mirrored requests only)."""
+    """PromQL returning one value, confined to the model's namespace: every selector gets
+    namespace="<the model's namespace>", replacing any namespace matcher it had.
+    {{namespace}}, {{model}}, {{revision}} and {{window}} are replaced with the canary's
+    values; {{selector}} with the label matchers the built-in checks use (in a shadow phase
+    it selects the mirrored requests only)."""
     min: float | None = None
     """Lowest acceptable value."""
     max: float | None = None
@@ -661,8 +663,10 @@ class CustomCheck(ApiModel):
 class Analysis(ApiModel):
     """Metric checks run against Prometheus at every interval of every canary step."""
 
-    prometheus_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://\S+$")
-    """Prometheus HTTP API base URL; defaults to the operator's KINFER_PROMETHEUS_URL."""
+    prometheus: str | None = Field(default=None, max_length=63, pattern=DNS_LABEL)
+    """Name of a Prometheus endpoint the operator is configured with (its chart's
+    prometheus.endpoints); the operator's default endpoint when absent. Only the platform
+    sets URLs and credentials, so a model cannot make the operator query anything else."""
     interval_seconds: int = Field(default=30, ge=1, le=3600)
     """Time between two analyses; also the query window."""
     min_request_count: int = Field(default=20, ge=0, le=1_000_000)

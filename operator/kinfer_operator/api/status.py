@@ -8,9 +8,10 @@ and Flux (kstatus) read progress correctly. `Reconciling` and `Stalled` are the 
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field, StringConstraints
 
 from kinfer_operator.api._base import ApiModel, Timestamp
 
@@ -25,7 +26,30 @@ __all__ = [
     "RevisionCost",
     "RolloutPhase",
     "RolloutStatus",
+    "bounded",
 ]
+
+
+def _cut(limit: int) -> Callable[[object], object]:
+    """Shorten text to `limit` characters: the one place status text is truncated, so a
+    status write is never refused for a field that grew (a quoted error, a long name)."""
+
+    def cut(value: object) -> object:
+        if isinstance(value, str) and len(value) > limit:
+            return value[: limit - 3] + "..."
+        return value
+
+    return cut
+
+
+Name = Annotated[str, BeforeValidator(_cut(253)), StringConstraints(max_length=253)]
+"""Names, revisions, versions and check names."""
+Short = Annotated[str, BeforeValidator(_cut(128)), StringConstraints(max_length=128)]
+"""Measured values and thresholds."""
+Reason = Annotated[str, BeforeValidator(_cut(1024)), StringConstraints(max_length=1024)]
+"""Machine-readable reasons, selectors and URLs."""
+Message = Annotated[str, BeforeValidator(_cut(4096)), StringConstraints(max_length=4096)]
+"""Human-readable messages."""
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 Phase = Literal["Pending", "Progressing", "Canary", "Ready", "RolledBack", "Degraded", "Failed"]
@@ -36,13 +60,13 @@ Decision = Literal["Pass", "Fail", "Inconclusive", "Error"]
 class Condition(ApiModel):
     """One observation of the InferenceModel's state (metav1.Condition)."""
 
-    type: str = Field(max_length=316)
+    type: Annotated[str, BeforeValidator(_cut(316)), StringConstraints(max_length=316)]
     """Condition type: Ready, Available, Progressing, Degraded, Reconciling or Stalled."""
     status: ConditionStatus
     """True, False or Unknown."""
-    reason: str = Field(max_length=1024)
+    reason: Reason
     """CamelCase machine-readable cause, e.g. GPUUnschedulable or ModelLoadFailed."""
-    message: str = Field(default="", max_length=32768)
+    message: Annotated[str, BeforeValidator(_cut(32768)), StringConstraints(max_length=32768)] = ""
     """Human-readable details."""
     last_transition_time: Timestamp
     """When status last changed (RFC 3339)."""
@@ -53,11 +77,11 @@ class Condition(ApiModel):
 class MetricResult(ApiModel):
     """One check of one analysis."""
 
-    name: str
+    name: Name
     """Check name: error-rate, latency-p99, request-count or a custom check's name."""
-    value: str | None = None
+    value: Short | None = None
     """Measured value (as text, to keep full precision), absent when the query failed."""
-    threshold: str
+    threshold: Short
     """The bound it was held to, e.g. '<= 0.01'."""
     verdict: Decision
     """Pass, Fail, Inconclusive or Error."""
@@ -73,9 +97,9 @@ class AnalysisRun(ApiModel):
     decision: Decision
     """Pass (all checks passed), Fail (a check failed), Inconclusive (too little traffic) or
     Error (Prometheus could not answer)."""
-    message: str = ""
+    message: Message = ""
     """Why, in one line."""
-    metrics: list[MetricResult] = Field(default_factory=list)
+    metrics: list[MetricResult] = Field(default_factory=list, max_length=32)
     """Every check's value, threshold and verdict."""
 
 
@@ -86,11 +110,11 @@ class RolloutStatus(ApiModel):
     phase: RolloutPhase
     """Progressing (stepping through weights), Promoting (scaling the canary to full size),
     Succeeded, RolledBack, or Superseded (the spec changed before it finished)."""
-    revision: str
+    revision: Name
     """Revision this rollout brings in."""
-    model_version: str | None = None
+    model_version: Name | None = None
     """spec.model.version of that revision."""
-    from_revision: str
+    from_revision: Name
     """Stable revision when the rollout started."""
     started_at: Timestamp
     """When the canary was created."""
@@ -119,16 +143,16 @@ class RolloutStatus(ApiModel):
     """Consecutive analyses that could not reach Prometheus."""
     last_analysis: AnalysisRun | None = None
     """The latest analysis."""
-    route_message: str | None = None
+    route_message: Message | None = None
     """While the current weight waits for the gateway: why, quoting the HTTPRoute condition
     that is not True (e.g. ResolvedRefs=False BackendNotFound); empty once it is routed."""
-    reason: str | None = None
+    reason: Reason | None = None
     """Why it was rolled back or promoted early (e.g. AnalysisFailed, GPUUnschedulable)."""
-    message: str | None = None
+    message: Message | None = None
     """Details of the rollback or promotion, including the failing check and its value."""
     finished_at: Timestamp | None = None
     """When it was promoted or rolled back."""
-    retry_token: str = ""
+    retry_token: Annotated[str, StringConstraints(max_length=256)] = ""
     """spec.rollout.retry plus the retry annotation when it started; a rolled-back revision
     is tried again only when this changes."""
 
@@ -139,7 +163,7 @@ class RevisionCost(ApiModel):
     `retiredGpuSeconds + finishedGpuSeconds + runningGpus * t - runningGpuStartSum`, t in Unix
     seconds; `kubectl kinfer cost` and the kinfer_gpu_seconds_total metric compute that."""
 
-    revision: str
+    revision: Name
     """Revision hash (the pods' serving.kinfer.io/revision label)."""
     track: Literal["stable", "canary", "retired"]
     """stable, canary (a rollout in progress), or retired (no longer served)."""
@@ -164,23 +188,23 @@ class InferenceModelStatus(ApiModel):
     """Serving replicas of the stable revision (the scale subresource reads this)."""
     ready_replicas: int | None = None
     """Replicas of the stable revision that pass readiness (model loaded and warm)."""
-    selector: str | None = None
+    selector: Reason | None = None
     """Label selector of the stable revision's pods, for the scale subresource and HPAs."""
-    endpoint: str | None = None
+    endpoint: Reason | None = None
     """In-cluster base URL of the Open Inference Protocol endpoint."""
-    stable_revision: str | None = None
+    stable_revision: Name | None = None
     """Hash of model plus runtime template now serving all traffic."""
-    stable_model_version: str | None = None
+    stable_model_version: Name | None = None
     """spec.model.version of the stable revision."""
-    desired_revision: str | None = None
+    desired_revision: Name | None = None
     """Hash of the current spec's model plus runtime template."""
-    canary_revision: str | None = None
+    canary_revision: Name | None = None
     """Revision being rolled out, if any."""
-    canary_model_version: str | None = None
+    canary_model_version: Name | None = None
     """spec.model.version of the canary revision."""
     canary_weight: int | None = None
     """Percent of traffic sent to the canary revision."""
-    message: str | None = None
+    message: Message | None = None
     """The most important thing to know right now."""
     traffic_split: Literal["Exact", "Approximate"] | None = None
     """Exact with Gateway API weights; Approximate when replica counts stand in for weights."""
@@ -188,5 +212,11 @@ class InferenceModelStatus(ApiModel):
     """The current or latest canary rollout."""
     cost: list[RevisionCost] | None = Field(default=None, max_length=12)
     """GPU time per revision: stable, canary and the most recently retired (GPU models only)."""
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list, max_length=16)
     """Latest observations, one per type."""
+
+
+def bounded(status: InferenceModelStatus) -> InferenceModelStatus:
+    """`status` validated again, so text set by model_copy (which skips validation) is
+    truncated too; publish writes only what this returns."""
+    return InferenceModelStatus.model_validate(status.model_dump())

@@ -1,13 +1,14 @@
 """Canary analysis as the rollout machine sees it: `analyze(step)` callables for one model.
 
-The rollout machine is pure; this is where its analysis meets Prometheus. The endpoint is
-chosen in one place (`AnalysisPort.endpoint`) and every query goes through one injected
-callable, so tests fake Prometheus and a different endpoint choice changes one method.
+The rollout machine is pure; this is where its analysis meets Prometheus: the endpoint the
+model names among those the platform configured (`rollout.endpoints`), within one time budget
+per pass (`rollout.fetch`), every query through one injected callable that tests fake.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -19,18 +20,12 @@ from kinfer_operator.api.status import AnalysisRun
 from kinfer_operator.metrics import ANALYSES
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import revision_of
-from kinfer_operator.rollout._prometheus import PrometheusError, query_value
+from kinfer_operator.rollout._prometheus import query_value
 from kinfer_operator.rollout.analysis import AnalysisTarget, run_analysis
+from kinfer_operator.rollout.endpoints import PrometheusConfig, load_config
+from kinfer_operator.rollout.fetch import ANALYSIS_BUDGET_SECONDS, Budget, Query, analysis_fetch
 
-__all__ = ["AnalysisPort", "Analyzers", "Query"]
-
-Query = Callable[[str, str], float | None]
-"""`query(prometheus_url, promql)`: the single value of an instant query, or None."""
-
-NO_PROMETHEUS = (
-    "no Prometheus configured: set spec.rollout.analysis.prometheusUrl "
-    "or the operator's KINFER_PROMETHEUS_URL"
-)
+__all__ = ["AnalysisPort", "Analyzers"]
 
 
 @dataclass(frozen=True)
@@ -44,30 +39,46 @@ class Analyzers:
 
 
 class AnalysisPort:
-    """Owns where Prometheus is and how it is asked; hands the rollout ready callables."""
+    """Owns which Prometheus endpoints the platform configured, how they are asked, and how
+    long one pass may wait for them; hands the rollout ready callables."""
 
-    def __init__(self, prometheus_url: str | None = None, query: Query = query_value) -> None:
-        """`prometheus_url` is the operator-wide default (else KINFER_PROMETHEUS_URL)."""
-        self._default_url = prometheus_url or os.environ.get("KINFER_PROMETHEUS_URL")
+    def __init__(
+        self,
+        prometheus: PrometheusConfig | None = None,
+        query: Query = query_value,
+        budget_seconds: float | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`prometheus`: the operator's endpoints (else loaded from its environment);
+        `budget_seconds`: what one model's analyses may spend per pass (else
+        KINFER_ANALYSIS_BUDGET_SECONDS)."""
+        self._prometheus = prometheus if prometheus is not None else load_config()
         self._query = query
-
-    def endpoint(self, rollout: Rollout) -> str | None:
-        """The Prometheus to ask for this model's analysis; None when there is none."""
-        return rollout.analysis.prometheus_url or self._default_url
+        self._budget_seconds = budget_seconds or float(
+            os.environ.get("KINFER_ANALYSIS_BUDGET_SECONDS", ANALYSIS_BUDGET_SECONDS)
+        )
+        self._monotonic = monotonic
 
     def analyzers(self, model: InferenceModel, now: datetime) -> Analyzers:
-        """Callables that run `spec.rollout.analysis` against the model's current revision."""
+        """Callables that run `spec.rollout.analysis` against the model's current revision,
+        sharing one time budget (a shadow phase analyses twice in a pass)."""
         rollout = model.spec.rollout
         if rollout is None:
             raise ValueError(f"{model.namespace}/{model.name} has no spec.rollout to analyse")
-        analyze = partial(self._analyze, model, rollout, self.endpoint(rollout), now)
+        fetch = analysis_fetch(
+            self._prometheus,
+            rollout.analysis.prometheus,
+            self._query,
+            budget=Budget(self._budget_seconds, self._monotonic),
+        )
+        analyze = partial(self._analyze, model, rollout, fetch, now)
         return Analyzers(analyze=analyze, analyze_shadow=partial(analyze, source="shadow"))
 
     def _analyze(
         self,
         model: InferenceModel,
         rollout: Rollout,
-        prometheus: str | None,
+        fetch: Callable[[str], float | None],
         now: datetime,
         step: int,
         source: Literal["shadow", "live"] | None = None,
@@ -76,11 +87,6 @@ class AnalysisPort:
         target = AnalysisTarget(model.namespace, model.name, revision_of(model), window)
         if rollout.shadow is not None:  # mirrored and live requests are analysed apart
             target = replace(target, source=source or "live")
-
-        def fetch(promql: str) -> float | None:
-            if not prometheus:
-                raise PrometheusError(NO_PROMETHEUS)
-            return self._query(prometheus, promql)
 
         run = run_analysis(rollout.analysis, target, fetch, step=step, now=now)
         ANALYSES.labels(model.namespace, model.name, run.decision).inc()

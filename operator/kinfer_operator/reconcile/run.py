@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kinfer_operator._kube import MissingPermission, WriteError
-from kinfer_operator.api.status import InferenceModelStatus
+from kinfer_operator.api.status import InferenceModelStatus, bounded
 from kinfer_operator.events import Event
 from kinfer_operator.metrics import (
     PROMOTIONS,
@@ -25,7 +25,7 @@ from kinfer_operator.metrics import (
 )
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import deployment_name, revision_of
-from kinfer_operator.reconcile.analysis_port import AnalysisPort, Query
+from kinfer_operator.reconcile.analysis_port import AnalysisPort
 from kinfer_operator.reconcile.backoff import WriteBackoff
 from kinfer_operator.reconcile.cache import FILL_POLL_SECONDS, gate_on_cache
 from kinfer_operator.reconcile.cluster import ClusterApi
@@ -33,6 +33,8 @@ from kinfer_operator.reconcile.plan import Plan, plan, want_replicas
 from kinfer_operator.reconcile.writes import WriteExecutor
 from kinfer_operator.references import references_of
 from kinfer_operator.rollout._prometheus import query_value
+from kinfer_operator.rollout.endpoints import PrometheusConfig
+from kinfer_operator.rollout.fetch import Query
 from kinfer_operator.rollout.machine import (
     RolloutContext,
     RolloutDecision,
@@ -135,16 +137,18 @@ class Reconciler:
         self,
         kube: ClusterApi,
         clock: Callable[[], datetime] = utc_now,
-        prometheus_url: str | None = None,
+        prometheus: PrometheusConfig | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         query: Query = query_value,
         costs: CostLedger | None = None,
+        analysis_budget: float | None = None,
     ) -> None:
-        """`query(prometheus_url, promql)` answers canary analysis (unit tests pass a fake);
-        `costs` holds the GPU-seconds of deleted pods, fed by the pod watch."""
+        """`query(endpoint, promql, timeout, name)` answers canary analysis against the
+        operator's Prometheus endpoints (unit tests pass a fake); `costs` holds the
+        GPU-seconds of deleted pods, fed by the pod watch."""
         self.kube = kube
         self.costs = costs or CostLedger()
-        self.analysis = AnalysisPort(prometheus_url, query)
+        self.analysis = AnalysisPort(prometheus, query, analysis_budget, monotonic)
         self.writes = WriteExecutor(kube, monotonic)
         self._clock = clock
 
@@ -361,7 +365,7 @@ class Reconciler:
         record_model(
             meta["namespace"], meta["name"], report.status.conditions, report.status.canary_weight
         )
-        new = report.status.model_dump(by_alias=True, exclude_none=True)
+        new = bounded(report.status).model_dump(by_alias=True, exclude_none=True)
         if new != dict(current.raw_status):
             self.kube.patch_model_status(
                 meta["namespace"], meta["name"], _status_patch(current.raw_status, new)

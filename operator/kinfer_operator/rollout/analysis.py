@@ -4,6 +4,8 @@ Queries select the canary by namespace, model and revision: the runtime labels e
 with model and revision, and Prometheus adds namespace when it discovers the pod. With a
 shadow phase, requests also carry `source`: the shadow phase reads only the mirrored ones
 (`source="shadow"`), the canary steps everything else, so neither sees the other's traffic.
+Every query, built-in or custom, is confined to the model's namespace before it is sent
+(rollout/promql_scope.py): custom PromQL is tenant input running on a shared Prometheus.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Literal
 from kinfer_operator.api.spec import Analysis
 from kinfer_operator.api.status import AnalysisRun, Decision, MetricResult
 from kinfer_operator.rollout._prometheus import PrometheusError
+from kinfer_operator.rollout.promql_scope import ScopeError, confine
 
 __all__ = ["AnalysisTarget", "Check", "analysis_queries", "run_analysis"]
 
@@ -116,15 +119,23 @@ def run_analysis(
     step: int,
     now: datetime,
 ) -> AnalysisRun:
-    """Run every check; `fetch` does the I/O and raises PrometheusError when it cannot."""
+    """Run every check; `fetch` does the I/O and raises PrometheusError when it cannot.
+    A query that cannot be confined to the namespace is an Error, and is never sent."""
     count_query, checks = analysis_queries(analysis, target)
     results: list[MetricResult] = []
+
+    def ask(name: str, query: str) -> float | None:
+        try:
+            scoped = confine(query, target.namespace)
+        except ScopeError as err:
+            raise PrometheusError(f"check {name}: {err}") from err
+        return fetch(scoped)
 
     def done(decision: Decision, message: str) -> AnalysisRun:
         return AnalysisRun(time=now, step=step, decision=decision, message=message, metrics=results)
 
     try:
-        count = fetch(count_query) or 0.0
+        count = ask("request-count", count_query) or 0.0
     except PrometheusError as err:
         results.append(MetricResult(name="request-count", threshold="reachable", verdict="Error"))
         return done("Error", str(err))
@@ -147,7 +158,7 @@ def run_analysis(
     failed: list[str] = []
     for check in checks:
         try:
-            value = fetch(check.query)
+            value = ask(check.name, check.query)
         except PrometheusError as err:
             results.append(
                 MetricResult(name=check.name, threshold=check.threshold, verdict="Error")

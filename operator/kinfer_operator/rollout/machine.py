@@ -9,6 +9,7 @@ no step runs twice, promotion and rollback are idempotent.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -103,7 +104,11 @@ class RolloutDecision:
 
 
 def _retry_token(ctx: RolloutContext) -> str:
-    return f"{ctx.rollout.retry}/{ctx.annotations.get(RETRY_ANNOTATION, '')}"
+    """spec.rollout.retry and the retry annotation; a digest when long (status bounds it)."""
+    token = f"{ctx.rollout.retry}/{ctx.annotations.get(RETRY_ANNOTATION, '')}"
+    if len(token) <= 128:
+        return token
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
 
 
 def decide(ctx: RolloutContext) -> RolloutDecision:

@@ -118,7 +118,7 @@ def test_a_steady_state_pass_with_the_cache_writes_nothing() -> None:
 
 ROLLOUT = {
     "canary": {"steps": [{"weight": 50, "pauseSeconds": 0}]},
-    "analysis": {"prometheusUrl": "http://prometheus.invalid:9090", "errorRate": None},
+    "analysis": {"errorRate": None},
 }
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from kinfer_operator._kube import MissingPermission
 from kinfer_operator.naming import REVISION_LABEL, TRACK_LABEL
 from kinfer_operator.reconcile.run import CONFLICT_RETRY_SECONDS, Outcome, Reconciler
+from kinfer_operator.rollout.endpoints import Endpoint, PrometheusConfig
 from support.clock import Clock
 from support.factories import deep_merge, model_body, pod
 from support.fake_kube import FakeKube
@@ -22,7 +23,7 @@ CANARY = {
         "canary": {
             "steps": [{"weight": 25, "pauseSeconds": 10}, {"weight": 50, "pauseSeconds": 10}]
         },
-        "analysis": {"prometheusUrl": "http://prometheus.invalid:9090", "errorRate": None},
+        "analysis": {"errorRate": None},
     }
 }
 
@@ -199,11 +200,17 @@ def test_canary_steps_through_its_weights_then_promotes_with_one_event_each() ->
     clock = Clock()
     queries: list[str] = []
 
-    def prometheus(_url: str, promql: str) -> float:
+    def prometheus(_endpoint: Endpoint, promql: str, _timeout: float, _name: str) -> float:
         queries.append(promql)
         return 100.0  # requests, and zero errors: every analysis passes
 
-    reconciler = Reconciler(kube, clock=clock.now, monotonic=clock.monotonic, query=prometheus)
+    reconciler = Reconciler(
+        kube,
+        clock=clock.now,
+        monotonic=clock.monotonic,
+        query=prometheus,
+        prometheus=PrometheusConfig(url="http://prometheus.invalid:9090"),
+    )
     _serving(kube, reconciler)
     kube.set_spec(deep_merge(kube.model["spec"], {"model": {"version": "4"}}))
     weights: list[int] = []
@@ -243,3 +250,35 @@ def test_collecting_a_deleted_model_deletes_only_the_children_it_owned() -> None
     assert set(kube.children) == owned
     assert reconciler.collect("ml", "resnet50", uid="uid-1") == len(owned)
     assert kube.children == {}
+
+
+def test_a_canary_naming_an_unknown_prometheus_endpoint_errors_and_sends_nothing() -> None:
+    spec = deep_merge(CANARY, {"rollout": {"analysis": {"prometheus": "elsewhere"}}})
+    kube = FakeKube(model_body(spec))
+    clock = Clock()
+    sent: list[str] = []
+
+    def prometheus(_endpoint: Endpoint, promql: str, _timeout: float, _name: str) -> float:
+        sent.append(promql)
+        return 100.0
+
+    reconciler = Reconciler(
+        kube,
+        clock=clock.now,
+        monotonic=clock.monotonic,
+        query=prometheus,
+        prometheus=PrometheusConfig(url="http://prometheus.monitoring:9090"),
+    )
+    _serving(kube, reconciler)
+    kube.set_spec(deep_merge(kube.model["spec"], {"model": {"version": "4"}}))
+    for _ in range(20):  # until the first analysis is due (intervalSeconds: 30)
+        clock.t += 5
+        _pass(reconciler)
+        kube.settle()
+        if "lastAnalysis" in kube.model["status"].get("rollout", {}):
+            break
+    last = kube.model["status"]["rollout"]["lastAnalysis"]
+    assert last["decision"] == "Error"
+    assert "'elsewhere'" in last["message"] and "'default'" in last["message"]
+    assert "prometheus.monitoring" not in last["message"]
+    assert sent == []

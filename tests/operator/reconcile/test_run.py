@@ -175,7 +175,7 @@ def test_pods_that_cannot_be_created_are_degraded_until_fixed() -> None:
 ROLLOUT = {
     "rollout": {
         "canary": {"steps": [{"weight": 50, "pauseSeconds": 0}]},
-        "analysis": {"prometheusUrl": "http://prometheus.invalid:9090", "errorRate": None},
+        "analysis": {"errorRate": None},
     }
 }
 

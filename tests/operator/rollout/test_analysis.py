@@ -97,4 +97,36 @@ def test_custom_check_uses_template_and_bounds(value: float, decision: str) -> N
 
     run = run_analysis(analysis, TARGET, fetch, step=0, now=T)
     assert run.decision == decision
-    assert 'x{revision="abc123"}[30s]' in seen
+    assert 'x{revision="abc123",namespace="ml"}[30s]' in seen
+
+
+def test_a_custom_query_is_confined_to_the_model_namespace() -> None:
+    analysis = _analysis(
+        errorRate=None,
+        custom=[{"name": "peek", "query": 'sum(x{namespace="other"})', "max": 10}],
+    )
+    seen: list[str] = []
+
+    def fetch(query: str) -> float:
+        seen.append(query)
+        return 100.0 if query.startswith("sum(increase") else 1.0
+
+    run_analysis(analysis, TARGET, fetch, step=0, now=T)
+    assert seen[1] == 'sum(x{namespace="ml"})'
+    assert all('namespace="other"' not in q for q in seen)
+
+
+def test_a_custom_query_that_does_not_parse_is_an_error_naming_the_check_and_never_sent() -> None:
+    analysis = _analysis(
+        errorRate=None, custom=[{"name": "broken", "query": "sum(rate(x[5m]", "max": 1}]
+    )
+    seen: list[str] = []
+
+    def fetch(query: str) -> float:
+        seen.append(query)
+        return 100.0
+
+    run = run_analysis(analysis, TARGET, fetch, step=0, now=T)
+    assert run.decision == "Error"
+    assert "broken" in run.message and "does not parse" in run.message
+    assert len(seen) == 1  # only the request count went out
