@@ -1,4 +1,5 @@
-"""The analysis port: which Prometheus a model's analysis asks, and what it asks."""
+"""The analysis port: which of the platform's Prometheus endpoints a model's analysis asks,
+and what it asks."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 import pytest
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.reconcile.analysis_port import AnalysisPort
+from kinfer_operator.rollout.endpoints import Endpoint, PrometheusConfig
 from support.clock import EPOCH
 from support.factories import deep_merge, model_body
 
@@ -14,8 +16,11 @@ ROLLOUT: dict[str, Any] = {
     "rollout": {"canary": {"steps": [{"weight": 25}]}, "analysis": {"errorRate": None}}
 }
 """One canary step; only the request-count check, so enough requests pass."""
-MODEL_URL = "http://prometheus.model.invalid:9090"
 OPERATOR_URL = "http://prometheus.operator.invalid:9090"
+TEAM_URL = "http://prometheus.team.invalid:9090"
+CONFIG = PrometheusConfig.model_validate(
+    {"url": OPERATOR_URL, "endpoints": {"team": {"url": TEAM_URL}}}
+)
 
 
 def _model(spec: dict[str, Any]) -> InferenceModel:
@@ -23,53 +28,52 @@ def _model(spec: dict[str, Any]) -> InferenceModel:
 
 
 class _Prometheus:
-    """Answers every query with `value` and remembers which URL was asked what."""
+    """Answers every query with `value` and remembers which endpoint was asked what."""
 
     def __init__(self, value: float = 100.0) -> None:
         self.value = value
         self.asked: list[tuple[str, str]] = []
 
-    def __call__(self, url: str, promql: str) -> float:
-        self.asked.append((url, promql))
+    def __call__(self, endpoint: Endpoint, promql: str, timeout: float, name: str) -> float:
+        self.asked.append((endpoint.url, promql))
         return self.value
 
 
-@pytest.fixture(autouse=True)
-def _no_operator_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("KINFER_PROMETHEUS_URL", raising=False)
-
-
-def test_no_prometheus_configured_is_an_analysis_error_naming_both_settings() -> None:
+def test_no_prometheus_configured_is_an_analysis_error_naming_the_settings() -> None:
     prometheus = _Prometheus()
-    port = AnalysisPort(query=prometheus)
+    port = AnalysisPort(PrometheusConfig(), query=prometheus)
     run = port.analyzers(_model(ROLLOUT), EPOCH).analyze(1)
     assert run.decision == "Error"
-    assert "no Prometheus configured" in run.message
-    assert "spec.rollout.analysis.prometheusUrl" in run.message
-    assert "KINFER_PROMETHEUS_URL" in run.message
+    assert "no default Prometheus endpoint is configured" in run.message
+    assert "spec.rollout.analysis.prometheus" in run.message
     assert prometheus.asked == []
 
 
-def test_the_models_prometheus_wins_over_the_operators() -> None:
+def test_the_endpoint_the_model_names_is_the_one_asked() -> None:
     prometheus = _Prometheus()
-    port = AnalysisPort(OPERATOR_URL, query=prometheus)
-    spec = deep_merge(ROLLOUT, {"rollout": {"analysis": {"prometheusUrl": MODEL_URL}}})
-    run = port.analyzers(_model(spec), EPOCH).analyze(1)
+    spec = deep_merge(ROLLOUT, {"rollout": {"analysis": {"prometheus": "team"}}})
+    run = AnalysisPort(CONFIG, query=prometheus).analyzers(_model(spec), EPOCH).analyze(1)
     assert run.decision == "Pass"
-    assert prometheus.asked and {url for url, _ in prometheus.asked} == {MODEL_URL}
+    assert prometheus.asked and {url for url, _ in prometheus.asked} == {TEAM_URL}
 
 
-def test_the_operators_prometheus_answers_models_that_name_none(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("KINFER_PROMETHEUS_URL", OPERATOR_URL)
+def test_an_endpoint_the_platform_lacks_is_an_error_and_nothing_is_sent() -> None:
     prometheus = _Prometheus()
-    AnalysisPort(query=prometheus).analyzers(_model(ROLLOUT), EPOCH).analyze(1)
+    spec = deep_merge(ROLLOUT, {"rollout": {"analysis": {"prometheus": "elsewhere"}}})
+    run = AnalysisPort(CONFIG, query=prometheus).analyzers(_model(spec), EPOCH).analyze(1)
+    assert run.decision == "Error"
+    assert "elsewhere" in run.message and TEAM_URL not in run.message
+    assert prometheus.asked == []
+
+
+def test_the_operators_default_answers_models_that_name_none() -> None:
+    prometheus = _Prometheus()
+    AnalysisPort(CONFIG, query=prometheus).analyzers(_model(ROLLOUT), EPOCH).analyze(1)
     assert prometheus.asked and {url for url, _ in prometheus.asked} == {OPERATOR_URL}
 
 
 def test_the_run_is_stamped_with_the_step_and_the_pass_time() -> None:
-    port = AnalysisPort(OPERATOR_URL, query=_Prometheus())
+    port = AnalysisPort(CONFIG, query=_Prometheus())
     run = port.analyzers(_model(ROLLOUT), EPOCH).analyze(2)
     assert (run.step, run.time) == (2, EPOCH)
 
@@ -77,7 +81,7 @@ def test_the_run_is_stamped_with_the_step_and_the_pass_time() -> None:
 def test_with_a_shadow_phase_live_and_mirrored_requests_are_analysed_apart() -> None:
     prometheus = _Prometheus()
     spec = deep_merge(ROLLOUT, {"rollout": {"shadow": {"percent": 10}}})
-    analyzers = AnalysisPort(OPERATOR_URL, query=prometheus).analyzers(_model(spec), EPOCH)
+    analyzers = AnalysisPort(CONFIG, query=prometheus).analyzers(_model(spec), EPOCH)
     analyzers.analyze(1)
     live = [q for _, q in prometheus.asked]
     prometheus.asked.clear()
@@ -90,7 +94,7 @@ def test_with_a_shadow_phase_live_and_mirrored_requests_are_analysed_apart() -> 
 def test_without_a_shadow_phase_every_request_of_the_revision_is_analysed() -> None:
     prometheus = _Prometheus()
     model = _model(ROLLOUT)
-    AnalysisPort(OPERATOR_URL, query=prometheus).analyzers(model, EPOCH).analyze(1)
+    AnalysisPort(CONFIG, query=prometheus).analyzers(model, EPOCH).analyze(1)
     queries = [q for _, q in prometheus.asked]
     assert queries and all("source" not in q for q in queries)
     assert all(f'model="{model.name}"' in q for q in queries)
@@ -98,4 +102,4 @@ def test_without_a_shadow_phase_every_request_of_the_revision_is_analysed() -> N
 
 def test_a_model_without_a_rollout_has_nothing_to_analyse() -> None:
     with pytest.raises(ValueError, match=r"no spec\.rollout"):
-        AnalysisPort(OPERATOR_URL, query=_Prometheus()).analyzers(_model({}), EPOCH)
+        AnalysisPort(CONFIG, query=_Prometheus()).analyzers(_model({}), EPOCH)
