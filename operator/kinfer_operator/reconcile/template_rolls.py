@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,9 @@ DEFAULT_MAX_TEMPLATE_ROLLS = 2
 TEMPLATE_WAIT_SECONDS = 5.0
 """How soon a model waiting for a slot looks again: a roll finishing elsewhere sends it no
 event."""
+
+SNAPSHOT_SECONDS = 1.0
+"""How long a count of the rolls read from the cache serves slot requests."""
 
 DeploymentKey = tuple[str, str]
 """(namespace, Deployment name)."""
@@ -77,8 +81,15 @@ def is_rolling(deployment: Mapping[str, Any]) -> bool:
     mark = annotations.get(TEMPLATE_ROLL_ANNOTATION)
     if not mark or mark != annotations.get(TEMPLATE_HASH_ANNOTATION):
         return False
-    view = DeploymentView.of(deployment)
-    return not view.settled or view.updated < view.spec_replicas or view.replicas > view.updated
+    # Read directly, not through DeploymentView: every slot request reads every Deployment.
+    meta, status = deployment.get("metadata", {}), deployment.get("status") or {}
+    want = int(deployment.get("spec", {}).get("replicas", 1))
+    updated = int(status.get("updatedReplicas", 0))
+    return bool(
+        int(status.get("observedGeneration", 0)) < int(meta.get("generation", 0))
+        or updated < want
+        or int(status.get("replicas", 0)) > updated
+    )
 
 
 def _key(deployment: Mapping[str, Any]) -> DeploymentKey:
@@ -109,34 +120,61 @@ def decide_slot(
 
 
 class TemplateRolls:
-    """The slots for template-only rolls, shared by every reconcile worker."""
+    """The slots for template-only rolls, shared by every reconcile worker.
 
-    def __init__(self, limit: int, deployments: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
+    Reading every Deployment costs milliseconds per thousand, and every waiting model asks
+    again every few seconds: the count is read from the cache at most once per
+    `snapshot_seconds`. Slots taken meanwhile are counted until a snapshot read after their
+    write shows them, so the snapshot's age only delays freeing a slot, never adds one.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        deployments: Callable[[], Iterable[Mapping[str, Any]]],
+        monotonic: Callable[[], float] = time.monotonic,
+        snapshot_seconds: float = SNAPSHOT_SECONDS,
+    ) -> None:
         """`deployments()`: every kinfer Deployment the cache holds."""
         if limit < 1:
             raise ValueError(f"at least one template roll must be allowed, got {limit}")
         self.limit = limit
         self._deployments = deployments
+        self._monotonic = monotonic
+        self._snapshot_seconds = snapshot_seconds
         self._pending: set[DeploymentKey] = set()
+        self._released: dict[DeploymentKey, float] = {}
+        """Slots whose write is done, by when: counted until a later snapshot."""
+        self._snapshot: tuple[float, set[DeploymentKey]] | None = None
         self._lock = threading.Lock()
 
     def rolling(self) -> set[DeploymentKey]:
         """Deployments rolling a template change, as the cache shows them now."""
         return {_key(d) for d in self._deployments() if is_rolling(d)}
 
+    def _busy_locked(self) -> set[DeploymentKey]:
+        now = self._monotonic()
+        if self._snapshot is None or now - self._snapshot[0] >= self._snapshot_seconds:
+            self._snapshot = (now, self.rolling())  # taken, then read: later writes are newer
+        taken, rolling = self._snapshot
+        self._released = {k: t for k, t in self._released.items() if t >= taken}
+        return rolling | set(self._released)
+
     def acquire(self, key: DeploymentKey) -> Grant:
         """A slot for `key`, or why not; a granted slot is held until `release`."""
         with self._lock:
-            grant = decide_slot(key, self.rolling(), self._pending, self.limit)
+            grant = decide_slot(key, self._busy_locked(), self._pending, self.limit)
             if grant.granted:
                 self._pending.add(key)
             return grant
 
     def release(self, key: DeploymentKey) -> None:
-        """The pass that took the slot has written: the cache now shows the roll (or, if the
-        write failed, no roll, and the slot is free again)."""
+        """The pass that took the slot has written: the cache shows the roll (or, if the write
+        failed, no roll), and the next snapshot will count it."""
         with self._lock:
-            self._pending.discard(key)
+            if key in self._pending:
+                self._pending.discard(key)
+                self._released[key] = self._monotonic()
 
 
 @dataclass(frozen=True)

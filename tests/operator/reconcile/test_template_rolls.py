@@ -101,16 +101,39 @@ def test_a_deployment_without_a_recorded_digest_counts_as_changed() -> None:
     assert not template_changed(desired, None)
 
 
-def test_slots_are_held_from_the_grant_until_release() -> None:
-    rolls = TemplateRolls(1, list)
+def test_a_slot_is_held_from_the_grant_until_a_later_read_of_the_cache() -> None:
+    clock = Clock()
+    rolls = TemplateRolls(1, list, monotonic=clock.monotonic, snapshot_seconds=1.0)
     assert rolls.acquire(("ml", "a")).granted
     assert not rolls.acquire(("ml", "b")).granted  # not in the cache yet, still taken
+    clock.t += 0.5
     rolls.release(("ml", "a"))
+    assert not rolls.acquire(("ml", "b")).granted  # the count read before the write is stale
+    clock.t += 1.0
+    assert rolls.acquire(("ml", "b")).granted  # read again: "a" is not rolling (or done)
+
+
+def test_the_cache_is_read_at_most_once_per_snapshot_period() -> None:
+    clock = Clock()
+    reads: list[float] = []
+    rolling = [_deployment("a", observed=1)]
+
+    def deployments() -> list[dict[str, Any]]:
+        reads.append(clock.t)
+        return rolling
+
+    rolls = TemplateRolls(1, deployments, monotonic=clock.monotonic, snapshot_seconds=1.0)
+    for _ in range(5):
+        assert not rolls.acquire(("ml", "b")).granted
+    rolling.clear()  # "a" finished
+    assert not rolls.acquire(("ml", "b")).granted  # seen only at the next read
+    clock.t += 1.0
     assert rolls.acquire(("ml", "b")).granted
+    assert reads == [0.0, 1.0]
 
 
 def test_concurrent_workers_never_grant_more_slots_than_the_limit() -> None:
-    rolls = TemplateRolls(3, list)
+    rolls = TemplateRolls(3, list, snapshot_seconds=0.0)  # every request reads the cache
     granted: list[bool] = []
     start = threading.Barrier(16)
 
