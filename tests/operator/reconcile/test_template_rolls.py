@@ -264,7 +264,9 @@ def test_a_template_change_with_a_free_slot_rolls_and_holds_the_slot_until_settl
     assert _condition(kube, "Ready")[:2] == ("True", "Serving")  # maxUnavailable 0
 
     # A restarted operator (a new slot keeper) reads the roll from the cluster alone.
-    assert TemplateRolls(1, cluster.deployments).rolling() == {("ml", dep["metadata"]["name"])}
+    restarted = TemplateRolls(1, cluster.deployments)
+    assert restarted.rolling() == {("ml", dep["metadata"]["name"])}
+    assert not restarted.acquire(("ml", "another-model-abc")).granted
     _pass(reconciler)
     assert "replicas updated" in _condition(kube, "Progressing")[2]
 
