@@ -266,6 +266,19 @@ def operator(
 
 
 @pytest.fixture
+def without_session_operator(operator: LocalOperator | None) -> Iterator[None]:
+    """Stop the suite's operator so only the operators under test act (test_operator_process,
+    test_upgrade)."""
+    if operator is None:
+        pytest.skip("needs the local operator (the in-cluster one is managed by its chart)")
+    operator.stop()
+    try:
+        yield
+    finally:
+        operator.start()
+
+
+@pytest.fixture
 def namespace(request: pytest.FixtureRequest, operator: object) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards (without waiting)."""
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:28].strip("-")

@@ -5,25 +5,11 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import LocalOperator
 from harness import example, kubectl, kubectl_apply, kubectl_json, wait_until
-
-
-@pytest.fixture
-def without_session_operator(operator: LocalOperator | None) -> Iterator[None]:
-    """Stop the suite's cluster-wide operator so only the operators under test act."""
-    if operator is None:
-        pytest.skip("needs the local operator (the in-cluster one is managed by its chart)")
-    operator.stop()
-    try:
-        yield
-    finally:
-        operator.start()
 
 
 def _peered(

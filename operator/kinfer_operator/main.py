@@ -18,6 +18,7 @@ from kinfer_operator._kube import Kube, load_config
 from kinfer_operator.handlers import WORKERS, Controller, install
 from kinfer_operator.reconcile import Reconciler
 from kinfer_operator.reconcile.cluster import CachedCluster, relist
+from kinfer_operator.reconcile.template_rolls import DEFAULT_MAX_TEMPLATE_ROLLS, TemplateRolls
 from kinfer_operator.rollout.endpoints import ConfigError
 from kinfer_operator.rollout.endpoints import load_config as load_prometheus
 from kinfer_operator.world import Store
@@ -25,6 +26,19 @@ from kinfer_operator.world.cost_metric import GpuSecondsCollector
 from kinfer_operator.world.store import ModelKey
 
 __all__ = ["main", "parse_args"]
+
+
+def _at_least_one(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _template_mark(value: str) -> str:
+    if len(value) > 63:
+        raise argparse.ArgumentTypeError(f"at most 63 characters, got {len(value)}")
+    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,6 +75,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=int(env("KINFER_WORKERS", str(WORKERS))),
         help="reconcile workers draining the work queue (one model per worker at a time)",
+    )
+    parser.add_argument(
+        "--max-template-rolls",
+        type=_at_least_one,
+        default=env("KINFER_MAX_TEMPLATE_ROLLS", str(DEFAULT_MAX_TEMPLATE_ROLLS)),
+        help="models rolling a change of the operator's own pod template (after an operator "
+        "upgrade) at once; spec changes are not limited by this",
+    )
+    parser.add_argument(
+        "--template-mark",
+        type=_template_mark,
+        default=env("KINFER_TEMPLATE_MARK", ""),
+        help="for tests only: an annotation value added to every pod template, so that the "
+        "operator's template differs on demand",
     )
     parser.add_argument(
         "--gateway-api",
@@ -137,7 +165,10 @@ def main(argv: list[str] | None = None) -> None:
         return not checked[0][1]
 
     reconciler = Reconciler(
-        CachedCluster(store, kube, routes_watched=watch_routes), prometheus=prometheus
+        CachedCluster(store, kube, routes_watched=watch_routes),
+        prometheus=prometheus,
+        template_rolls=TemplateRolls(args.max_template_rolls, lambda: store.all_of("Deployment")),
+        template_mark=args.template_mark,
     )
     REGISTRY.register(GpuSecondsCollector(store, reconciler.costs))
 

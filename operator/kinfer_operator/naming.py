@@ -14,6 +14,9 @@ __all__ = [
     "HASH_ANNOTATION",
     "MODEL_LABEL",
     "REVISION_LABEL",
+    "TEMPLATE_HASH_ANNOTATION",
+    "TEMPLATE_MARK_ANNOTATION",
+    "TEMPLATE_ROLL_ANNOTATION",
     "TRACK_LABEL",
     "Track",
     "child_labels",
@@ -36,6 +39,13 @@ HASH_ANNOTATION = f"{DOMAIN}/applied-hash"
 MODEL_VERSION_ANNOTATION = f"{DOMAIN}/model-version"
 CACHE_KEY_ANNOTATION = f"{DOMAIN}/cache-key"
 """On a Deployment: the model-cache version (sha256[:32]) its pods load."""
+TEMPLATE_HASH_ANNOTATION = f"{DOMAIN}/template-hash"
+"""On a Deployment: the digest of the pod template the operator built for it."""
+TEMPLATE_ROLL_ANNOTATION = f"{DOMAIN}/template-roll"
+"""On a Deployment: the template digest it was given by an operator upgrade (a template-only
+change), so the upgrade's rolls in flight can be counted from the cache alone."""
+TEMPLATE_MARK_ANNOTATION = f"{DOMAIN}/template-mark"
+"""On a pod template, for tests only: makes the operator's template differ on demand."""
 MANAGED_BY = "kinfer"
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from kinfer_operator.main import main, routes_watched
+from kinfer_operator.main import main, parse_args, routes_watched
 
 
 class _Kube:
@@ -53,3 +53,25 @@ def test_a_bad_prometheus_configuration_stops_the_operator_before_it_starts(
     with pytest.raises(SystemExit, match="Prometheus configuration") as caught:
         main([])
     assert "thanos" in str(caught.value)
+
+
+def test_template_rolls_default_to_two_and_read_their_env(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("KINFER_MAX_TEMPLATE_ROLLS", raising=False)
+    monkeypatch.delenv("KINFER_TEMPLATE_MARK", raising=False)
+    args = parse_args([])
+    assert (args.max_template_rolls, args.template_mark) == (2, "")
+    monkeypatch.setenv("KINFER_MAX_TEMPLATE_ROLLS", "5")
+    monkeypatch.setenv("KINFER_TEMPLATE_MARK", "upgrade-1")
+    args = parse_args([])
+    assert (args.max_template_rolls, args.template_mark) == (5, "upgrade-1")
+
+
+@pytest.mark.parametrize("argv", [["--max-template-rolls", "0"], ["--template-mark", "x" * 64]])
+def test_out_of_bounds_template_settings_are_refused(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+    assert argv[0] in capsys.readouterr().err

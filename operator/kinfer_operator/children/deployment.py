@@ -13,10 +13,13 @@ from kinfer_operator.naming import (
     MODEL_LABEL,
     MODEL_VERSION_ANNOTATION,
     REVISION_LABEL,
+    TEMPLATE_HASH_ANNOTATION,
+    TEMPLATE_MARK_ANNOTATION,
     TRACK_LABEL,
     Track,
     child_labels,
     deployment_name,
+    object_hash,
     pod_labels,
     revision_of,
 )
@@ -286,12 +289,16 @@ def _annotations(model: InferenceModel) -> dict[str, str]:
     return out
 
 
-def build_deployment(model: InferenceModel, track: Track) -> dict[str, Any]:
+def build_deployment(
+    model: InferenceModel, track: Track, template_mark: str = ""
+) -> dict[str, Any]:
     """The Deployment serving the model's current revision on the given track.
 
     `spec.replicas` is deliberately absent: the apply step never owns it, so an HPA can take
     it over without the operator fighting back (fixed replica counts go through the scale
-    subresource instead).
+    subresource instead). The pod template's digest is recorded on the Deployment, so a
+    change of the operator's template can be told apart from others (reconcile/template_rolls).
+    `template_mark` (tests only) is copied into the pod template to change it on demand.
     """
     revision = revision_of(model)
     runtime = model.spec.runtime
@@ -311,6 +318,14 @@ def build_deployment(model: InferenceModel, track: Track) -> dict[str, Any]:
         pod_spec["serviceAccountName"] = runtime.service_account_name
     if runtime.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": n} for n in runtime.image_pull_secrets]
+    pod_annotations = {MODEL_VERSION_ANNOTATION: model.spec.model.version}
+    if template_mark:
+        pod_annotations[TEMPLATE_MARK_ANNOTATION] = template_mark
+    template: dict[str, Any] = {
+        "metadata": {"labels": pod_labels(model, revision), "annotations": pod_annotations},
+        "spec": pod_spec,
+    }
+    annotations = {**_annotations(model), TEMPLATE_HASH_ANNOTATION: object_hash(template)}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -318,7 +333,7 @@ def build_deployment(model: InferenceModel, track: Track) -> dict[str, Any]:
             "name": deployment_name(model, revision),
             "namespace": model.namespace,
             "labels": {**child_labels(model), REVISION_LABEL: revision, TRACK_LABEL: track},
-            "annotations": _annotations(model),
+            "annotations": annotations,
             "ownerReferences": [model.owner_reference],
         },
         "spec": {
@@ -330,12 +345,6 @@ def build_deployment(model: InferenceModel, track: Track) -> dict[str, Any]:
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
             },
-            "template": {
-                "metadata": {
-                    "labels": pod_labels(model, revision),
-                    "annotations": {MODEL_VERSION_ANNOTATION: model.spec.model.version},
-                },
-                "spec": pod_spec,
-            },
+            "template": template,
         },
     }

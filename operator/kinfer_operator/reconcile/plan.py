@@ -17,6 +17,7 @@ from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import (
     HASH_ANNOTATION,
     TRACK_LABEL,
+    Track,
     deployment_name,
     object_hash,
     revision_of,
@@ -131,11 +132,17 @@ def _rollout_revisions(
     return stable.revision, rollout.canary_revision, False
 
 
-def plan(model: InferenceModel, observed: Observed, rollout: RolloutDecision | None = None) -> Plan:
+def plan(
+    model: InferenceModel,
+    observed: Observed,
+    rollout: RolloutDecision | None = None,
+    template_mark: str = "",
+) -> Plan:
     """Decide the children and replica counts for the model's current spec.
 
     Without `rollout` (no spec.rollout, or no stable revision yet) a new revision is surged
     in and promoted once fully available; with it, the canary state machine's decision rules.
+    `template_mark` goes into the pod template (a test-only operator setting).
     """
     revision = revision_of(model)
     stable = observed.stable()
@@ -165,7 +172,8 @@ def plan(model: InferenceModel, observed: Observed, rollout: RolloutDecision | N
     )
     if (candidate == revision and not rolled_back) or serving == revision:
         # A rolled-back canary is only scaled away: re-applying it could not help.
-        applies.append(build_deployment(model, "canary" if candidate else "stable"))
+        track: Track = "canary" if candidate else "stable"
+        applies.append(build_deployment(model, track, template_mark))
     keep = {serving} | ({candidate} if candidate else set())
     if not may_retire:
         keep |= {v.revision for v in observed.views}  # old revisions go once stable is whole

@@ -30,6 +30,12 @@ from kinfer_operator.reconcile.backoff import WriteBackoff
 from kinfer_operator.reconcile.cache import FILL_POLL_SECONDS, gate_on_cache
 from kinfer_operator.reconcile.cluster import ClusterApi
 from kinfer_operator.reconcile.plan import Plan, plan, want_replicas
+from kinfer_operator.reconcile.template_rolls import (
+    TEMPLATE_WAIT_SECONDS,
+    Gate,
+    TemplateRolls,
+    gate_template,
+)
 from kinfer_operator.reconcile.writes import WriteExecutor
 from kinfer_operator.references import references_of
 from kinfer_operator.rollout._prometheus import query_value
@@ -142,11 +148,17 @@ class Reconciler:
         query: Query = query_value,
         costs: CostLedger | None = None,
         analysis_budget: float | None = None,
+        template_rolls: TemplateRolls | None = None,
+        template_mark: str = "",
     ) -> None:
         """`query(endpoint, promql, timeout, name)` answers canary analysis against the
         operator's Prometheus endpoints (unit tests pass a fake); `costs` holds the
-        GPU-seconds of deleted pods, fed by the pod watch."""
+        GPU-seconds of deleted pods, fed by the pod watch; `template_rolls` bounds how many
+        models roll a change of the operator's own pod template at once (None: unbounded);
+        `template_mark` (tests only) changes that template on demand."""
         self.kube = kube
+        self.template_rolls = template_rolls
+        self.template_mark = template_mark
         self.costs = costs or CostLedger()
         self.analysis = AnalysisPort(prometheus, query, analysis_budget, monotonic)
         self.writes = WriteExecutor(kube, monotonic)
@@ -228,10 +240,24 @@ class Reconciler:
             return self._refuse(current, str(err), "MissingPermission")
         backoff = self.writes.backoff_for(model.namespace, model.name, current.generation)
         rollout = self._decide_rollout(model, observed, current, backoff)
-        decided = plan(model, observed, rollout)
+        decided = plan(model, observed, rollout, self.template_mark)
         decided, filling = gate_on_cache(model, observed, decided)  # spec.model.cache
-        written = self.writes.execute(model, observed.find, decided, backoff)
-        report = self._report(model, observed, decided, rollout, written.failures, current)
+        rolls = self.template_rolls
+        gate = gate_template(model.namespace, decided, observed.find, rolls) if rolls else None
+        decided = gate.plan if gate else decided
+        try:
+            written = self.writes.execute(model, observed.find, decided, backoff)
+        finally:
+            self._release(gate)
+        report = self._report(
+            model,
+            observed,
+            decided,
+            rollout,
+            written.failures,
+            current,
+            gate.note if gate else None,
+        )
         self._publish(current, report)
         due = [
             t
@@ -240,6 +266,7 @@ class Reconciler:
                 backoff.next_retry_in(),
                 CONFLICT_RETRY_SECONDS if written.conflicts else None,
                 FILL_POLL_SECONDS if filling else None,
+                TEMPLATE_WAIT_SECONDS if gate and gate.waiting else None,
             )
             if t is not None
         ]
@@ -249,6 +276,13 @@ class Reconciler:
             report.status,
             min(due) if due else None,
         )
+
+    def _release(self, gate: Gate | None) -> None:
+        """Free the template-roll slots this pass took: its writes are in the cache now."""
+        if gate is None or self.template_rolls is None:
+            return
+        for key in gate.held:
+            self.template_rolls.release(key)
 
     def _validate(self, body: Mapping[str, Any]) -> tuple[InferenceModel | None, str | None]:
         """The typed model, or why the spec cannot be served (schema, missing references)."""
@@ -280,6 +314,7 @@ class Reconciler:
         rollout: RolloutDecision | None,
         failures: list[WriteFailure],
         current: _Current,
+        upgrade: str | None = None,
     ) -> StatusReport:
         """Status from the observed world, with the rollout's Events first."""
         report = compute_status(
@@ -290,6 +325,7 @@ class Reconciler:
             now=current.now,
             rollout=rollout,
             failures=failures,
+            upgrade=upgrade,
         )
         # Pods were observed before the ledger is read: a pod deleted in between is missing
         # from this status for one pass (its DELETED event enqueued the next), never doubled.

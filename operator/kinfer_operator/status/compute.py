@@ -152,6 +152,7 @@ def _verdict(
     plan: Plan,
     rollout: RolloutStatus | None,
     failures: Sequence[WriteFailure] = (),
+    upgrade: str | None = None,
 ) -> _Verdict:
     revision = plan.desired_revision
     from_writes = _write_verdict(failures)
@@ -219,7 +220,11 @@ def _verdict(
         and target is not None
         # Promoted this pass: the relabel is written but not yet observed.
         and (target.track == "stable" or plan.promoted)
-        and target.fully_available(plan.want_replicas)
+        and (
+            target.fully_available(plan.want_replicas)
+            # Rolling the operator's new template: maxUnavailable 0 keeps it serving.
+            or (upgrade is not None and target.available >= max(plan.want_replicas, 1))
+        )
     )
     if serving_now:
         version = model.spec.model.version
@@ -227,7 +232,9 @@ def _verdict(
         return _Verdict(
             "Ready",
             _c("True", "Serving", message),
-            _c("False", "RolloutComplete", message),
+            _c("True", "OperatorUpgrade", upgrade)
+            if upgrade is not None
+            else _c("False", "RolloutComplete", message),
             healthy,
             False,
         )
@@ -379,11 +386,14 @@ def compute_status(
     now: datetime,
     rollout: RolloutDecision | None = None,
     failures: Sequence[WriteFailure] = (),
+    upgrade: str | None = None,
 ) -> StatusReport:
     """The status for this pass; `rollout` is the canary decision when spec.rollout is set,
-    `failures` the writes of this pass the API server did not take (or that back off)."""
+    `failures` the writes of this pass the API server did not take (or that back off),
+    `upgrade` what the model's roll of the operator's new pod template is at (waiting for a
+    slot, or rolling), if it has one."""
     rollout_status = rollout.status if rollout is not None else None
-    verdict = _verdict(model, observed, plan, rollout_status, failures)
+    verdict = _verdict(model, observed, plan, rollout_status, failures, upgrade)
     gen = model.generation
     old = list(previous.conditions) if previous else []
     conditions = _apply_verdict(old, verdict, gen, now)

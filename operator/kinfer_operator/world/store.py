@@ -314,6 +314,11 @@ class Store:
         with self._lock:
             return list(self._models)
 
+    def all_of(self, kind: WatchedKind) -> list[Mapping[str, Any]]:
+        """Every held child of one kind, across models: for limits that span the cluster."""
+        with self._lock:
+            return [o for kinds in self._children.values() for o in kinds.get(kind, {}).values()]
+
     def observe(self, namespace: str, model_name: str, model_uid: str) -> Observed:
         """The model's children that it controls (by owner UID) and its pods."""
         with self._lock:

@@ -8,7 +8,14 @@ from typing import Any
 from kinfer_operator import runtime_contract as rc
 from kinfer_operator.children import build_deployment
 from kinfer_operator.model import InferenceModel
-from kinfer_operator.naming import MODEL_LABEL, REVISION_LABEL, TRACK_LABEL, revision_of
+from kinfer_operator.naming import (
+    MODEL_LABEL,
+    REVISION_LABEL,
+    TEMPLATE_HASH_ANNOTATION,
+    TEMPLATE_MARK_ANNOTATION,
+    TRACK_LABEL,
+    revision_of,
+)
 
 MakeModel = Callable[..., InferenceModel]
 
@@ -181,3 +188,18 @@ def test_lower_priority_cap_reaches_runtime_env_only_when_set(make_model: MakeMo
     model = make_model({"runtime": {"batching": {"lowerPriorityMaxBatchSize": 4}}})
     env = _env(build_deployment(model, "stable"))
     assert env[rc.ENV_LOWER_PRIORITY_MAX_BATCH_SIZE] == "4"
+
+
+def test_the_pod_template_digest_follows_the_template_and_the_test_mark(
+    make_model: MakeModel,
+) -> None:
+    plain = build_deployment(make_model(), "stable")
+    again = build_deployment(make_model(), "canary")  # the track is not in the template
+    marked = build_deployment(make_model(), "stable", template_mark="upgrade-1")
+    digest = plain["metadata"]["annotations"][TEMPLATE_HASH_ANNOTATION]
+    assert again["metadata"]["annotations"][TEMPLATE_HASH_ANNOTATION] == digest
+    assert marked["metadata"]["annotations"][TEMPLATE_HASH_ANNOTATION] != digest
+    assert marked["spec"]["template"]["metadata"]["annotations"][TEMPLATE_MARK_ANNOTATION] == (
+        "upgrade-1"
+    )
+    assert TEMPLATE_MARK_ANNOTATION not in plain["spec"]["template"]["metadata"]["annotations"]
