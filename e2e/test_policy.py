@@ -69,7 +69,7 @@ def _rendered_policy(release: str, namespace: str, token: str) -> str:
 @pytest.fixture(scope="module")
 def policy_namespace(crds: None) -> Iterator[str]:
     """A namespace under the policy, whose params ConfigMap it also holds (the release's)."""
-    token = secrets.token_hex(3)
+    token = f"t{secrets.token_hex(3)}"  # never all digits: --set would make it a number
     release = f"kp{token}"
     namespace = f"kinfer-policy-{token}"
     kubectl("create", "namespace", namespace)

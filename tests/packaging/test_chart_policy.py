@@ -8,8 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
+from support.admission_policy import pinned_kubernetes_minor
 
 Render = Callable[..., list[dict[str, Any]]]
 RULES = yaml.safe_load(
@@ -80,7 +82,7 @@ def test_values_reach_the_params_and_the_binding(render: Render) -> None:
             "policy.params.maxGPUsPerModel": "4",
             "policy.params.allowShadow": "false",
             "policy.validationActions": "{Warn,Audit}",
-            "policy.namespaceSelector.matchLabels.tenant": "true",
+            "policy.namespaceSelector.matchLabels.tenant": "team-a",
         },
     )
     data = _named(docs, "ConfigMap", "kinfer-policy")["data"]
@@ -89,7 +91,9 @@ def test_values_reach_the_params_and_the_binding(render: Render) -> None:
     for name in ("kinfer-policy", "kinfer-policy-scale"):
         binding = _named(docs, "ValidatingAdmissionPolicyBinding", name)["spec"]
         assert binding["validationActions"] == ["Warn", "Audit"]
-        assert binding["matchResources"]["namespaceSelector"] == {"matchLabels": {"tenant": "true"}}
+        assert binding["matchResources"]["namespaceSelector"] == {
+            "matchLabels": {"tenant": "team-a"}
+        }
 
 
 def test_per_namespace_params_are_looked_up_in_the_model_namespace(render: Render) -> None:
@@ -132,3 +136,26 @@ def test_unusable_policy_values_fail_rendering_naming_the_value(
     render_error: Callable[..., str], values: dict[str, str], message: str
 ) -> None:
     assert message in render_error(**values)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {**ON, "policy.namespaceGPUQuota.team-a": "16"},
+        {**ON, "policy.perNamespaceParams": "true", "policy.paramNamespaces": "{team-a}"},
+    ],
+    ids=["central-params", "per-namespace-params"],
+)
+def test_every_policy_object_is_valid_for_the_pinned_kubernetes(
+    render: Render, values: dict[str, str]
+) -> None:
+    version = pinned_kubernetes_minor()
+    kinds = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ResourceQuota"}
+    policy_docs = [
+        d
+        for d in render(**values)
+        if d["kind"] in kinds or d["metadata"]["name"].endswith("-policy")
+    ]
+    assert len(policy_docs) >= 5
+    for doc in policy_docs:
+        kubernetes_validate.validate(doc, version, strict=True)

@@ -7,13 +7,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 from kinfer_operator.api.spec import InferenceModelSpec
-from support.admission_policy import Policy
+from support.admission_policy import Policy, pinned_kubernetes_minor
 from support.factories import deep_merge, model_body
 
-VALUES = Path(__file__).resolve().parents[2] / "charts" / "kinfer" / "values.yaml"
+REPO = Path(__file__).resolve().parents[2]
+VALUES = REPO / "charts" / "kinfer" / "values.yaml"
+RULES_FILE = yaml.safe_load((REPO / "charts/kinfer/files/policy/rules.yaml").read_text())
 MODEL = Policy("model")
 SCALE = Policy("scale")
 IMAGE = "registry.example.com/kinfer/runtime:0.1.0"
@@ -185,3 +188,16 @@ def test_every_validation_names_its_rule_and_a_field() -> None:
             assert validation["messageExpression"].startswith("'kinfer-policy/")
             assert validation["reason"] in {"Forbidden", "Invalid"}
         assert policy.expressions()
+
+
+def test_rules_are_valid_admission_policy_fields_for_the_pinned_kubernetes() -> None:
+    # Fields the API server does not know (a CRD rule's fieldPath, say) would be refused.
+    version = pinned_kubernetes_minor()
+    for section in ("model", "scale"):
+        policy = {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": f"kinfer-policy-{section}"},
+            "spec": dict(RULES_FILE[section]),
+        }
+        kubernetes_validate.validate(policy, version, strict=True)

@@ -18,9 +18,17 @@ import celpy
 import yaml
 from celpy import celtypes
 
-RULES = (
-    Path(__file__).resolve().parents[2] / "charts" / "kinfer" / "files" / "policy" / "rules.yaml"
-)
+REPO = Path(__file__).resolve().parents[2]
+RULES = REPO / "charts" / "kinfer" / "files" / "policy" / "rules.yaml"
+
+
+def pinned_kubernetes_minor() -> str:
+    """The e2e cluster's Kubernetes as major.minor.0 (kubernetes-validate's schema sets)."""
+    for line in (REPO / "e2e" / "tools" / "versions.env").read_text().splitlines():
+        if line.startswith("K8S_VERSION="):
+            major, minor, *_ = line.partition("=")[2].strip().split(".")
+            return f"{major}.{minor}.0"
+    raise AssertionError("K8S_VERSION missing from e2e/tools/versions.env")
 
 
 def _split(text: celtypes.StringType, sep: celtypes.StringType) -> celtypes.ListType:
