@@ -130,6 +130,7 @@ def test_namespace_gpu_maximum_is_a_resource_quota_per_namespace(render: Render)
         ({**ON, "policy.params.maxGPUsPerModel": "-1"}, "maxGPUsPerModel"),
         ({**ON, "policy.parameterNotFoundAction": "Ignore"}, "parameterNotFoundAction"),
         ({**ON, "policy.validationActions": "{Block}"}, "validationActions"),
+        ({**ON, "policy.validationActions": "{Deny,Warn}"}, "validationActions"),
     ],
 )
 def test_unusable_policy_values_fail_rendering_naming_the_value(
