@@ -95,8 +95,9 @@ def policy_namespace(crds: None) -> Iterator[str]:
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
-def _with(path: str, value: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
-    doc = copy.deepcopy(base or BASE)
+def _with(path: str, value: Any) -> dict[str, Any]:
+    """The GPU example with one field set."""
+    doc = copy.deepcopy(BASE)
     *parents, leaf = path.split(".")
     node = doc
     for key in parents:
