@@ -45,6 +45,8 @@ declare -a VALUE_SETS=(
     "crds.install=false,peering.enabled=false,replicas=1"
     "watchNamespaces={team-a,team-b},gatewayAPI.enabled=true"
     "monitoring.serviceMonitor.enabled=true,monitoring.podMonitor.enabled=true,monitoring.prometheusRule.enabled=true"
+    "policy.enabled=true,policy.params.allowedImagePrefixes={registry.example.com/},policy.namespaceGPUQuota.team-a=8"
+    "policy.enabled=true,policy.params.allowedImagePrefixes={*},policy.perNamespaceParams=true,policy.paramNamespaces={team-a}"
 )
 for values in "${VALUE_SETS[@]}"; do
     echo "values: ${values:-<defaults>}"
