@@ -38,6 +38,8 @@ async def _start_grpc(service: InferenceService) -> grpc.aio.Server | None:
             host=settings.host,
             port=settings.grpc_port,
             max_message_bytes=settings.max_body_bytes,
+            budget=service.budget,
+            max_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
         )
     except RuntimeError as exc:
         service.fail(f"cannot listen on gRPC port {settings.grpc_port}: {exc}")
@@ -79,5 +81,10 @@ def create_app(service: InferenceService) -> ASGIApp:
     app.include_router(health_router(service.readiness, service.metrics))
     app.include_router(models_router(service.registry))
     return InferenceEndpoint(
-        app, service.registry, service.metrics, service.settings.max_body_bytes, service.mirror
+        app,
+        service.registry,
+        service.metrics,
+        service.settings.max_body_bytes,
+        service.budget,
+        service.mirror,
     )
