@@ -105,8 +105,9 @@ class Settings:
     # several times its size); over it a request is refused unread (503, RESOURCE_EXHAUSTED).
     # 0: a quarter of the container's memory limit, or 256 MiB without one.
     max_inflight_bytes: int = 0
-    # gRPC calls served at once (grpcio reads a whole message before the budget can be
-    # charged, so this bounds what it holds unread); further calls wait in the transport.
+    # gRPC calls served at once; more are refused (RESOURCE_EXHAUSTED) before their message is
+    # read. grpcio reads a message whole before the budget can be charged, so gRPC messages
+    # are also limited to max_inflight_bytes / this (and to max_body_bytes).
     grpc_max_concurrent_rpcs: int = 64
     device: Device = "auto"
     torch_dtype: TorchDtype = "fp32"
@@ -226,7 +227,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, s
     flag(
         "grpc_max_concurrent_rpcs",
         type=_positive(int),
-        help="gRPC calls served at once; more wait (64)",
+        help="gRPC calls served at once, more are refused; messages <= budget / this (64)",
     )
     flag("device", choices=get_args(Device), help="auto: CUDA when available (auto)")
     flag("torch_dtype", choices=get_args(TorchDtype), help="PyTorch compute dtype (fp32)")

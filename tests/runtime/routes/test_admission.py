@@ -13,8 +13,10 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as tc
+from kinfer_runtime.app import grpc_max_message_bytes
 from kinfer_runtime.backends import BackendOptions
 from kinfer_runtime.backends.onnx import OnnxBackend
+from kinfer_runtime.dataplane.budget import ByteBudget
 from kinfer_runtime.routes._admission import JSON_COST_FACTOR
 from tritonclient.utils import InferenceServerException
 
@@ -25,7 +27,10 @@ BUDGET = 60_000  # room for two 12 KiB images in binary, not for eight
 @pytest.fixture(scope="module")
 def live(serve, make_settings, unused_port, demo_dir: Path) -> Iterator[Any]:
     settings = make_settings(
-        demo_dir / "model.onnx", grpc_port=unused_port(), max_inflight_bytes=BUDGET
+        demo_dir / "model.onnx",
+        grpc_port=unused_port(),
+        max_inflight_bytes=BUDGET,
+        grpc_max_concurrent_rpcs=1,  # gRPC messages may then be as large as the budget
     )
     with serve(settings) as server:
         yield server
@@ -156,14 +161,29 @@ def _grpc_infer(live, x: np.ndarray) -> np.ndarray:
     return logits
 
 
-def test_a_grpc_message_over_the_whole_budget_is_resource_exhausted(
+def test_a_grpc_message_over_the_budget_is_resource_exhausted_as_it_arrives(
     live, images, reference
 ) -> None:
     with pytest.raises(InferenceServerException) as info:
         _grpc_infer(live, images[:8])
     assert str(info.value.status()) == "StatusCode.RESOURCE_EXHAUSTED"
-    assert "in-flight budget" in str(info.value.message())
+    assert "larger than max" in str(info.value.message())  # grpcio's own message limit
     np.testing.assert_allclose(_grpc_infer(live, images[:2]), reference(images[:2]), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("budget", "calls", "expected"),
+    [
+        (256 << 20, 64, 4 << 20),  # a 1 GiB pod: 4 MiB messages
+        (4 << 30, 64, 64 << 20),  # a 16 GiB pod: the body limit
+        (60_000, 1, 60_000),
+    ],
+)
+def test_grpc_messages_are_limited_so_that_the_calls_served_fit_the_budget(
+    make_settings, budget: int, calls: int, expected: int
+) -> None:
+    settings = make_settings("x", grpc_max_concurrent_rpcs=calls)
+    assert grpc_max_message_bytes(settings, ByteBudget(budget)) == expected
 
 
 def test_grpc_shares_the_budget_with_rest_and_serves_again_once_freed(

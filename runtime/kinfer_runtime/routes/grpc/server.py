@@ -28,7 +28,8 @@ async def start_grpc_server(
     """
     server = grpc.aio.server(
         options=[
-            # The REST body limit applies to gRPC messages too (grpcio's default is 4 MiB).
+            # The REST body limit, or less (see app.grpc_max_message_bytes); over it grpcio
+            # refuses the message as it arrives, before buffering it.
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", -1),
             # grpcio sets SO_REUSEPORT by default, which lets a second process bind a port
@@ -36,7 +37,7 @@ async def start_grpc_server(
             ("grpc.so_reuseport", 0),
         ],
         # grpcio reads each message whole before a handler can charge it to the budget: this
-        # bounds how many it holds at once.
+        # bounds how many it holds at once (further calls are refused unread).
         maximum_concurrent_rpcs=max_concurrent_rpcs,
     )
     handlers = method_handlers(InferenceServicer(registry, readiness, metrics, budget))
