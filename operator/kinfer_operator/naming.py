@@ -59,9 +59,10 @@ def revision_of(model: InferenceModel) -> str:
     """
     spec = model.spec
     shaping = {
-        # The cache's size limit never reaches a pod: changing it starts no rollout.
+        # The cache's size limit and the fill Job's resources never reach a serving pod:
+        # changing them starts no rollout.
         "model": spec.model.model_dump(
-            by_alias=True, exclude_defaults=True, exclude={"cache": {"max_size"}}
+            by_alias=True, exclude_defaults=True, exclude={"cache": {"max_size", "fill_resources"}}
         ),
         "runtime": spec.runtime.model_dump(by_alias=True, exclude_defaults=True),
         "scheduling": spec.scheduling.model_dump(by_alias=True, exclude_defaults=True),

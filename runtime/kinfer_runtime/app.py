@@ -12,6 +12,8 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from kinfer_runtime import __version__
+from kinfer_runtime.config import Settings
+from kinfer_runtime.dataplane.budget import ByteBudget
 from kinfer_runtime.routes import (
     InferenceEndpoint,
     health_router,
@@ -21,7 +23,7 @@ from kinfer_runtime.routes import (
 from kinfer_runtime.routes.grpc import start_grpc_server
 from kinfer_runtime.service import InferenceService
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "grpc_max_message_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +39,25 @@ async def _start_grpc(service: InferenceService) -> grpc.aio.Server | None:
             service.metrics,
             host=settings.host,
             port=settings.grpc_port,
-            max_message_bytes=settings.max_body_bytes,
+            max_message_bytes=grpc_max_message_bytes(settings, service.budget),
+            budget=service.budget,
+            max_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
         )
     except RuntimeError as exc:
         service.fail(f"cannot listen on gRPC port {settings.grpc_port}: {exc}")
         return None
     log.info("gRPC (inference.GRPCInferenceService) on port %d", port)
     return server
+
+
+def grpc_max_message_bytes(settings: Settings, budget: ByteBudget) -> int:
+    """The largest gRPC message: the body limit, or less where the calls served at once could
+    otherwise hold more than the byte budget. grpcio reads a message whole before a handler
+    can charge it, so only the message limit and the call cap bound what it holds unread
+    (4 MiB messages in a 1 GiB pod, 64 MiB from 16 GiB)."""
+    return max(
+        min(settings.max_body_bytes, budget.capacity // settings.grpc_max_concurrent_rpcs), 1
+    )
 
 
 def create_app(service: InferenceService) -> ASGIApp:
@@ -84,6 +98,7 @@ def create_app(service: InferenceService) -> ASGIApp:
         service.registry,
         service.metrics,
         settings.max_body_bytes,
+        service.budget,
         service.mirror,
         classified_port=settings.classified_port or None,
     )

@@ -52,6 +52,8 @@ ENV: Final = {
     "default_priority": "KINFER_DEFAULT_PRIORITY",
     "lower_priority_max_batch_size": "KINFER_LOWER_PRIORITY_MAX_BATCH_SIZE",
     "max_body_bytes": "KINFER_MAX_BODY_BYTES",
+    "max_inflight_bytes": "KINFER_MAX_INFLIGHT_BYTES",
+    "grpc_max_concurrent_rpcs": "KINFER_GRPC_MAX_CONCURRENT_RPCS",
     "device": "KINFER_DEVICE",
     "torch_dtype": "KINFER_TORCH_DTYPE",
     "threads": "KINFER_THREADS",
@@ -103,6 +105,14 @@ class Settings:
     # alone), max_batch_size on a GPU (where the rows of a batch are nearly free).
     lower_priority_max_batch_size: int = 0
     max_body_bytes: int = 64 * 1024 * 1024
+    # Memory that request bodies in flight may hold, REST and gRPC together (JSON counted at
+    # several times its size); over it a request is refused unread (503, RESOURCE_EXHAUSTED).
+    # 0: a quarter of the container's memory limit, or 256 MiB without one.
+    max_inflight_bytes: int = 0
+    # gRPC calls served at once; more are refused (RESOURCE_EXHAUSTED) before their message is
+    # read. grpcio reads a message whole before the budget can be charged, so gRPC messages
+    # are also limited to max_inflight_bytes / this (and to max_body_bytes).
+    grpc_max_concurrent_rpcs: int = 64
     device: Device = "auto"
     torch_dtype: TorchDtype = "fp32"
     threads: int | None = None  # None: the container's CPU limit
@@ -225,6 +235,16 @@ def add_serve_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, s
         help="rows per batch without level-1 requests; 0 = auto: 1 on CPU, max on GPU (0)",
     )
     flag("max_body_bytes", type=_positive(int), help="largest request body, else 413 (64 MiB)")
+    flag(
+        "max_inflight_bytes",
+        type=_non_negative(int),
+        help="request memory in flight before 503; 0 = a quarter of the memory limit (0)",
+    )
+    flag(
+        "grpc_max_concurrent_rpcs",
+        type=_positive(int),
+        help="gRPC calls served at once, more are refused; messages <= budget / this (64)",
+    )
     flag("device", choices=get_args(Device), help="auto: CUDA when available (auto)")
     flag("torch_dtype", choices=get_args(TorchDtype), help="PyTorch compute dtype (fp32)")
     flag("threads", type=_positive(int), help="CPU threads per model (default: CPU limit)")

@@ -8,6 +8,7 @@ __all__ = [
     "InferenceFailed",
     "InvalidInput",
     "KinferError",
+    "MemoryBudgetFull",
     "ModelLoadError",
     "ModelNotFound",
     "ModelNotReady",
@@ -47,6 +48,12 @@ class QueueFull(Overloaded):
     """No room in the queue at the request's priority level."""
 
     reason = "queue_full"
+
+
+class MemoryBudgetFull(Overloaded):
+    """The request bodies already in flight hold the memory this one needs; it was not read."""
+
+    reason = "memory_budget"
 
 
 class QueueTimeout(Overloaded):

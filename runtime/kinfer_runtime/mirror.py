@@ -4,8 +4,10 @@ candidate revision, whose answers are discarded.
 Why here and not in a gateway: kinfer owns the runtime, so mirroring works in every traffic
 mode (ReplicaRatio included) with no gateway or mesh, and the gateway kinfer tests on does not
 implement the HTTPRoute RequestMirror filter. Why it cannot slow the stable path: `offer` only
-samples and does a non-blocking put into a bounded queue (a full queue drops and counts the
-drop); a fixed number of worker tasks send, each with a timeout.
+samples and does a non-blocking put into a queue bounded by count and by bytes (a full queue
+drops and counts the drop); a fixed number of worker tasks send, each with a timeout. The byte
+bound counts the copies being sent too, so a target that never answers costs at most
+`max_queue_bytes` of memory, whatever the count allows.
 
 The operator turns mirroring on and off by rewriting a ConfigMap mounted into the pod; the
 kubelet swaps the file in place, so the stable pods are never restarted. The file is polled
@@ -52,6 +54,8 @@ class MirrorConfig:
     timeout_s: float = 5.0
     max_queue: int = 256
     max_concurrency: int = 4
+    max_queue_bytes: int = 64 * 1024 * 1024
+    """Request bodies queued or being sent, all together; beyond it copies are dropped."""
 
 
 def read_config(path: Path) -> MirrorConfig | None:
@@ -77,6 +81,7 @@ def read_config(path: Path) -> MirrorConfig | None:
             timeout_s=float(raw.get("timeoutSeconds", 5.0)),
             max_queue=max(int(raw.get("maxQueue", 256)), 1),
             max_concurrency=max(int(raw.get("maxConcurrency", 4)), 1),
+            max_queue_bytes=max(int(raw.get("maxQueueBytes", MirrorConfig.max_queue_bytes)), 1),
         )
     except (TypeError, ValueError) as exc:
         log.warning("ignoring invalid shadow config %s: %s", path, exc)
@@ -116,6 +121,7 @@ class Mirror:
         self._config: MirrorConfig | None = None
         self._credit = 0.0
         self._queue: asyncio.Queue[_Copy] | None = None
+        self._held_bytes = 0  # bodies queued or being sent
         self._workers: list[asyncio.Task[None]] = []
         self._watcher: asyncio.Task[None] | None = None
 
@@ -132,6 +138,9 @@ class Mirror:
         if self._credit < 100.0:
             return
         self._credit -= 100.0
+        if self._held_bytes + len(body) > config.max_queue_bytes:
+            self._metrics.shadow_done("dropped")
+            return
         headers = {k.decode(): v.decode("latin-1") for k, v in raw_headers if k in _KEPT_HEADERS}
         headers[SHADOW_HEADER] = self._revision or "stable"
         try:
@@ -139,6 +148,7 @@ class Mirror:
         except asyncio.QueueFull:
             self._metrics.shadow_done("dropped")
             return
+        self._held_bytes += len(body)
         self._metrics.shadow_queue_depth(queue.qsize())
 
     async def start(self) -> None:
@@ -202,6 +212,7 @@ class Mirror:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._queue = None
+        self._held_bytes = 0  # the queue and its copies are gone with it
         self._metrics.shadow_queue_depth(0)
 
     async def _watch(self) -> None:
@@ -225,5 +236,7 @@ class Mirror:
                     self._metrics.shadow_done("failed")
                 else:
                     self._metrics.shadow_done("mirrored")
+                finally:
+                    self._held_bytes -= len(copy.body)
         finally:
             await connection.close()

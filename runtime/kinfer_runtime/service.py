@@ -8,6 +8,7 @@ from collections.abc import Callable
 from kinfer_runtime.backends import Backend, BackendOptions, detect_format, open_backend
 from kinfer_runtime.config import Settings, object_store
 from kinfer_runtime.dataplane import Batcher, BatchPolicy, ModelRegistry, Readiness, ServedModel
+from kinfer_runtime.dataplane.budget import ByteBudget, container_memory_limit, default_budget
 from kinfer_runtime.dataplane.warmup import warm_up, warmup_batch_sizes
 from kinfer_runtime.errors import ModelLoadError
 from kinfer_runtime.metrics import RuntimeMetrics
@@ -35,6 +36,10 @@ class InferenceService:
         self.registry = ModelRegistry()
         self.registry.add(self.model)
         self.mirror = Mirror(self.metrics, settings.revision, settings.shadow_config)
+        # Request memory in flight, shared by REST and gRPC.
+        self.budget = ByteBudget(
+            settings.max_inflight_bytes or default_budget(container_memory_limit())
+        )
         self.failure: str | None = None
         self._on_fatal = on_fatal
 

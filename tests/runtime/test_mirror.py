@@ -170,6 +170,35 @@ def test_a_full_queue_drops_and_counts_and_never_waits(silent_port: int) -> None
     assert spent < 0.05  # ten offers against a target that never answers
 
 
+def test_the_queue_is_bounded_by_bytes_as_well_as_by_count(silent_port: int) -> None:
+    async def run() -> tuple[float, int, float]:
+        mirror, metrics = await _configured(
+            silent_port, max_queue=1000, max_concurrency=2, max_queue_bytes=10_000, timeout_s=30.0
+        )
+        body = bytes(4_000)
+        for _ in range(10):
+            mirror.offer(INFER, [], body)
+        await asyncio.sleep(0.1)  # two workers take a copy each and wait on the silent target
+        held = mirror._held_bytes
+        for _ in range(10):
+            mirror.offer(INFER, [], body)
+        dropped = _sample(metrics, "kinfer_shadow_requests_total", result="dropped")
+        await mirror.stop()
+        return dropped, held, _sample(metrics, "kinfer_shadow_queue_depth")
+
+    dropped, held, depth = asyncio.run(run())
+    assert held == 8_000  # the copies being sent still count
+    assert dropped == 18  # only two 4 kB copies fit in 10 kB, queued or in flight
+    assert depth == 0
+
+
+def test_the_byte_bound_is_read_from_the_config(tmp_path: Path) -> None:
+    path = tmp_path / "mirror.json"
+    _write(path, target="http://10.0.0.7:8080/", percent=10, maxQueueBytes=1234)
+    config = read_config(path)
+    assert config is not None and config.max_queue_bytes == 1234
+
+
 def test_a_target_that_does_not_answer_in_time_counts_as_failed(silent_port: int) -> None:
     async def run() -> float:
         mirror, metrics = await _configured(silent_port, timeout_s=0.2)

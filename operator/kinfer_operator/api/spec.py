@@ -11,7 +11,15 @@ import re
 from itertools import pairwise
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, WithJsonSchema, field_validator, model_validator
+from kubernetes.utils.quantity import parse_quantity
+from pydantic import (
+    AfterValidator,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from kinfer_operator import runtime_contract
 from kinfer_operator.api._base import ApiModel, cel, rule
@@ -136,6 +144,10 @@ class ModelCache(ApiModel):
     """How much this model's versions may hold, e.g. 20Gi. After each fill, unused versions
     are deleted, least recently filled first, until the total fits; a version that a live
     revision (stable, canary or desired) uses is never deleted. Unset: no limit."""
+    fill_resources: Resources | None = None
+    """CPU and memory of the fill Job's container. Each resource not given keeps its
+    default (requests cpu 100m, memory 256Mi; limits cpu 1, memory 1Gi), so a namespace
+    whose ResourceQuota requires requests and limits accepts the Job."""
 
 
 class ModelSource(ApiModel):
@@ -371,6 +383,43 @@ class EnvVar(ApiModel):
         return name
 
 
+_BINARY_SUFFIX = {"Gi": 1 << 30, "Ti": 1 << 40}
+
+
+def _at_most(field: str, bound: str) -> dict[str, str]:
+    """A CEL rule bounding a Quantity field (tenant input) from above."""
+    limit = int(bound[:-2]) * _BINARY_SUFFIX[bound[-2:]]
+    return rule(
+        f"!has(self.{field}) || (type(self.{field}) == int ? self.{field} <= {limit} : "
+        f"!isQuantity(self.{field}) || quantity(self.{field}).compareTo(quantity('{bound}')) <= 0)",
+        f"must be at most {bound}",
+        f".{field}",
+    )
+
+
+class Scratch(ApiModel):
+    """Size limits of the pod's writable emptyDirs: past one, the kubelet evicts the pod
+    rather than let it fill the node's disk (or memory, for a memory-backed volume)."""
+
+    model_config = cel(_at_most("tmp", "64Gi"), _at_most("modelCache", "4Ti"))
+
+    tmp: Quantity = "1Gi"
+    """/tmp of the runtime and of the cache-fill Job."""
+    model_cache: Quantity = "50Gi"
+    """Where the runtime downloads the model when there is no spec.model.cache: at least the
+    model's size."""
+
+    @field_validator("tmp", "model_cache")
+    @classmethod
+    def _bounded(cls, value: int | str, info: ValidationInfo) -> int | str:
+        # Mirrors the CEL rules, for objects an older CRD let through.
+        bound = {"tmp": "64Gi", "model_cache": "4Ti"}[str(info.field_name)]
+        limit = int(bound[:-2]) * _BINARY_SUFFIX[bound[-2:]]
+        if parse_quantity(value) > limit:  # type: ignore[no-untyped-call]
+            raise ValueError(f"must be at most {bound}")
+        return value
+
+
 class Runtime(ApiModel):
     """The serving container: image, accelerators, resources and batching."""
 
@@ -388,6 +437,8 @@ class Runtime(ApiModel):
     """Accelerators per replica; omit for CPU-only serving."""
     resources: Resources = Field(default_factory=Resources)
     """CPU and memory requests and limits."""
+    scratch: Scratch = Field(default_factory=Scratch)
+    """Size limits of the writable emptyDirs (/tmp, the download cache)."""
     batching: Batching = Field(default_factory=Batching)
     """Dynamic batching settings passed to the runtime."""
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"

@@ -211,12 +211,14 @@ def _probes(model: InferenceModel) -> dict[str, Any]:
 
 
 def _volumes(model: InferenceModel) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    # readOnlyRootFilesystem: the only writable paths are these emptyDirs.
+    scratch = model.spec.runtime.scratch
+    # readOnlyRootFilesystem: the only writable paths are these emptyDirs, each size-limited
+    # (past its limit the kubelet evicts the pod instead of letting it fill the node).
     # The shadow ConfigMap is always mounted, and optional: mirroring turns on and off by
     # rewriting it, never by changing this template (which would restart stable's pods).
     volumes: list[dict[str, Any]] = [
-        {"name": "tmp", "emptyDir": {}},
-        {"name": "model-cache", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": str(scratch.tmp)}},
+        {"name": "model-cache", "emptyDir": {"sizeLimit": str(scratch.model_cache)}},
         {
             "name": "shadow",
             "configMap": {"name": shadow_config_name(model), "optional": True},

@@ -9,7 +9,7 @@ GitOps revert finds its older version still cached.
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
+from typing import Any, Final
 
 from kubernetes.utils.quantity import parse_quantity
 
@@ -24,10 +24,45 @@ from kinfer_operator.children.deployment import (
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import CACHE_KEY_ANNOTATION, MODEL_VERSION_ANNOTATION, child_labels
 
-__all__ = ["CACHE_KEY_LABEL", "build_fill_job", "cache_key", "fill_job_name"]
+__all__ = [
+    "CACHE_KEY_LABEL",
+    "FILL_LIMITS",
+    "FILL_REQUESTS",
+    "build_fill_job",
+    "cache_key",
+    "fill_job_name",
+    "fill_resources",
+]
 
 CACHE_KEY_LABEL = CACHE_KEY_ANNOTATION
 _FILL_ATTEMPTS = 3
+# The fill streams the download to the volume: little CPU and memory. Requests and limits
+# both, so that a namespace whose ResourceQuota requires them admits the Job.
+FILL_REQUESTS: Final = {"cpu": "100m", "memory": "256Mi"}
+FILL_LIMITS: Final = {"cpu": "1", "memory": "1Gi"}
+
+
+def fill_resources(model: InferenceModel) -> dict[str, dict[str, str]]:
+    """The fill container's resources: the spec's, each resource not given at its default.
+
+    A request raised above its default limit (and no limit given) takes the limit with it,
+    so that no request ends up above its limit.
+    """
+    cache = model.spec.model.cache
+    given = cache.fill_resources if cache else None
+    requests = dict(FILL_REQUESTS)
+    limits = dict(FILL_LIMITS)
+    if given is not None:
+        requests.update({k: str(v) for k, v in given.requests.items()})
+        limits.update({k: str(v) for k, v in given.limits.items()})
+        for name, value in given.requests.items():
+            if name not in given.limits and name in limits and _above(value, limits[name]):
+                limits[name] = str(value)
+    return {"requests": requests, "limits": limits}
+
+
+def _above(value: int | str, other: int | str) -> bool:
+    return bool(parse_quantity(value) > parse_quantity(other))  # type: ignore[no-untyped-call]
 
 
 def cache_key(sha256: str) -> str:
@@ -76,6 +111,7 @@ def build_fill_job(model: InferenceModel, keep: Collection[str]) -> dict[str, An
                 "imagePullPolicy": runtime.image_pull_policy,
                 "command": list(rc.FILL_COMMAND),
                 "env": env,
+                "resources": fill_resources(model),
                 "securityContext": container_security_context(),
                 "terminationMessagePolicy": "FallbackToLogsOnError",
                 "volumeMounts": [
@@ -85,7 +121,7 @@ def build_fill_job(model: InferenceModel, keep: Collection[str]) -> dict[str, An
             }
         ],
         "volumes": [
-            {"name": "tmp", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": str(runtime.scratch.tmp)}},
             {
                 "name": "model-shared-cache",
                 "persistentVolumeClaim": {"claimName": cache.claim_name},

@@ -2,6 +2,8 @@
 
 Bodies sent with `Content-Encoding: gzip` or `deflate` (Triton's client offers both) are
 inflated here, under the same limit, so a small compressed bomb cannot exhaust memory.
+Each body is charged to the byte budget (`BodyCharge`) before it is read when its size is
+declared, and as it arrives when it is not, so a refused body is never read.
 """
 
 import zlib
@@ -11,6 +13,7 @@ from typing import Final
 from starlette.requests import ClientDisconnect
 
 from kinfer_runtime.errors import InvalidInput, PayloadTooLarge
+from kinfer_runtime.routes._admission import BodyCharge
 
 __all__ = ["read_body"]
 
@@ -18,7 +21,9 @@ __all__ = ["read_body"]
 _WBITS: Final = {"gzip": 31, "x-gzip": 31, "deflate": 15}
 
 
-async def _read_raw(stream: AsyncIterator[bytes], headers: Mapping[str, str], limit: int) -> bytes:
+async def _read_raw(
+    stream: AsyncIterator[bytes], headers: Mapping[str, str], limit: int, charge: BodyCharge
+) -> bytes:
     declared = headers.get("content-length")
     if declared is not None:
         try:
@@ -27,6 +32,7 @@ async def _read_raw(stream: AsyncIterator[bytes], headers: Mapping[str, str], li
             raise InvalidInput("Content-Length is not an integer") from None
         if size > limit:
             raise PayloadTooLarge(f"request body of {size} bytes exceeds the {limit} byte limit")
+        charge.cover(size)
     chunks = []
     received = 0
     try:
@@ -34,6 +40,7 @@ async def _read_raw(stream: AsyncIterator[bytes], headers: Mapping[str, str], li
             received += len(chunk)
             if received > limit:
                 raise PayloadTooLarge(f"request body exceeds the {limit} byte limit")
+            charge.cover(received)  # a no-op within a declared size
             chunks.append(chunk)
     except ClientDisconnect:
         # Nobody will read the answer; a client-side cause all the same, not a server error.
@@ -57,10 +64,17 @@ def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
     return data
 
 
-async def read_body(stream: AsyncIterator[bytes], headers: Mapping[str, str], limit: int) -> bytes:
-    """The whole body of a request, given its body stream and headers (lower-case names)."""
-    body = await _read_raw(stream, headers, limit)
+async def read_body(
+    stream: AsyncIterator[bytes], headers: Mapping[str, str], limit: int, charge: BodyCharge
+) -> bytes:
+    """The whole body of a request, given its body stream and headers (lower-case names).
+
+    The caller releases `charge` once the request is answered: the body lives until then.
+    """
+    body = await _read_raw(stream, headers, limit, charge)
     encoding = headers.get("content-encoding", "identity").strip().lower()
     if encoding == "identity":
         return body
-    return _inflate(body, encoding, limit)
+    inflated = _inflate(body, encoding, limit)
+    charge.cover(len(inflated))
+    return inflated

@@ -23,9 +23,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from kinfer_runtime.dataplane.budget import ByteBudget
 from kinfer_runtime.dataplane.registry import ModelRegistry
 from kinfer_runtime.metrics import RuntimeMetrics
 from kinfer_runtime.mirror import SHADOW_HEADER, Mirror
+from kinfer_runtime.routes._admission import BodyCharge
 from kinfer_runtime.routes._body import read_body
 from kinfer_runtime.routes.errors import error_response, http_status
 from kinfer_runtime.schemas.inference import (
@@ -75,10 +77,12 @@ class InferenceEndpoint:
         registry: ModelRegistry,
         metrics: RuntimeMetrics,
         max_body_bytes: int,
+        budget: ByteBudget,
         mirror: Mirror | None = None,
         classified_port: int | None = None,
     ) -> None:
         self.app = app
+        self._budget = budget
         self._registry = registry
         self._metrics = metrics
         self._max_body_bytes = max_body_bytes
@@ -130,17 +134,22 @@ class InferenceEndpoint:
         model = self._registry.get(name, version)
         model.admit()  # 503 before reading a body we would not process
         request_headers = Headers(scope=scope)
-        stream = Request(scope, receive).stream()
-        body = await read_body(stream, request_headers, self._max_body_bytes)
-        json_length = parse_header_length(request_headers.get(HEADER_LENGTH))
-        decoded = decode_request(body, json_length)
-        selected = select_outputs(decoded, [spec.name for spec in model.signature.outputs])
-        outputs = await model.infer(
-            decoded.inputs, priority=decoded.priority, timeout_us=decoded.timeout_us
-        )
-        content, header_length = encode_response(
-            model.name, model.version, decoded.id, outputs, selected
-        )
+        # Charged before the body is read (413/503 refuse it unread), released once answered.
+        charge = BodyCharge(self._budget, request_headers)
+        try:
+            stream = Request(scope, receive).stream()
+            body = await read_body(stream, request_headers, self._max_body_bytes, charge)
+            json_length = parse_header_length(request_headers.get(HEADER_LENGTH))
+            decoded = decode_request(body, json_length)
+            selected = select_outputs(decoded, [spec.name for spec in model.signature.outputs])
+            outputs = await model.infer(
+                decoded.inputs, priority=decoded.priority, timeout_us=decoded.timeout_us
+            )
+            content, header_length = encode_response(
+                model.name, model.version, decoded.id, outputs, selected
+            )
+        finally:
+            charge.release()
         headers = [(b"content-length", str(len(content)).encode())]
         if header_length is None:
             headers += _JSON

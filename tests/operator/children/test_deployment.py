@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from kinfer_operator import runtime_contract as rc
 from kinfer_operator.children import build_deployment
 from kinfer_operator.model import InferenceModel
@@ -16,6 +17,7 @@ from kinfer_operator.naming import (
     TRACK_LABEL,
     revision_of,
 )
+from pydantic import ValidationError
 
 MakeModel = Callable[..., InferenceModel]
 
@@ -102,6 +104,29 @@ def test_graceful_drain_has_prestop_and_grace_period(make_model: MakeModel) -> N
     dep = build_deployment(make_model({"runtime": {"terminationGracePeriodSeconds": 90}}), "s")
     assert _container(dep)["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
     assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 90
+
+
+def test_every_empty_dir_has_a_size_limit_with_defaults(make_model: MakeModel) -> None:
+    pod = build_deployment(make_model(), "s")["spec"]["template"]["spec"]
+    empty = {v["name"]: v["emptyDir"] for v in pod["volumes"] if "emptyDir" in v}
+    assert empty == {"tmp": {"sizeLimit": "1Gi"}, "model-cache": {"sizeLimit": "50Gi"}}
+
+
+def test_scratch_size_limits_come_from_the_spec(make_model: MakeModel) -> None:
+    model = make_model({"runtime": {"scratch": {"tmp": "256Mi", "modelCache": "200Gi"}}})
+    pod = build_deployment(model, "s")["spec"]["template"]["spec"]
+    empty = {v["name"]: v["emptyDir"]["sizeLimit"] for v in pod["volumes"] if "emptyDir" in v}
+    assert empty == {"tmp": "256Mi", "model-cache": "200Gi"}
+
+
+@pytest.mark.parametrize(
+    ("scratch", "field"), [({"tmp": "65Gi"}, "tmp"), ({"modelCache": "5Ti"}, "modelCache")]
+)
+def test_scratch_size_limits_are_bounded(
+    make_model: MakeModel, scratch: dict[str, str], field: str
+) -> None:
+    with pytest.raises(ValidationError, match=rf"scratch.{field}\n.*must be at most"):
+        make_model({"runtime": {"scratch": scratch}})
 
 
 def test_pvc_uri_mounts_claim_read_only_and_points_runtime_at_file(

@@ -34,6 +34,50 @@ def test_fill_job_writes_the_models_own_directory_and_is_owned() -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
 
+def test_fill_job_has_requests_and_limits_and_a_bounded_tmp_by_default() -> None:
+    pod = build_fill_job(_model(), keep=set())["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    # Both sides of cpu and memory: a ResourceQuota that requires them admits the Job.
+    assert container["resources"] == {
+        "requests": {"cpu": "100m", "memory": "256Mi"},
+        "limits": {"cpu": "1", "memory": "1Gi"},
+    }
+    assert pod["volumes"][0] == {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}
+
+
+def test_fill_resources_from_the_spec_override_each_default_they_name() -> None:
+    model = _model(fillResources={"requests": {"cpu": "500m"}, "limits": {"memory": "4Gi"}})
+    resources = build_fill_job(model, keep=set())["spec"]["template"]["spec"]["containers"][0][
+        "resources"
+    ]
+    assert resources == {
+        "requests": {"cpu": "500m", "memory": "256Mi"},
+        "limits": {"cpu": "1", "memory": "4Gi"},
+    }
+
+
+def test_a_request_raised_above_the_default_limit_raises_the_limit_with_it() -> None:
+    model = _model(fillResources={"requests": {"memory": "2Gi", "cpu": "2"}})
+    resources = build_fill_job(model, keep=set())["spec"]["template"]["spec"]["containers"][0][
+        "resources"
+    ]
+    assert resources["limits"] == {"cpu": "2", "memory": "2Gi"}
+
+
+def test_the_fill_jobs_tmp_follows_the_runtime_scratch_setting() -> None:
+    spec = {
+        "model": {"sha256": SHA, "cache": {"claimName": "models"}},
+        "runtime": {"scratch": {"tmp": "300Mi"}},
+    }
+    job = build_fill_job(InferenceModel.from_body(model_body(spec)), keep=set())
+    assert job["spec"]["template"]["spec"]["volumes"][0]["emptyDir"] == {"sizeLimit": "300Mi"}
+
+
+def test_changing_the_fill_resources_starts_no_rollout() -> None:
+    changed = _model(fillResources={"limits": {"memory": "4Gi"}})
+    assert revision_of(changed) == revision_of(_model())
+
+
 def test_changing_the_size_limit_starts_no_rollout() -> None:
     assert revision_of(_model(maxSize="1Gi")) == revision_of(_model(maxSize="2Gi"))
     assert revision_of(_model()) != revision_of(InferenceModel.from_body(model_body()))

@@ -9,6 +9,7 @@ from kinfer_runtime.errors import (
     InferenceFailed,
     InvalidInput,
     KinferError,
+    MemoryBudgetFull,
     ModelLoadError,
     ModelNotFound,
     ModelNotReady,
@@ -28,6 +29,8 @@ _CODES: Final[dict[type[KinferError], grpc.StatusCode]] = {
     # No room at the request's priority level: the server's capacity, which retrying later
     # may find; gRPC's own code for an exhausted resource.
     QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    # Request memory in flight is at the budget: the same, for bytes rather than requests.
+    MemoryBudgetFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
     InferenceFailed: grpc.StatusCode.INTERNAL,
     ModelLoadError: grpc.StatusCode.INTERNAL,
     ModelNotReady: grpc.StatusCode.UNAVAILABLE,

@@ -2,6 +2,7 @@
 
 import grpc
 
+from kinfer_runtime.dataplane.budget import ByteBudget
 from kinfer_runtime.dataplane.readiness import Readiness
 from kinfer_runtime.dataplane.registry import ModelRegistry
 from kinfer_runtime.metrics import RuntimeMetrics
@@ -18,6 +19,8 @@ async def start_grpc_server(
     host: str,
     port: int,
     max_message_bytes: int,
+    budget: ByteBudget,
+    max_concurrent_rpcs: int | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Binds and starts the server on the running event loop; returns it and its port.
 
@@ -25,15 +28,19 @@ async def start_grpc_server(
     """
     server = grpc.aio.server(
         options=[
-            # The REST body limit applies to gRPC messages too (grpcio's default is 4 MiB).
+            # The REST body limit, or less (see app.grpc_max_message_bytes); over it grpcio
+            # refuses the message as it arrives, before buffering it.
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", -1),
             # grpcio sets SO_REUSEPORT by default, which lets a second process bind a port
             # that is taken and silently share its traffic: a clash must fail instead.
             ("grpc.so_reuseport", 0),
-        ]
+        ],
+        # grpcio reads each message whole before a handler can charge it to the budget: this
+        # bounds how many it holds at once (further calls are refused unread).
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
     )
-    handlers = method_handlers(InferenceServicer(registry, readiness, metrics))
+    handlers = method_handlers(InferenceServicer(registry, readiness, metrics, budget))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound = server.add_insecure_port(address)

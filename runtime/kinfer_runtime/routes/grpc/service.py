@@ -19,6 +19,7 @@ import grpc
 
 from kinfer_runtime import __version__
 from kinfer_runtime.backends.base import TensorSpec
+from kinfer_runtime.dataplane.budget import ByteBudget
 from kinfer_runtime.dataplane.readiness import Readiness
 from kinfer_runtime.dataplane.registry import ModelRegistry
 from kinfer_runtime.errors import KinferError
@@ -49,11 +50,16 @@ def _tensors(specs: Sequence[TensorSpec]) -> list[pb.ModelMetadataResponse.Tenso
 
 class InferenceServicer:
     def __init__(
-        self, registry: ModelRegistry, readiness: Readiness, metrics: RuntimeMetrics
+        self,
+        registry: ModelRegistry,
+        readiness: Readiness,
+        metrics: RuntimeMetrics,
+        budget: ByteBudget,
     ) -> None:
         self._registry = registry
         self._readiness = readiness
         self._metrics = metrics
+        self._budget = budget
 
     async def server_live(
         self, request: pb.ServerLiveRequest, context: Context
@@ -110,7 +116,10 @@ class InferenceServicer:
         status = 500
         self._metrics.inflight.inc()
         try:
-            response = await self._infer(request)
+            # grpcio has read the message already; the charge refuses the decoding, the queue
+            # and the answer, and keeps REST's budget honest about what is held.
+            with self._budget.charge(request.ByteSize()):
+                response = await self._infer(request)
             status = 200
             return response
         except asyncio.CancelledError:

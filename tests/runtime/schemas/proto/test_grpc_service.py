@@ -61,5 +61,5 @@ def test_every_message_has_tritons_field_numbers_and_types(name: str) -> None:
 def test_every_rpc_of_the_proto_is_served_under_the_protocols_service_name() -> None:
     assert triton.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name == SERVICE_NAME
     rpcs = {m.name for m in ours.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods}
-    servicer = InferenceServicer(None, None, None)  # type: ignore[arg-type]
+    servicer = InferenceServicer(None, None, None, None)  # type: ignore[arg-type]
     assert set(method_handlers(servicer)) == rpcs
