@@ -1,11 +1,12 @@
 """The Kubernetes API boundary: the only module that reads or writes cluster state.
 
 Reconcile passes read from the informer cache (`world.store`), not from here: this module
-answers the few reads that are not watched (referenced Secrets and PVCs, the peering object,
-a relist after a standby) and makes every write: server-side apply with one field manager,
-the scale subresource for fixed replica counts, deletes, status merge patches and Events.
-Every call is counted by verb and kind, so the operator's metrics show that a steady state
-costs the API server nothing.
+answers the few reads that are not watched (referenced Secrets and PVCs, a relist after a
+standby) and makes every write: server-side apply with one field manager, the scale
+subresource for fixed replica counts, deletes, status merge patches and Events. Every call is
+counted by verb and kind, so the operator's metrics show that a steady state costs the API
+server nothing. It also keeps the leader-election Lease (see `election`): those calls count as
+API requests but not as writes, since their steady renewals say nothing about reconciling.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import urllib3
@@ -26,6 +27,7 @@ from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
 from kinfer_operator.api import GROUP, KIND, PLURAL, VERSION
 from kinfer_operator.api._base import format_time
+from kinfer_operator.election import LeaseRecord
 from kinfer_operator.metrics import API_REQUESTS, API_WRITE_FAILURES, API_WRITES
 from kinfer_operator.naming import MODEL_LABEL
 from kinfer_operator.references import Reference
@@ -99,6 +101,29 @@ _MESSAGE_LIMIT = 2048
 
 _WRITE_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
 """What a write may raise: an API server answer, or no answer at all."""
+
+
+def _lease_spec(record: LeaseRecord) -> client.V1LeaseSpec:
+    return client.V1LeaseSpec(
+        holder_identity=record.holder,
+        lease_duration_seconds=record.duration_s,
+        acquire_time=record.acquired,
+        renew_time=record.renewed,
+        lease_transitions=record.transitions,
+    )
+
+
+def _lease_record(lease: client.V1Lease) -> LeaseRecord:
+    spec = lease.spec or client.V1LeaseSpec()
+    meta = lease.metadata or client.V1ObjectMeta()
+    return LeaseRecord(
+        holder=str(spec.holder_identity or ""),
+        duration_s=int(spec.lease_duration_seconds or 1),
+        acquired=spec.acquire_time,
+        renewed=spec.renew_time,
+        transitions=int(spec.lease_transitions or 0),
+        version=str(meta.resource_version or ""),
+    )
 
 
 def load_config(kubeconfig: str | None = None, pool_size: int = 8) -> client.ApiClient:
@@ -192,34 +217,64 @@ class Kube:
             return f"{ref.field}: Secret {ref.name!r} has no key {ref.key!r}"
         return None
 
-    def leads(self, peering: str, namespace: str | None, priority: int) -> bool | None:
-        """Whether this operator is the active one of its kopf peering: it is listed there
-        as alive (kopf's keep-alive went through) and no live peer has a higher priority.
-        None when the peering object does not exist.
+    # -- the leader-election Lease (see `election`) ----------------------------------------
 
-        Being listed matters at install time: the chart creates the peering object after the
-        replicas start, so kopf's first keep-alive finds nothing and every replica would act
-        until its next one. Same rule as kopf: a peer is alive until `lastseen + lifetime`.
-        """
-        kind = "KopfPeering" if namespace else "ClusterKopfPeering"
-        self._read("get", kind)
+    def read_lease(self, namespace: str, name: str, timeout: float) -> LeaseRecord | None:
+        """The Lease as stored, or None when it does not exist yet."""
+        self._read("get", "Lease")
         try:
-            obj = self._resource("kopf.dev/v1", kind).get(name=peering, namespace=namespace)
-        except NotFoundError:
-            return None
-        now = datetime.now(UTC)
-        listed = False
-        for peer in (obj.to_dict().get("status") or {}).values():
-            if not isinstance(peer, dict) or "lastseen" not in peer:
-                continue
-            seen = datetime.fromisoformat(str(peer["lastseen"]))
-            if seen + timedelta(seconds=int(peer.get("lifetime", 60))) <= now:
-                continue  # dead
-            their = int(peer.get("priority", 0))
-            if their > priority:
-                return False
-            listed = listed or their == priority
-        return listed
+            lease = self._coordination().read_namespaced_lease(
+                name, namespace, _request_timeout=timeout
+            )
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return _lease_record(lease)
+
+    def create_lease(
+        self, namespace: str, name: str, record: LeaseRecord, timeout: float
+    ) -> LeaseRecord | None:
+        """Create the Lease; None when another replica created it first (409)."""
+        self._read("create", "Lease")
+        body = client.V1Lease(
+            metadata=client.V1ObjectMeta(name=name, namespace=namespace),
+            spec=_lease_spec(record),
+        )
+        try:
+            lease = self._coordination().create_namespaced_lease(
+                namespace, body, _request_timeout=timeout
+            )
+        except ApiException as err:
+            if err.status == 409:
+                return None
+            raise
+        return _lease_record(lease)
+
+    def replace_lease(
+        self, namespace: str, name: str, record: LeaseRecord, timeout: float
+    ) -> LeaseRecord | None:
+        """Replace the Lease if it is still at `record.version` (compare-and-swap); None
+        when it changed since (409 Conflict): another replica wrote it."""
+        self._read("update", "Lease")
+        body = client.V1Lease(
+            metadata=client.V1ObjectMeta(
+                name=name, namespace=namespace, resource_version=record.version
+            ),
+            spec=_lease_spec(record),
+        )
+        try:
+            lease = self._coordination().replace_namespaced_lease(
+                name, namespace, body, _request_timeout=timeout
+            )
+        except ApiException as err:
+            if err.status == 409:
+                return None
+            raise
+        return _lease_record(lease)
+
+    def _coordination(self) -> client.CoordinationV1Api:
+        return client.CoordinationV1Api(self._dyn.client)
 
     def serves(self, kind: str) -> bool:
         """Whether the API server serves `kind` at its API_VERSIONS version (its CRD is
