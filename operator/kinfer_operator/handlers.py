@@ -210,8 +210,8 @@ class Controller:
         with self._lock:
             trigger = self._triggers.pop(key, "resync")
         if self._standby():
-            # A peer with a higher priority is active: nothing reconciles here, whatever the
-            # trigger (kopf pauses its watches only once it has seen that peer).
+            # Another replica holds the leader-election Lease: nothing reconciles here,
+            # whatever the trigger (the watches keep the cache current: a hot standby).
             self._was_standby = True
             self.queue.add_after(key, self._resync)
             return
@@ -247,13 +247,13 @@ class Controller:
             publish_cache_size(self.store)
 
     def _take_over(self) -> None:
-        """Back from standby: the watches were paused, so deletions may have been missed."""
+        """Back from standby: make sure the cache missed nothing while another replica acted."""
         # The cost ledger re-seeds from the statuses the active peer wrote.
         self._refresh("after standby", then=self.reconciler.costs.reset)
 
     def relist_if_due(self) -> None:
         """Every `relist_seconds`, one worker refreshes the cache from a fresh listing (a
-        standby's watches are paused: it refreshes when it takes over instead)."""
+        standby refreshes when it takes over instead)."""
         if self._relist_every <= 0:
             return
         now = time.monotonic()
