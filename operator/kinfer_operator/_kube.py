@@ -11,19 +11,20 @@ API requests but not as writes, since their steady renewals say nothing about re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+from kubernetes.dynamic.exceptions import ConflictError, NotFoundError, ResourceNotFoundError
 
 from kinfer_operator.api import GROUP, KIND, PLURAL, VERSION
 from kinfer_operator.api._base import format_time
@@ -103,27 +104,51 @@ _WRITE_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
 """What a write may raise: an API server answer, or no answer at all."""
 
 
-def _lease_spec(record: LeaseRecord) -> client.V1LeaseSpec:
-    return client.V1LeaseSpec(
-        holder_identity=record.holder,
-        lease_duration_seconds=record.duration_s,
-        acquire_time=record.acquired,
-        renew_time=record.renewed,
-        lease_transitions=record.transitions,
-    )
+def _lease_body(name: str, namespace: str, record: LeaseRecord) -> dict[str, Any]:
+    """The Lease as a plain dict: the client's models turn the times back into datetimes,
+    which it sends in a form the API server refuses on a whole second."""
+    meta: dict[str, Any] = {"name": name, "namespace": namespace}
+    if record.version:
+        meta["resourceVersion"] = record.version
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": meta,
+        "spec": {
+            "holderIdentity": record.holder,
+            "leaseDurationSeconds": record.duration_s,
+            "acquireTime": _micro_time(record.acquired),
+            "renewTime": _micro_time(record.renewed),
+            "leaseTransitions": record.transitions,
+        },
+    }
 
 
-def _lease_record(lease: client.V1Lease) -> LeaseRecord:
-    spec = lease.spec or client.V1LeaseSpec()
-    meta = lease.metadata or client.V1ObjectMeta()
+def _micro_time(at: datetime | None) -> str | None:
+    """A Lease's MicroTime: always six fraction digits, which the API server insists on
+    (`isoformat()` drops them on a whole second)."""
+    if at is None:
+        return None
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _lease_record(lease: Mapping[str, Any]) -> LeaseRecord:
+    spec = lease.get("spec") or {}
     return LeaseRecord(
-        holder=str(spec.holder_identity or ""),
-        duration_s=int(spec.lease_duration_seconds or 1),
-        acquired=spec.acquire_time,
-        renewed=spec.renew_time,
-        transitions=int(spec.lease_transitions or 0),
-        version=str(meta.resource_version or ""),
+        holder=str(spec.get("holderIdentity") or ""),
+        duration_s=int(spec.get("leaseDurationSeconds") or 1),
+        acquired=_parse_time(spec.get("acquireTime")),
+        renewed=_parse_time(spec.get("renewTime")),
+        transitions=int(spec.get("leaseTransitions") or 0),
+        version=str((lease.get("metadata") or {}).get("resourceVersion") or ""),
     )
+
+
+def _parse_time(value: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value)) if value else None
+    except ValueError:  # another client wrote something odd: the times are informative only
+        return None
 
 
 def load_config(kubeconfig: str | None = None, pool_size: int = 8) -> client.ApiClient:
@@ -223,33 +248,22 @@ class Kube:
         """The Lease as stored, or None when it does not exist yet."""
         self._read("get", "Lease")
         try:
-            lease = self._coordination().read_namespaced_lease(
-                name, namespace, _request_timeout=timeout
-            )
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
-        return _lease_record(lease)
+            lease = self._leases().get(name=name, namespace=namespace, _request_timeout=timeout)
+        except NotFoundError:
+            return None
+        return _lease_record(lease.to_dict())
 
     def create_lease(
         self, namespace: str, name: str, record: LeaseRecord, timeout: float
     ) -> LeaseRecord | None:
         """Create the Lease; None when another replica created it first (409)."""
         self._read("create", "Lease")
-        body = client.V1Lease(
-            metadata=client.V1ObjectMeta(name=name, namespace=namespace),
-            spec=_lease_spec(record),
-        )
+        body = _lease_body(name, namespace, dataclasses.replace(record, version=""))
         try:
-            lease = self._coordination().create_namespaced_lease(
-                namespace, body, _request_timeout=timeout
-            )
-        except ApiException as err:
-            if err.status == 409:
-                return None
-            raise
-        return _lease_record(lease)
+            lease = self._leases().create(body=body, namespace=namespace, _request_timeout=timeout)
+        except ConflictError:
+            return None
+        return _lease_record(lease.to_dict())
 
     def replace_lease(
         self, namespace: str, name: str, record: LeaseRecord, timeout: float
@@ -257,24 +271,17 @@ class Kube:
         """Replace the Lease if it is still at `record.version` (compare-and-swap); None
         when it changed since (409 Conflict): another replica wrote it."""
         self._read("update", "Lease")
-        body = client.V1Lease(
-            metadata=client.V1ObjectMeta(
-                name=name, namespace=namespace, resource_version=record.version
-            ),
-            spec=_lease_spec(record),
-        )
+        body = _lease_body(name, namespace, record)
         try:
-            lease = self._coordination().replace_namespaced_lease(
-                name, namespace, body, _request_timeout=timeout
+            lease = self._leases().replace(
+                body=body, name=name, namespace=namespace, _request_timeout=timeout
             )
-        except ApiException as err:
-            if err.status == 409:
-                return None
-            raise
-        return _lease_record(lease)
+        except ConflictError:
+            return None
+        return _lease_record(lease.to_dict())
 
-    def _coordination(self) -> client.CoordinationV1Api:
-        return client.CoordinationV1Api(self._dyn.client)
+    def _leases(self) -> Any:
+        return self._resource("coordination.k8s.io/v1", "Lease")
 
     def serves(self, kind: str) -> bool:
         """Whether the API server serves `kind` at its API_VERSIONS version (its CRD is
