@@ -104,6 +104,8 @@ class Controller:
         """Deleted models (by UID) whose children a worker has yet to delete."""
         self._lock = threading.Lock()
         self._was_standby = False
+        self._deferred: set[ModelKey] = set()
+        """Models a standby put off until its next resync; run at once when it takes over."""
         self._deleted = 0
         self._sized_at = 0.0
         self._threads: list[threading.Thread] = []
@@ -213,6 +215,8 @@ class Controller:
             # Another replica holds the leader-election Lease: nothing reconciles here,
             # whatever the trigger (the watches keep the cache current: a hot standby).
             self._was_standby = True
+            with self._lock:
+                self._deferred.add(key)
             self.queue.add_after(key, self._resync)
             return
         if self._was_standby:
@@ -236,6 +240,14 @@ class Controller:
         if outcome.requeue_after is not None:
             delay = min(delay, outcome.requeue_after)
         self.queue.add_after(key, delay)
+
+    def took_over(self) -> None:
+        """This replica now acts: run the passes it put off as a standby now, not at their
+        resync. Only models a pass was asked for (so kopf's initial listing is complete)."""
+        with self._lock:
+            deferred, self._deferred = self._deferred, set()
+        for key in deferred:
+            self.enqueue(key, "leader")
 
     def _idle(self) -> None:
         """Nothing to do for a while: if models went away since last time, hand the memory

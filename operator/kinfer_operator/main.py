@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
             args.leader_election,
             identity(),
             args.election,
-            on_change=lambda leading: took_over() if leading else None,
+            on_change=lambda leading: controller.took_over() if leading else None,
         )
         LEADER.set_function(lambda: 1.0 if elector is not None and elector.leading() else 0.0)
     else:
@@ -187,11 +187,6 @@ def main(argv: list[str] | None = None) -> None:
     def standby() -> bool:
         # Hot standby: the watches and the cache stay current, nothing acts.
         return elector is not None and not elector.leading()
-
-    def took_over() -> None:
-        # A standby's passes were put off by a whole resync: run them now.
-        for key in store.models():
-            controller.enqueue(key, "leader")
 
     reconciler = Reconciler(CachedCluster(store, kube, routes_watched=watch_routes))
     REGISTRY.register(GpuSecondsCollector(store, reconciler.costs))
