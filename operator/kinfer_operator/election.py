@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -189,7 +190,9 @@ class LeaderElector:
             self._stop.wait(self.settings.retry_period)
 
     def _duration(self) -> int:
-        return max(1, round(self.settings.lease_duration))
+        # Whole seconds on the Lease, rounded up: a standby must never wait less than our
+        # renew deadline.
+        return max(1, math.ceil(self.settings.lease_duration))
 
     def _may_take(self, current: LeaseRecord, started: float) -> bool:
         """Ours, free, or unchanged for its whole duration as seen from here."""

@@ -4,6 +4,7 @@ never act at once (against a fake store with the API server's compare-and-swap).
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 from kinfer_operator.election import ElectionSettings, LeaderElector, LeaseRecord
@@ -195,3 +196,38 @@ def test_two_replicas_never_act_at_once_through_outages_and_releases(seed: int) 
         assert sum(leading) <= 1, f"two act at t={clock.t}: {leading}"
         acted += sum(leading)
     assert acted > 0
+
+
+def test_started_together_one_leads_at_once_and_a_stopped_holder_hands_over_at_once() -> None:
+    """The threads on the real clock: what a fresh install and a rolling update do."""
+    store = FakeLeaseStore()
+    fast = ElectionSettings(lease_duration=3, renew_deadline=2, retry_period=0.05)
+    electors = [LeaderElector(store, "ops", "kinfer", who, fast) for who in ("a", "b")]
+    for e in electors:
+        e.start()
+    try:
+        deadline = time.monotonic() + 1
+        while not any(e.leading() for e in electors) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        leading = [e.leading() for e in electors]
+        assert sum(leading) == 1, leading
+        holder, standby = (electors[0], electors[1]) if leading[0] else (electors[1], electors[0])
+        stopped = time.monotonic()
+        holder.stop()
+        assert not holder.leading()
+        while not standby.leading() and time.monotonic() - stopped < 2:
+            time.sleep(0.01)
+        # At the standby's next try, far sooner than the lease duration.
+        assert standby.leading()
+        assert time.monotonic() - stopped < 1
+    finally:
+        for e in electors:
+            e.stop()
+    assert store.holder() == ""
+
+
+def test_a_fractional_lease_duration_is_written_rounded_up_never_below_the_deadline() -> None:
+    store, clock = FakeLeaseStore(), Clock()
+    settings = ElectionSettings(lease_duration=2.4, renew_deadline=2.2, retry_period=1)
+    LeaderElector(store, "ops", "kinfer", "a", settings, clock.monotonic, clock.now).try_once()
+    assert store.leases[("ops", "kinfer")].duration_s == 3

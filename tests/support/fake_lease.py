@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 from kinfer_operator.election import LeaseRecord
 
@@ -18,6 +19,7 @@ class FakeLeaseStore:
     def __init__(self) -> None:
         self.leases: dict[tuple[str, str], LeaseRecord] = {}
         self.down = False
+        self.lock = threading.Lock()  # one request at a time, as the API server orders them
         self.race: list[LeaseRecord] = []
         """Records another replica writes just before our next write lands (it read the
         same version we did, and its write came first)."""
@@ -38,29 +40,32 @@ class FakeLeaseStore:
             self.leases[(namespace, name)] = self._bump(self.race.pop(0))
 
     def read_lease(self, namespace: str, name: str, timeout: float) -> LeaseRecord | None:
-        self._reach()
-        return self.leases.get((namespace, name))
+        with self.lock:
+            self._reach()
+            return self.leases.get((namespace, name))
 
     def create_lease(
         self, namespace: str, name: str, record: LeaseRecord, timeout: float
     ) -> LeaseRecord | None:
-        self._reach()
-        self._rival_first(namespace, name)
-        if (namespace, name) in self.leases:
-            return None
-        stored = self.leases[(namespace, name)] = self._bump(record)
-        return stored
+        with self.lock:
+            self._reach()
+            self._rival_first(namespace, name)
+            if (namespace, name) in self.leases:
+                return None
+            stored = self.leases[(namespace, name)] = self._bump(record)
+            return stored
 
     def replace_lease(
         self, namespace: str, name: str, record: LeaseRecord, timeout: float
     ) -> LeaseRecord | None:
-        self._reach()
-        self._rival_first(namespace, name)
-        held = self.leases.get((namespace, name))
-        if held is None or held.version != record.version:
-            return None
-        stored = self.leases[(namespace, name)] = self._bump(record)
-        return stored
+        with self.lock:
+            self._reach()
+            self._rival_first(namespace, name)
+            held = self.leases.get((namespace, name))
+            if held is None or held.version != record.version:
+                return None
+            stored = self.leases[(namespace, name)] = self._bump(record)
+            return stored
 
     def holder(self, namespace: str = "ops", name: str = "kinfer") -> str:
         return self.leases[(namespace, name)].holder
