@@ -122,6 +122,8 @@ class LeaderElector:
         """One round: take the Lease if it is free or expired, renew it if ours. Returns
         whether this replica leads afterwards. An API error leaves the last renew standing
         (it runs out on its own after `renew_deadline`)."""
+        if self._stop.is_set():  # stopping: never take the Lease again
+            return self.leading()
         started = self._clock()
         timeout = self.settings.retry_period
         try:
