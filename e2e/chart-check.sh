@@ -42,7 +42,7 @@ helm lint --strict "$CHART" --set 'watchNamespaces={team-a,team-b}'
 echo "::: helm template | kubeconform"
 declare -a VALUE_SETS=(
     ""
-    "crds.install=false,peering.enabled=false,replicas=1"
+    "crds.install=false,leaderElection.enabled=false,replicas=1"
     "watchNamespaces={team-a,team-b},gatewayAPI.enabled=true"
     "monitoring.serviceMonitor.enabled=true,monitoring.podMonitor.enabled=true,monitoring.prometheusRule.enabled=true"
     "policy.enabled=true,policy.params.allowedImagePrefixes={registry.example.com/},policy.namespaceGPUQuota.team-a=8"

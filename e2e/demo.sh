@@ -29,7 +29,7 @@ stop_pidfile() {
 stop_demo() {
   if [[ -f $KUBECONFIG ]]; then
     helm uninstall kinfer -n kinfer-system --wait >/dev/null 2>&1 || true
-    kubectl delete clusterkopfpeering kinfer --ignore-not-found >/dev/null 2>&1 || true
+    kubectl -n kinfer-system delete lease kinfer --ignore-not-found >/dev/null 2>&1 || true
   fi
   stop_pidfile "$DEMO_DIR/load.pid"
   stop_pidfile "$DEMO_DIR/prometheus.pid"
@@ -104,7 +104,7 @@ prometheus --config.file="$DEMO_DIR/prometheus/prometheus.yml" \
   >"$DEMO_DIR/prometheus.log" 2>&1 &
 echo $! >"$DEMO_DIR/prometheus.pid"
 
-say "helm install kinfer charts/kinfer: the operator image on the real node (2 replicas, peering)"
+say "helm install kinfer charts/kinfer: the operator image on the real node (2 replicas, one Lease)"
 helm install kinfer charts/kinfer -n kinfer-system --create-namespace --wait --timeout 180s \
   --set image.repository="${KINFER_OPERATOR_IMAGE%:*}" --set image.tag="${KINFER_OPERATOR_IMAGE##*:}" \
   --set image.pullPolicy=Never --set crds.install=false \

@@ -59,11 +59,15 @@ def _helm() -> str:
 class Release:
     name: str
     namespace: str
-    peering: str
 
     @property
     def account(self) -> str:
         """The chart's ServiceAccount (the release's full name)."""
+        return f"{self.name}-kinfer"
+
+    @property
+    def lease(self) -> str:
+        """The leader-election Lease (the release's full name, in the release namespace)."""
         return f"{self.name}-kinfer"
 
     @property
@@ -76,13 +80,13 @@ def installed_chart(strings: dict[str, str] | None = None, **values: str) -> Ite
     """helm install into a fresh namespace that enforces the restricted Pod Security level.
     `strings` go in with --set-string (a node selector's "true" must stay a string)."""
     suffix = secrets.token_hex(3)
-    release = Release(f"kc{suffix}", f"kinfer-chart-{suffix}", f"kinfer-e2e-{suffix}")
+    release = Release(f"kc{suffix}", f"kinfer-chart-{suffix}")
     kubectl("create", "namespace", release.namespace)
     kubectl(
         "label", "namespace", release.namespace, "pod-security.kubernetes.io/enforce=restricted"
     )
     # The suite's session fixture installed the CRDs (kubectl apply), so the chart must not.
-    settings = {"crds.install": "false", "peering.name": release.peering, **values}
+    settings = {"crds.install": "false", **values}
     args = [arg for k, v in settings.items() for arg in ("--set", f"{k}={v}")]
     args += [arg for k, v in (strings or {}).items() for arg in ("--set-string", f"{k}={v}")]
     args += ["--wait", "--timeout", "120s"]
@@ -101,8 +105,6 @@ def installed_chart(strings: dict[str, str] | None = None, **values: str) -> Ite
             capture_output=True,
             check=False,
         )
-        # Hook objects outlive the release by design (see templates/peering.yaml).
-        kubectl("delete", "clusterkopfpeering", release.peering, "--ignore-not-found", check=False)
         kubectl("delete", "namespace", release.namespace, "--wait=false", check=False)
 
 
@@ -137,7 +139,12 @@ def operator_as_chart_account(
         # Exactly the chart's configuration: no --namespace pattern (the session operator's
         # would make kopf list namespaces, which the chart never needs nor grants).
         args=("--log-format", "plain", "--verbose"),
-        env={"KUBECONFIG": str(kubeconfig), "KINFER_PEERING": release.peering, **env},
+        env={
+            "KUBECONFIG": str(kubeconfig),
+            "KINFER_LEADER_ELECTION": release.lease,
+            "KINFER_LEADER_ELECTION_NAMESPACE": release.namespace,
+            **env,
+        },
         name="chart-account-operator",
     )
     if session_operator is not None:
@@ -163,6 +170,26 @@ def can_i(release: Release, verb: str, resource: str, *args: str) -> bool:
         args = (*args, f"--subresource={subresource}")
     proc = kubectl("auth", "can-i", verb, resource, *args, f"--as={release.user}", check=False)
     return proc.stdout.strip() == "yes"
+
+
+def _can_on_lease(release: Release, verb: str, lease: str) -> bool:
+    """`kubectl auth can-i VERB lease/NAME` in the release namespace, as the chart's account."""
+    proc = kubectl(
+        "auth",
+        "can-i",
+        verb,
+        f"leases.coordination.k8s.io/{lease}",
+        "-n",
+        release.namespace,
+        f"--as={release.user}",
+        check=False,
+    )
+    return proc.stdout.strip() == "yes"
+
+
+def _lease_holder(release: Release) -> str:
+    lease = kubectl_json("get", "lease", release.lease, "-n", release.namespace)
+    return str((lease.get("spec") or {}).get("holderIdentity") or "")
 
 
 def _rbac_denials(log: Path) -> list[str]:
@@ -197,12 +224,9 @@ def test_core_cases_pass_under_the_cluster_role(
         deployment = kubectl_json("get", "deployment", release.account, "-n", release.namespace)
         assert deployment["status"].get("availableReplicas") == 2
 
-        # Peering: the replica announced itself in the chart's ClusterKopfPeering.
-        def announced() -> bool:
-            peering = kubectl_json("get", "clusterkopfpeering", release.peering)
-            return bool(peering.get("status"))
-
-        wait_until(announced, 30, "a keep-alive in the chart's ClusterKopfPeering")
+        # Leader election: the replica took the release's Lease under the chart's Role.
+        wait_until(lambda: _lease_holder(release), 15, "the operator to take the chart's Lease")
+        assert chart_operator.metric("kinfer_operator_leader") == 1
 
         kubectl_apply(example("demo-cpu.yaml"), namespace)
         im = _wait_ready(namespace, replicas=2)
@@ -236,9 +260,15 @@ def test_cluster_role_forbids_what_the_operator_never_does(crds: None) -> None:
             ("create", "deployments.apps"),
             ("patch", "deployments.apps/scale"),
             ("get", "persistentvolumeclaims"),
-            ("patch", "clusterkopfpeerings.kopf.dev"),
         ]:
             assert can_i(release, verb, resource, "-A"), (verb, resource)
+        # The Lease, in the release namespace only, and only the release's to renew.
+        assert can_i(release, "create", "leases.coordination.k8s.io", "-n", release.namespace)
+        for verb in ("get", "update"):
+            assert _can_on_lease(release, verb, release.lease), verb
+            assert not _can_on_lease(release, verb, "someone-elses"), verb
+        assert not can_i(release, "create", "leases.coordination.k8s.io", "-n", "default")
+        assert not can_i(release, "delete", "leases.coordination.k8s.io", "-n", release.namespace)
         # ...and what it must not do, enforced by the API server.
         for verb, resource in [
             ("get", "secrets"),  # a missing Secret is read from the pods' kubelet status
@@ -270,12 +300,8 @@ def test_namespaced_mode_serves_its_namespace_without_cluster_rights(
         with operator_as_chart_account(
             release, operator, tmp_path, KINFER_WATCH_NAMESPACES=namespace
         ) as chart_operator:
-            # kopf peers through a KopfPeering in each namespace it serves.
-            def announced() -> bool:
-                peering = kubectl_json("get", "kopfpeering", release.peering, "-n", namespace)
-                return bool(peering.get("status"))
-
-            wait_until(announced, 30, "a keep-alive in the namespace's KopfPeering")
+            # The Lease lives in the release namespace, not in the watched one.
+            wait_until(lambda: _lease_holder(release), 15, "the operator to take the Lease")
             kubectl_apply(example("demo-cpu.yaml"), namespace)
             _wait_ready(namespace, replicas=2)
             assert not _rbac_denials(chart_operator.log_path)

@@ -1,20 +1,26 @@
-"""The operator process itself: peering (one active replica), health, metrics, JSON logs."""
+"""The operator process itself: leader election (one active replica), health, metrics, JSON
+logs."""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import LocalOperator
 from harness import example, kubectl, kubectl_apply, kubectl_json, wait_until
 
 
-def _peered(
-    tmp_path: Path, namespace: str, name: str, priority: int, lifetime: int = 8
+def _elected(
+    tmp_path: Path, namespace: str, name: str, timing: tuple[int, int, int] = (6, 4, 1)
 ) -> LocalOperator:
+    """An operator electing through the Lease `kinfer` in the test's namespace; short
+    (lease duration, renew deadline, retry period) so a silent holder is replaced quickly."""
+    duration, deadline, retry = timing
     return LocalOperator(
         tmp_path,
         args=(
@@ -22,12 +28,16 @@ def _peered(
             "json",
             "--namespace",
             namespace,
-            "--peering",
+            "--leader-election",
             "kinfer",
-            "--priority",
-            str(priority),
-            "--peering-lifetime",
-            str(lifetime),
+            "--leader-election-namespace",
+            namespace,
+            "--leader-election-lease-duration",
+            str(duration),
+            "--leader-election-renew-deadline",
+            str(deadline),
+            "--leader-election-retry-period",
+            str(retry),
         ),
         name=name,
     )
@@ -38,58 +48,107 @@ def _ready_replicas(namespace: str) -> int:
     return int((im.get("status") or {}).get("readyReplicas") or 0)
 
 
-def test_only_the_highest_priority_peer_acts_and_a_standby_takes_over(
+def _leads(op: LocalOperator) -> bool:
+    """Whether the operator says it acts (its `kinfer_operator_leader` gauge); False while
+    it is not serving metrics (starting, or gone)."""
+    if op.proc is None:
+        return False
+    try:
+        return op.metric("kinfer_operator_leader") == 1
+    except OSError:
+        return False
+
+
+def _start_together(*ops: LocalOperator) -> None:
+    """Start the operators at the same moment (each `start` waits for its health)."""
+    threads = [threading.Thread(target=op.start) for op in ops]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def _holder(namespace: str) -> str:
+    lease: dict[str, Any] = kubectl_json("get", "lease", "kinfer", "-n", namespace)
+    return str((lease.get("spec") or {}).get("holderIdentity") or "")
+
+
+def test_only_the_lease_holder_acts_and_a_standby_takes_over_when_it_dies(
     namespace: str, tmp_path: Path, without_session_operator: None
 ) -> None:
-    kubectl_apply(
-        {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "kinfer"}},
-        namespace,
-    )
-    active = _peered(tmp_path, namespace, "active", 200)
-    standby = _peered(tmp_path, namespace, "standby", 100)
-    active.start()
-    standby.start()
+    one, two = _elected(tmp_path, namespace, "one"), _elected(tmp_path, namespace, "two")
+    _start_together(one, two)
     try:
+        wait_until(lambda: _leads(one) or _leads(two), 10, "one operator to take the Lease")
+        active, standby = (one, two) if _leads(one) else (two, one)
         kubectl_apply(example("demo-cpu.yaml"), namespace)
-        wait_until(lambda: _ready_replicas(namespace) == 2, 60, "the active peer to serve")
+        wait_until(lambda: _ready_replicas(namespace) == 2, 60, "the active operator to serve")
         assert active.metric("kinfer_operator_reconciles_total") > 0
         assert standby.metric("kinfer_operator_reconciles_total") == 0
+        assert _holder(namespace)
 
-        active.stop(kill=True)  # no goodbye: the standby must notice the silence
+        active.stop(kill=True)  # no goodbye: the standby waits out the lease duration
         kubectl("scale", "im/demo-cpu", "-n", namespace, "--replicas=3")
-        wait_until(lambda: _ready_replicas(namespace) == 3, 90, "the standby to take over")
+        wait_until(lambda: _ready_replicas(namespace) == 3, 60, "the standby to take over")
         assert standby.metric("kinfer_operator_reconciles_total") > 0
+        assert _leads(standby)
     finally:
-        active.stop()
-        standby.stop()
+        one.stop()
+        two.stop()
 
 
-def test_peers_started_before_their_peering_object_act_only_once_listed(
-    namespace: str, tmp_path: Path, without_session_operator: None
+def test_two_operators_started_together_elect_one_at_once_and_hand_over_on_sigterm(
+    namespace: str,
+    tmp_path: Path,
+    without_session_operator: None,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The chart creates the peering object after the replicas start (a post-install hook),
-    so kopf's first keep-alive finds nothing and no replica is listed until its next one.
-    None may act meanwhile: both would."""
-    active = _peered(tmp_path, namespace, "active", 200, lifetime=20)
-    standby = _peered(tmp_path, namespace, "standby", 100, lifetime=20)
-    active.start()
-    standby.start()
+    """A fresh install: two replicas start at the same moment against a Lease nobody holds
+    yet. One must act within 5 s and never both; a clean exit of the holder hands over at the
+    standby's next try, not after the lease duration. The chart's default timing."""
+    ops = [_elected(tmp_path, namespace, f"op{i}", timing=(15, 10, 2)) for i in (0, 1)]
+    samples: list[tuple[float, bool, bool]] = []
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.is_set():
+            samples.append((time.monotonic(), _leads(ops[0]), _leads(ops[1])))
+            sampling.wait(0.1)
+
+    started = time.monotonic()
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     try:
-        kubectl_apply(example("demo-cpu.yaml"), namespace)
-        time.sleep(6)  # both watch the model; neither is listed in a peering
-        assert active.metric("kinfer_operator_reconciles_total") == 0
-        assert standby.metric("kinfer_operator_reconciles_total") == 0
-        kubectl_apply(
-            {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "kinfer"}},
-            namespace,
-        )
-        # Listed at their next keep-alive (every 10-15 s with a 20 s lifetime).
-        wait_until(lambda: _ready_replicas(namespace) == 2, 90, "the active peer to serve")
-        assert active.metric("kinfer_operator_reconciles_total") > 0
-        assert standby.metric("kinfer_operator_reconciles_total") == 0
+        _start_together(*ops)
+        while time.monotonic() - started < 15:
+            time.sleep(0.1)
+        both = [t - started for t, a, b in samples if a and b]
+        assert not both, f"two operators acted at once at {both[:5]} s after start"
+        first = next((t - started for t, a, b in samples if a or b), None)
+        assert first is not None and first <= 5, f"nobody acted within 5 s (first: {first})"
+
+        leader = 0 if samples[-1][1] else 1
+        assert samples[-1][1 + leader], "the first holder lost the Lease with nobody stopping"
+        other = ops[1 - leader]
+        stopped = time.monotonic()
+        samples.clear()
+        ops[leader].stop()  # SIGTERM: the operator releases the Lease on its way out
+        wait_until(lambda: _leads(other), 30, "the standby to take over")
+        taken = time.monotonic() - stopped
+        sampling.set()
+        sampler.join()
+        assert not [s for s in samples if s[1] and s[2]], "two acted during the handover"
+        with capsys.disabled():
+            print(
+                f"\nleader election: first operator acting {first:.2f} s after start; "
+                f"standby acting {taken:.2f} s after SIGTERM to the holder"
+            )
+        assert taken < 15, "the Lease was not released: the standby waited out its duration"
     finally:
-        active.stop()
-        standby.stop()
+        sampling.set()
+        sampler.join()
+        for op in ops:
+            op.stop()
 
 
 def test_operator_serves_health_and_metrics_and_logs_json(

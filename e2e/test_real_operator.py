@@ -42,8 +42,10 @@ def chart_operator(
         "tolerations[0].key": NODE_KEY,
         "tolerations[0].operator": "Exists",
         "operator.resyncSeconds": "5",
-        # A standby takes over once the active peer is silent this long.
-        "peering.lifetime": "10",
+        # A standby takes over once the active replica has not renewed for this long (a
+        # deleted pod releases the Lease on SIGTERM: then at the standby's next try).
+        "leaderElection.leaseDuration": "10",
+        "leaderElection.renewDeadline": "6",
         # The same endpoint name the local operator's configuration gives it.
         f"prometheus.endpoints.{real_prometheus.endpoint}.url": real_prometheus.url,
     }
@@ -59,10 +61,16 @@ def chart_operator(
 
 
 def active_peer(release: Release) -> str:
-    """The pod whose peering priority is highest: the one replica that acts."""
-    peering = kubectl_json("get", "clusterkopfpeering", release.peering)
-    peers: dict[str, Any] = peering.get("status") or {}
-    return max(peers, key=lambda peer: int(peers[peer]["priority"]))
+    """The pod holding the release's Lease: the one replica that acts. Its holder identity
+    is the pod's name and a random suffix."""
+    holder: str = wait_until(
+        lambda: (
+            kubectl_json("get", "lease", release.lease, "-n", release.namespace).get("spec") or {}
+        ).get("holderIdentity"),
+        30,
+        "a holder of the release's Lease",
+    )
+    return holder.rpartition("_")[0]
 
 
 def rollout_status(ns: str) -> dict[str, Any]:

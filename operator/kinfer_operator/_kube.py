@@ -1,31 +1,34 @@
 """The Kubernetes API boundary: the only module that reads or writes cluster state.
 
 Reconcile passes read from the informer cache (`world.store`), not from here: this module
-answers the few reads that are not watched (referenced PVCs, the peering object, a relist
-after a standby) and makes every write: server-side apply with one field manager,
-the scale subresource for fixed replica counts, deletes, status merge patches and Events.
-Every call is counted by verb and kind, so the operator's metrics show that a steady state
-costs the API server nothing.
+answers the few reads that are not watched (referenced PVCs, a relist after a standby) and
+makes every write: server-side apply with one field manager, the scale subresource for fixed
+replica counts, deletes, status merge patches and Events. Every call is counted by verb and
+kind, so the operator's metrics show that a steady state costs the API server nothing. It
+also keeps the leader-election Lease (see `election`): those calls count as API requests but
+not as writes, since their steady renewals say nothing about reconciling.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+from kubernetes.dynamic.exceptions import ConflictError, NotFoundError, ResourceNotFoundError
 
 from kinfer_operator.api import GROUP, KIND, PLURAL, VERSION
 from kinfer_operator.api._base import format_time
+from kinfer_operator.election import LeaseRecord
 from kinfer_operator.metrics import API_REQUESTS, API_WRITE_FAILURES, API_WRITES
 from kinfer_operator.naming import MODEL_LABEL
 from kinfer_operator.references import Reference
@@ -99,6 +102,53 @@ _MESSAGE_LIMIT = 2048
 
 _WRITE_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
 """What a write may raise: an API server answer, or no answer at all."""
+
+
+def _lease_body(name: str, namespace: str, record: LeaseRecord) -> dict[str, Any]:
+    """The Lease as a plain dict: the client's models turn the times back into datetimes,
+    which it sends in a form the API server refuses on a whole second."""
+    meta: dict[str, Any] = {"name": name, "namespace": namespace}
+    if record.version:
+        meta["resourceVersion"] = record.version
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": meta,
+        "spec": {
+            "holderIdentity": record.holder,
+            "leaseDurationSeconds": record.duration_s,
+            "acquireTime": _micro_time(record.acquired),
+            "renewTime": _micro_time(record.renewed),
+            "leaseTransitions": record.transitions,
+        },
+    }
+
+
+def _micro_time(at: datetime | None) -> str | None:
+    """A Lease's MicroTime: always six fraction digits, which the API server insists on
+    (`isoformat()` drops them on a whole second)."""
+    if at is None:
+        return None
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _lease_record(lease: Mapping[str, Any]) -> LeaseRecord:
+    spec = lease.get("spec") or {}
+    return LeaseRecord(
+        holder=str(spec.get("holderIdentity") or ""),
+        duration_s=int(spec.get("leaseDurationSeconds") or 1),
+        acquired=_parse_time(spec.get("acquireTime")),
+        renewed=_parse_time(spec.get("renewTime")),
+        transitions=int(spec.get("leaseTransitions") or 0),
+        version=str((lease.get("metadata") or {}).get("resourceVersion") or ""),
+    )
+
+
+def _parse_time(value: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value)) if value else None
+    except ValueError:  # another client wrote something odd: the times are informative only
+        return None
 
 
 def load_config(kubeconfig: str | None = None, pool_size: int = 8) -> client.ApiClient:
@@ -190,34 +240,46 @@ class Kube:
             return f"{ref.field}: {ref.kind} {ref.name!r} not found in namespace {namespace}"
         return None
 
-    def leads(self, peering: str, namespace: str | None, priority: int) -> bool | None:
-        """Whether this operator is the active one of its kopf peering: it is listed there
-        as alive (kopf's keep-alive went through) and no live peer has a higher priority.
-        None when the peering object does not exist.
+    # -- the leader-election Lease (see `election`) ----------------------------------------
 
-        Being listed matters at install time: the chart creates the peering object after the
-        replicas start, so kopf's first keep-alive finds nothing and every replica would act
-        until its next one. Same rule as kopf: a peer is alive until `lastseen + lifetime`.
-        """
-        kind = "KopfPeering" if namespace else "ClusterKopfPeering"
-        self._read("get", kind)
+    def read_lease(self, namespace: str, name: str, timeout: float) -> LeaseRecord | None:
+        """The Lease as stored, or None when it does not exist yet."""
+        self._read("get", "Lease")
         try:
-            obj = self._resource("kopf.dev/v1", kind).get(name=peering, namespace=namespace)
+            lease = self._leases().get(name=name, namespace=namespace, _request_timeout=timeout)
         except NotFoundError:
             return None
-        now = datetime.now(UTC)
-        listed = False
-        for peer in (obj.to_dict().get("status") or {}).values():
-            if not isinstance(peer, dict) or "lastseen" not in peer:
-                continue
-            seen = datetime.fromisoformat(str(peer["lastseen"]))
-            if seen + timedelta(seconds=int(peer.get("lifetime", 60))) <= now:
-                continue  # dead
-            their = int(peer.get("priority", 0))
-            if their > priority:
-                return False
-            listed = listed or their == priority
-        return listed
+        return _lease_record(lease.to_dict())
+
+    def create_lease(
+        self, namespace: str, name: str, record: LeaseRecord, timeout: float
+    ) -> LeaseRecord | None:
+        """Create the Lease; None when another replica created it first (409)."""
+        self._read("create", "Lease")
+        body = _lease_body(name, namespace, dataclasses.replace(record, version=""))
+        try:
+            lease = self._leases().create(body=body, namespace=namespace, _request_timeout=timeout)
+        except ConflictError:
+            return None
+        return _lease_record(lease.to_dict())
+
+    def replace_lease(
+        self, namespace: str, name: str, record: LeaseRecord, timeout: float
+    ) -> LeaseRecord | None:
+        """Replace the Lease if it is still at `record.version` (compare-and-swap); None
+        when it changed since (409 Conflict): another replica wrote it."""
+        self._read("update", "Lease")
+        body = _lease_body(name, namespace, record)
+        try:
+            lease = self._leases().replace(
+                body=body, name=name, namespace=namespace, _request_timeout=timeout
+            )
+        except ConflictError:
+            return None
+        return _lease_record(lease.to_dict())
+
+    def _leases(self) -> Any:
+        return self._resource("coordination.k8s.io/v1", "Lease")
 
     def serves(self, kind: str) -> bool:
         """Whether the API server serves `kind` at its API_VERSIONS version (its CRD is

@@ -104,6 +104,8 @@ class Controller:
         """Deleted models (by UID) whose children a worker has yet to delete."""
         self._lock = threading.Lock()
         self._was_standby = False
+        self._deferred: set[ModelKey] = set()
+        """Models a standby put off until its next resync; run at once when it takes over."""
         self._deleted = 0
         self._sized_at = 0.0
         self._threads: list[threading.Thread] = []
@@ -210,9 +212,11 @@ class Controller:
         with self._lock:
             trigger = self._triggers.pop(key, "resync")
         if self._standby():
-            # A peer with a higher priority is active: nothing reconciles here, whatever the
-            # trigger (kopf pauses its watches only once it has seen that peer).
+            # Another replica holds the leader-election Lease: nothing reconciles here,
+            # whatever the trigger (the watches keep the cache current: a hot standby).
             self._was_standby = True
+            with self._lock:
+                self._deferred.add(key)
             self.queue.add_after(key, self._resync)
             return
         if self._was_standby:
@@ -237,6 +241,14 @@ class Controller:
             delay = min(delay, outcome.requeue_after)
         self.queue.add_after(key, delay)
 
+    def took_over(self) -> None:
+        """This replica now acts: run the passes it put off as a standby now, not at their
+        resync. Only models a pass was asked for (so kopf's initial listing is complete)."""
+        with self._lock:
+            deferred, self._deferred = self._deferred, set()
+        for key in deferred:
+            self.enqueue(key, "leader")
+
     def _idle(self) -> None:
         """Nothing to do for a while: if models went away since last time, hand the memory
         their cached objects used back to the system (CPython keeps freed memory otherwise)."""
@@ -247,13 +259,13 @@ class Controller:
             publish_cache_size(self.store)
 
     def _take_over(self) -> None:
-        """Back from standby: the watches were paused, so deletions may have been missed."""
+        """Back from standby: make sure the cache missed nothing while another replica acted."""
         # The cost ledger re-seeds from the statuses the active peer wrote.
         self._refresh("after standby", then=self.reconciler.costs.reset)
 
     def relist_if_due(self) -> None:
         """Every `relist_seconds`, one worker refreshes the cache from a fresh listing (a
-        standby's watches are paused: it refreshes when it takes over instead)."""
+        standby refreshes when it takes over instead)."""
         if self._relist_every <= 0:
             return
         now = time.monotonic()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import random
-import time
+import re
+import secrets
+import socket
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -15,7 +16,9 @@ from prometheus_client import REGISTRY, start_http_server
 
 from kinfer_operator import __version__
 from kinfer_operator._kube import Kube, load_config
+from kinfer_operator.election import ElectionSettings, LeaderElector
 from kinfer_operator.handlers import WORKERS, Controller, install
+from kinfer_operator.metrics import LEADER
 from kinfer_operator.reconcile import Reconciler
 from kinfer_operator.reconcile.cluster import CachedCluster, relist
 from kinfer_operator.reconcile.template_rolls import DEFAULT_MAX_TEMPLATE_ROLLS, TemplateRolls
@@ -25,7 +28,7 @@ from kinfer_operator.world import Store
 from kinfer_operator.world.cost_metric import GpuSecondsCollector
 from kinfer_operator.world.store import ModelKey
 
-__all__ = ["main", "parse_args"]
+__all__ = ["identity", "lease_namespace", "main", "parse_args"]
 
 
 def _at_least_one(value: str) -> int:
@@ -53,23 +56,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="watch only this namespace (repeatable); default: the whole cluster",
     )
     parser.add_argument(
-        "--peering",
-        default=env("KINFER_PEERING", ""),
-        help="kopf peering name: replicas sharing it elect one active operator",
+        "--leader-election",
+        metavar="LEASE",
+        default=env("KINFER_LEADER_ELECTION", ""),
+        help="name of the coordination.k8s.io Lease replicas elect one active operator "
+        "through; empty: standalone (one replica only)",
     )
     parser.add_argument(
-        "--priority",
-        type=int,
-        default=int(env("KINFER_PEERING_PRIORITY", "0")) or None,
-        help="peering priority; the highest live priority acts and the others stand by. "
-        "Default: random, because kopf pauses every operator that shares a priority",
+        "--leader-election-namespace",
+        default=env("KINFER_LEADER_ELECTION_NAMESPACE", ""),
+        help="namespace of the Lease; default: the pod's own namespace",
     )
     parser.add_argument(
-        "--peering-lifetime",
-        type=int,
-        default=int(env("KINFER_PEERING_LIFETIME", "60")),
-        help="seconds a silent peer counts as alive; a standby takes over after this",
+        "--leader-election-lease-duration",
+        type=float,
+        default=float(env("KINFER_LEADER_ELECTION_LEASE_DURATION", "15")),
+        help="seconds a standby waits for a silent holder before taking over",
     )
+    parser.add_argument(
+        "--leader-election-renew-deadline",
+        type=float,
+        default=float(env("KINFER_LEADER_ELECTION_RENEW_DEADLINE", "10")),
+        help="seconds after its last successful renew at which the holder stops acting "
+        "(less than the lease duration, so two replicas never act at once)",
+    )
+    parser.add_argument(
+        "--leader-election-retry-period",
+        type=float,
+        default=float(env("KINFER_LEADER_ELECTION_RETRY_PERIOD", "2")),
+        help="seconds between tries to take or renew the Lease",
+    )
+    parser.add_argument("--peering", help=argparse.SUPPRESS)  # removed: says what replaces it
     parser.add_argument(
         "--workers",
         type=int,
@@ -104,7 +121,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--verbose", action="store_true", default=bool(env("KINFER_VERBOSE")))
     parser.add_argument("--version", action="version", version=f"kinfer-operator {__version__}")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.peering is not None:
+        parser.error(
+            "--peering was removed: use --leader-election LEASE (a Lease, not kopf peering)"
+        )
+    if args.leader_election and not _DNS_SUBDOMAIN.fullmatch(args.leader_election):
+        parser.error(f"--leader-election {args.leader_election!r}: not a valid Lease name")
+    try:
+        args.election = ElectionSettings(
+            args.leader_election_lease_duration,
+            args.leader_election_renew_deadline,
+            args.leader_election_retry_period,
+        )
+    except ValueError as err:
+        parser.error(str(err))
+    return args
+
+
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def lease_namespace(flag: str, namespace_file: str = _NAMESPACE_FILE) -> str:
+    """The Lease's namespace: the flag, else the pod's own (the service account's)."""
+    if flag:
+        return flag
+    try:
+        with open(namespace_file, encoding="utf-8") as f:
+            own = f.read().strip()
+    except OSError:
+        own = ""
+    if not own:
+        raise SystemExit(
+            "kinfer-operator: --leader-election-namespace is needed outside a pod "
+            "(no service account namespace to default to)"
+        )
+    return own
+
+
+def identity() -> str:
+    """This replica's name in the Lease: the pod's name and a random suffix, unique even
+    for two processes on one host or a restarted container."""
+    return f"{os.environ.get('POD_ID') or socket.gethostname()}_{secrets.token_hex(4)}"
 
 
 class Discovery(Protocol):
@@ -145,24 +204,23 @@ def main(argv: list[str] | None = None) -> None:
     store = Store()
     exact = [ns for ns in args.namespace if not set(ns) & set("*?[]!")]
     watch_routes = routes_watched(args.gateway_api, kube, exact)
-    priority = args.priority or random.SystemRandom().randint(1, 1_000_000)
-    peering_namespace = exact[0] if args.namespace and exact else None
-
-    checked: list[tuple[float, bool | None]] = []  # (monotonic time, answer): a GET per 5 s
+    elector: LeaderElector | None = None
+    if args.leader_election:
+        elector = LeaderElector(
+            kube,
+            lease_namespace(args.leader_election_namespace),
+            args.leader_election,
+            identity(),
+            args.election,
+            on_change=lambda leading: controller.took_over() if leading else None,
+        )
+        LEADER.set_function(lambda: 1.0 if elector is not None and elector.leading() else 0.0)
+    else:
+        LEADER.set(1)
 
     def standby() -> bool:
-        # Asked by every model's scheduled resync; the peering object changes far slower.
-        # Not yet listed in the peering (or no peering object): nothing may act yet.
-        if not args.peering:
-            return False
-        if not checked or time.monotonic() - checked[0][0] > 5:
-            leads = kube.leads(args.peering, peering_namespace, priority)
-            if leads is None and (not checked or checked[0][1] is not None):
-                logging.getLogger("kinfer_operator").warning(
-                    "peering %r not found: standing by until it exists", args.peering
-                )
-            checked[:] = [(time.monotonic(), leads)]
-        return not checked[0][1]
+        # Hot standby: the watches and the cache stay current, nothing acts.
+        return elector is not None and not elector.leading()
 
     reconciler = Reconciler(
         CachedCluster(store, kube, routes_watched=watch_routes),
@@ -187,32 +245,42 @@ def main(argv: list[str] | None = None) -> None:
     install(controller, watch_routes=watch_routes)
 
     @kopf.on.startup()
-    def peering_settings(settings: kopf.OperatorSettings, **_: object) -> None:
-        settings.peering.lifetime = args.peering_lifetime
-        settings.peering.mandatory = bool(args.peering)
+    def scanning_settings(settings: kopf.OperatorSettings, **_: object) -> None:
         # Exact namespaces need no discovery; a namespaced install (Roles only) may not
         # list namespaces or watch CRDs cluster-wide. Glob patterns still need scanning.
         settings.scanning.disabled = bool(args.namespace) and not any(
             set(ns) & set("*?[]!") for ns in args.namespace
         )
 
+    @kopf.on.cleanup()
+    def step_down(**_: object) -> None:
+        # Release only once no pass runs here any more, so a standby may take over at once.
+        controller.stop()
+        if elector is not None:
+            elector.stop()
+
     logging.getLogger("kinfer_operator").info(
-        "starting kinfer-operator %s (peering %s, priority %d, HTTPRoutes %s)",
+        "starting kinfer-operator %s (leader election %s, HTTPRoutes %s)",
         __version__,
-        args.peering or "off",
-        priority,
+        f"on Lease {elector.namespace}/{elector.name} as {elector.identity}"
+        if elector is not None
+        else "off",
         "watched" if watch_routes else "not watched",
     )
-    kopf.run(
-        clusterwide=not args.namespace,
-        namespaces=args.namespace,
-        standalone=not args.peering,
-        peering_name=args.peering or None,
-        priority=priority,
-        liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz"
-        if args.health_port
-        else None,
-    )
+    if elector is not None:
+        elector.start()  # at once: a fresh install acts as soon as the cache is filled
+    try:
+        kopf.run(
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            standalone=True,  # kopf's own peering is not used: the Lease decides who acts
+            liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz"
+            if args.health_port
+            else None,
+        )
+    finally:
+        if elector is not None:
+            elector.stop()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ __all__ = [
     "API_WRITE_FAILURES",
     "CACHE_OBJECTS",
     "CANARY_WEIGHT",
+    "LEADER",
     "MODEL_CONDITION",
     "PROMOTIONS",
     "QUEUE_DELAYED",
@@ -71,6 +72,11 @@ QUEUE_RETRIES = Counter(
 )
 CACHE_OBJECTS = Gauge(
     "kinfer_operator_cache_objects", "Objects held in the informer cache, by kind.", ["kind"]
+)
+LEADER = Gauge(
+    "kinfer_operator_leader",
+    "1 on the replica that holds the leader-election Lease and may act (or runs standalone), "
+    "0 on a standby.",
 )
 
 MODEL_CONDITION = Gauge(

@@ -130,4 +130,6 @@ def test_every_shown_default_is_the_values_yaml_default() -> None:
         if cell is not None and not _matches(cell, _lookup(values, key))
     }
     assert not wrong, f"README default vs values.yaml: {wrong}"
-    assert _documented()["peering.lifetime"] is not None, "the table's defaults were not read"
+    assert _documented()["leaderElection.leaseDuration"] is not None, (
+        "the table's defaults were not read"
+    )

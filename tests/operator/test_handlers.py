@@ -83,6 +83,24 @@ def test_standby_replica_reconciles_nothing_whatever_the_trigger(reconciler: _Re
     controller.stop()
 
 
+def test_a_standby_that_takes_over_runs_the_passes_it_put_off_at_once(
+    reconciler: _Reconciler,
+) -> None:
+    standby = True
+    controller = _controller(reconciler, standby=lambda: standby)
+    controller.enqueue(KEY, "model")
+    _run_ready(controller)
+    assert controller.queue.due_in(KEY) == pytest.approx(300, abs=1)
+    standby = False
+    controller.took_over()
+    _run_ready(controller)
+    assert reconciler.calls == [("ml", "resnet50", "leader")]
+    controller.took_over()  # nothing left over: a second takeover asks for nothing
+    _run_ready(controller)
+    assert len(reconciler.calls) == 1
+    controller.stop()
+
+
 def test_taking_over_from_standby_relists_and_requeues_what_changed(
     reconciler: _Reconciler,
 ) -> None:

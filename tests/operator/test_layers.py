@@ -37,7 +37,7 @@ OPERATOR = Layering(
     [
         {"__init__", "runtime_contract", "events"},
         {"api"},
-        {"model", "metrics"},
+        {"model", "metrics", "election"},
         {"naming", "references"},
         {"children"},
         {"world"},

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from kinfer_operator.main import main, parse_args, routes_watched
+from kinfer_operator.election import ElectionSettings
+from kinfer_operator.main import identity, lease_namespace, main, parse_args, routes_watched
 
 
 class _Kube:
@@ -75,3 +76,49 @@ def test_out_of_bounds_template_settings_are_refused(
     with pytest.raises(SystemExit):
         parse_args(argv)
     assert argv[0] in capsys.readouterr().err
+
+
+def test_leader_election_is_off_unless_a_lease_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KINFER_LEADER_ELECTION", raising=False)
+    assert parse_args([]).leader_election == ""
+    monkeypatch.setenv("KINFER_LEADER_ELECTION", "kinfer")
+    monkeypatch.setenv("KINFER_LEADER_ELECTION_LEASE_DURATION", "20")
+    args = parse_args([])
+    assert args.leader_election == "kinfer"
+    assert args.election == ElectionSettings(20, 10, 2)
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--peering", "kinfer"], "--leader-election LEASE"),
+        (["--leader-election", "Not_A_Name"], "--leader-election 'Not_A_Name'"),
+        (["--leader-election-renew-deadline", "15"], "--leader-election-renew-deadline=15"),
+        (["--leader-election-retry-period", "0"], "--leader-election-retry-period=0"),
+        (["--leader-election-lease-duration", "99999"], "--leader-election-lease-duration"),
+    ],
+)
+def test_bad_election_flags_are_refused_naming_the_flag(
+    argv: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+    assert named in capsys.readouterr().err
+
+
+def test_the_lease_lives_in_the_pod_s_own_namespace_unless_told(tmp_path: Path) -> None:
+    own = tmp_path / "namespace"
+    own.write_text("kinfer-system\n")
+    assert lease_namespace("", str(own)) == "kinfer-system"
+    assert lease_namespace("ops", str(own)) == "ops"
+    with pytest.raises(SystemExit, match="--leader-election-namespace"):
+        lease_namespace("", str(tmp_path / "absent"))
+
+
+def test_two_processes_on_one_host_get_different_identities(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("POD_ID", "kinfer-7d9f")
+    first, second = identity(), identity()
+    assert first != second
+    assert first.startswith("kinfer-7d9f_")

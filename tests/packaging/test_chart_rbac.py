@@ -24,7 +24,14 @@ VALUE_SETS = [
 
 
 def _roles(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] in {"ClusterRole", "Role"}]
+    """The operator's rules for models and children (the leader-election Role, which has
+    only the Lease, is checked in test_chart_leader_election.py)."""
+    return [
+        d
+        for d in docs
+        if d["kind"] in {"ClusterRole", "Role"}
+        and not d["metadata"]["name"].endswith("-leader-election")
+    ]
 
 
 def _verbs(role: dict[str, Any], group: str, resource: str) -> set[str]:
@@ -65,7 +72,11 @@ def test_namespaced_mode_grants_nothing_cluster_wide(render: Render) -> None:
     assert not [d for d in docs if d["kind"] in {"ClusterRole", "ClusterRoleBinding"}]
     roles = _roles(docs)
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
-    bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    bindings = [
+        d
+        for d in docs
+        if d["kind"] == "RoleBinding" and not d["metadata"]["name"].endswith("-leader-election")
+    ]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     env = _operator_env(docs)
     assert env["KINFER_WATCH_NAMESPACES"] == "team-a,team-b"
@@ -108,13 +119,10 @@ def test_no_secret_is_readable_and_pods_only_observed(render: Render) -> None:
         assert _verbs(role, "", "pods/log") == {"get"}
 
 
-def test_peering_rights_follow_the_peering_mode(render: Render) -> None:
-    (cluster,) = _roles(render())
-    assert _verbs(cluster, "kopf.dev", "clusterkopfpeerings") == {"get", "list", "watch", "patch"}
-    for role in _roles(render(**NAMESPACED)):
-        assert _verbs(role, "kopf.dev", "kopfpeerings") == {"get", "list", "watch", "patch"}
-    (standalone,) = _roles(render(**{"peering.enabled": "false", "replicas": "1"}))
-    assert not _verbs(standalone, "kopf.dev", "clusterkopfpeerings")
+def test_no_kopf_peering_rights_are_granted(render: Render) -> None:
+    for role in _roles(render()) + _roles(render(**NAMESPACED)):
+        assert not _verbs(role, "kopf.dev", "clusterkopfpeerings")
+        assert not _verbs(role, "kopf.dev", "kopfpeerings")
 
 
 def test_gateway_api_httproutes_only_when_enabled(render: Render) -> None:

@@ -1,4 +1,4 @@
-"""The operator's workload: restricted pod security, probes, ports, peering, bad values."""
+"""The operator's workload: restricted pod security, probes, ports, leader election, bad values."""
 
 from __future__ import annotations
 
@@ -61,33 +61,27 @@ def test_image_defaults_to_the_chart_app_version(render: Render) -> None:
     assert tagged["image"] == "kinfer/operator:dev"
 
 
-def test_two_replicas_peer_through_the_chart_s_peering_object(render: Render) -> None:
+def test_two_replicas_elect_one_through_a_lease_in_the_release_namespace(render: Render) -> None:
     docs = render()
     workload = _one(docs, "Deployment")
     assert workload["spec"]["replicas"] == 2
     env = _env(workload["spec"]["template"]["spec"]["containers"][0])
-    assert env["KINFER_PEERING"] == "kinfer"
-    # kopf pauses every operator that shares a priority; identical replicas must therefore
-    # keep the operator's random default, never one fixed value.
-    assert "KINFER_PEERING_PRIORITY" not in env
+    assert env["KINFER_LEADER_ELECTION"] == "kinfer"
+    assert env["KINFER_LEADER_ELECTION_NAMESPACE"] == "kinfer-system"
+    assert [
+        env[f"KINFER_LEADER_ELECTION_{k}"]
+        for k in ("LEASE_DURATION", "RENEW_DEADLINE", "RETRY_PERIOD")
+    ] == ["15", "10", "2"]
     assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
-    peering = _one(docs, "ClusterKopfPeering")
-    assert peering["metadata"]["name"] == "kinfer"
-    assert "post-install" in peering["metadata"]["annotations"]["helm.sh/hook"]
-
-
-def test_namespaced_mode_peers_in_each_watched_namespace(render: Render) -> None:
-    docs = render(watchNamespaces="{team-a,team-b}")
-    assert not [d for d in docs if d["kind"] == "ClusterKopfPeering"]
-    peerings = [d for d in docs if d["kind"] == "KopfPeering"]
-    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
-
-
-def test_standalone_mode_sets_no_peering(render: Render) -> None:
-    docs = render(**{"peering.enabled": "false", "replicas": "1"})
-    env = _env(_pod(docs)["containers"][0])
-    assert "KINFER_PEERING" not in env
     assert not [d for d in docs if "KopfPeering" in d["kind"]]
+    assert not [d for d in docs if "helm.sh/hook" in (d["metadata"].get("annotations") or {})]
+
+
+def test_standalone_mode_sets_no_leader_election(render: Render) -> None:
+    docs = render(**{"leaderElection.enabled": "false", "replicas": "1"})
+    env = _env(_pod(docs)["containers"][0])
+    assert not [k for k in env if k.startswith("KINFER_LEADER_ELECTION")]
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-leader-election")]
 
 
 def test_monitoring_objects_only_when_enabled(render: Render) -> None:
@@ -116,7 +110,10 @@ def test_monitoring_objects_only_when_enabled(render: Render) -> None:
         ({"crds.instal": "true"}, "instal"),
         ({"image.pullPolicy": "Sometimes"}, "/image/pullPolicy"),
         ({"monitoring.prometheusRule.gpuUnschedulableFor": "soon"}, "gpuUnschedulableFor"),
-        ({"replicas": "2", "peering.enabled": "false"}, "needs peering.enabled=true"),
+        ({"replicas": "2", "leaderElection.enabled": "false"}, "needs leaderElection.enabled"),
+        ({"leaderElection.renewDeadline": "15"}, "retryPeriod < renewDeadline < leaseDuration"),
+        ({"leaderElection.retryPeriod": "0"}, "/leaderElection/retryPeriod"),
+        ({"leaderElection.name": "x"}, "name"),
         ({"operator.prometheusURL": "prometheus:9090"}, "/operator/prometheusURL"),
     ],
 )
