@@ -30,15 +30,17 @@ $(VENV)/.installed: pyproject.toml
 # Debian packages the real node needs: buildah and mmdebstrap (images without Docker),
 # nftables/iptables/conntrack (kube-proxy, kubelet), socat (the API server relay),
 # libseccomp-dev and gcc (runc's seccomp, built with cgo). Prometheus is built by
-# `make binaries`: Debian's has no Kubernetes service discovery. nodejs (npm): s3rver and
-# azurite, the S3 and Azure Blob implementations the object-store e2e runs
-# (e2e/tools/objectstores.sh; fake-gcs-server is built with Go like the binaries).
-SYSTEM_PACKAGES := buildah mmdebstrap nftables iptables conntrack socat libseccomp-dev gcc nodejs
-system-deps: ## Debian packages the e2e suite's real node needs (buildah, mmdebstrap, netfilter tools)
+# `make binaries`: Debian's has no Kubernetes service discovery. nodejs and npm (separate
+# packages on Debian; bookworm's node is 18): s3rver and azurite, the S3 and Azure Blob
+# implementations the object-store e2e runs (e2e/tools/objectstores.sh; fake-gcs-server is
+# built with Go like the binaries). Stock bookworm packages only: e2e/tools/fresh-host-check.sh
+# installs this list in a clean bookworm root and starts the npm servers there.
+SYSTEM_PACKAGES := buildah mmdebstrap nftables iptables conntrack socat libseccomp-dev gcc nodejs npm
+system-deps: ## Debian packages the e2e suite needs (buildah, mmdebstrap, netfilter tools, nodejs, npm)
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
 	    | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages: $$missing"; \
+	  echo "installing Debian packages:" $$missing; \
 	  sudo=$$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo); \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
 	    --no-install-recommends $$missing >/dev/null; \

@@ -3,8 +3,10 @@
 #   s3rver          (S3)                  npm registry
 #   fake-gcs-server (Google Cloud Storage) Go module proxy, built with the local Go toolchain
 #   azurite         (Azure Blob Storage)  npm registry
-# Installed once per version into $KINFER_CACHE/objectstores/<name>-<version>/ (outside the
-# repo); a warm run does nothing. `objectstores.sh NAME` prints that server's executable;
+# The npm servers install with `npm ci --ignore-scripts` from the lockfile in npm/<name>/
+# (exact versions and integrity hashes) into $KINFER_CACHE/objectstores/<name>-<version>-<key>/,
+# the key a hash of that lockfile; the Go one into <name>-<version>/ (outside the repo). A warm
+# run does nothing. `objectstores.sh NAME` prints that server's executable;
 # with no argument, all three are installed and nothing is printed.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -14,12 +16,27 @@ KINFER_CACHE=${KINFER_CACHE:-$HOME/.cache/kinfer}
 ROOT="$KINFER_CACHE/objectstores"
 
 npm_server() { # package version executable
-    local dir="$ROOT/$1-$2" bin
+    local src="$PWD/npm/$1" key dir bin locked
+    # The cache key covers the lockfile: a regenerated lockfile installs afresh.
+    key=$(cat "$src/package.json" "$src/package-lock.json" | sha256sum | cut -c1-12)
+    dir="$ROOT/$1-$2-$key"
     bin="$dir/node_modules/.bin/$3"
     if [[ ! -x $bin ]]; then
-        command -v npm >/dev/null || { echo "objectstores.sh: npm is needed (apt-get install npm)" >&2; exit 1; }
-        mkdir -p "$dir"
-        npm install --prefix "$dir" --no-audit --no-fund --omit=dev "$1@$2" >&2
+        command -v npm >/dev/null || { echo "objectstores.sh: npm is needed (make system-deps)" >&2; exit 1; }
+        locked=$(node -p 'require(process.argv[1]).packages["node_modules/" + process.argv[2]].version' \
+            "$src/package-lock.json" "$1")
+        [[ $locked == "$2" ]] || {
+            echo "objectstores.sh: npm/$1/package-lock.json has $1 $locked, versions.env $2:" \
+                "regenerate the lockfile (e2e/README.md, Object stores)" >&2
+            exit 1
+        }
+        # Exactly the locked tree (versions and integrity hashes), no install scripts, from a
+        # copy: npm writes node_modules next to package.json.
+        rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+        cp "$src/package.json" "$src/package-lock.json" "$dir.tmp/"
+        npm ci --prefix "$dir.tmp" --ignore-scripts --omit=dev --no-audit --no-fund >&2
+        rm -rf "$dir" && mv "$dir.tmp" "$dir"
+        find "$ROOT" -mindepth 1 -maxdepth 1 -name "$1-*" ! -name "${dir##*/}" -exec rm -rf {} +
     fi
     echo "$bin"
 }
