@@ -25,7 +25,8 @@ from test_core import wait_ready
 FREEZE_SECONDS = 30
 
 
-pytestmark = pytest.mark.real_node
+# It freezes the API server: nothing else may run meanwhile.
+pytestmark = [pytest.mark.real_node, pytest.mark.exclusive]
 
 
 def _pid_of(component: str) -> int:

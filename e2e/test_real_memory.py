@@ -26,7 +26,6 @@ from realnode import (
     model_manifest,
     on_real_node,
     reference_logits,
-    require_real_node,
     serving_url,
 )
 from test_core import pods_of, wait_ready
@@ -35,9 +34,7 @@ MIB = 1024 * 1024
 GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
-@pytest.fixture(autouse=True)
-def _real_node() -> None:
-    require_real_node()
+pytestmark = pytest.mark.real_node
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> str:

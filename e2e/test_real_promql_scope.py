@@ -18,15 +18,13 @@ import pytest
 from conftest import SESSION
 from dataplane import Prometheus
 from harness import kubectl, kubectl_apply, kubectl_json, wait_until
-from realnode import LoadGenerator, canary_rollout, model_manifest, require_real_node, serving_url
+from realnode import LoadGenerator, canary_rollout, model_manifest, serving_url
 from test_core import wait_ready
 
 PEER = "peer"
 
 
-@pytest.fixture(autouse=True)
-def _real_node() -> None:
-    require_real_node()
+pytestmark = pytest.mark.real_node
 
 
 @pytest.fixture

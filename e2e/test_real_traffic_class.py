@@ -18,15 +18,13 @@ import numpy as np
 import pytest
 from dataplane import Prometheus
 from harness import condition, kubectl_apply, kubectl_json, wait_until
-from realnode import canary_rollout, model_manifest, require_real_node, serving_url
+from realnode import canary_rollout, model_manifest, serving_url
 from test_core import wait_ready
 
 SPOOFED = {"x-kinfer-shadow": "stable", "x-kinfer-pinned": "true"}
 
 
-@pytest.fixture(autouse=True)
-def _real_node() -> None:
-    require_real_node()
+pytestmark = pytest.mark.real_node
 
 
 def _get(ns: str) -> dict[str, Any]:
