@@ -59,6 +59,7 @@ def _event_count(ns: str, reason: str) -> int:
     return len(listed)
 
 
+@pytest.mark.timeout(600)
 def test_a_frozen_api_server_stops_neither_serving_nor_the_canary(
     namespace: str, real_prometheus: Prometheus, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -107,6 +107,7 @@ class _Sampler:
         self._thread.join(timeout=30)
 
 
+@pytest.mark.timeout(600)
 def test_an_operator_upgrade_rolls_at_most_the_allowed_models_at_once(
     namespace: str,
     tmp_path: Path,
