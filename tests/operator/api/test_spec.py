@@ -66,6 +66,14 @@ INVALID = [
     ("runtime.serviceAccountName", "Not_A_Name", "serviceAccountName"),
     ("runtime.gpu", {"count": 1, "resourceName": "gpu"}, "resourceName"),
     ("scheduling", {"priorityClassName": "High"}, "priorityClassName"),
+    ("rollout", {"canary": {"maxWeight": 50}}, "give either steps or stepWeight"),
+    ("rollout", {"canary": {"steps": [{"weight": 10}], "stepWeight": 10}}, "not both"),
+    ("autoscaling", {"maxReplicas": 3, "metrics": [{"type": "cpu"}]}, "type cpu needs target"),
+    (
+        "autoscaling",
+        {"maxReplicas": 3, "metrics": [{"type": "raw", "target": 5}]},
+        "type raw needs raw",
+    ),
 ]
 
 
