@@ -603,12 +603,14 @@ class Canary(ApiModel):
 
     @model_validator(mode="after")
     def _steps_or_step_weight(self) -> Canary:
-        # Mirrors the CEL rule, for objects an older CRD let through: weights() relies on it,
-        # and a pass must report such a spec, not fail on it.
+        # Mirrors the CEL rules, for objects an older CRD let through: weights() relies on
+        # them (no steps at all otherwise), and a pass must report such a spec, not fail on it.
         if (self.steps is None) == (self.step_weight is None):
             raise ValueError(
                 "give either steps or stepWeight (with maxWeight), not both and not neither"
             )
+        if self.step_weight is not None and self.step_weight > self.max_weight:
+            raise ValueError("stepWeight must be less than or equal to maxWeight")
         return self
 
     @field_validator("steps")
@@ -766,6 +768,14 @@ class Traffic(ApiModel):
     """Header-pinned canary (mode GatewayAPI): an extra route rule sends requests with this
     header to the candidate at any weight, marked so the runtime counts them apart from the
     analysed traffic (kinfer_pinned_requests_total)."""
+
+    @model_validator(mode="after")
+    def _gateway_for_gateway_mode(self) -> Traffic:
+        # Mirrors the CEL rule, for objects an older CRD let through: the HTTPRoute builder
+        # relies on it, and a pass must report such a spec, not fail on it.
+        if self.mode == "GatewayAPI" and self.gateway is None:
+            raise ValueError("mode GatewayAPI needs gateway.parentRefs")
+        return self
 
 
 class Shadow(ApiModel):

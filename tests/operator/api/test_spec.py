@@ -68,6 +68,8 @@ INVALID = [
     ("scheduling", {"priorityClassName": "High"}, "priorityClassName"),
     ("rollout", {"canary": {"maxWeight": 50}}, "give either steps or stepWeight"),
     ("rollout", {"canary": {"steps": [{"weight": 10}], "stepWeight": 10}}, "not both"),
+    ("rollout", {"canary": {"stepWeight": 60, "maxWeight": 50}}, "less than or equal to maxW"),
+    ("rollout", {**ROLLOUT, "traffic": {"mode": "GatewayAPI"}}, "mode GatewayAPI needs gateway"),
     ("autoscaling", {"maxReplicas": 3, "metrics": [{"type": "cpu"}]}, "type cpu needs target"),
     (
         "autoscaling",

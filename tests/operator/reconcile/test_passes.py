@@ -151,6 +151,10 @@ def test_an_invalid_spec_is_reported_and_creates_nothing() -> None:
 
 OLDER_CRD_LET_THROUGH = {
     "canary-without-weights": {"rollout": {"canary": {"maxWeight": 50}}},
+    "step-above-max-weight": {"rollout": {"canary": {"stepWeight": 60, "maxWeight": 50}}},
+    "gateway-mode-without-gateway": {
+        "rollout": {"canary": {"stepWeight": 10}, "traffic": {"mode": "GatewayAPI"}}
+    },
     "metric-without-target": {
         "replicas": None,
         "autoscaling": {"maxReplicas": 3, "metrics": [{"type": "concurrency"}]},
