@@ -316,6 +316,10 @@ def _progress(ctx: RolloutContext, status: RolloutStatus, events: list[Event]) -
         status = _leave_shadow(status, ctx)
     shadowing = status.phase == "Progressing" and status.shadow_percent is not None
     steps = rollout.canary.weights()
+    if status.step >= len(steps) or status.steps != len(steps):
+        # spec.rollout.canary changed mid-rollout (that starts no new revision): go on from
+        # the same step, or from the last one when there are fewer steps now.
+        status = _with(status, step=min(status.step, len(steps) - 1), steps=len(steps))
     # A shadow phase sends the canary no user traffic: weight 0.
     target = 100 if status.phase == "Promoting" else 0 if shadowing else steps[status.step][0]
     split = (

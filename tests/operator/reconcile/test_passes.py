@@ -249,3 +249,34 @@ def test_collecting_a_deleted_model_deletes_only_the_children_it_owned() -> None
     assert set(kube.children) == owned
     assert reconciler.collect("ml", "resnet50", uid="uid-1") == len(owned)
     assert kube.children == {}
+
+
+def test_fewer_canary_steps_mid_rollout_go_on_from_the_last_step() -> None:
+    # The rollout stood at its third step when the user cut the steps to one: the pass
+    # indexed the old step into the new list and raised IndexError on every pass (found by
+    # test_fuzz.py).
+    steps = [{"weight": w, "pauseSeconds": 0} for w in (10, 20, 30, 40)]
+    spec = deep_merge(CANARY, {"rollout": {"canary": {"steps": steps}}, "replicas": 4})
+    spec["rollout"]["analysis"]["minRequestCount"] = 0
+    kube = FakeKube(model_body(spec))
+    clock = Clock()
+    reconciler = Reconciler(
+        kube, clock=clock.now, monotonic=clock.monotonic, query=lambda _url, _q: 100.0
+    )
+    _serving(kube, reconciler)
+    kube.set_spec(deep_merge(kube.model["spec"], {"model": {"version": "4"}}))
+    while kube.model["status"].get("rollout", {}).get("step", 0) < 2:
+        clock.t += 40
+        _pass(reconciler)
+        kube.settle()
+    cut = deep_merge(kube.model["spec"], {})
+    cut["rollout"]["canary"]["steps"] = [{"weight": 50, "pauseSeconds": 0}]
+    kube.set_spec(cut)
+    _pass(reconciler)
+    rollout = kube.model["status"]["rollout"]
+    assert (rollout["phase"], rollout["step"], rollout["steps"]) == ("Progressing", 0, 1)
+    for _ in range(10):
+        clock.t += 40
+        _pass(reconciler)
+        kube.settle()
+    assert kube.model["status"]["rollout"]["phase"] == "Succeeded"
