@@ -106,8 +106,8 @@ def _list_problems(schema: dict[str, Any], value: Any, path: str) -> Iterator[st
             for dup in sorted({k for k in seen if seen.count(k) > 1}, key=str):
                 yield f"{path}: Duplicate value: {dict(zip(keys, dup, strict=True))}"
         elif kind == "set":
-            for dup in sorted({str(v) for v in value if value.count(v) > 1}):
-                yield f"{path}: Duplicate value: {dup}"
+            for twice in sorted({str(v) for v in value if value.count(v) > 1}):
+                yield f"{path}: Duplicate value: {twice}"
         if isinstance(schema.get("items"), dict):
             for i, item in enumerate(value):
                 yield from _list_problems(schema["items"], item, f"{path}[{i}]")

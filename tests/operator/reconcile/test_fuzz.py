@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from kinfer_operator._kube import WriteError
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import REVISION_LABEL, TRACK_LABEL
 from kinfer_operator.reconcile.run import Outcome, Reconciler
@@ -274,3 +275,28 @@ def test_any_observed_world_gets_a_valid_status_and_comes_to_rest(
     _pass(kube, reconciler)
     _check_status(kube)
     _comes_to_rest(kube, reconciler)
+
+
+# -- the fake's schema, which the properties lean on ------------------------------------------
+
+
+def test_the_fake_refuses_a_status_the_crd_refuses() -> None:
+    kube = FakeKube(model_body())
+    condition = {"type": "Ready", "status": "True", "reason": "Serving"}
+    bad = {"phase": "Sleeping", "conditions": [{**condition, "lastTransitionTime": "today"}] * 2}
+    with pytest.raises(WriteError) as refused:
+        kube.patch_model_status("ml", "resnet50", bad)
+    assert refused.value.failure.code == 422
+    message = refused.value.failure.message
+    assert "status.phase" in message and "date-time" in message and "Duplicate" in message
+    assert "status" not in kube.model
+
+
+def test_the_fake_prunes_unknown_status_fields_and_fills_defaults() -> None:
+    kube = FakeKube(model_body())
+    condition = {"type": "Ready", "status": "True", "reason": "Serving"}
+    now = {**condition, "lastTransitionTime": "2026-01-01T00:00:00Z", "extra": 1}
+    kube.patch_model_status("ml", "resnet50", {"conditions": [now], "unknown": "x"})
+    (stored,) = kube.model["status"]["conditions"]
+    assert "unknown" not in kube.model["status"] and "extra" not in stored
+    assert stored["message"] == ""  # the CRD's default
