@@ -5,7 +5,9 @@ refuse writes the way the API server does (a WriteFailure per verb and kind). Wr
 the API server where our children depend on it: server-side apply merges into the stored
 object and drops only the fields this manager applied before and no longer applies (others'
 fields such as status and the scale subresource's replicas survive); every write bumps the
-resourceVersion; a scale with a stale resourceVersion is refused with 409 Conflict.
+resourceVersion; a scale with a stale resourceVersion is refused with 409 Conflict. A status
+patch is pruned, defaulted and validated against the CRD's status schema (crd_schema.py), and
+refused with 422 Invalid where the API server would refuse it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from kinfer_operator._kube import WriteError
 from kinfer_operator.events import Event
 from kinfer_operator.references import Reference
 from kinfer_operator.world import Observed, WriteFailure
+
+from support.crd_schema import apply_defaults, prune, status_problems, status_schema
 
 Refusal = Callable[[str, Mapping[str, Any]], WriteFailure | None]
 """(verb, object) -> the failure to raise, or None to let the write through."""
@@ -155,7 +159,17 @@ class FakeKube:
 
     def patch_model_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self.writes[("patch-status", "InferenceModel")] += 1
-        self.model["status"] = _merge(self.model.get("status") or {}, status)
+        schema = status_schema()
+        merged = _merge(self.model.get("status") or {}, status)
+        stored = apply_defaults(schema, prune(schema, merged))
+        problems = status_problems(stored)
+        if problems:
+            raise WriteError(
+                WriteFailure(
+                    "patch", "InferenceModel", name, 422, "Invalid", "; ".join(problems)[:4096]
+                )
+            )
+        self.model["status"] = stored
         self.model["metadata"]["resourceVersion"] = self._next_version()
 
     def post_event(

@@ -560,6 +560,16 @@ class AutoscalingMetric(ApiModel):
     raw: FreeformObject | None = None
     """An autoscaling/v2 MetricSpec, for type raw only."""
 
+    @model_validator(mode="after")
+    def _target_or_raw(self) -> AutoscalingMetric:
+        # Mirrors the CEL rule, for objects an older CRD let through: the HPA builder relies
+        # on it, and a pass must report such a spec, not fail on it.
+        if self.type == "raw" and (self.raw is None or self.target is not None):
+            raise ValueError("type raw needs raw (an autoscaling/v2 MetricSpec) and no target")
+        if self.type != "raw" and (self.target is None or self.raw is not None):
+            raise ValueError(f"type {self.type} needs target and no raw")
+        return self
+
 
 class Autoscaling(ApiModel):
     """Horizontal autoscaling of the serving replicas with an autoscaling/v2 HPA."""
@@ -641,6 +651,18 @@ class Canary(ApiModel):
     scale_down_delay_seconds: int = Field(default=30, ge=0, le=3600)
     """How long a rolled-back or replaced revision keeps its pods after traffic left it, so
     in-flight requests finish."""
+
+    @model_validator(mode="after")
+    def _steps_or_step_weight(self) -> Canary:
+        # Mirrors the CEL rules, for objects an older CRD let through: weights() relies on
+        # them (no steps at all otherwise), and a pass must report such a spec, not fail on it.
+        if (self.steps is None) == (self.step_weight is None):
+            raise ValueError(
+                "give either steps or stepWeight (with maxWeight), not both and not neither"
+            )
+        if self.step_weight is not None and self.step_weight > self.max_weight:
+            raise ValueError("stepWeight must be less than or equal to maxWeight")
+        return self
 
     @field_validator("steps")
     @classmethod
@@ -801,6 +823,14 @@ class Traffic(ApiModel):
     """Header-pinned canary (mode GatewayAPI): an extra route rule sends requests with this
     header to the candidate at any weight, marked so the runtime counts them apart from the
     analysed traffic (kinfer_pinned_requests_total)."""
+
+    @model_validator(mode="after")
+    def _gateway_for_gateway_mode(self) -> Traffic:
+        # Mirrors the CEL rule, for objects an older CRD let through: the HTTPRoute builder
+        # relies on it, and a pass must report such a spec, not fail on it.
+        if self.mode == "GatewayAPI" and self.gateway is None:
+            raise ValueError("mode GatewayAPI needs gateway.parentRefs")
+        return self
 
 
 class Shadow(ApiModel):

@@ -191,11 +191,21 @@ def _shadow_removed(ctx: RolloutContext, candidate: Candidate, at: Pass) -> Pass
     return at
 
 
+def _steps_changed(ctx: RolloutContext, candidate: Candidate, at: Pass) -> Pass | Outcome:
+    """spec.rollout.canary changed mid-rollout (that starts no new revision): go on from the
+    same step, or from the last one when there are fewer steps now."""
+    steps = len(ctx.rollout.canary.weights())
+    if at.status.step < steps and at.status.steps == steps:
+        return at
+    return at.changed(step=min(at.status.step, steps - 1), steps=steps)
+
+
 _GUARDS: tuple[Guard, ...] = (
     _abort_requested,
     _promote_requested,
     _candidate_failing,
     _shadow_removed,
+    _steps_changed,
 )
 
 

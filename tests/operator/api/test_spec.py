@@ -66,6 +66,16 @@ INVALID = [
     ("runtime.serviceAccountName", "Not_A_Name", "serviceAccountName"),
     ("runtime.gpu", {"count": 1, "resourceName": "gpu"}, "resourceName"),
     ("scheduling", {"priorityClassName": "High"}, "priorityClassName"),
+    ("rollout", {"canary": {"maxWeight": 50}}, "give either steps or stepWeight"),
+    ("rollout", {"canary": {"steps": [{"weight": 10}], "stepWeight": 10}}, "not both"),
+    ("rollout", {"canary": {"stepWeight": 60, "maxWeight": 50}}, "less than or equal to maxW"),
+    ("rollout", {**ROLLOUT, "traffic": {"mode": "GatewayAPI"}}, "mode GatewayAPI needs gateway"),
+    ("autoscaling", {"maxReplicas": 3, "metrics": [{"type": "cpu"}]}, "type cpu needs target"),
+    (
+        "autoscaling",
+        {"maxReplicas": 3, "metrics": [{"type": "raw", "target": 5}]},
+        "type raw needs raw",
+    ),
 ]
 
 

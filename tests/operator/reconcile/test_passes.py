@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import pytest
 from kinfer_operator._kube import MissingPermission
 from kinfer_operator.naming import REVISION_LABEL, TRACK_LABEL
 from kinfer_operator.reconcile.run import CONFLICT_RETRY_SECONDS, Outcome, Reconciler
@@ -149,6 +150,33 @@ def test_an_invalid_spec_is_reported_and_creates_nothing() -> None:
     assert _pass(reconciler).writes == 0  # and reported once, not on every pass
 
 
+OLDER_CRD_LET_THROUGH = {
+    "canary-without-weights": {"rollout": {"canary": {"maxWeight": 50}}},
+    "step-above-max-weight": {"rollout": {"canary": {"stepWeight": 60, "maxWeight": 50}}},
+    "gateway-mode-without-gateway": {
+        "rollout": {"canary": {"stepWeight": 10}, "traffic": {"mode": "GatewayAPI"}}
+    },
+    "metric-without-target": {
+        "replicas": None,
+        "autoscaling": {"maxReplicas": 3, "metrics": [{"type": "concurrency"}]},
+    },
+}
+
+
+@pytest.mark.parametrize("bad", OLDER_CRD_LET_THROUGH.values(), ids=OLDER_CRD_LET_THROUGH.keys())
+def test_a_spec_that_breaks_a_cel_rule_is_reported_not_crashed_on(bad: dict[str, Any]) -> None:
+    # The API server enforces these rules, but not on objects stored under an older CRD;
+    # the builders assumed them and failed the pass with a bare AssertionError (found by
+    # test_fuzz.py).
+    kube, reconciler, _ = _world()
+    _serving(kube, reconciler)
+    kube.set_spec(deep_merge(kube.model["spec"], bad))
+    _pass(reconciler)
+    assert _cond(kube, "Stalled") == ("True", "InvalidSpec")
+    message = next(c["message"] for c in kube.model["status"]["conditions"] if c["type"] == "Ready")
+    assert "spec." + next(iter(bad.keys() - {"replicas"})) in message
+
+
 def test_a_missing_secret_key_is_an_invalid_spec_naming_field_secret_and_key() -> None:
     creds = {"model": {"credentials": {"name": "hub", "key": "token"}}}
     kube, reconciler, _ = _world(creds)
@@ -282,3 +310,38 @@ def test_a_canary_naming_an_unknown_prometheus_endpoint_errors_and_sends_nothing
     assert "'elsewhere'" in last["message"] and "'default'" in last["message"]
     assert "prometheus.monitoring" not in last["message"]
     assert sent == []
+
+
+def test_fewer_canary_steps_mid_rollout_go_on_from_the_last_step() -> None:
+    # The rollout stood at its third step when the user cut the steps to one: the pass
+    # indexed the old step into the new list and raised IndexError on every pass (found by
+    # test_fuzz.py).
+    steps = [{"weight": w, "pauseSeconds": 0} for w in (10, 20, 30, 40)]
+    spec = deep_merge(CANARY, {"rollout": {"canary": {"steps": steps}}, "replicas": 4})
+    spec["rollout"]["analysis"]["minRequestCount"] = 0
+    kube = FakeKube(model_body(spec))
+    clock = Clock()
+    reconciler = Reconciler(
+        kube,
+        clock=clock.now,
+        monotonic=clock.monotonic,
+        query=lambda *_: 100.0,
+        prometheus=PrometheusConfig(url="http://prometheus.monitoring:9090"),
+    )
+    _serving(kube, reconciler)
+    kube.set_spec(deep_merge(kube.model["spec"], {"model": {"version": "4"}}))
+    while kube.model["status"].get("rollout", {}).get("step", 0) < 2:
+        clock.t += 40
+        _pass(reconciler)
+        kube.settle()
+    cut = deep_merge(kube.model["spec"], {})
+    cut["rollout"]["canary"]["steps"] = [{"weight": 50, "pauseSeconds": 0}]
+    kube.set_spec(cut)
+    _pass(reconciler)
+    rollout = kube.model["status"]["rollout"]
+    assert (rollout["phase"], rollout["step"], rollout["steps"]) == ("Progressing", 0, 1)
+    for _ in range(10):
+        clock.t += 40
+        _pass(reconciler)
+        kube.settle()
+    assert kube.model["status"]["rollout"]["phase"] == "Succeeded"
