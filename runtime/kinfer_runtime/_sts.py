@@ -5,8 +5,9 @@ The variables are the ones the AWS SDKs read and EKS's pod-identity webhook inje
 AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN (AWS_ROLE_SESSION_NAME optional), the STS
 endpoint from AWS_ENDPOINT_URL_STS or the region's. AssumeRoleWithWebIdentity is an unsigned
 POST (the token is the proof), answered in XML: a few lines of urllib and ElementTree, read
-with a size bound, rather than botocore's service descriptions. The token file is read again
-for every call: the kubelet rotates it.
+with a size bound (and expat's own limit on entity amplification), rather than botocore's
+service descriptions. The token file is read again for every call: the kubelet rotates it.
+Regions outside the aws partition (China) need AWS_ENDPOINT_URL_STS.
 """
 
 import http.client
