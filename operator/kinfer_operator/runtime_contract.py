@@ -21,6 +21,9 @@ __all__ = [
     "SHADOW_CONFIG_DIR",
     "SHADOW_CONFIG_FILE",
     "SHARED_CACHE_DIR",
+    "WEB_IDENTITY_AUDIENCE",
+    "WEB_IDENTITY_TOKEN_DIR",
+    "WEB_IDENTITY_TOKEN_SECONDS",
 ]
 
 HTTP_PORT = 8080
@@ -47,6 +50,13 @@ requests in kinfer_pinned_requests_total, outside what canary analysis reads."""
 RUNTIME_UID = 65532
 """The non-root user of Dockerfile.runtime; pinned in the pod so runAsNonRoot is provable."""
 SHADOW_CONFIG_DIR = "/etc/kinfer/shadow"
+WEB_IDENTITY_TOKEN_DIR = "/var/run/secrets/kinfer/web-identity"
+"""spec.model.webIdentity: the projected ServiceAccount token's directory (file `token`)."""
+WEB_IDENTITY_AUDIENCE = "sts.amazonaws.com"
+WEB_IDENTITY_TOKEN_SECONDS = 3600
+# The AWS SDKs' names, which the runtime reads as they do (not KINFER_*: EKS's webhook sets them).
+ENV_AWS_ROLE_ARN = "AWS_ROLE_ARN"
+ENV_AWS_WEB_IDENTITY_TOKEN_FILE = "AWS_WEB_IDENTITY_TOKEN_FILE"
 """Where the model's shadow ConfigMap is mounted (read-only, optional)."""
 SHADOW_CONFIG_FILE = "mirror.json"
 """Its key: the mirror settings the runtime polls (KINFER_SHADOW_CONFIG points at it)."""

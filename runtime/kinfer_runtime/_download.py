@@ -120,7 +120,7 @@ def _copy(
 
 
 def download(
-    url: str,
+    url: str | Callable[[], str],
     dest: Path,
     *,
     shown: str,
@@ -129,7 +129,8 @@ def download(
     progress: Callable[[Progress], None] | None = None,
 ) -> None:
     """Fetch `url` into `dest`, resuming after failures; `check(sha256_hex)` runs before the
-    rename and raises to refuse the file. Errors are `ModelLoadError`s naming `shown`."""
+    rename and raises to refuse the file. Errors are `ModelLoadError`s naming `shown`.
+    A callable `url` is asked again for every attempt (signatures from expiring credentials)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.parent / f".{dest.name}.partial"
     state = Progress()
@@ -145,7 +146,8 @@ def download(
         for attempt in range(1, ATTEMPTS + 1):
             state.attempts = attempt
             try:
-                digest = _attempt(url, partial, auth_header, state, report)
+                target = url() if callable(url) else url
+                digest = _attempt(target, partial, auth_header, state, report)
                 break
             except (_Retry, urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 if isinstance(exc, urllib.error.HTTPError):

@@ -42,13 +42,16 @@ _UNRESERVED: Final = "-_.~"
 @dataclass(frozen=True)
 class ObjectStoreCredentials:
     """An access key pair: AWS keys, GCS HMAC keys, or an Azure storage account's name and
-    its (base64) account key."""
+    its (base64) account key. Temporary AWS credentials (from STS) also carry a session
+    token, which S3 wants signed alongside them."""
 
     access_key_id: str
     secret_access_key: str
+    session_token: str | None = None
 
     def __repr__(self) -> str:
-        return f"ObjectStoreCredentials(access_key_id={self.access_key_id!r}, secret=<set>)"
+        token = ", session_token=<set>" if self.session_token else ""
+        return f"ObjectStoreCredentials(access_key_id={self.access_key_id!r}, secret=<set>{token})"
 
 
 def _quote(text: str, safe: str = _UNRESERVED) -> str:
@@ -106,7 +109,8 @@ def sign_url(
     now: datetime | None = None,
     expires_s: int = _EXPIRES_S,
 ) -> str:
-    """`url` with SigV4 query-string authentication (host the only signed header)."""
+    """`url` with SigV4 query-string authentication (host the only signed header); a session
+    token goes in X-Amz-Security-Token, covered by the signature."""
     parts = urllib.parse.urlsplit(url)
     moment = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     scope = f"{moment[:8]}/{region}/s3/aws4_request"
@@ -117,6 +121,8 @@ def sign_url(
         "X-Amz-Expires": str(expires_s),
         "X-Amz-SignedHeaders": "host",
     }
+    if credentials.session_token:
+        query["X-Amz-Security-Token"] = credentials.session_token
     canonical_query = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in sorted(query.items()))
     canonical_request = "\n".join(
         [

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TextIO
 
+from kinfer_runtime._sts import credentials_from_env
 from kinfer_runtime.errors import ModelLoadError
 from kinfer_runtime.sources import (
     ObjectStore,
@@ -158,10 +159,13 @@ def fill(
 def _object_store(environ: Mapping[str, str]) -> ObjectStore:
     key_id = environ.get("KINFER_MODEL_ACCESS_KEY_ID")
     secret = environ.get("KINFER_MODEL_SECRET_ACCESS_KEY")
+    region = environ.get("KINFER_MODEL_REGION") or "us-east-1"
+    keys = ObjectStoreCredentials(key_id, secret) if key_id and secret else None
     return ObjectStore(
         environ.get("KINFER_MODEL_ENDPOINT") or None,
-        environ.get("KINFER_MODEL_REGION") or "us-east-1",
-        ObjectStoreCredentials(key_id, secret) if key_id and secret else None,
+        region,
+        keys,
+        None if keys else credentials_from_env(environ, region),
     )
 
 

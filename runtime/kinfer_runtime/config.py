@@ -5,12 +5,14 @@ the model source's Authorization header is environment-only because argv is worl
 """
 
 import argparse
+import os
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal, TypeVar, cast, get_args
 
+from kinfer_runtime._sts import credentials_from_env
 from kinfer_runtime.backends import FORMATS, Device, ModelFormat, TorchDtype
 from kinfer_runtime.sources import ObjectStore, ObjectStoreCredentials
 
@@ -293,11 +295,17 @@ def _check_classified_port(settings: Settings) -> None:
             )
 
 
-def object_store(settings: Settings) -> ObjectStore:
-    """Endpoint, region and key pair for s3://, gs:// and azure:// sources."""
+def object_store(settings: Settings, environ: Mapping[str, str] = os.environ) -> ObjectStore:
+    """Endpoint, region and key pair for s3://, gs:// and azure:// sources; the AWS web
+    identity (AWS_ROLE_ARN, AWS_WEB_IDENTITY_TOKEN_FILE) when there is no key pair."""
     credentials = None
     if settings.model_access_key_id and settings.model_secret_access_key:
         credentials = ObjectStoreCredentials(
             settings.model_access_key_id, settings.model_secret_access_key
         )
-    return ObjectStore(settings.model_endpoint, settings.model_region, credentials)
+    return ObjectStore(
+        settings.model_endpoint,
+        settings.model_region,
+        credentials,
+        None if credentials else credentials_from_env(environ, settings.model_region),
+    )

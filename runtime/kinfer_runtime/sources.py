@@ -18,6 +18,7 @@ from typing import Final
 
 from kinfer_runtime._download import Progress, download
 from kinfer_runtime._objectstore import OBJECT_SCHEMES, ObjectStoreCredentials, presigned_url
+from kinfer_runtime._sts import WebIdentityCredentials
 from kinfer_runtime.errors import ModelLoadError
 
 __all__ = [
@@ -39,11 +40,26 @@ _CHUNK: Final = 1 << 20
 
 @dataclass(frozen=True)
 class ObjectStore:
-    """Where and how s3://, gs:// and azure:// URIs are fetched."""
+    """Where and how s3://, gs:// and azure:// URIs are fetched. Static `credentials` win;
+    without them, s3:// signs with `web_identity`'s temporary credentials when there are."""
 
     endpoint: str | None = None
     region: str = "us-east-1"
     credentials: ObjectStoreCredentials | None = None
+    web_identity: WebIdentityCredentials | None = None
+
+    def signed_url(self, uri: str) -> str | Callable[[], str]:
+        """The URL to fetch `uri` from; a callable (signing anew each time) when the
+        credentials are temporary. ValueError for a malformed uri."""
+        source = self.web_identity
+        if self.credentials is None and source and urllib.parse.urlsplit(uri).scheme == "s3":
+            presigned_url(uri, endpoint=self.endpoint)  # the uri's errors, up front
+            return lambda: presigned_url(
+                uri, endpoint=self.endpoint, region=self.region, credentials=source.get()
+            )
+        return presigned_url(
+            uri, endpoint=self.endpoint, region=self.region, credentials=self.credentials
+        )
 
 
 def redact(uri: str) -> str:
@@ -130,13 +146,11 @@ def resolve_model(
         except ModelLoadError:
             log.warning("cached %s does not match its sha256; downloading again", dest)
     shown = redact(uri)
-    url = uri
+    url: str | Callable[[], str] = uri
     if parts.scheme in OBJECT_SCHEMES:
         store = object_store or ObjectStore()
         try:
-            url = presigned_url(
-                uri, endpoint=store.endpoint, region=store.region, credentials=store.credentials
-            )
+            url = store.signed_url(uri)
         except ValueError as exc:
             raise ModelLoadError(str(exc)) from exc
     log.info("downloading %s", shown)

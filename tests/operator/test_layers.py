@@ -53,7 +53,7 @@ RUNTIME = Layering(
         # Foundations: wire-independent types, errors and small I/O helpers.
         {"__init__", "errors", "datatypes", "termination"},
         {"_http", "_post", "_objectstore", "_gpu_metrics"},
-        {"schemas", "metrics", "_download"},
+        {"schemas", "metrics", "_download", "_sts"},
         # Backends load and run a model; sources fetch one; mirror copies requests.
         {"backends", "sources", "mirror"},
         # The data plane (registry, batching, validation, warm-up) over the backends.

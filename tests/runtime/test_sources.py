@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from kinfer_runtime._download import download
 from kinfer_runtime.errors import ModelLoadError
 from kinfer_runtime.sources import cache_entry, redact, resolve_model
 
@@ -172,3 +173,20 @@ def test_shared_cache_miss_downloads_into_the_pods_own_cache(model_http, tmp_pat
     )
     assert got.is_relative_to(tmp_path / "own") and got.read_bytes() == PAYLOAD
     assert len(model_http.requests) == 1 and not any(shared.iterdir())
+
+
+def test_a_callable_url_is_asked_again_for_every_attempt(
+    model_http, tmp_path: Path, no_backoff: None
+) -> None:
+    # Temporary credentials may have been renewed between attempts: each signs anew.
+    model_http.files["/m.onnx"] = PAYLOAD
+    model_http.cut_times = 1
+    asked: list[str] = []
+
+    def url() -> str:
+        asked.append(model_http.url(f"/m.onnx?attempt={len(asked) + 1}"))
+        return asked[-1]
+
+    download(url, tmp_path / "m.onnx", shown="m", check=lambda _: None)
+    assert (tmp_path / "m.onnx").read_bytes() == PAYLOAD
+    assert [u.rpartition("=")[2] for u in asked] == ["1", "2"]

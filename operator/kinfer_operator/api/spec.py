@@ -52,6 +52,7 @@ __all__ = [
     "Shadow",
     "Toleration",
     "Traffic",
+    "WebIdentity",
 ]
 
 GROUP = "serving.kinfer.io"
@@ -129,6 +130,23 @@ class SecretKeyReference(ApiModel):
     """Key within the Secret whose value is used."""
 
 
+class WebIdentity(ApiModel):
+    """An IAM role the pods assume with their ServiceAccount's token (STS
+    AssumeRoleWithWebIdentity), for clusters without EKS's pod-identity webhook.
+
+    The operator mounts a projected token of the pods' ServiceAccount
+    (spec.runtime.serviceAccountName) for the audience sts.amazonaws.com, the one IAM OpenID
+    providers are set up with; a fixed audience, so a spec cannot mint the pods a token the
+    API server would accept. The role's trust policy decides which ServiceAccounts may assume
+    it."""
+
+    role_arn: str = Field(
+        max_length=2048,
+        pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$",
+    )
+    """The role to assume, e.g. arn:aws:iam::111122223333:role/models-reader."""
+
+
 class ModelCache(ApiModel):
     """A volume the model is downloaded into once per version, before pods start.
 
@@ -183,6 +201,16 @@ class ModelSource(ApiModel):
             ".uri",
         ),
         rule(
+            "!has(self.webIdentity) || self.uri.startsWith('s3://')",
+            "webIdentity applies only to s3:// model uris",
+            ".webIdentity",
+        ),
+        rule(
+            "!has(self.webIdentity) || !has(self.credentials)",
+            "set credentials (a Secret with keys) or webIdentity (a role), not both",
+            ".webIdentity",
+        ),
+        rule(
             "!has(self.endpoint) || self.uri.matches('^(s3|gs|azure)://')",
             "endpoint applies only to s3://, gs:// and azure:// model uris",
             ".endpoint",
@@ -223,6 +251,11 @@ class ModelSource(ApiModel):
     gs://: the Secret (its `key` is not used) holding the keys AWS_ACCESS_KEY_ID and
     AWS_SECRET_ACCESS_KEY (for GCS, an HMAC key pair). For azure://: the Secret holding
     AZURE_STORAGE_ACCOUNT (the storage account's name) and AZURE_STORAGE_KEY (its key)."""
+    web_identity: WebIdentity | None = None
+    """s3:// only, instead of credentials: assume this IAM role with the pods' ServiceAccount
+    token. Not needed where EKS's pod-identity webhook (IRSA) already injects a role: the
+    runtime and the cache-fill Job honour the ServiceAccount's eks.amazonaws.com/role-arn
+    annotation as they are."""
     endpoint: str | None = Field(
         default=None, max_length=2048, pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$"
     )
@@ -234,6 +267,17 @@ class ModelSource(ApiModel):
     """s3:// only: the bucket's region, part of the request signature."""
     cache: ModelCache | None = None
     """Download the model once per version into a shared volume instead of once per pod."""
+
+    @model_validator(mode="after")
+    def _one_kind_of_credentials(self) -> ModelSource:
+        # Mirrors the CEL rules, for objects an older CRD let through.
+        if self.web_identity is not None and (
+            self.credentials is not None or not self.uri.startswith("s3://")
+        ):
+            raise ValueError(
+                "webIdentity applies only to s3:// model uris, and not with credentials"
+            )
+        return self
 
     @model_validator(mode="after")
     def _cache_needs_pinned_download(self) -> ModelSource:

@@ -31,6 +31,7 @@ __all__ = [
     "placement",
     "shared_cache_dir",
     "source_env",
+    "source_volumes",
 ]
 
 PRESTOP_SLEEP_SECONDS = 5
@@ -58,6 +59,11 @@ def source_env(model: InferenceModel) -> list[dict[str, Any]]:
         env.append({"name": rc.ENV_MODEL_REGION, "value": source.region})
         if source.endpoint:
             env.append({"name": rc.ENV_MODEL_ENDPOINT, "value": source.endpoint})
+    if source.web_identity is not None:
+        env += [
+            {"name": rc.ENV_AWS_ROLE_ARN, "value": source.web_identity.role_arn},
+            {"name": rc.ENV_AWS_WEB_IDENTITY_TOKEN_FILE, "value": _WEB_IDENTITY_TOKEN},
+        ]
     ref = source.credentials
     if ref is None:
         return env
@@ -76,6 +82,24 @@ def source_env(model: InferenceModel) -> list[dict[str, Any]]:
             }
         )
     return env
+
+
+_WEB_IDENTITY_TOKEN = f"{rc.WEB_IDENTITY_TOKEN_DIR}/token"
+
+
+def source_volumes(model: InferenceModel) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """spec.model.webIdentity's projected ServiceAccount token (for STS's audience only;
+    the kubelet rotates it), as a volume and its read-only mount; nothing otherwise."""
+    if model.spec.model.web_identity is None:
+        return [], []
+    token = {
+        "audience": rc.WEB_IDENTITY_AUDIENCE,
+        "expirationSeconds": rc.WEB_IDENTITY_TOKEN_SECONDS,
+        "path": "token",
+    }
+    volume = {"name": "web-identity", "projected": {"sources": [{"serviceAccountToken": token}]}}
+    mount = {"name": "web-identity", "mountPath": rc.WEB_IDENTITY_TOKEN_DIR, "readOnly": True}
+    return [volume], [mount]
 
 
 def shared_cache_dir(model: InferenceModel) -> str:
@@ -249,7 +273,8 @@ def _volumes(model: InferenceModel) -> tuple[list[dict[str, Any]], list[dict[str
         mounts.append(
             {"name": "model-shared-cache", "mountPath": rc.SHARED_CACHE_DIR, "readOnly": True}
         )
-    return volumes, mounts
+    token_volumes, token_mounts = source_volumes(model)
+    return volumes + token_volumes, mounts + token_mounts
 
 
 def _container(

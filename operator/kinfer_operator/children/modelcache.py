@@ -20,6 +20,7 @@ from kinfer_operator.children.deployment import (
     pod_security_context,
     shared_cache_dir,
     source_env,
+    source_volumes,
 )
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import CACHE_KEY_ANNOTATION, MODEL_VERSION_ANNOTATION, child_labels
@@ -99,6 +100,7 @@ def build_fill_job(model: InferenceModel, keep: Collection[str]) -> dict[str, An
     env.extend(source_env(model))
     labels = {**child_labels(model), CACHE_KEY_LABEL: key}
     runtime = model.spec.runtime
+    token_volumes, token_mounts = source_volumes(model)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -117,6 +119,7 @@ def build_fill_job(model: InferenceModel, keep: Collection[str]) -> dict[str, An
                 "volumeMounts": [
                     {"name": "tmp", "mountPath": "/tmp"},
                     {"name": "model-shared-cache", "mountPath": rc.SHARED_CACHE_DIR},
+                    *token_mounts,
                 ],
             }
         ],
@@ -126,9 +129,13 @@ def build_fill_job(model: InferenceModel, keep: Collection[str]) -> dict[str, An
                 "name": "model-shared-cache",
                 "persistentVolumeClaim": {"claimName": cache.claim_name},
             },
+            *token_volumes,
         ],
         **placement(model),
     }
+    if runtime.service_account_name:
+        # The pods' identity: an IRSA role annotated on it (or webIdentity) fills the cache too.
+        pod_spec["serviceAccountName"] = runtime.service_account_name
     if runtime.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": n} for n in runtime.image_pull_secrets]
     return {
