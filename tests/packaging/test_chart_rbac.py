@@ -165,13 +165,17 @@ def _rendered_rules(render: Render) -> dict[Rule, set[str]]:
     verbs wherever it is rendered, or one README row could not describe it."""
     rules: dict[Rule, set[str]] = {}
     for values in EVERY_MODE:
-        for role in _roles(render(**values)):
+        docs = render(**values)
+        # The leader-election Role too: its Lease rules are README rows like the others.
+        for role in (d for d in docs if d["kind"] in {"ClusterRole", "Role"}):
+            in_role: dict[Rule, set[str]] = {}
             for rule in role["rules"]:
                 for group in rule["apiGroups"]:
                     for resource in rule["resources"]:
-                        verbs = set(rule["verbs"])
-                        seen = rules.setdefault((group, resource), verbs)
-                        assert seen == verbs, (group, resource, seen, verbs)
+                        in_role.setdefault((group, resource), set()).update(rule["verbs"])
+            for pair, verbs in in_role.items():
+                seen = rules.setdefault(pair, verbs)
+                assert seen == verbs, (pair, seen, verbs)
     return rules
 
 

@@ -15,8 +15,8 @@ refuses any other with 422, as the API server would), every condition carries th
 generation, and on a world that nothing but the operator changes the passes come to rest: a
 pass writes nothing, and so does the one after it.
 
-The example count per property is the Hypothesis profile's (tests/conftest.py): a few hundred,
-derandomized, in the unit suite; KINFER_FUZZ_EXAMPLES=5000 for a long run.
+The example count per property is the Hypothesis profile's (tests/operator/conftest.py): a
+few hundred, derandomized, in the unit suite; KINFER_FUZZ_EXAMPLES=5000 for a long run.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import REVISION_LABEL, TRACK_LABEL
 from kinfer_operator.reconcile.run import Outcome, Reconciler
 from kinfer_operator.rollout._prometheus import PrometheusError
+from kinfer_operator.rollout.endpoints import Endpoint, PrometheusConfig
 from pydantic import ValidationError
 from support.clock import Clock
 from support.factories import model_body, pod
@@ -72,7 +73,7 @@ ANSWERS = st.sampled_from([None, 0.0, 3.0, 100.0, 5000.0, "down"])
 
 
 def _reconciler(kube: FakeKube, clock: Clock, answer: float | str | None) -> Reconciler:
-    def query(_url: str, _promql: str) -> float | None:
+    def query(_endpoint: Endpoint, _promql: str, _timeout: float, _name: str) -> float | None:
         if isinstance(answer, str):
             raise PrometheusError("Prometheus unreachable")
         return answer
@@ -81,7 +82,7 @@ def _reconciler(kube: FakeKube, clock: Clock, answer: float | str | None) -> Rec
         kube,
         clock=clock.now,
         monotonic=clock.monotonic,
-        prometheus_url="http://prometheus.invalid:9090",
+        prometheus=PrometheusConfig(url="http://prometheus.invalid:9090"),
         query=query,
     )
 
