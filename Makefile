@@ -34,11 +34,14 @@ $(VENV)/.installed: pyproject.toml
 # packages on Debian; bookworm's node is 18): s3rver and azurite, the S3 and Azure Blob
 # implementations the object-store e2e runs (e2e/tools/objectstores.sh; fake-gcs-server is
 # built with Go like the binaries). Stock bookworm packages only: e2e/tools/fresh-host-check.sh
-# installs this list in a clean bookworm root and starts the npm servers there.
+# installs this list in a clean bookworm root and starts the npm servers there. A host whose
+# nodejs comes from elsewhere (NodeSource's bundles npm, and conflicts with Debian's npm) keeps
+# the npm it has.
 SYSTEM_PACKAGES := buildah mmdebstrap nftables iptables conntrack socat libseccomp-dev gcc nodejs npm
 system-deps: ## Debian packages the e2e suite needs (buildah, mmdebstrap, netfilter tools, nodejs, npm)
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
-	    | grep -q 'install ok installed' || echo $$p; done); \
+	    | grep -q 'install ok installed' || { [ $$p = npm ] && command -v npm >/dev/null; } \
+	    || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:" $$missing; \
 	  sudo=$$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo); \
