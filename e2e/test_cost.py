@@ -141,14 +141,25 @@ def test_gpu_seconds_follow_pod_lifetimes_through_a_new_revision_and_a_restart(
         assert abs(before[revision] - want) <= slack, (revision, before[revision], want)
     assert before[old] >= GPUS * 2 * 14  # two pods for the measured 15 s
 
-    # status and `kubectl kinfer cost` compute the same figures from status.cost
-    now = time.time()
-    status = {c["revision"]: c for c in _model(namespace)["status"]["cost"]}
-    table = _cost_rows(namespace)
-    for revision in (old, new):
-        metric_now = operator.metric(METRIC, namespace=namespace, revision=revision)
-        assert abs(_status_seconds(status[revision], now) - metric_now) <= GPUS * 2 * 2
-        assert abs(table[revision] - metric_now) <= GPUS * 2 * 3
+    # status and `kubectl kinfer cost` compute the same figures from status.cost. Status is
+    # as of the model's last pass: a pod that became Ready since is in the counter but not
+    # yet in status, so on a busy machine the two agree once that pass has run.
+    status: dict[str, Any] = {}
+
+    def status_agrees() -> bool:
+        now = time.time()
+        status.clear()
+        status.update({c["revision"]: c for c in _model(namespace)["status"]["cost"]})
+        table = _cost_rows(namespace)
+        for revision in (old, new):
+            metric_now = operator.metric(METRIC, namespace=namespace, revision=revision)
+            if abs(_status_seconds(status[revision], now) - metric_now) > GPUS * 2 * 2:
+                return False
+            if abs(table[revision] - metric_now) > GPUS * 2 * 3:
+                return False
+        return True
+
+    wait_until(status_agrees, 30, "status.cost and `kubectl kinfer cost` to match the counter")
     assert status[old]["track"] == "retired" and status[new]["track"] == "stable"
 
     # a restarted operator rebuilds the counter: deleted pods from status, live ones from
