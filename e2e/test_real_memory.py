@@ -21,10 +21,10 @@ import pytest
 from harness import kubectl, kubectl_apply, kubectl_json, wait_until
 from realnode import (
     HEADER_LENGTH,
+    NODE_KEY,
     images,
     infer,
     model_manifest,
-    on_real_node,
     reference_logits,
     serving_url,
 )
@@ -129,30 +129,31 @@ def _silent_pod(namespace: str) -> str:
         "conns = []\n"
         "while True: conns.append(s.accept())\n"
     )
-    pod = on_real_node(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "silent"},
-            "spec": {
-                "containers": [
-                    {
-                        "name": "silent",
-                        "image": images()["KINFER_RUNTIME_IMAGE"],
-                        "imagePullPolicy": "Never",
-                        "command": ["python", "-c", script],
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "runAsUser": 65532,
-                            "allowPrivilegeEscalation": False,
-                            "capabilities": {"drop": ["ALL"]},
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
-                    }
-                ]
-            },
-        }
-    )
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "silent"},
+        "spec": {
+            # On the real node (the kwok nodes run no containers), tolerating its taint.
+            "nodeSelector": {NODE_KEY: "true"},
+            "tolerations": [{"key": NODE_KEY, "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [
+                {
+                    "name": "silent",
+                    "image": images()["KINFER_RUNTIME_IMAGE"],
+                    "imagePullPolicy": "Never",
+                    "command": ["python", "-c", script],
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 65532,
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                }
+            ],
+        },
+    }
     kubectl_apply(pod, namespace)
     kubectl("wait", "--for=condition=Ready", "pod/silent", "-n", namespace, "--timeout=120s")
     ip: str = kubectl_json("get", "pod", "silent", "-n", namespace)["status"]["podIP"]
