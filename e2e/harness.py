@@ -7,6 +7,8 @@ goes through KUBECONFIG.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,6 +26,7 @@ __all__ = [
     "condition",
     "example",
     "free_port",
+    "helm_binary",
     "kubectl",
     "kubectl_apply",
     "kubectl_json",
@@ -146,3 +149,19 @@ class InProcessReconciler:
 
         relist(self.store, self.kube, [self.namespace], with_routes=False)
         return self.reconciler.reconcile(self.namespace, name, trigger="e2e")
+
+
+def helm_binary() -> str:
+    """helm on PATH, else the pinned build next to the control-plane binaries."""
+    found = shutil.which("helm")
+    if found:
+        return found
+    env = dict(
+        line.split("=", 1)
+        for line in (Path(__file__).parent / "tools" / "versions.env").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    cache = Path(os.environ.get("KINFER_CACHE", Path.home() / ".cache/kinfer"))
+    pinned = cache / f"k8s-{env['K8S_VERSION']}" / "bin" / "helm"
+    assert pinned.exists(), "helm not found: run `make binaries`"
+    return str(pinned)

@@ -15,9 +15,7 @@ already drives the operator the chart installed in the cluster.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +26,15 @@ from typing import Any
 import pytest
 import yaml
 from conftest import OPERATOR_MODE, LocalOperator
-from harness import condition, example, kubectl, kubectl_apply, kubectl_json, wait_until
+from harness import (
+    condition,
+    example,
+    helm_binary,
+    kubectl,
+    kubectl_apply,
+    kubectl_json,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "kinfer"
@@ -37,22 +43,6 @@ MODEL = "demo-cpu"
 pytestmark = pytest.mark.skipif(
     OPERATOR_MODE == "incluster", reason="kind path: the chart's operator already runs in-cluster"
 )
-
-
-def _helm() -> str:
-    """helm on PATH, else the pinned build next to the control-plane binaries."""
-    found = shutil.which("helm")
-    if found:
-        return found
-    env = dict(
-        line.split("=", 1)
-        for line in (REPO / "e2e/tools/versions.env").read_text().splitlines()
-        if "=" in line and not line.startswith("#")
-    )
-    cache = Path(os.environ.get("KINFER_CACHE", Path.home() / ".cache/kinfer"))
-    pinned = cache / f"k8s-{env['K8S_VERSION']}" / "bin" / "helm"
-    assert pinned.exists(), "helm not found: run `make binaries`"
-    return str(pinned)
 
 
 @dataclass(frozen=True)
@@ -90,7 +80,7 @@ def installed_chart(strings: dict[str, str] | None = None, **values: str) -> Ite
     args = [arg for k, v in settings.items() for arg in ("--set", f"{k}={v}")]
     args += [arg for k, v in (strings or {}).items() for arg in ("--set-string", f"{k}={v}")]
     args += ["--wait", "--timeout", "120s"]
-    helm = _helm()
+    helm = helm_binary()
     try:
         proc = subprocess.run(
             [helm, "install", release.name, str(CHART), "-n", release.namespace, *args],

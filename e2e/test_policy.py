@@ -11,9 +11,7 @@ runs, nothing is stored), except the one the scale case needs. No operator is in
 from __future__ import annotations
 
 import copy
-import os
 import secrets
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from harness import example, kubectl, kubectl_apply, wait_until
+from harness import example, helm_binary, kubectl, kubectl_apply, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "kinfer"
@@ -29,22 +27,6 @@ SCOPE_LABEL = "kinfer.io/policy-e2e"
 SCOPE_KEY = SCOPE_LABEL.replace(".", "\\.")  # helm --set escapes the dots of a key
 SHOW_ONLY = ("--show-only", "templates/policy.yaml")
 BASE = example("resnet-gpu.yaml")  # image kinfer/runtime:dev, 1 GPU x 2 replicas
-
-
-def _helm() -> str:
-    """helm on PATH, else the pinned build next to the control-plane binaries."""
-    found = shutil.which("helm")
-    if found:
-        return found
-    env = dict(
-        line.split("=", 1)
-        for line in (REPO / "e2e/tools/versions.env").read_text().splitlines()
-        if "=" in line and not line.startswith("#")
-    )
-    cache = Path(os.environ.get("KINFER_CACHE", Path.home() / ".cache/kinfer"))
-    pinned = cache / f"k8s-{env['K8S_VERSION']}" / "bin" / "helm"
-    assert pinned.exists(), "helm not found: run `make binaries`"
-    return str(pinned)
 
 
 def _rendered_policy(release: str, namespace: str, token: str) -> str:
@@ -58,7 +40,7 @@ def _rendered_policy(release: str, namespace: str, token: str) -> str:
     }
     args = [arg for key, value in values.items() for arg in ("--set", f"{key}={value}")]
     proc = subprocess.run(
-        [_helm(), "template", release, str(CHART), "-n", namespace, *SHOW_ONLY, *args],
+        [helm_binary(), "template", release, str(CHART), "-n", namespace, *SHOW_ONLY, *args],
         capture_output=True,
         text=True,
     )
