@@ -50,6 +50,8 @@ from kinfer_runtime.backends.onnx import OnnxBackend
 from kinfer_runtime.demo import build_demo_model
 from kinfer_runtime.schemas.proto import grpc_service_pb2 as pb
 
+from runtime import wait_ready  # bench/runtime.py: the same readiness wait
+
 MODEL = "demo"
 MIB = 1024 * 1024
 BODY_LIMIT = 64 * MIB  # the runtime's default KINFER_MAX_BODY_BYTES
@@ -130,17 +132,10 @@ def running(
         )
         server = Server(process, port, grpc_port)
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"server exited with {process.returncode}; see {log}")
-                ready = f"http://127.0.0.1:{port}/v2/health/ready"
-                with contextlib.suppress(OSError), urllib.request.urlopen(ready, timeout=2) as r:
-                    if r.status == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError("server not ready in time")
-                time.sleep(0.2)
+            try:
+                wait_ready(port, process)
+            except RuntimeError as err:
+                raise RuntimeError(f"{err}; see {log}") from err
             yield server
         finally:
             process.terminate()

@@ -53,7 +53,10 @@ def test_model_that_cannot_be_served_exits_1_with_one_line_reason_and_terminatio
     assert log.read_text() == lines[0]
 
 
-def test_port_already_in_use_exits_1_with_reason(demo_dir: Path, server_process, tmp_path):
+@pytest.mark.parametrize("variable", ["KINFER_PORT", "KINFER_CLASSIFIED_PORT"])
+def test_port_already_in_use_exits_1_naming_it(
+    variable: str, demo_dir: Path, server_process, tmp_path
+):
     log = tmp_path / "termination-log"
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -63,26 +66,7 @@ def test_port_already_in_use_exits_1_with_reason(demo_dir: Path, server_process,
             "KINFER_MODEL_URI": str(demo_dir / "model.onnx"),
             "KINFER_MODEL_NAME": "demo",
             "KINFER_TERMINATION_LOG": str(log),
-            "KINFER_PORT": str(port),
-        }
-        server = server_process(env)
-        _, stderr = server.process.communicate(timeout=60)
-    assert server.process.returncode == 1
-    assert f"kinfer-runtime: error: cannot listen on 127.0.0.1:{port}" in stderr
-    assert log.read_text() == f"kinfer-runtime: error: cannot listen on 127.0.0.1:{port}"
-
-
-def test_classified_port_already_in_use_exits_1_naming_it(demo_dir: Path, server_process, tmp_path):
-    log = tmp_path / "termination-log"
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        env = {
-            "KINFER_MODEL_URI": str(demo_dir / "model.onnx"),
-            "KINFER_MODEL_NAME": "demo",
-            "KINFER_TERMINATION_LOG": str(log),
-            "KINFER_CLASSIFIED_PORT": str(port),
+            variable: str(port),
         }
         server = server_process(env)
         _, stderr = server.process.communicate(timeout=60)

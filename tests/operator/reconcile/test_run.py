@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 from kinfer_operator.naming import REVISION_LABEL, TRACK_LABEL
-from kinfer_operator.reconcile.run import Outcome, Reconciler, _status_patch
+from kinfer_operator.reconcile.run import Reconciler, _status_patch
 from kinfer_operator.world import WriteFailure
 from support.clock import Clock
 from support.factories import deep_merge, model_body
 from support.fake_kube import FakeKube
+from support.passes import condition, one_pass
 
 
 def test_nested_keys_that_disappear_become_null() -> None:
@@ -40,19 +41,6 @@ def _setup(spec: dict[str, Any] | None = None) -> tuple[FakeKube, Reconciler, Cl
     return kube, Reconciler(kube, clock=clock.now, monotonic=clock.monotonic), clock
 
 
-def _pass(reconciler: Reconciler) -> Outcome:
-    outcome = reconciler.reconcile("ml", "resnet50")
-    assert outcome is not None
-    return outcome
-
-
-def _condition(kube: FakeKube, type_: str) -> tuple[str, str, str]:
-    for c in kube.model["status"]["conditions"]:
-        if c["type"] == type_:
-            return c["status"], c["reason"], c["message"]
-    raise AssertionError(f"no {type_} condition")
-
-
 INVALID_REQUESTS = (
     'Deployment.apps "resnet50-x" is invalid: spec.template.spec.containers[0].resources'
     '.requests: Invalid value: "2": must be less than or equal to cpu limit of 1'
@@ -70,11 +58,11 @@ def _refuse_deployments(verb: str, obj: Mapping[str, Any]) -> WriteFailure | Non
 def test_a_refused_child_shows_in_status_from_the_first_pass() -> None:
     kube, reconciler, _ = _setup()
     kube.refuse = _refuse_deployments
-    _pass(reconciler)
-    status, reason, message = _condition(kube, "Ready")
+    one_pass(reconciler)
+    status, reason, message = condition(kube, "Ready")
     assert (status, reason) == ("False", "ChildRejected")
     assert "resources.requests" in message and "422 Invalid" in message
-    assert _condition(kube, "Degraded")[:2] == ("True", "ChildRejected")
+    assert condition(kube, "Degraded")[:2] == ("True", "ChildRejected")
     assert kube.model["status"]["phase"] == "Failed"
     assert [(e.type, e.reason) for e in kube.events] == [("Warning", "ChildRejected")]
     assert ("Service", "resnet50") in kube.children  # the other children still converge
@@ -86,7 +74,7 @@ def test_a_refused_child_is_retried_with_capped_exponential_backoff() -> None:
     due = []
     for second in range(0, 600):  # a pass every second: watch events, resyncs
         clock.t = float(second)
-        due.append(_pass(reconciler).requeue_after)
+        due.append(one_pass(reconciler).requeue_after)
     attempts = kube.writes[("apply", "Deployment")]
     assert attempts == 7  # at 0, 5, 15, 35, 75, 155 and 315 s; the cap is 300 s
     assert kube.writes[("patch-status", "InferenceModel")] == 1  # status written once
@@ -103,18 +91,18 @@ def test_fixing_the_spec_recovers_on_the_next_pass() -> None:
         and "'cpu': '1'" in str(obj["spec"]["template"])
         else None
     )
-    _pass(reconciler)
-    assert _condition(kube, "Ready")[1] == "ChildRejected"
+    one_pass(reconciler)
+    assert condition(kube, "Ready")[1] == "ChildRejected"
     fixed = copy.deepcopy(kube.model["spec"])
     fixed["runtime"]["resources"]["limits"] = {"cpu": "4"}
     kube.set_spec(fixed)
     clock.t = 1.0  # well inside the backoff of the refused object
-    _pass(reconciler)
+    one_pass(reconciler)
     assert len(kube.deployments()) == 1
     kube.settle()
-    _pass(reconciler)
-    assert _condition(kube, "Ready")[:2] == ("True", "Serving")
-    assert _condition(kube, "Degraded")[0] == "False"
+    one_pass(reconciler)
+    assert condition(kube, "Ready")[:2] == ("True", "Serving")
+    assert condition(kube, "Degraded")[0] == "False"
 
 
 def test_server_errors_are_retries_that_say_what_is_retried() -> None:
@@ -131,12 +119,12 @@ def test_server_errors_are_retries_that_say_what_is_retried() -> None:
         if obj["kind"] == "Service"
         else None
     )
-    _pass(reconciler)
-    status, reason, message = _condition(kube, "Ready")
+    one_pass(reconciler)
+    status, reason, message = condition(kube, "Ready")
     assert (status, reason) == ("False", "Retrying")
     assert "range is full" in message
-    assert _condition(kube, "Progressing")[:2] == ("True", "Retrying")
-    assert _condition(kube, "Degraded")[0] == "False"
+    assert condition(kube, "Progressing")[:2] == ("True", "Retrying")
+    assert condition(kube, "Degraded")[0] == "False"
 
 
 def test_a_pass_that_breaks_still_leaves_status() -> None:
@@ -144,31 +132,31 @@ def test_a_pass_that_breaks_still_leaves_status() -> None:
     kube.observe_error = ConnectionError("connection refused")
     with pytest.raises(ConnectionError):
         reconciler.reconcile("ml", "resnet50")
-    status, reason, message = _condition(kube, "Ready")
+    status, reason, message = condition(kube, "Ready")
     assert (status, reason) == ("False", "Retrying") and "connection refused" in message
-    assert _condition(kube, "Degraded")[0] == "False"
+    assert condition(kube, "Degraded")[0] == "False"
 
 
 def test_pods_that_cannot_be_created_are_degraded_until_fixed() -> None:
     kube, reconciler, _ = _setup({"runtime": {"serviceAccountName": "runner"}})
-    _pass(reconciler)
+    one_pass(reconciler)
     (deployment,) = kube.deployments()
     kube.fail_pod_creation(
         deployment["metadata"]["name"],
         'pods "x" is forbidden: error looking up service account ml/runner: '
         'serviceaccount "runner" not found',
     )
-    _pass(reconciler)
-    assert _condition(kube, "Ready")[:2] == ("False", "ServiceAccountNotFound")
-    assert _condition(kube, "Degraded")[:2] == ("True", "ServiceAccountNotFound")
+    one_pass(reconciler)
+    assert condition(kube, "Ready")[:2] == ("False", "ServiceAccountNotFound")
+    assert condition(kube, "Degraded")[:2] == ("True", "ServiceAccountNotFound")
     fixed = copy.deepcopy(kube.model["spec"])
     del fixed["runtime"]["serviceAccountName"]
     kube.set_spec(fixed)
-    _pass(reconciler)  # the new revision surges in next to the broken one
+    one_pass(reconciler)  # the new revision surges in next to the broken one
     kube.settle()
-    _pass(reconciler)  # promoted
-    _pass(reconciler)
-    assert _condition(kube, "Ready")[:2] == ("True", "Serving")
+    one_pass(reconciler)  # promoted
+    one_pass(reconciler)
+    assert condition(kube, "Ready")[:2] == ("True", "Serving")
     assert len(kube.deployments()) == 1
 
 
@@ -181,10 +169,10 @@ ROLLOUT = {
 
 
 def _stable_then_canary(kube: FakeKube, reconciler: Reconciler, change: dict[str, Any]) -> None:
-    _pass(reconciler)
+    one_pass(reconciler)
     kube.settle()
-    _pass(reconciler)
-    assert _condition(kube, "Ready")[:2] == ("True", "Serving")
+    one_pass(reconciler)
+    assert condition(kube, "Ready")[:2] == ("True", "Serving")
     kube.set_spec(deep_merge(kube.model["spec"], change))
 
 
@@ -195,27 +183,27 @@ def test_a_refused_canary_is_rolled_back_with_the_reason() -> None:
     kube.refuse = lambda verb, obj: (
         _refuse_deployments(verb, obj) if obj["metadata"]["name"] not in stable else None
     )
-    _pass(reconciler)
-    assert _condition(kube, "Degraded")[:2] == ("True", "ChildRejected")
+    one_pass(reconciler)
+    assert condition(kube, "Degraded")[:2] == ("True", "ChildRejected")
     clock.t += 1
-    _pass(reconciler)
+    one_pass(reconciler)
     rollout = kube.model["status"]["rollout"]
     assert rollout["phase"] == "RolledBack" and rollout["reason"] == "ChildRejected"
     assert "resources.requests" in rollout["message"]
-    assert _condition(kube, "Ready")[:2] == ("False", "RolledBack")
+    assert condition(kube, "Ready")[:2] == ("False", "RolledBack")
     assert "RolledBack" in [e.reason for e in kube.events]
 
 
 def test_canary_pods_that_cannot_be_created_roll_the_canary_back() -> None:
     kube, reconciler, _ = _setup(ROLLOUT)
     _stable_then_canary(kube, reconciler, {"runtime": {"serviceAccountName": "runner"}})
-    _pass(reconciler)
+    one_pass(reconciler)
     canary = next(d for d in kube.deployments() if d["metadata"]["labels"][TRACK_LABEL] == "canary")
     kube.fail_pod_creation(
         canary["metadata"]["name"],
         'pods "x" is forbidden: error looking up service account ml/runner: not found',
     )
-    _pass(reconciler)
+    one_pass(reconciler)
     rollout = kube.model["status"]["rollout"]
     assert (rollout["phase"], rollout["reason"]) == ("RolledBack", "ServiceAccountNotFound")
     assert "error looking up service account" in rollout["message"]
@@ -225,7 +213,7 @@ def test_a_canary_waiting_for_a_secret_key_says_so_and_rolls_back_at_its_deadlin
     kube, reconciler, _ = _setup({**ROLLOUT, "model": {"uri": "https://m/x.onnx"}})
     creds = {"model": {"credentials": {"name": "hub", "key": "token"}}}
     _stable_then_canary(kube, reconciler, creds)
-    _pass(reconciler)
+    one_pass(reconciler)
     canary = next(d for d in kube.deployments() if d["metadata"]["labels"][TRACK_LABEL] == "canary")
     waiting = {
         "reason": "CreateContainerConfigError",
@@ -237,8 +225,8 @@ def test_a_canary_waiting_for_a_secret_key_says_so_and_rolls_back_at_its_deadlin
             "status": {"containerStatuses": [{"state": {"waiting": waiting}}]},
         }
     ]
-    _pass(reconciler)
-    status, reason, message = _condition(kube, "Ready")
+    one_pass(reconciler)
+    status, reason, message = condition(kube, "Ready")
     assert (status, reason) == ("False", "InvalidSpec")
     assert message.startswith("spec.model.credentials: Secret 'hub' has no key 'token'")
     assert kube.model["status"]["rollout"]["phase"] == "Progressing"  # the Secret may come
@@ -248,7 +236,7 @@ def test_a_canary_waiting_for_a_secret_key_says_so_and_rolls_back_at_its_deadlin
             {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
         ],
     }
-    _pass(reconciler)
+    one_pass(reconciler)
     rollout = kube.model["status"]["rollout"]
     assert (rollout["phase"], rollout["reason"]) == ("RolledBack", "InvalidSpec")
     assert rollout["message"] == "spec.model.credentials: Secret 'hub' has no key 'token'"
@@ -257,18 +245,18 @@ def test_a_canary_waiting_for_a_secret_key_says_so_and_rolls_back_at_its_deadlin
 def test_a_full_rollout_emits_one_event_per_transition() -> None:
     kube, reconciler, _ = _setup()
     for _ in range(3):
-        _pass(reconciler)  # triggers that arrive before anything changed
+        one_pass(reconciler)  # triggers that arrive before anything changed
     kube.settle(ready=False)
-    _pass(reconciler)
+    one_pass(reconciler)
     kube.settle()
     for _ in range(3):
-        _pass(reconciler)
+        one_pass(reconciler)
     kube.set_spec(deep_merge(kube.model["spec"], {"model": {"version": "4"}}))
     for _ in range(2):
-        _pass(reconciler)
+        one_pass(reconciler)
     kube.settle()
     for _ in range(4):
-        _pass(reconciler)
+        one_pass(reconciler)
     assert [e.reason for e in kube.events] == [
         "Deploying",
         "Serving",
@@ -282,14 +270,14 @@ def test_a_canary_rollout_emits_one_event_per_transition() -> None:
     _stable_then_canary(kube, reconciler, {"model": {"version": "4"}})
     for _ in range(3):
         clock.t += 1
-        _pass(reconciler)
+        one_pass(reconciler)
         kube.settle()
     kube.model["metadata"]["annotations"] = {
         "serving.kinfer.io/promote": kube.model["status"]["rollout"]["revision"]
     }
     for _ in range(6):
         clock.t += 1
-        _pass(reconciler)
+        one_pass(reconciler)
         kube.settle()
     assert kube.model["status"]["rollout"]["phase"] == "Succeeded"
     reasons = [e.reason for e in kube.events]
@@ -307,11 +295,11 @@ def test_a_canary_rollout_emits_one_event_per_transition() -> None:
 def test_any_change_to_the_model_retries_a_refused_write_at_once() -> None:
     kube, reconciler, clock = _setup()
     kube.refuse = _refuse_deployments
-    _pass(reconciler)
+    one_pass(reconciler)
     kube.refuse = lambda _verb, _obj: None  # e.g. a quota was raised
     kube.set_spec(deep_merge(kube.model["spec"], {"replicas": 3}))
     clock.t = 1.0
-    _pass(reconciler)
+    one_pass(reconciler)
     assert len(kube.deployments()) == 1
 
 
@@ -323,7 +311,7 @@ def test_a_shadow_phase_mirrors_to_the_candidate_without_touching_stable() -> No
     stable_revision = stable["metadata"]["labels"][REVISION_LABEL]
     for _ in range(3):
         clock.t += 1
-        _pass(reconciler)
+        one_pass(reconciler)
         kube.settle()
     # The stable Deployment was never rewritten: its pods are not restarted for mirroring.
     assert kube.children[("Deployment", stable["metadata"]["name"])] == stable
@@ -335,13 +323,13 @@ def test_a_shadow_phase_mirrors_to_the_candidate_without_touching_stable() -> No
     rollout = kube.model["status"]["rollout"]
     assert rollout["shadowPercent"] == 50 and rollout["weight"] == 0
     assert kube.model["status"]["canaryWeight"] == 0  # whatever the replica ratio
-    assert "in shadow: stable mirrors 50%" in _condition(kube, "Progressing")[2]
+    assert "in shadow: stable mirrors 50%" in condition(kube, "Progressing")[2]
     assert "ShadowStarted" in [e.reason for e in kube.events]
 
     kube.model["metadata"]["annotations"] = {"serving.kinfer.io/abort": rollout["revision"]}
     for _ in range(3):
         clock.t += 20  # past scaleDownDelaySeconds
-        _pass(reconciler)
+        one_pass(reconciler)
         kube.settle()
     assert kube.model["status"]["rollout"]["phase"] == "RolledBack"
     assert REVISION_LABEL not in kube.children[("Service", "resnet50")]["spec"]["selector"]

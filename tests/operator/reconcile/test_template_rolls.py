@@ -12,7 +12,7 @@ from kinfer_operator.naming import (
     TEMPLATE_MARK_ANNOTATION,
     TEMPLATE_ROLL_ANNOTATION,
 )
-from kinfer_operator.reconcile.run import Outcome, Reconciler
+from kinfer_operator.reconcile.run import Reconciler
 from kinfer_operator.reconcile.template_rolls import (
     TEMPLATE_WAIT_SECONDS,
     TemplateRolls,
@@ -23,6 +23,7 @@ from kinfer_operator.reconcile.template_rolls import (
 from support.clock import Clock
 from support.factories import model_body
 from support.fake_kube import FakeKube
+from support.passes import condition, one_pass
 
 # -- the slot decision -----------------------------------------------------------------------
 
@@ -192,24 +193,11 @@ def _serving(limit: int = 1) -> tuple[FakeKube, _Cluster, Reconciler]:
         monotonic=clock.monotonic,
         template_rolls=TemplateRolls(limit, cluster.deployments),
     )
-    _pass(reconciler)
+    one_pass(reconciler)
     _settle(kube)
-    _pass(reconciler)
-    assert _condition(kube, "Ready")[:2] == ("True", "Serving")
+    one_pass(reconciler)
+    assert condition(kube, "Ready")[:2] == ("True", "Serving")
     return kube, cluster, reconciler
-
-
-def _pass(reconciler: Reconciler) -> Outcome:
-    outcome = reconciler.reconcile("ml", "resnet50")
-    assert outcome is not None
-    return outcome
-
-
-def _condition(kube: FakeKube, type_: str) -> tuple[str, str, str]:
-    for c in kube.model["status"]["conditions"]:
-        if c["type"] == type_:
-            return c["status"], c["reason"], c["message"]
-    raise AssertionError(f"no {type_} condition")
 
 
 def _the_deployment(kube: FakeKube) -> dict[str, Any]:
@@ -224,7 +212,7 @@ def _pod_annotations(kube: FakeKube) -> dict[str, str]:
 def test_a_steady_model_is_not_rewritten_with_the_gate_on() -> None:
     kube, _, reconciler = _serving()
     before = kube.thread_writes()
-    outcome = _pass(reconciler)
+    outcome = one_pass(reconciler)
     assert outcome.writes == 0 and kube.thread_writes() == before
     assert outcome.requeue_after is None
 
@@ -235,12 +223,12 @@ def test_a_template_change_without_a_free_slot_keeps_the_old_template_and_says_s
     reconciler.template_mark = "upgrade-1"
     applied = kube.writes[("apply", "Deployment")]
 
-    outcome = _pass(reconciler)
+    outcome = one_pass(reconciler)
 
     assert kube.writes[("apply", "Deployment")] == applied
     assert TEMPLATE_MARK_ANNOTATION not in _pod_annotations(kube)
-    assert _condition(kube, "Ready")[:2] == ("True", "Serving")
-    assert _condition(kube, "Progressing") == (
+    assert condition(kube, "Ready")[:2] == ("True", "Serving")
+    assert condition(kube, "Progressing") == (
         "True",
         "OperatorUpgrade",
         "waiting to roll the operator's new pod template: 1 of 1 slots in use",
@@ -252,30 +240,30 @@ def test_a_template_change_with_a_free_slot_rolls_and_holds_the_slot_until_settl
     kube, cluster, reconciler = _serving(limit=1)
     reconciler.template_mark = "upgrade-1"
 
-    _pass(reconciler)
+    one_pass(reconciler)
 
     dep = _the_deployment(kube)
     assert _pod_annotations(kube)[TEMPLATE_MARK_ANNOTATION] == "upgrade-1"
     annotations = dep["metadata"]["annotations"]
     assert annotations[TEMPLATE_ROLL_ANNOTATION] == annotations[TEMPLATE_HASH_ANNOTATION]
-    status, reason, message = _condition(kube, "Progressing")
+    status, reason, message = condition(kube, "Progressing")
     assert (status, reason) == ("True", "OperatorUpgrade")
     assert "rolling the operator's new pod template" in message
-    assert _condition(kube, "Ready")[:2] == ("True", "Serving")  # maxUnavailable 0
+    assert condition(kube, "Ready")[:2] == ("True", "Serving")  # maxUnavailable 0
 
     # A restarted operator (a new slot keeper) reads the roll from the cluster alone.
     restarted = TemplateRolls(1, cluster.deployments)
     assert restarted.rolling() == {("ml", dep["metadata"]["name"])}
     assert not restarted.acquire(("ml", "another-model-abc")).granted
-    _pass(reconciler)
-    assert "replicas updated" in _condition(kube, "Progressing")[2]
+    one_pass(reconciler)
+    assert "replicas updated" in condition(kube, "Progressing")[2]
 
     _settle(kube)
-    _pass(reconciler)
-    assert _condition(kube, "Progressing")[:2] == ("False", "RolloutComplete")
+    one_pass(reconciler)
+    assert condition(kube, "Progressing")[:2] == ("False", "RolloutComplete")
     assert TemplateRolls(1, cluster.deployments).rolling() == set()
     before = kube.thread_writes()
-    assert _pass(reconciler).writes == 0 and kube.thread_writes() == before
+    assert one_pass(reconciler).writes == 0 and kube.thread_writes() == before
 
 
 def test_a_spec_change_is_never_held_back_by_the_template_gate() -> None:
@@ -285,7 +273,7 @@ def test_a_spec_change_is_never_held_back_by_the_template_gate() -> None:
     old = _the_deployment(kube)["metadata"]["name"]
     kube.set_spec({**kube.model["spec"], "model": {**kube.model["spec"]["model"], "version": "2"}})
 
-    _pass(reconciler)
+    one_pass(reconciler)
 
     names = {d["metadata"]["name"] for d in kube.deployments()}
     assert len(names) == 2 and old in names  # the new revision surges in next to the old
