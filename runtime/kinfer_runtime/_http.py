@@ -7,14 +7,24 @@ in a transport: `CorkedTransport` holds a write until the next one, and sends bo
 `writelines()` (one `writev`, no copy) then; a write that no other follows in the same turn of
 the event loop goes out right after that turn. The body is never held, so the response leaves
 as soon as the app sends it, not after whatever the app does next (metrics, logging).
+
+`CloseWhileDraining` is the keep-alive half of a graceful stop: once SIGTERM has turned the
+runtime not-ready, every response carries `Connection: close`, so uvicorn closes the connection
+right after it and a keep-alive client opens its next one elsewhere (the pod has left the
+Service's endpoints by then). Only connections that stayed idle through the whole drain window
+are then closed by uvicorn's shutdown.
 """
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["CorkedTransport", "OneWriteHttpToolsProtocol"]
+__all__ = ["CloseWhileDraining", "CorkedTransport", "OneWriteHttpToolsProtocol"]
+
+_CONNECTION_CLOSE = (b"connection", b"close")
 
 
 class CorkedTransport(asyncio.Transport):
@@ -100,3 +110,26 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CorkedTransport(transport))
+
+
+class CloseWhileDraining:
+    """ASGI middleware: while `draining()` is true, every HTTP response says `Connection: close`
+    (uvicorn then closes the connection once the response is sent). Costs one call per request
+    otherwise."""
+
+    def __init__(self, app: ASGIApp, draining: Callable[[], bool]) -> None:
+        self._app = app
+        self._draining = draining
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self._draining():
+            await self._app(scope, receive, send)
+            return
+
+        async def send_closing(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", ()) if h[0].lower() != b"connection"]
+                message = {**message, "headers": [*headers, _CONNECTION_CLOSE]}
+            await send(message)
+
+        await self._app(scope, receive, send_closing)

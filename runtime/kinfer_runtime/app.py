@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from kinfer_runtime import __version__
+from kinfer_runtime._http import CloseWhileDraining
 from kinfer_runtime.config import Settings
 from kinfer_runtime.dataplane.budget import ByteBudget
 from kinfer_runtime.routes import (
@@ -42,6 +43,12 @@ async def _start_grpc(service: InferenceService) -> grpc.aio.Server | None:
             max_message_bytes=grpc_max_message_bytes(settings, service.budget),
             budget=service.budget,
             max_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
+            max_connection_age_s=settings.grpc_max_connection_age_s,
+            max_connection_age_grace_s=(
+                settings.request_timeout_s
+                if settings.grpc_max_connection_age_grace_s is None
+                else settings.grpc_max_connection_age_grace_s
+            ),
         )
     except RuntimeError as exc:
         service.fail(f"cannot listen on gRPC port {settings.grpc_port}: {exc}")
@@ -93,7 +100,8 @@ def create_app(service: InferenceService) -> ASGIApp:
     app.include_router(health_router(service.readiness, service.metrics))
     app.include_router(models_router(service.registry))
     settings = service.settings
-    return InferenceEndpoint(
+    readiness = service.readiness
+    endpoint = InferenceEndpoint(
         app,
         service.registry,
         service.metrics,
@@ -102,3 +110,5 @@ def create_app(service: InferenceService) -> ASGIApp:
         service.mirror,
         classified_port=settings.classified_port or None,
     )
+    # After SIGTERM keep-alive clients are told to reconnect (elsewhere) on their next response.
+    return CloseWhileDraining(endpoint, lambda: readiness.draining)

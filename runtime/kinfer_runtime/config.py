@@ -56,6 +56,8 @@ ENV: Final = {
     "max_body_bytes": "KINFER_MAX_BODY_BYTES",
     "max_inflight_bytes": "KINFER_MAX_INFLIGHT_BYTES",
     "grpc_max_concurrent_rpcs": "KINFER_GRPC_MAX_CONCURRENT_RPCS",
+    "grpc_max_connection_age_s": "KINFER_GRPC_MAX_CONNECTION_AGE_S",
+    "grpc_max_connection_age_grace_s": "KINFER_GRPC_MAX_CONNECTION_AGE_GRACE_S",
     "device": "KINFER_DEVICE",
     "torch_dtype": "KINFER_TORCH_DTYPE",
     "threads": "KINFER_THREADS",
@@ -63,6 +65,7 @@ ENV: Final = {
     "revision": "KINFER_REVISION",
     "shadow_config": "KINFER_SHADOW_CONFIG",
     "drain_delay_s": "KINFER_DRAIN_DELAY_S",
+    "warmup_window_s": "KINFER_WARMUP_WINDOW_S",
     "termination_log": "KINFER_TERMINATION_LOG",
     "log_level": "KINFER_LOG_LEVEL",
     "access_log": "KINFER_ACCESS_LOG",
@@ -115,6 +118,13 @@ class Settings:
     # read. grpcio reads a message whole before the budget can be charged, so gRPC messages
     # are also limited to max_inflight_bytes / this (and to max_body_bytes).
     grpc_max_concurrent_rpcs: int = 64
+    # A gRPC connection older than this gets GOAWAY (grpcio adds +-10% jitter), so a client
+    # holding one channel reconnects, through the Service, to whichever pod it picks then:
+    # long-lived channels follow the replica ratio. 0: connections live as long as clients keep
+    # them. Calls in flight get the grace period to finish before the connection is closed
+    # (None: the request timeout, which no call outlives).
+    grpc_max_connection_age_s: float = 0.0
+    grpc_max_connection_age_grace_s: float | None = None
     device: Device = "auto"
     torch_dtype: TorchDtype = "fp32"
     threads: int | None = None  # None: the container's CPU limit
@@ -126,6 +136,10 @@ class Settings:
     # After SIGTERM: how long to keep serving (while reporting not-ready) so that Kubernetes
     # can take the pod out of its Service before the listener closes.
     drain_delay_s: float = 5.0
+    # The first seconds after Ready, whose request latencies are recorded in
+    # kinfer_warmup_request_duration_seconds instead of kinfer_request_duration_seconds, so
+    # that canary analysis leaves a pod's warm-up (JIT, caches) out (spec.rollout.analysis).
+    warmup_window_s: float = 0.0
     termination_log: Path | None = Path("/dev/termination-log")
     log_level: str = "info"
     access_log: bool = False
@@ -247,6 +261,16 @@ def add_serve_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, s
         type=_positive(int),
         help="gRPC calls served at once, more are refused; messages <= budget / this (64)",
     )
+    flag(
+        "grpc_max_connection_age_s",
+        type=_non_negative(float),
+        help="GOAWAY to gRPC connections older than this, 0 = never (0)",
+    )
+    flag(
+        "grpc_max_connection_age_grace_s",
+        type=_non_negative(float),
+        help="time calls in flight get after that GOAWAY (default: the request timeout)",
+    )
     flag("device", choices=get_args(Device), help="auto: CUDA when available (auto)")
     flag("torch_dtype", choices=get_args(TorchDtype), help="PyTorch compute dtype (fp32)")
     flag("threads", type=_positive(int), help="CPU threads per model (default: CPU limit)")
@@ -258,6 +282,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, s
     flag("revision", help="opaque revision label added to every metric")
     flag("shadow_config", type=Path, help="mirroring settings file, polled (none: no mirroring)")
     flag("drain_delay_s", type=_non_negative(float), help="serve on after SIGTERM (5)")
+    flag(
+        "warmup_window_s",
+        type=_non_negative(float),
+        help="seconds after Ready whose latencies count as warm-up, not analysed (0)",
+    )
     flag("termination_log", type=Path, help="file for the fatal error message")
     flag("log_level", choices=("debug", "info", "warning", "error"), help="log level (info)")
     flag("access_log", type=_bool, help="log every request (false)")

@@ -9,6 +9,7 @@ removed or renamed: requests carry `protocol` (rest or grpc) and `source` (live,
 for requests a stable runtime mirrored here), queue waits `priority`.
 """
 
+import time
 from collections.abc import Sequence
 from typing import Final, Literal
 
@@ -34,6 +35,7 @@ __all__ = [
     "REQUEST_DURATION_SECONDS",
     "SHADOW_QUEUE_DEPTH",
     "SHADOW_REQUESTS_TOTAL",
+    "WARMUP_REQUEST_DURATION_SECONDS",
     "RuntimeMetrics",
     "ShadowResult",
     "Source",
@@ -48,6 +50,10 @@ REQUESTS_TOTAL: Final = "kinfer_requests_total"
 # + labels `protocol` and `source`
 REQUEST_DURATION_SECONDS: Final = "kinfer_request_duration_seconds"
 QUEUE_WAIT_SECONDS: Final = "kinfer_queue_wait_seconds"  # + label `priority`
+# The latencies of the first KINFER_WARMUP_WINDOW_S seconds after Ready (labels as above):
+# recorded here INSTEAD of kinfer_request_duration_seconds, so that latency analysis (built-in
+# or custom) never sees a pod's warm-up. Their requests still count in kinfer_requests_total.
+WARMUP_REQUEST_DURATION_SECONDS: Final = "kinfer_warmup_request_duration_seconds"
 # Requests a gateway pinned to this revision by header (spec.rollout.traffic.pin), marked by
 # the HTTPRoute (routes.inference.PINNED_MARKER_HEADER): counted here INSTEAD of the two series
 # above, so testers reaching a canary on demand never skew its weight-based analysis.
@@ -103,6 +109,14 @@ class RuntimeMetrics:
             registry=self.registry,
         )
         self._durations: dict[tuple[WireProtocol, Source], Histogram] = {}
+        self._warmup_duration = Histogram(
+            WARMUP_REQUEST_DURATION_SECONDS,
+            "Inference request latency during the warm-up window after Ready (not analysed).",
+            [*LABELS, "protocol", "source"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._warm_until: float | None = None  # time.monotonic(); None: warm
         self._pinned = Counter(
             PINNED_REQUESTS_TOTAL,
             "Inference requests pinned to this revision by header, by protocol and status.",
@@ -195,12 +209,25 @@ class RuntimeMetrics:
             counter = self._requests.labels(*self._label_values, protocol, source, str(status))
             self._codes[key] = counter
         counter.inc()
+        if self._warm_until is not None:
+            if time.monotonic() < self._warm_until:
+                self._warmup_duration.labels(*self._label_values, protocol, source).observe(seconds)
+                return
+            self._warm_until = None
         duration = self._durations.get((protocol, source))
         if duration is None:
             duration = self._durations[(protocol, source)] = self._request_duration.labels(
                 *self._label_values, protocol, source
             )
         duration.observe(seconds)
+
+    def start_warmup_window(self, seconds: float) -> None:
+        """Called on Ready: the next `seconds` of request latencies are warm-up."""
+        self._warm_until = time.monotonic() + seconds if seconds > 0 else None
+
+    @property
+    def warming_up(self) -> bool:
+        return self._warm_until is not None and time.monotonic() < self._warm_until
 
     def shadow_done(self, result: ShadowResult) -> None:
         self._shadow.labels(*self._label_values, result).inc()

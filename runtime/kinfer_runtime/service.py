@@ -1,9 +1,13 @@
 """Wires the settings into a served model: fetch, load, warm up, batch; then drain and close."""
 
 import asyncio
+import dataclasses
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+
+import numpy as np
 
 from kinfer_runtime.backends import Backend, BackendOptions, detect_format, open_backend
 from kinfer_runtime.config import Settings, object_store
@@ -18,6 +22,11 @@ from kinfer_runtime.sources import Progress, redact, resolve_model
 __all__ = ["InferenceService"]
 
 log = logging.getLogger(__name__)
+
+TEST_SLOW_START_ENV = "KINFER_TEST_SLOW_START_S"
+"""TEST ONLY (the warm-up e2e case): every batch of the first this many seconds after Ready
+takes TEST_SLOW_START_DELAY_S longer, like a model that JIT-compiles or fills caches."""
+TEST_SLOW_START_DELAY_S = 0.5
 
 # A lone request runs on the event loop thread (no worker hand-off) when the model's last lone
 # run took at most this long and no queue delay is set; longer runs would stall other
@@ -55,7 +64,12 @@ class InferenceService:
                 f"{redact(self.settings.model_uri)}: {reason}"
             )
             return
-        batcher = Batcher(backend.infer, policy, self.metrics)
+        infer: Infer = backend.infer
+        slow_start_s = _test_slow_start_s(os.environ)
+        if slow_start_s:
+            infer = _slow_start(infer, slow_start_s)
+            policy = dataclasses.replace(policy, inline_max_s=0.0)  # never sleep on the loop
+        batcher = Batcher(infer, policy, self.metrics)
         batcher.start()
         self.model.attach(backend, batcher)
         seconds = time.perf_counter() - started
@@ -63,6 +77,7 @@ class InferenceService:
         if backend.device.startswith("cuda"):
             self.metrics.watch_gpu(int(backend.device.partition(":")[2] or 0))
         self.readiness.mark_ready()
+        self.metrics.start_warmup_window(self.settings.warmup_window_s)
         log.info(
             "model %r ready in %.2fs on %s (%s)", self.model.name, seconds, backend.device, policy
         )
@@ -140,3 +155,26 @@ class InferenceService:
             await batcher.stop()
         if self.model.loaded:
             self.model.backend.close()
+
+
+Infer = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+def _test_slow_start_s(environ: Mapping[str, str]) -> float:
+    try:
+        return max(float(environ.get(TEST_SLOW_START_ENV) or 0), 0.0)
+    except ValueError:
+        return 0.0
+
+
+def _slow_start(infer: Infer, seconds: float) -> Infer:
+    """TEST ONLY: `infer`, TEST_SLOW_START_DELAY_S slower for `seconds` from now (just
+    before Ready)."""
+    until = time.monotonic() + seconds
+
+    def slow(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if time.monotonic() < until:
+            time.sleep(TEST_SLOW_START_DELAY_S)
+        return infer(inputs)
+
+    return slow

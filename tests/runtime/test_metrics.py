@@ -28,6 +28,7 @@ def test_names_are_exactly_the_published_ones() -> None:
         "kinfer_shadow_requests_total",  # no series until a request is mirrored
         "kinfer_pinned_requests_total",  # only requests a gateway pinned by header
         "kinfer_pinned_request_duration_seconds",
+        "kinfer_warmup_request_duration_seconds",  # only with a warm-up window
     }
     assert metrics.LABELS == ("model", "version", "revision")
 
@@ -128,3 +129,47 @@ def test_pinned_requests_are_counted_apart_from_the_analysed_ones(
     assert client.post("/v2/models/demo/infer", content=body, headers=headers).status_code == 200
     after = counts()
     assert (after[0] - before[0], after[1] - before[1]) == (1, 3)
+
+
+def _count(registry: object, name: str) -> float:
+    labels = {"model": "m", "version": "1", "revision": "r", "protocol": "rest", "source": "live"}
+    return registry.get_sample_value(f"{name}_count", labels) or 0.0  # type: ignore[attr-defined]
+
+
+def test_latencies_of_the_warmup_window_go_to_their_own_histogram_then_back() -> None:
+    recorded = metrics.RuntimeMetrics("m", "1", "r")
+    recorded.start_warmup_window(3600)
+    assert recorded.warming_up
+    recorded.request_done(200, 2.0)
+    recorded.request_done(500, 2.0)
+    registry = recorded.registry
+    assert _count(registry, metrics.WARMUP_REQUEST_DURATION_SECONDS) == 2
+    assert _count(registry, metrics.REQUEST_DURATION_SECONDS) == 0  # what analysis reads
+    labels = {"model": "m", "version": "1", "revision": "r", "protocol": "rest", "source": "live"}
+    # Errors still count for the error-rate check.
+    assert registry.get_sample_value("kinfer_requests_total", labels | {"code": "500"}) == 1
+
+    recorded.start_warmup_window(0)  # the window is over (or there was none)
+    assert not recorded.warming_up
+    recorded.request_done(200, 0.01)
+    assert _count(registry, metrics.REQUEST_DURATION_SECONDS) == 1
+    assert _count(registry, metrics.WARMUP_REQUEST_DURATION_SECONDS) == 2
+
+
+def test_a_served_model_starts_its_warmup_window_at_ready(
+    serve, make_settings, demo_dir, oip, images
+) -> None:
+    settings = make_settings(demo_dir / "model.onnx", warmup_window_s=3600)
+    with serve(settings) as server:
+        body, headers = oip.image_body(images[:1])
+        response = httpx.post(f"{server.url}/v2/models/demo/infer", content=body, headers=headers)
+        assert response.status_code == 200
+        base = {"model": "demo", "version": "1", "revision": "", "protocol": "rest"}
+        registry = server.service.metrics.registry
+        warm = registry.get_sample_value(
+            "kinfer_warmup_request_duration_seconds_count", base | {"source": "live"}
+        )
+        analysed = registry.get_sample_value(
+            "kinfer_request_duration_seconds_count", base | {"source": "live"}
+        )
+    assert (warm, analysed) == (1, None)

@@ -27,6 +27,11 @@ class Readiness:
         """Whether inference requests are accepted (also while draining)."""
         return self.phase in (Phase.READY, Phase.DRAINING)
 
+    @property
+    def draining(self) -> bool:
+        """SIGTERM received: responses tell keep-alive clients to reconnect elsewhere."""
+        return self.phase is Phase.DRAINING
+
     def mark_ready(self) -> None:
         if self.phase is Phase.LOADING:
             self.phase = Phase.READY

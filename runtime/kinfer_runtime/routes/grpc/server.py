@@ -21,13 +21,24 @@ async def start_grpc_server(
     max_message_bytes: int,
     budget: ByteBudget,
     max_concurrent_rpcs: int | None = None,
+    max_connection_age_s: float = 0.0,
+    max_connection_age_grace_s: float = 0.0,
 ) -> tuple[grpc.aio.Server, int]:
     """Binds and starts the server on the running event loop; returns it and its port.
 
+    `max_connection_age_s` > 0: connections get GOAWAY at that age (grpcio's
+    max_connection_age), and their calls in flight `max_connection_age_grace_s` more.
     Raises RuntimeError when the address cannot be bound.
     """
+    age: list[tuple[str, int]] = []
+    if max_connection_age_s > 0:
+        age = [
+            ("grpc.max_connection_age_ms", _ms(max_connection_age_s)),
+            ("grpc.max_connection_age_grace_ms", _ms(max_connection_age_grace_s)),
+        ]
     server = grpc.aio.server(
         options=[
+            *age,
             # The REST body limit, or less (see app.grpc_max_message_bytes); over it grpcio
             # refuses the message as it arrives, before buffering it.
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -48,3 +59,8 @@ async def start_grpc_server(
         raise RuntimeError(f"failed to bind to {address}")
     await server.start()
     return server, bound
+
+
+def _ms(seconds: float) -> int:
+    """grpcio's channel arguments are C ints."""
+    return max(0, min(int(seconds * 1000), 2**31 - 1))
