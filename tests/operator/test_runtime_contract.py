@@ -48,6 +48,9 @@ def test_operator_values_reach_the_runtime_settings() -> None:
         rc.ENV_DEVICE: "cpu",
         rc.ENV_TORCH_DTYPE: "fp16",
         rc.ENV_REVISION: "abc123",
+        rc.ENV_GRPC_MAX_CONNECTION_AGE_S: "60",
+        rc.ENV_GRPC_MAX_CONNECTION_AGE_GRACE_S: "10",
+        rc.ENV_WARMUP_WINDOW_S: "15",
     }
     parser = argparse.ArgumentParser()
     add_serve_arguments(parser, env)
@@ -71,3 +74,8 @@ def test_operator_values_reach_the_runtime_settings() -> None:
         64,
     )
     assert (settings.device, settings.torch_dtype) == ("cpu", "fp16")
+    assert (settings.grpc_max_connection_age_s, settings.grpc_max_connection_age_grace_s) == (
+        60,
+        10,
+    )
+    assert settings.warmup_window_s == 15

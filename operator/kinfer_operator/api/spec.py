@@ -464,6 +464,21 @@ class Scratch(ApiModel):
         return value
 
 
+class GrpcConnections(ApiModel):
+    """The runtime's gRPC endpoint (port 8081): how long one client connection may live."""
+
+    max_connection_age_seconds: int | None = Field(default=None, ge=1, le=86400)
+    """Connections older than this get a GOAWAY (grpcio adds +-10% jitter): the client's
+    channel reconnects, through the Service, to whichever pod it picks then, without a failed
+    call. Set it when long-lived gRPC channels come through the model's Service, so they follow
+    the replica ratio during a canary and spread over new replicas (e.g. 60). Unset: a
+    connection lives as long as its client keeps it, and stays on one pod."""
+    max_connection_age_grace_seconds: int | None = Field(default=None, ge=0, le=3600)
+    """After that GOAWAY, how long calls in flight on the old connection get to finish before
+    it is closed. Unset: the runtime's request timeout (KINFER_REQUEST_TIMEOUT_S, 30 s), which
+    no call outlives."""
+
+
 class Runtime(ApiModel):
     """The serving container: image, accelerators, resources and batching."""
 
@@ -497,6 +512,8 @@ class Runtime(ApiModel):
     """Budget to download, load and warm up the model; past it the replica counts as failed."""
     termination_grace_period_seconds: int = Field(default=60, ge=5, le=3600)
     """Time for a stopping replica to drain in-flight requests."""
+    grpc: GrpcConnections = Field(default_factory=GrpcConnections)
+    """gRPC connection lifetime (long-lived channels re-balancing across pods)."""
     service_account_name: str | None = Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN)
     """ServiceAccount the runtime pods run as; the namespace default when unset."""
 
@@ -800,6 +817,13 @@ class Analysis(ApiModel):
     """Built-in check on the runtime's kinfer_requests_total."""
     latency_p99: LatencyCheck | None = None
     """Built-in check on the runtime's kinfer_request_duration_seconds."""
+    warmup_seconds: int = Field(default=0, ge=0, le=3600)
+    """Each pod's first seconds after Ready, left out of latency analysis: the runtime
+    records their latencies in kinfer_warmup_request_duration_seconds instead of
+    kinfer_request_duration_seconds (which latencyP99 and custom latency queries read), so a
+    JIT or cache warm-up does not fail a good version. Their requests still count for the
+    error rate. Applies to every pod of the revisions created while it is set; changing it
+    restarts the current revision's pods (as a change of the operator's pod template does)."""
     custom: list[CustomCheck] = Field(
         default_factory=list,
         max_length=16,

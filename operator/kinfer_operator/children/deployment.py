@@ -143,6 +143,14 @@ def _env(model: InferenceModel, revision: str) -> list[dict[str, Any]]:
         plain[rc.ENV_LOWER_PRIORITY_MAX_BATCH_SIZE] = str(batching.lower_priority_max_batch_size)
     if spec.model.cache:
         plain[rc.ENV_SHARED_CACHE_DIR] = shared_cache_dir(model)
+    grpc = spec.runtime.grpc
+    if grpc.max_connection_age_seconds is not None:
+        plain[rc.ENV_GRPC_MAX_CONNECTION_AGE_S] = str(grpc.max_connection_age_seconds)
+    if grpc.max_connection_age_grace_seconds is not None:
+        plain[rc.ENV_GRPC_MAX_CONNECTION_AGE_GRACE_S] = str(grpc.max_connection_age_grace_seconds)
+    warmup = spec.rollout.analysis.warmup_seconds if spec.rollout is not None else 0
+    if warmup:
+        plain[rc.ENV_WARMUP_WINDOW_S] = str(warmup)
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain.items()]
     env.extend(source_env(model))
     env.extend({"name": e.name, "value": e.value} for e in spec.runtime.env)

@@ -215,6 +215,41 @@ def test_lower_priority_cap_reaches_runtime_env_only_when_set(make_model: MakeMo
     assert env[rc.ENV_LOWER_PRIORITY_MAX_BATCH_SIZE] == "4"
 
 
+def test_grpc_connection_age_reaches_runtime_env_only_when_set(make_model: MakeModel) -> None:
+    unset = _env(build_deployment(make_model(), "stable"))
+    assert rc.ENV_GRPC_MAX_CONNECTION_AGE_S not in unset
+    assert rc.ENV_GRPC_MAX_CONNECTION_AGE_GRACE_S not in unset
+    grpc = {"maxConnectionAgeSeconds": 60, "maxConnectionAgeGraceSeconds": 10}
+    env = _env(build_deployment(make_model({"runtime": {"grpc": grpc}}), "stable"))
+    assert env[rc.ENV_GRPC_MAX_CONNECTION_AGE_S] == "60"
+    assert env[rc.ENV_GRPC_MAX_CONNECTION_AGE_GRACE_S] == "10"
+
+
+@pytest.mark.parametrize(
+    "grpc",
+    [
+        {"maxConnectionAgeSeconds": 0},
+        {"maxConnectionAgeSeconds": 86401},
+        {"maxConnectionAgeGraceSeconds": -1},
+    ],
+)
+def test_grpc_connection_age_is_bounded(make_model: MakeModel, grpc: dict[str, int]) -> None:
+    with pytest.raises(ValidationError):
+        make_model({"runtime": {"grpc": grpc}})
+
+
+def test_analysis_warmup_reaches_runtime_env_only_when_set(make_model: MakeModel) -> None:
+    canary = {"canary": {"steps": [{"weight": 50}]}}
+    plain = make_model({"rollout": canary})
+    assert rc.ENV_WARMUP_WINDOW_S not in _env(build_deployment(plain, "stable"))
+    warm = make_model({"rollout": {**canary, "analysis": {"warmupSeconds": 15}}})
+    assert _env(build_deployment(warm, "canary"))[rc.ENV_WARMUP_WINDOW_S] == "15"
+    # A rollout setting: not part of the revision, like every other one.
+    assert revision_of(warm) == revision_of(plain)
+    with pytest.raises(ValidationError):
+        make_model({"rollout": {**canary, "analysis": {"warmupSeconds": 3601}}})
+
+
 def test_the_pod_template_digest_follows_the_template_and_the_test_mark(
     make_model: MakeModel,
 ) -> None:
