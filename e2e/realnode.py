@@ -9,6 +9,7 @@ bridge, never anywhere else.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import threading
@@ -19,6 +20,7 @@ from collections import Counter
 from functools import cache
 from pathlib import Path
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -327,14 +329,44 @@ def infer(
     return np.frombuffer(payload[int(length) :], dtype=np.float32).reshape(out["shape"])
 
 
+GRPC_PORT = 8081
+"""The model Service's `grpc` port (runtime_contract.GRPC_PORT)."""
+
+
+def _binary_request(batch: np.ndarray) -> tuple[bytes, dict[str, str]]:
+    tensor = {"name": "input", "datatype": "FP32", "shape": list(batch.shape)}
+    tensor["parameters"] = {"binary_data_size": batch.nbytes}
+    head = json.dumps(
+        {"inputs": [tensor], "outputs": [{"name": "logits", "parameters": {"binary_data": True}}]}
+    ).encode()
+    headers = {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(head))}
+    return head + batch.astype(np.float32).tobytes(), headers
+
+
 class LoadGenerator:
     """Clients sending inferences through a Service without pause, for the span of a `with`
     block, each answer checked against the reference. Counts every outcome; a request that
-    errs or answers wrongly is a failure, with its reason kept."""
+    errs or answers wrongly is a failure, with its reason kept.
 
-    def __init__(self, base_url: str, model: str, clients: int = 4) -> None:
+    Three kinds of client, none retrying, as applications behind a ClusterIP are:
+    `clients` open a fresh connection per request (urllib); `keep_alive` each hold one
+    persistent HTTP/1.1 connection (http.client: it reconnects only after a response saying
+    `Connection: close`, so a connection the server closes under it fails the request);
+    `grpc_channels` each hold one long-lived gRPC channel (Triton's client) to the Service's
+    gRPC port. `outcomes` counts them all together; `by_kind` apart."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        clients: int = 4,
+        keep_alive: int = 2,
+        grpc_channels: int = 1,
+    ) -> None:
         self.base_url, self.model = base_url, model
         self.outcomes: Counter[str] = Counter()
+        self.by_kind: Counter[tuple[str, str]] = Counter()
+        """(fresh | keep-alive | grpc, ok | failed) -> count."""
         self.failures: list[str] = []
         self.latencies: list[tuple[float, float]] = []
         """(monotonic time sent, seconds to the answer) of each answered request."""
@@ -343,22 +375,87 @@ class LoadGenerator:
         rng = np.random.default_rng(7)
         self._batch = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
         self._expected = reference_logits(self._batch)
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+        self._threads = [
+            *(threading.Thread(target=self._run, daemon=True) for _ in range(clients)),
+            *(
+                threading.Thread(target=self._run_keep_alive, daemon=True)
+                for _ in range(keep_alive)
+            ),
+            *(threading.Thread(target=self._run_grpc, daemon=True) for _ in range(grpc_channels)),
+        ]
+
+    def _record(self, kind: str, sent: float, got: np.ndarray | None, error: str) -> None:
+        if got is not None:
+            ok = np.allclose(got, self._expected, atol=1e-3)
+            error = "" if ok else "wrong answer"
+        outcome = "failed" if error else "ok"
+        with self._lock:
+            if got is not None:
+                self.latencies.append((sent, time.monotonic() - sent))
+            self.outcomes[outcome] += 1
+            self.by_kind[(kind, outcome)] += 1
+            if error:
+                self.failures.append(f"{time.strftime('%T')} {kind}: {error}")
 
     def _run(self) -> None:
         while not self._stop.is_set():
             sent = time.monotonic()
             try:
                 got = infer(self.base_url, self.model, self._batch, binary=True)
-                with self._lock:
-                    self.latencies.append((sent, time.monotonic() - sent))
-                outcome = "ok" if np.allclose(got, self._expected, atol=1e-3) else "wrong answer"
             except (urllib.error.URLError, OSError, ValueError) as err:
-                outcome = f"{type(err).__name__}: {err}"
-            with self._lock:
-                self.outcomes["ok" if outcome == "ok" else "failed"] += 1
-                if outcome != "ok":
-                    self.failures.append(f"{time.strftime('%T')} {outcome}")
+                self._record("fresh", sent, None, f"{type(err).__name__}: {err}")
+            else:
+                self._record("fresh", sent, got, "")
+
+    def _run_keep_alive(self) -> None:
+        address = urlsplit(self.base_url)
+        body, headers = _binary_request(self._batch)
+        path = f"/v2/models/{self.model}/infer"
+        connection = http.client.HTTPConnection(address.hostname or "", address.port, timeout=10)
+        try:
+            while not self._stop.is_set():
+                sent = time.monotonic()
+                try:
+                    connection.request("POST", path, body=body, headers=headers)
+                    response = connection.getresponse()
+                    payload = response.read()
+                    if response.status != 200:
+                        raise ValueError(f"HTTP {response.status}: {payload[:200]!r}")
+                    length = int(response.headers[HEADER_LENGTH])
+                    out = json.loads(payload[:length])["outputs"][0]
+                    got = np.frombuffer(payload[length:], dtype=np.float32).reshape(out["shape"])
+                except (http.client.HTTPException, OSError, ValueError, KeyError) as err:
+                    self._record("keep-alive", sent, None, f"{type(err).__name__}: {err}")
+                    connection.close()  # the next request opens a new one, as clients do
+                else:
+                    self._record("keep-alive", sent, got, "")
+        finally:
+            connection.close()
+
+    def _run_grpc(self) -> None:
+        import tritonclient.grpc as tc  # the real lane only
+        from tritonclient.utils import InferenceServerException
+
+        target = f"{urlsplit(self.base_url).hostname}:{GRPC_PORT}"
+        with tc.InferenceServerClient(target) as client:
+            while not self._stop.is_set():
+                sent = time.monotonic()
+                tensor = tc.InferInput("input", list(self._batch.shape), "FP32")
+                tensor.set_data_from_numpy(self._batch)
+                try:
+                    result = client.infer(self.model, [tensor], client_timeout=10)
+                    got = result.as_numpy("logits")
+                except InferenceServerException as err:
+                    self._record("grpc", sent, None, f"{err.status()}: {err.message()}")
+                else:
+                    self._record("grpc", sent, got, "")
+
+    def summary(self) -> str:
+        """`fresh 812/0, keep-alive 1630/0, grpc 903/0` (answered/failed per kind)."""
+        kinds = dict.fromkeys(kind for kind, _ in self.by_kind)
+        return ", ".join(
+            f"{k} {self.by_kind[(k, 'ok')]}/{self.by_kind[(k, 'failed')]}" for k in kinds
+        )
 
     @property
     def total(self) -> int:

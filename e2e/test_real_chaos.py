@@ -97,7 +97,7 @@ def test_a_frozen_api_server_stops_neither_serving_nor_the_canary(
     with capsys.disabled():
         print(
             f" [{served_while_frozen} answered while frozen, {load.total} requests,"
-            f" {load.outcomes['failed']} failed]",
+            f" {load.outcomes['failed']} failed: {load.summary()}]",
             end="",
         )
     assert served_while_frozen > 0

@@ -1,9 +1,11 @@
 """Rollouts on real pods: no request lost while a version replaces another, and canary
 analysis on the runtime's real metrics, scraped by Prometheus through Kubernetes discovery.
 
-Requests go through the model's ClusterIP Service from fresh connections, as a client
-behind kube-proxy sees it: readiness gates, preStop, endpoint removal and the runtime's
-drain all have to work together for the failure count to stay at zero.
+Requests go through the model's ClusterIP Service as clients behind kube-proxy send them:
+fresh connections, keep-alive HTTP/1.1 connections and a long-lived gRPC channel (realnode's
+LoadGenerator, no retries). Readiness gates, preStop, endpoint removal and the runtime's drain
+(`Connection: close`, then gRPC GOAWAY) all have to work together for the failure count to
+stay at zero.
 """
 
 from __future__ import annotations
@@ -52,7 +54,10 @@ def roll_under_load(ns: str, manifest: dict[str, Any], timeout: float) -> LoadGe
 def report(load: LoadGenerator, capsys: pytest.CaptureFixture[str]) -> None:
     """The request count goes to the terminal, passed or not: it is this case's figure."""
     with capsys.disabled():
-        print(f" [{load.total} requests, {load.outcomes['failed']} failed]", end="")
+        print(
+            f" [{load.total} requests, {load.outcomes['failed']} failed: {load.summary()}]",
+            end="",
+        )
 
 
 def test_version_bump_under_load_loses_no_request(
