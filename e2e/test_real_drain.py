@@ -22,7 +22,8 @@ pytestmark = pytest.mark.real_node
 
 SLOW_START_SECONDS = 10
 """The candidate's test-only slow start (KINFER_TEST_SLOW_START_S): every batch of its first
-10 s after Ready takes 0.5 s more, against a latencyP99 bound of 0.25 s."""
+10 s after Ready takes 1 s more (the answers stay right), against a latencyP99 bound of 0.5 s:
+a slow request lands in the 1-2.5 s bucket, far from the bound on a busy machine."""
 
 
 def _rollout(ns: str) -> dict[str, Any]:
@@ -86,7 +87,7 @@ def test_a_slow_start_passes_the_canary_only_when_warmup_is_left_out(
         real_prometheus.endpoint,
         [(50, 25)],
         failureLimit=1,
-        latencyP99={"maxSeconds": 0.25},
+        latencyP99={"maxSeconds": 0.5},
         warmupSeconds=warmup,
     )
     manifest = model_manifest("demo", replicas=2, rollout=rollout)

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 TEST_SLOW_START_ENV = "KINFER_TEST_SLOW_START_S"
 """TEST ONLY (the warm-up e2e case): every batch of the first this many seconds after Ready
 takes TEST_SLOW_START_DELAY_S longer, like a model that JIT-compiles or fills caches."""
-TEST_SLOW_START_DELAY_S = 0.5
+TEST_SLOW_START_DELAY_S = 1.0
 
 # A lone request runs on the event loop thread (no worker hand-off) when the model's last lone
 # run took at most this long and no queue delay is set; longer runs would stall other
