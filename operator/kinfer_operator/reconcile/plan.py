@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kinfer_operator.children import build_deployment, build_hpa, build_pdb, build_service
+from kinfer_operator.children.grpcroute import build_grpcroute
 from kinfer_operator.children.httproute import build_httproute, build_track_service
 from kinfer_operator.children.pdb import wants_pdb
 from kinfer_operator.model import InferenceModel
@@ -206,6 +207,8 @@ def plan(
                 build_httproute(model, front.canary_weight),
             ]
         )
+        if observed.grpc_routes_served:  # the runtime always serves gRPC (rc.GRPC_PORT)
+            applies.append(build_grpcroute(model, front.canary_weight))
 
     if model.spec.autoscaling is not None:
         hpa = build_hpa(model, "stable", deployment_name(model, serving))

@@ -261,3 +261,16 @@ def test_promotion_unpins_the_service(make_model: MakeModel) -> None:
     )
     p = plan(new, Observed(deployments=(stable,)), decision)
     assert _service_selector(p) == {MODEL_LABEL: "resnet50"}
+
+
+def test_gateway_mode_adds_a_grpc_route_when_the_cluster_serves_it(
+    make_model: MakeModel,
+) -> None:
+    p, _ = _canary_pass(make_model, GATEWAY_TRAFFIC, 10, False)
+    grpc = next(a for a in p.applies if a["kind"] == "GRPCRoute")  # type: ignore[attr-defined]
+    assert [b["weight"] for b in grpc["spec"]["rules"][0]["backendRefs"]] == [90, 10]
+    rollout = {"canary": {"steps": [{"weight": 10}]}, "traffic": GATEWAY_TRAFFIC}
+    without = plan(make_model({"rollout": rollout}), Observed(grpc_routes_served=False))
+    assert "GRPCRoute" not in _kinds(without) and "HTTPRoute" in _kinds(without)
+    ratio = plan(make_model({"rollout": {"canary": {"steps": [{"weight": 10}]}}}), Observed())
+    assert "GRPCRoute" not in _kinds(ratio)
