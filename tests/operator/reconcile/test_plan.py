@@ -224,11 +224,12 @@ def test_gateway_canary_pins_the_model_service_to_stable(make_model: MakeModel) 
     for weight, pinned_only in ((0, True), (10, False), (50, False)):
         p, stable = _canary_pass(make_model, GATEWAY_TRAFFIC, weight, pinned_only)
         assert _service_selector(p) == {MODEL_LABEL: "resnet50", REVISION_LABEL: stable}
-        route = next(a for a in p.applies if a["kind"] == "HTTPRoute")  # type: ignore[attr-defined]
-        assert [b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]] == [
-            100 - weight,
-            weight,
-        ]
+        for kind in ("HTTPRoute", "GRPCRoute"):  # every path: the routes carry the weight
+            route = next(a for a in p.applies if a["kind"] == kind)  # type: ignore[attr-defined]
+            assert [b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]] == [
+                100 - weight,
+                weight,
+            ]
         assert p.front is not None and p.front.pinned == stable  # type: ignore[attr-defined]
 
 
