@@ -114,13 +114,14 @@ def crds() -> None:
         "crd/inferencemodels.serving.kinfer.io",
     )
     install_gateway_api_crds()
-    wait_until(
-        lambda: (
-            "httproutes" in kubectl("api-resources", "--api-group=gateway.networking.k8s.io").stdout
-        ),
-        60,
-        "discovery to serve HTTPRoutes",
-    )
+
+    def served() -> bool:
+        found = kubectl("api-resources", "--api-group=gateway.networking.k8s.io").stdout
+        return "httproutes" in found and "grpcroutes" in found
+
+    # The operator looks for both at start (--gateway-api auto): GRPCRoutes are written and
+    # watched only where discovery serves them.
+    wait_until(served, 60, "discovery to serve HTTPRoutes and GRPCRoutes")
 
 
 class LocalOperator:

@@ -361,9 +361,10 @@ def test_gpu_unschedulable_canary_waits_then_rolls_back(
 
 
 class GatewayStandIn(BackgroundLoop):
-    """TEST-ONLY stand-in for a Gateway API controller: it reports the kinfer HTTPRoute as
-    Accepted with ResolvedRefs for its current generation, as a real gateway would once it
-    programmed the route. `accepting` lets a test hold that back."""
+    """TEST-ONLY stand-in for a Gateway API controller: it reports the kinfer HTTPRoute (and
+    GRPCRoute, which holds the step as well when the operator watches GRPCRoutes) as Accepted
+    with ResolvedRefs for its current generation, as a real gateway would once it programmed
+    the route. `accepting` lets a test hold that back."""
 
     interval = 0.5
 
@@ -381,8 +382,15 @@ class GatewayStandIn(BackgroundLoop):
                 self.weights.append(pair)
             if self.accepting:
                 self._accept(route)
+        if self.accepting:
+            try:
+                grpc = kubectl_json("get", "grpcroutes", "-n", self.namespace)["items"]
+            except AssertionError:
+                grpc = []  # no GRPCRoute CRD: the operator writes none
+            for route in grpc:
+                self._accept(route, "grpcroute")
 
-    def _accept(self, route: dict[str, Any]) -> None:
+    def _accept(self, route: dict[str, Any], kind: str = "httproute") -> None:
         generation = route["metadata"]["generation"]
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         conditions = [
@@ -407,7 +415,7 @@ class GatewayStandIn(BackgroundLoop):
         }
         kubectl(
             "patch",
-            "httproute",
+            kind,
             route["metadata"]["name"],
             "-n",
             self.namespace,

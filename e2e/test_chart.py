@@ -274,6 +274,7 @@ def test_cluster_role_forbids_what_the_operator_never_does(crds: None) -> None:
             ("create", "clusterroles.rbac.authorization.k8s.io"),
             ("get", "nodes"),
             ("create", "httproutes.gateway.networking.k8s.io"),
+            ("create", "grpcroutes.gateway.networking.k8s.io"),
         ]:
             assert not can_i(release, verb, resource, "-A"), (verb, resource)
 

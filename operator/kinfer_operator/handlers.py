@@ -65,6 +65,12 @@ _ROUTES: tuple[WatchedKind, str, str, str] = (
     "v1",
     "httproutes",
 )
+_GRPC_ROUTES: tuple[WatchedKind, str, str, str] = (
+    "GRPCRoute",
+    "gateway.networking.k8s.io",
+    "v1",
+    "grpcroutes",
+)
 
 
 def _identity(body: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -308,10 +314,12 @@ def install(
     controller: Controller,
     registry: kopf.OperatorRegistry | None = None,
     watch_routes: bool = True,
+    watch_grpc_routes: bool = False,
 ) -> None:
     """Register the watches and handlers on a kopf registry (the default one unless given).
 
-    `watch_routes`: also watch HTTPRoutes (needs the Gateway API CRDs and RBAC for them).
+    `watch_routes`: also watch HTTPRoutes (needs the Gateway API CRDs and RBAC for them);
+    `watch_grpc_routes`: GRPCRoutes likewise.
     """
     reg = registry or kopf.get_default_registry()
     store = controller.store
@@ -340,6 +348,8 @@ def install(
             controller.enqueue(key, "model")
 
     watches = [*_WATCHES, _ROUTES] if watch_routes else list(_WATCHES)
+    if watch_grpc_routes:
+        watches.append(_GRPC_ROUTES)
     for kind, group, version, plural in watches:
         _watch_children(reg, controller, kind, group, version, plural)
 

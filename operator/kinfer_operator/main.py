@@ -186,6 +186,17 @@ def routes_watched(mode: str, kube: Discovery, namespaces: list[str]) -> bool:
     )
 
 
+def grpc_routes_watched(mode: str, kube: Discovery, namespaces: list[str]) -> bool:
+    """Whether to watch GRPCRoutes: unless `--gateway-api false`, when their CRD is served
+    and RBAC allows it. Never forced on: a cluster whose Gateway API lacks GRPCRoute still
+    routes HTTP, and its GatewayAPI models say in status that gRPC has no route."""
+    if mode == "false":
+        return False
+    return kube.serves("GRPCRoute") and kube.may_watch(
+        "gateway.networking.k8s.io", "grpcroutes", namespaces
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Configure logging, metrics and health, then hand over to kopf."""
     args = parse_args(argv)
@@ -204,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     store = Store()
     exact = [ns for ns in args.namespace if not set(ns) & set("*?[]!")]
     watch_routes = routes_watched(args.gateway_api, kube, exact)
+    watch_grpc = watch_routes and grpc_routes_watched(args.gateway_api, kube, exact)
     elector: LeaderElector | None = None
     if args.leader_election:
         elector = LeaderElector(
@@ -223,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         return elector is not None and not elector.leading()
 
     reconciler = Reconciler(
-        CachedCluster(store, kube, routes_watched=watch_routes),
+        CachedCluster(store, kube, routes_watched=watch_routes, grpc_routes_watched=watch_grpc),
         prometheus=prometheus,
         template_rolls=TemplateRolls(args.max_template_rolls, lambda: store.all_of("Deployment")),
         template_mark=args.template_mark,
@@ -236,13 +248,14 @@ def main(argv: list[str] | None = None) -> None:
             kube,
             args.namespace,
             with_routes=watch_routes,
+            with_grpc_routes=watch_grpc,
             pod_vanished=controller.pod_vanished,
         )
 
     controller = Controller(
         reconciler, store, standby=standby, relist=relist_cache, workers=args.workers
     )
-    install(controller, watch_routes=watch_routes)
+    install(controller, watch_routes=watch_routes, watch_grpc_routes=watch_grpc)
 
     @kopf.on.startup()
     def scanning_settings(settings: kopf.OperatorSettings, **_: object) -> None:
@@ -260,12 +273,13 @@ def main(argv: list[str] | None = None) -> None:
             elector.stop()
 
     logging.getLogger("kinfer_operator").info(
-        "starting kinfer-operator %s (leader election %s, HTTPRoutes %s)",
+        "starting kinfer-operator %s (leader election %s, HTTPRoutes %s, GRPCRoutes %s)",
         __version__,
         f"on Lease {elector.namespace}/{elector.name} as {elector.identity}"
         if elector is not None
         else "off",
         "watched" if watch_routes else "not watched",
+        "watched" if watch_grpc else "not watched",
     )
     if elector is not None:
         elector.start()  # at once: a fresh install acts as soon as the cache is filled

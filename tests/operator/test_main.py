@@ -122,3 +122,24 @@ def test_two_processes_on_one_host_get_different_identities(
     first, second = identity(), identity()
     assert first != second
     assert first.startswith("kinfer-7d9f_")
+
+
+@pytest.mark.parametrize(
+    ("mode", "served", "allowed", "watched"),
+    [
+        ("auto", True, True, True),
+        ("true", True, True, True),
+        ("true", False, True, False),  # never forced: a cluster without GRPCRoute keeps HTTP
+        ("auto", True, False, False),
+        ("false", True, True, False),
+    ],
+)
+def test_grpc_routes_are_watched_only_where_served_and_allowed(
+    mode: str, served: bool, allowed: bool, watched: bool
+) -> None:
+    from kinfer_operator.main import grpc_routes_watched
+
+    kube = _Kube(served, allowed)
+    assert grpc_routes_watched(mode, kube, ["ml"]) is watched
+    if mode != "false":
+        assert kube.asked[0] == "serves GRPCRoute"

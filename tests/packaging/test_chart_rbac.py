@@ -89,7 +89,7 @@ def _operator_env(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # Child kinds the operator writes only when a values flag says the cluster has their API.
-OPT_IN_KINDS = {"HTTPRoute": "gatewayAPI.enabled"}
+OPT_IN_KINDS = {"HTTPRoute": "gatewayAPI.enabled", "GRPCRoute": "gatewayAPI.enabled"}
 
 
 @pytest.mark.parametrize("values", [{}, NAMESPACED], ids=["cluster", "namespaced"])
@@ -125,11 +125,12 @@ def test_no_kopf_peering_rights_are_granted(render: Render) -> None:
         assert not _verbs(role, "kopf.dev", "kopfpeerings")
 
 
-def test_gateway_api_httproutes_only_when_enabled(render: Render) -> None:
+@pytest.mark.parametrize("routes", ["httproutes", "grpcroutes"])
+def test_gateway_api_routes_only_when_enabled(render: Render, routes: str) -> None:
     (off,) = _roles(render())
-    assert not _verbs(off, "gateway.networking.k8s.io", "httproutes")
+    assert not _verbs(off, "gateway.networking.k8s.io", routes)
     (on,) = _roles(render(**{"gatewayAPI.enabled": "true"}))
-    assert _verbs(on, "gateway.networking.k8s.io", "httproutes") == {
+    assert _verbs(on, "gateway.networking.k8s.io", routes) == {
         "list",
         "watch",
         "create",

@@ -84,6 +84,7 @@ class FakeKube:
             pdbs=of("PodDisruptionBudget"),
             hpas=of("HorizontalPodAutoscaler"),
             routes=of("HTTPRoute") if with_routes else (),
+            grpc_routes=of("GRPCRoute") if with_routes else (),
             pods=tuple(copy.deepcopy(self.pods)),
             configmaps=of("ConfigMap"),
             jobs=of("Job"),

@@ -17,7 +17,13 @@ from kinfer_operator import runtime_contract as rc
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import MODEL_LABEL, REVISION_LABEL, TRACK_LABEL, child_labels
 
-__all__ = ["build_httproute", "build_track_service", "track_service_name"]
+__all__ = [
+    "build_httproute",
+    "build_track_service",
+    "route_parents",
+    "track_service_name",
+    "weighted_backends",
+]
 
 
 def track_service_name(model: InferenceModel, track: Literal["stable", "canary"]) -> str:
@@ -28,8 +34,9 @@ def track_service_name(model: InferenceModel, track: Literal["stable", "canary"]
 def build_track_service(
     model: InferenceModel, track: Literal["stable", "canary"], revision: str
 ) -> dict[str, Any]:
-    """A Service over one revision's pods, so the route can weight revisions exactly; its
-    classified port is where the pinned rule sends."""
+    """A Service over one revision's pods, so the routes can weight revisions exactly: its
+    http and grpc ports are the HTTPRoute's and GRPCRoute's backends, its classified port is
+    where the HTTPRoute's pinned rule sends."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -45,6 +52,15 @@ def build_track_service(
             "ports": [
                 {"name": "http", "port": rc.HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
                 {
+                    "name": "grpc",
+                    "port": rc.GRPC_PORT,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    # Cleartext HTTP/2: how the gateway knows to speak h2c to the GRPCRoute's
+                    # backends.
+                    "appProtocol": "kubernetes.io/h2c",
+                },
+                {
                     "name": rc.CLASSIFIED_PORT_NAME,
                     "port": rc.CLASSIFIED_PORT,
                     "targetPort": rc.CLASSIFIED_PORT_NAME,
@@ -55,20 +71,27 @@ def build_track_service(
     }
 
 
-def _backends(model: InferenceModel, canary_weight: int) -> list[dict[str, Any]]:
+def weighted_backends(
+    model: InferenceModel, canary_weight: int, port: int = rc.HTTP_PORT
+) -> list[dict[str, Any]]:
+    """The weighted rule's two backendRefs (stable, then canary) on the track Services' `port`."""
     # Both weights are always written: an omitted weight defaults to 1 in Gateway API.
     return [
-        {
-            "name": track_service_name(model, "stable"),
-            "port": rc.HTTP_PORT,
-            "weight": 100 - canary_weight,
-        },
-        {
-            "name": track_service_name(model, "canary"),
-            "port": rc.HTTP_PORT,
-            "weight": canary_weight,
-        },
+        {"name": track_service_name(model, "stable"), "port": port, "weight": 100 - canary_weight},
+        {"name": track_service_name(model, "canary"), "port": port, "weight": canary_weight},
     ]
+
+
+def route_parents(model: InferenceModel) -> dict[str, Any]:
+    """parentRefs and hostnames of every route kinfer writes for the model."""
+    rollout = model.spec.rollout
+    gateway = rollout.traffic.gateway if rollout else None
+    if gateway is None:
+        raise ValueError("a Gateway API route needs spec.rollout.traffic.gateway")
+    spec: dict[str, Any] = {"parentRefs": [dict(p) for p in gateway.parent_refs]}
+    if gateway.hostnames:
+        spec["hostnames"] = list(gateway.hostnames)
+    return spec
 
 
 def _modify_headers(**change: Any) -> dict[str, Any]:
@@ -78,10 +101,8 @@ def _modify_headers(**change: Any) -> dict[str, Any]:
 def build_httproute(model: InferenceModel, canary_weight: int) -> dict[str, Any]:
     """HTTPRoute splitting the model's traffic between the stable and canary Services."""
     rollout = model.spec.rollout
-    gateway = rollout.traffic.gateway if rollout else None
-    if gateway is None:
-        raise ValueError("build_httproute needs spec.rollout.traffic.gateway")
-    weighted: dict[str, Any] = {"backendRefs": _backends(model, canary_weight)}
+    parents = route_parents(model)
+    weighted: dict[str, Any] = {"backendRefs": weighted_backends(model, canary_weight)}
     rules = [weighted]
     pin = rollout.traffic.pin if rollout else None
     if pin is not None:
@@ -103,9 +124,7 @@ def build_httproute(model: InferenceModel, canary_weight: int) -> dict[str, Any]
                 ],
             }
         )
-    spec: dict[str, Any] = {"parentRefs": [dict(p) for p in gateway.parent_refs], "rules": rules}
-    if gateway.hostnames:
-        spec["hostnames"] = list(gateway.hostnames)
+    spec: dict[str, Any] = {**parents, "rules": rules}
     return {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",

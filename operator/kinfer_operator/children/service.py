@@ -12,17 +12,22 @@ from kinfer_operator.naming import MODEL_LABEL, REVISION_LABEL, child_labels, se
 __all__ = ["build_service"]
 
 
-def build_service(model: InferenceModel, only_revision: str | None = None) -> dict[str, Any]:
-    """ClusterIP Service selecting all revisions' pods.
+def build_service(
+    model: InferenceModel, revisions: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """ClusterIP Service over the pods of `revisions` (None: every revision's).
 
     Readiness gates traffic: a replica joins only once its model is loaded and warm. While two
-    revisions run side by side, traffic splits by ready replica count. `only_revision` pins
-    the Service to one revision: during a shadow phase the candidate runs beside stable but
-    must get no user traffic (it only sees mirrored requests).
+    revisions run side by side unpinned, traffic splits by ready replica count. Which
+    revisions it selects is the pass's Front (rollout/front.py): one revision while the
+    candidate must get no unpinned request through it (GatewayAPI canary, weight-0 step,
+    shadow phase). A Service selector is equality only, so at most one revision can be named.
     """
     selector = {MODEL_LABEL: model.name}
-    if only_revision is not None:
-        selector[REVISION_LABEL] = only_revision
+    if revisions is not None:
+        if len(revisions) != 1:
+            raise ValueError(f"a Service selects all revisions or exactly one, not {revisions}")
+        selector[REVISION_LABEL] = revisions[0]
     return {
         "apiVersion": "v1",
         "kind": "Service",

@@ -75,10 +75,12 @@ class CachedCluster:
         store: Store,
         kube: Kube,
         routes_watched: bool,
+        grpc_routes_watched: bool = False,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store, self._kube = store, kube
         self._routes_watched = routes_watched
+        self._grpc_routes_watched = grpc_routes_watched
         self._monotonic = monotonic
         self._present: dict[tuple[str, Reference], float] = {}
         self._lock = threading.Lock()
@@ -106,6 +108,8 @@ class CachedCluster:
                 "the operator, to use spec.rollout.traffic.mode GatewayAPI"
             )
         observed = self._store.observe(namespace, model_name, model_uid)
+        if not self._grpc_routes_watched:
+            observed = dataclasses.replace(observed, grpc_routes_served=False)
         if not with_jobs:
             return observed
         logs = {}
@@ -161,6 +165,7 @@ def relist(
     kube: Kube,
     namespaces: Sequence[str] = (),
     with_routes: bool = True,
+    with_grpc_routes: bool = False,
     pod_vanished: Callable[[Mapping[str, Any]], None] = lambda pod: None,
 ) -> set[ModelKey]:
     """Make the cache equal to a fresh listing of every watched kind; returns the models whose
@@ -178,7 +183,9 @@ def relist(
     kinds: list[WatchedKind] = ["InferenceModel", *CHILD_KINDS, "Pod"]
     changed: set[ModelKey] = set()
     for kind in kinds:
-        if kind == "HTTPRoute" and not with_routes:
+        if (kind == "HTTPRoute" and not with_routes) or (
+            kind == "GRPCRoute" and not with_grpc_routes
+        ):
             continue
         listing, version = kube.list(kind, exact)
         if globs:

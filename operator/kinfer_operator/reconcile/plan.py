@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kinfer_operator.children import build_deployment, build_hpa, build_pdb, build_service
+from kinfer_operator.children.grpcroute import build_grpcroute
 from kinfer_operator.children.httproute import build_httproute, build_track_service
 from kinfer_operator.children.pdb import wants_pdb
 from kinfer_operator.model import InferenceModel
@@ -22,6 +23,7 @@ from kinfer_operator.naming import (
     object_hash,
     revision_of,
 )
+from kinfer_operator.rollout.front import Front, decide_front
 from kinfer_operator.rollout.machine import RolloutDecision
 from kinfer_operator.rollout.shadow import plan_shadow
 from kinfer_operator.world import DeploymentView, Observed
@@ -59,6 +61,8 @@ class Plan:
     """Revision being brought up next to stable, if any."""
     want_replicas: int = 1
     promoted: bool = False
+    front: Front | None = None
+    """Who fronts the model's endpoints this pass (what the Service and routes were built from)."""
 
 
 def want_replicas(model: InferenceModel, stable: DeploymentView | None) -> int:
@@ -137,12 +141,17 @@ def plan(
     observed: Observed,
     rollout: RolloutDecision | None = None,
     template_mark: str = "",
+    *,
+    at_zero: bool = False,
+    least_queue: bool = False,
+    activator_ready: bool = False,
 ) -> Plan:
     """Decide the children and replica counts for the model's current spec.
 
     Without `rollout` (no spec.rollout, or no stable revision yet) a new revision is surged
     in and promoted once fully available; with it, the canary state machine's decision rules.
-    `template_mark` goes into the pod template (a test-only operator setting).
+    `template_mark` goes into the pod template (a test-only operator setting). `at_zero`,
+    `least_queue` and `activator_ready` go to the Front (rollout/front.py).
     """
     revision = revision_of(model)
     stable = observed.stable()
@@ -155,7 +164,19 @@ def plan(
         may_retire = True
 
     shadow = plan_shadow(model, observed, rollout if not promoted else None, serving)
-    applies: list[dict[str, Any]] = [build_service(model, shadow.pin_revision), *shadow.applies]
+    in_rollout = rollout is not None and not promoted
+    front = decide_front(
+        model,
+        serving,
+        candidate,
+        rollout.route_weight if rollout is not None and in_rollout else 0,
+        pinned_only_step=rollout is not None and in_rollout and rollout.pinned_only,
+        shadow_pin=shadow.pin_revision,
+        at_zero=at_zero,
+        least_queue=least_queue,
+        activator_ready=activator_ready,
+    )
+    applies: list[dict[str, Any]] = [_front_service(model, front), *shadow.applies]
     deletes: list[Delete] = [Delete(kind, name) for kind, name in shadow.deletes]
     scales: list[Scale] = []
 
@@ -179,14 +200,15 @@ def plan(
         keep |= {v.revision for v in observed.views}  # old revisions go once stable is whole
     deletes.extend(Delete("Deployment", v.name) for v in observed.views if v.revision not in keep)
     if model.spec.rollout is not None and model.spec.rollout.traffic.mode == "GatewayAPI":
-        weight = rollout.route_weight if rollout is not None and not promoted else 0
         applies.extend(
             [
                 build_track_service(model, "stable", serving),
                 build_track_service(model, "canary", candidate or serving),
-                build_httproute(model, weight),
+                build_httproute(model, front.canary_weight),
             ]
         )
+        if observed.grpc_routes_served:  # the runtime always serves gRPC (rc.GRPC_PORT)
+            applies.append(build_grpcroute(model, front.canary_weight))
 
     if model.spec.autoscaling is not None:
         hpa = build_hpa(model, "stable", deployment_name(model, serving))
@@ -211,7 +233,20 @@ def plan(
         candidate_revision=candidate,
         want_replicas=want,
         promoted=promoted,
+        front=front,
     )
+
+
+def _front_service(model: InferenceModel, front: Front) -> dict[str, Any]:
+    """The `<name>` Service as the Front wants it.
+
+    via="activator" is served like pods pinned to stable until the activator's children
+    (the selectorless Service and its EndpointSlice) are built here: every pin the Front
+    makes keeps the candidate out of unpinned traffic, so that is the safe reading.
+    """
+    if front.via == "activator":
+        return build_service(model, (front.stable_revision,))
+    return build_service(model, front.service_revisions)
 
 
 def _scales(

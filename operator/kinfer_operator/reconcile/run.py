@@ -52,7 +52,7 @@ from kinfer_operator.status.compute import (
     invalid_status,
     retrying_status,
 )
-from kinfer_operator.world import Observed, WriteFailure, route_problem
+from kinfer_operator.world import Observed, RouteWait, WriteFailure, route_problem
 from kinfer_operator.world.cost import CostLedger, resource_name_of, revision_costs
 
 __all__ = ["Outcome", "Reconciler", "describe_validation_error", "utc_now"]
@@ -373,6 +373,15 @@ class Reconciler:
         previous = current.previous
         analyzers = self.analysis.analyzers(model, current.now)
         route = observed.find("HTTPRoute", model.name)
+        grpc = observed.grpc_routes_served
+        grpc_route = observed.find("GRPCRoute", model.name) if grpc else None
+
+        def gateway_problem(weight: int) -> RouteWait | None:
+            # A weight counts once every route kinfer writes carries it (HTTP and gRPC).
+            return route_problem(route, weight) or (
+                route_problem(grpc_route, weight, "GRPCRoute") if grpc else None
+            )
+
         canary_write = backoff.failure_of(
             ("apply", "Deployment", deployment_name(model, revision_of(model)))
         )
@@ -387,7 +396,7 @@ class Reconciler:
                 annotations=current.body["metadata"].get("annotations") or {},
                 analyze=analyzers.analyze,
                 analyze_shadow=analyzers.analyze_shadow,
-                route_problem=(lambda w: route_problem(route, w))
+                route_problem=gateway_problem
                 if spec.traffic.mode == "GatewayAPI"
                 else (lambda _w: None),
                 refused=canary_write.describe()

@@ -94,6 +94,8 @@ class RolloutDecision:
     """Target replicas for the stable Deployment (only when no HPA owns it)."""
     route_weight: int = 0
     """Canary weight to write into the HTTPRoute (0-100)."""
+    pinned_only: bool = False
+    """The rollout is at a weight-0 step: the candidate serves pinned requests alone."""
     promote: bool = False
     """Relabel the canary as stable and retire the old stable now."""
     retire_others: bool = False
@@ -288,6 +290,7 @@ def _hold(ctx: RolloutContext, hold: Hold) -> RolloutDecision:
         canary_replicas=plan.split.canary,
         stable_replicas=plan.stable_replicas,
         route_weight=status.weight,
+        pinned_only=plan.pinned_only,
         retire_others=_stable_restored(ctx) if plan.candidate.ready == 0 else True,
         events=hold.at.events,
         requeue_after=hold.after,

@@ -28,7 +28,7 @@ from kinfer_operator.naming import (
 from kinfer_operator.references import secret_problem
 from kinfer_operator.status.cache import CacheWait, cache_wait, starting_phase
 from kinfer_operator.status.conditions import find_condition, set_condition
-from kinfer_operator.world import DeploymentView, Observed, WriteFailure
+from kinfer_operator.world import DeploymentView, Observed, WriteFailure, route_status_problem
 from kinfer_operator.world.pods import PodDiagnosis, diagnose_pods, pod_creation_reason
 
 __all__ = ["Event", "StatusReport", "compute_status", "invalid_status", "retrying_status"]
@@ -377,6 +377,25 @@ def _transition_events(old: list[Condition], new: list[Condition]) -> list[Event
     return events
 
 
+def _grpc_route_condition(model: InferenceModel, observed: Observed) -> _Cond:
+    """GRPCRouted: whether the gateway routes the model's gRPC calls (GatewayAPI mode). The
+    HTTPRoute never depends on it: without GRPCRoute support HTTP is routed as before."""
+    if not observed.grpc_routes_served:
+        return _c(
+            "False",
+            "GRPCRouteUnsupported",
+            "the cluster serves no GRPCRoute CRD (or the operator may not watch grpcroutes): "
+            "gRPC calls through the gateway have no route; HTTP is routed. Install the Gateway "
+            "API standard CRDs (v1.1+) and restart the operator",
+        )
+    problem = route_status_problem(observed.find("GRPCRoute", model.name), "GRPCRoute")
+    if problem is None:
+        return _c("True", "Routed", "every gateway accepted the GRPCRoute and resolved its refs")
+    if problem.refused:
+        return _c("False", "GRPCRouteNotAccepted", problem.message)
+    return _c("Unknown", "GRPCRoutePending", problem.message)
+
+
 def compute_status(
     model: InferenceModel,
     observed: Observed,
@@ -415,6 +434,13 @@ def compute_status(
 
     candidate = observed.deployment(plan.candidate_revision) if plan.candidate_revision else None
     gateway = model.spec.rollout is not None and model.spec.rollout.traffic.mode == "GatewayAPI"
+    grpc_routed = _grpc_route_condition(model, observed) if gateway else None
+    if grpc_routed is not None:
+        conditions = set_condition(
+            conditions, "GRPCRouted", *grpc_routed, now=now, observed_generation=gen
+        )
+    else:
+        conditions = [c for c in conditions if c.type != "GRPCRouted"]
     weight = None
     split: Literal["Exact", "Approximate"] | None = None
     if gateway and rollout is not None and plan.candidate_revision:

@@ -5,7 +5,12 @@ Everything here reads observed objects; nothing builds desired ones or talks to 
 
 from kinfer_operator.world.observed import DeploymentView, Observed, WriteFailure
 from kinfer_operator.world.pods import PodDiagnosis, diagnose_pods, pod_creation_reason
-from kinfer_operator.world.routes import RouteWait, route_accepts, route_problem
+from kinfer_operator.world.routes import (
+    RouteWait,
+    route_accepts,
+    route_problem,
+    route_status_problem,
+)
 from kinfer_operator.world.store import Store, WatchedKind
 
 __all__ = [
@@ -20,4 +25,5 @@ __all__ = [
     "pod_creation_reason",
     "route_accepts",
     "route_problem",
+    "route_status_problem",
 ]

@@ -121,6 +121,10 @@ class Observed:
     pdbs: tuple[Mapping[str, Any], ...] = ()
     hpas: tuple[Mapping[str, Any], ...] = ()
     routes: tuple[Mapping[str, Any], ...] = ()
+    grpc_routes: tuple[Mapping[str, Any], ...] = ()
+    grpc_routes_served: bool = True
+    """Whether the operator watches GRPCRoutes (their CRD is installed and RBAC allows it):
+    without, a GatewayAPI model gets its HTTPRoute alone and says so in status."""
     pods: tuple[Mapping[str, Any], ...] = ()
     configmaps: tuple[Mapping[str, Any], ...] = ()
     """The shadow ConfigMap, when the model has one."""
@@ -174,6 +178,7 @@ class Observed:
             "PodDisruptionBudget": self.pdbs,
             "HorizontalPodAutoscaler": self.hpas,
             "HTTPRoute": self.routes,
+            "GRPCRoute": self.grpc_routes,
             "ConfigMap": self.configmaps,
             "Job": self.jobs,
         }

@@ -1,11 +1,11 @@
-"""Read what the gateway controller says about an HTTPRoute kinfer wrote."""
+"""Read what the gateway controller says about an HTTPRoute or GRPCRoute kinfer wrote."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-__all__ = ["RouteWait", "route_accepts", "route_problem"]
+__all__ = ["RouteWait", "route_accepts", "route_problem", "route_status_problem"]
 
 
 class RouteWait(NamedTuple):
@@ -16,20 +16,30 @@ class RouteWait(NamedTuple):
     refused: bool = False
 
 
-def route_problem(route: Mapping[str, Any] | None, canary_weight: int) -> RouteWait | None:
+def route_problem(
+    route: Mapping[str, Any] | None, canary_weight: int, kind: str = "HTTPRoute"
+) -> RouteWait | None:
     """Why analysis time at this weight cannot count yet, or None once the route carries the
     weight and every parent reports Accepted and ResolvedRefs for its current generation.
     The gateway's own reason and message are quoted, so status says what it refused."""
     if route is None:
-        return RouteWait("the HTTPRoute does not exist yet")
+        return RouteWait(f"the {kind} does not exist yet")
     rules = route.get("spec", {}).get("rules") or [{}]
     weights = [b.get("weight") for b in rules[0].get("backendRefs") or []]
     if weights[-1:] != [canary_weight]:
-        return RouteWait(f"the HTTPRoute does not carry weight {canary_weight} yet")
+        return RouteWait(f"the {kind} does not carry weight {canary_weight} yet")
+    return route_status_problem(route, kind)
+
+
+def route_status_problem(route: Mapping[str, Any] | None, kind: str) -> RouteWait | None:
+    """Why the route is not in force whatever its weights, or None once every parent reports
+    Accepted and ResolvedRefs True for its current generation."""
+    if route is None:
+        return RouteWait(f"the {kind} does not exist yet")
     generation = route.get("metadata", {}).get("generation", 0)
     parents = (route.get("status") or {}).get("parents") or []
     if not parents:
-        return RouteWait("no gateway has reported on the HTTPRoute yet")
+        return RouteWait(f"no gateway has reported on the {kind} yet")
     for parent in parents:
         ref = (parent.get("parentRef") or {}).get("name", "?")
         conditions = {
@@ -45,7 +55,12 @@ def route_problem(route: Mapping[str, Any] | None, canary_weight: int) -> RouteW
                 )
             if found.get("status") != "True":
                 detail = f"{found.get('reason', '')}: {found.get('message', '')}".strip(": ")
-                return RouteWait(f"gateway {ref}: {needed}={found.get('status')} {detail}", True)
+                return RouteWait(
+                    f"gateway {ref}: {kind} {needed}={found.get('status')} {detail}"
+                    if kind != "HTTPRoute"
+                    else f"gateway {ref}: {needed}={found.get('status')} {detail}",
+                    True,
+                )
     return None
 
 

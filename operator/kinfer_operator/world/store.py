@@ -31,6 +31,7 @@ WatchedKind = Literal[
     "PodDisruptionBudget",
     "HorizontalPodAutoscaler",
     "HTTPRoute",
+    "GRPCRoute",
     "ConfigMap",
     "Job",
     "Pod",
@@ -41,6 +42,7 @@ CHILD_KINDS: tuple[WatchedKind, ...] = (
     "PodDisruptionBudget",
     "HorizontalPodAutoscaler",
     "HTTPRoute",
+    "GRPCRoute",
     "ConfigMap",
     "Job",
 )
@@ -346,6 +348,7 @@ class Store:
             pdbs=owned("PodDisruptionBudget"),
             hpas=owned("HorizontalPodAutoscaler"),
             routes=owned("HTTPRoute"),
+            grpc_routes=owned("GRPCRoute"),
             configmaps=owned("ConfigMap"),
             jobs=owned("Job"),
             pods=tuple(sorted(kinds.get("Pod", ()), key=_name)),

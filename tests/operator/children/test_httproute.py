@@ -44,10 +44,16 @@ def test_track_service_selects_one_revision(make_model: MakeModel) -> None:
     assert svc["spec"]["selector"]["serving.kinfer.io/revision"] == "abc"
 
 
-def test_track_service_exposes_the_public_and_the_classified_port(make_model: MakeModel) -> None:
+def test_track_service_exposes_the_public_grpc_and_classified_ports(make_model: MakeModel) -> None:
     svc = build_track_service(make_model({"rollout": GATEWAY}), "canary", "abc")
     ports = {p["name"]: (p["port"], p["targetPort"]) for p in svc["spec"]["ports"]}
-    assert ports == {"http": (8080, "http"), "classified": (8090, "classified")}
+    assert ports == {
+        "http": (8080, "http"),
+        "grpc": (8081, "grpc"),
+        "classified": (8090, "classified"),
+    }
+    grpc = next(p for p in svc["spec"]["ports"] if p["name"] == "grpc")
+    assert grpc["appProtocol"] == "kubernetes.io/h2c"  # how the gateway knows to speak h2c
 
 
 def _with_status(route: dict[str, Any], **conditions: str) -> dict[str, Any]:

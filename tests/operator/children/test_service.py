@@ -39,7 +39,7 @@ def test_clients_of_the_model_service_never_reach_the_classified_port(
     make_model: Callable[..., InferenceModel],
 ) -> None:
     # Only there do the shadow and pinned markers count: a Service client could forge them.
-    service = build_service(make_model(), only_revision="abc")
+    service = build_service(make_model(), ("abc",))
     ports = service["spec"]["ports"]
     assert rc.CLASSIFIED_PORT not in {p["port"] for p in ports}
     assert rc.CLASSIFIED_PORT_NAME not in {p["targetPort"] for p in ports}

@@ -184,3 +184,94 @@ def test_gateway_mode_adds_track_services_and_route(make_model: MakeModel) -> No
         a["metadata"]["name"] for a in p.applies if a["kind"] in {"Service", "HTTPRoute"}
     )
     assert names == ["resnet50", "resnet50", "resnet50-canary", "resnet50-stable"]
+
+
+def _service_selector(p: object) -> dict[str, str]:
+    service = next(
+        a
+        for a in p.applies  # type: ignore[attr-defined]
+        if a["kind"] == "Service"
+        and TRACK_LABEL not in a["metadata"]["labels"]
+        and a["metadata"]["name"] == "resnet50"
+    )
+    return dict(service["spec"]["selector"])
+
+
+def _canary_pass(make_model: MakeModel, traffic: dict, weight: int, pinned_only: bool) -> object:  # type: ignore[type-arg]
+    from kinfer_operator.rollout.machine import RolloutDecision
+
+    steps = [{"weight": 0}, {"weight": 10}] if "pin" in traffic else [{"weight": 10}]
+    rollout = {"canary": {"steps": steps}, "traffic": traffic}
+    old = make_model({"rollout": rollout, "replicas": 4})
+    new = make_model({"rollout": rollout, "replicas": 4, "model": {"version": "4"}})
+    stable = observed_deployment(_deployment(plan(old, Observed())), track="stable", replicas=4)
+    decision = RolloutDecision(
+        status=None,
+        canary_revision=revision_of(new),
+        canary_replicas=1,
+        route_weight=weight,
+        pinned_only=pinned_only,
+    )
+    return plan(new, Observed(deployments=(stable,)), decision), revision_of(old)
+
+
+GATEWAY_TRAFFIC = {"mode": "GatewayAPI", "gateway": {"parentRefs": [{"name": "gw"}]}, "pin": {}}
+
+
+def test_gateway_canary_pins_the_model_service_to_stable(make_model: MakeModel) -> None:
+    from kinfer_operator.naming import MODEL_LABEL, REVISION_LABEL
+
+    for weight, pinned_only in ((0, True), (10, False), (50, False)):
+        p, stable = _canary_pass(make_model, GATEWAY_TRAFFIC, weight, pinned_only)
+        assert _service_selector(p) == {MODEL_LABEL: "resnet50", REVISION_LABEL: stable}
+        for kind in ("HTTPRoute", "GRPCRoute"):  # every path: the routes carry the weight
+            route = next(a for a in p.applies if a["kind"] == kind)  # type: ignore[attr-defined]
+            assert [b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]] == [
+                100 - weight,
+                weight,
+            ]
+        assert p.front is not None and p.front.pinned == stable  # type: ignore[attr-defined]
+
+
+def test_replica_ratio_canary_service_selects_both_revisions(make_model: MakeModel) -> None:
+    from kinfer_operator.naming import MODEL_LABEL
+
+    p, _ = _canary_pass(make_model, {"mode": "ReplicaRatio"}, 10, False)
+    assert _service_selector(p) == {MODEL_LABEL: "resnet50"}
+
+
+def test_weight_zero_step_pins_the_service_in_replica_ratio_too(make_model: MakeModel) -> None:
+    # The CRD only allows weight 0 with a pin (GatewayAPI); the plan still never lets an
+    # unpinned request reach the candidate through the Service at such a step.
+    from kinfer_operator.naming import REVISION_LABEL
+
+    p, stable = _canary_pass(make_model, {"mode": "ReplicaRatio"}, 0, True)
+    assert _service_selector(p)[REVISION_LABEL] == stable
+
+
+def test_promotion_unpins_the_service(make_model: MakeModel) -> None:
+    from kinfer_operator.naming import MODEL_LABEL
+    from kinfer_operator.rollout.machine import RolloutDecision
+
+    rollout = {"canary": {"steps": [{"weight": 10}]}, "traffic": GATEWAY_TRAFFIC}
+    old = make_model({"rollout": rollout})
+    new = make_model({"rollout": rollout, "model": {"version": "4"}})
+    stable = observed_deployment(_deployment(plan(old, Observed())), track="stable")
+    decision = RolloutDecision(
+        status=None, canary_revision=revision_of(new), route_weight=100, promote=True
+    )
+    p = plan(new, Observed(deployments=(stable,)), decision)
+    assert _service_selector(p) == {MODEL_LABEL: "resnet50"}
+
+
+def test_gateway_mode_adds_a_grpc_route_when_the_cluster_serves_it(
+    make_model: MakeModel,
+) -> None:
+    p, _ = _canary_pass(make_model, GATEWAY_TRAFFIC, 10, False)
+    grpc = next(a for a in p.applies if a["kind"] == "GRPCRoute")  # type: ignore[attr-defined]
+    assert [b["weight"] for b in grpc["spec"]["rules"][0]["backendRefs"]] == [90, 10]
+    rollout = {"canary": {"steps": [{"weight": 10}]}, "traffic": GATEWAY_TRAFFIC}
+    without = plan(make_model({"rollout": rollout}), Observed(grpc_routes_served=False))
+    assert "GRPCRoute" not in _kinds(without) and "HTTPRoute" in _kinds(without)
+    ratio = plan(make_model({"rollout": {"canary": {"steps": [{"weight": 10}]}}}), Observed())
+    assert "GRPCRoute" not in _kinds(ratio)

@@ -454,15 +454,18 @@ def test_weight_zero_step_runs_one_canary_replica_and_advances_after_its_pause_u
     }
     s = Scenario(_model(rollout=rollout))
     d = s.decide()
-    assert d.canary_replicas == 1 and d.route_weight == 0
+    assert d.canary_replicas == 1 and d.route_weight == 0 and d.pinned_only
     s.canary_ready = 1
     d = s.decide(1)
     assert d.status is not None and d.status.step == 0 and d.status.step_started_at is not None
     d = s.decide(29)
     assert d.status is not None and d.status.step == 0 and d.route_weight == 0
-    assert d.canary_replicas == 1
+    assert d.canary_replicas == 1 and d.pinned_only
     d = s.decide(2)
     assert d.status is not None and d.status.step == 1
+    assert d.pinned_only and d.route_weight == 0  # the weight in force until the next pass
+    d = s.decide(1)
+    assert d.status is not None and d.status.weight == 20 and not d.pinned_only
     assert s.runs == []  # only pinned requests reached it: nothing to analyse
 
 

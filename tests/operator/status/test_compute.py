@@ -317,3 +317,32 @@ def test_a_config_error_not_about_a_secret_is_not_invalid_spec(make_model: MakeM
     blocked = _config_error(model, "container has runAsNonRoot and image will run as root")
     report = _status(model, ready=0, pods=(blocked,))
     assert _cond(report, "Ready") == ("False", "Deploying")
+
+
+def test_grpc_route_condition_follows_the_gateway_and_the_crd(make_model: MakeModel) -> None:
+    from kinfer_operator.children.grpcroute import build_grpcroute
+
+    traffic = {"mode": "GatewayAPI", "gateway": {"parentRefs": [{"name": "gw"}]}}
+    model = make_model({"rollout": {"canary": {"steps": [{"weight": 10}]}, "traffic": traffic}})
+    built = next(a for a in plan(model, Observed()).applies if a["kind"] == "Deployment")
+    dep = observed_deployment(built, track="stable", ready=2)
+
+    def grpc_routed(**observed: Any) -> tuple[str, str]:
+        world = Observed(deployments=(dep,), **observed)
+        report = compute_status(model, world, plan(model, world), None, now=T)
+        assert _cond(report, "Ready") == ("True", "Serving")  # HTTP serving never depends on it
+        return _cond(report, "GRPCRouted")
+
+    assert grpc_routed(grpc_routes_served=False) == ("False", "GRPCRouteUnsupported")
+    assert grpc_routed() == ("Unknown", "GRPCRoutePending")
+    route = {**build_grpcroute(model, 0), "status": {"parents": [{"parentRef": {"name": "gw"}}]}}
+    verdicts = [("Accepted", "True"), ("ResolvedRefs", "False")]
+    route["status"]["parents"][0]["conditions"] = [
+        {"type": t, "status": s, "reason": "BackendNotFound"} for t, s in verdicts
+    ]
+    assert grpc_routed(grpc_routes=(route,)) == ("False", "GRPCRouteNotAccepted")
+    route["status"]["parents"][0]["conditions"][1]["status"] = "True"
+    assert grpc_routed(grpc_routes=(route,)) == ("True", "Routed")
+    # Not GatewayAPI: no such condition.
+    report = _status(make_model())
+    assert find_condition(report.status.conditions, "GRPCRouted") is None

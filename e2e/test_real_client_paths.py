@@ -1,0 +1,184 @@
+"""A GatewayAPI canary as each kind of client sees it: the candidate's share per step, measured
+over real requests on the real node, for every path a client can take to the model.
+
+* gateway HTTP: through Traefik's HTTPRoute (the declared weight, +-5 points);
+* gateway gRPC: Triton's gRPC client (tritonclient.grpc) holding ONE channel through Traefik's
+  GRPCRoute (the declared weight, +-5 points: the route splits per call, not per connection);
+* Service HTTP and Service gRPC: in-cluster clients of the `<name>` Service (its ClusterIP,
+  through kube-proxy's rules), which the operator pins to stable while a GatewayAPI canary
+  runs (rollout/front.py): exactly 0 candidate answers at every step.
+
+A `weight: 0` step (pinned requests only) must send no unpinned request to the candidate on
+any path: exactly 0 there, while every pinned request (HTTP header / gRPC metadata) reaches it.
+Which revision answered is each response's `model_version` (the spec.model.version the
+runtime serves), as in test_real_gateway.py.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+from dataplane import Prometheus
+from gateway import Traefik
+from harness import kubectl, kubectl_apply, kubectl_json, wait_until
+from realnode import service_url
+from test_real_gateway import (
+    PIN,
+    LiveTraffic,
+    rollout_of,
+    send,
+    stable_behind_gateway,
+    traefik,  # noqa: F401  (the module's Traefik fixture)
+    wait_routed,
+)
+
+pytestmark = pytest.mark.real_node
+
+REQUESTS_PER_STEP = 2000
+PINNED_PER_STEP = 100
+TOLERANCE = 5.0  # percentage points, gateway paths
+STEPS = [(0, 300), (10, 300), (50, 300)]
+"""(weight, pauseSeconds): each step stays long enough for the four paths' 8000 requests
+(the two one-channel gRPC clients send theirs one call at a time)."""
+
+
+def _grpc_sender(target: str, authority: str | None) -> Callable[..., Counter[str]]:
+    """A Triton gRPC client on ONE channel (one HTTP/2 connection, as a client library holds
+    it): `send(count, metadata)` makes `count` calls in a row and counts the versions that
+    answered ('error ...' for a failed call)."""
+    import tritonclient.grpc as tc
+    from tritonclient.utils import InferenceServerException
+
+    args = [("grpc.default_authority", authority)] if authority else None
+    client = tc.InferenceServerClient(target, channel_args=args)
+    batch = np.random.default_rng(3).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    tensor = tc.InferInput("input", list(batch.shape), "FP32")
+    tensor.set_data_from_numpy(batch)
+
+    def send_grpc(count: int, metadata: dict[str, str] | None = None) -> Counter[str]:
+        answered: Counter[str] = Counter()
+        for _ in range(count):
+            try:
+                result = client.infer("demo", [tensor], headers=metadata, client_timeout=10)
+                answered[result.get_response().model_version] += 1
+            except InferenceServerException as err:
+                answered[f"error {err.status()}"] += 1
+        return answered
+
+    return send_grpc
+
+
+def _grpc_routed(ns: str) -> bool:
+    conditions = (kubectl_json("get", "im", "demo", "-n", ns).get("status") or {}).get(
+        "conditions"
+    ) or []
+    return any(c["type"] == "GRPCRouted" and c["status"] == "True" for c in conditions)
+
+
+def _service_selector(ns: str) -> dict[str, str]:
+    return dict(kubectl_json("get", "service", "demo", "-n", ns)["spec"]["selector"])
+
+
+@pytest.mark.timeout(1800)
+def test_every_client_path_gets_its_documented_share_and_weight_zero_gets_none(
+    quiet_cluster: str,
+    traefik: Traefik,  # noqa: F811
+    real_prometheus: Prometheus,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    namespace = quiet_cluster  # earlier models' pods are gone: the node's cores are ours
+    manifest = stable_behind_gateway(namespace, traefik, real_prometheus, STEPS, pin=PIN)
+    wait_routed(namespace, traefik, "1")
+    try:
+        wait_until(lambda: _grpc_routed(namespace), 120, "Traefik to accept the GRPCRoute")
+    except AssertionError as err:
+        routes = kubectl("get", "grpcroute", "demo", "-n", namespace, "-o", "yaml", check=False)
+        raise AssertionError(f"{err}\n{routes.stdout}\n{traefik.log_tail(10)}") from None
+    host = f"{namespace}.kinfer.test"
+    gateway = urlsplit(traefik.url)
+    grpc_gateway = _grpc_sender(f"{gateway.hostname}:{gateway.port}", authority=host)
+    svc_http = service_url(namespace, "demo")
+    svc = urlsplit(svc_http)
+    grpc_service = _grpc_sender(f"{svc.hostname}:8081", authority=None)
+    assert grpc_gateway(4) == Counter({"1": 4})  # gRPC through the gateway before the canary
+    assert grpc_service(4) == Counter({"1": 4})
+
+    manifest["spec"]["model"]["version"] = "2"
+    rows: list[tuple[int, int, dict[str, Counter[str]], dict[str, Counter[str]]]] = []
+    with LiveTraffic(traefik, host) as live:
+        kubectl_apply(manifest, namespace)
+        for step, (weight, _pause) in enumerate(STEPS):
+
+            def at_step(step: int = step, weight: int = weight) -> dict[str, Any] | None:
+                r = rollout_of(namespace)
+                current = r.get("step") == step and r.get("weight") == weight
+                return r if current and r.get("stepStartedAt") else None
+
+            before = wait_until(at_step, 300, f"step {step} at weight {weight} routed")
+            status = kubectl_json("get", "im", "demo", "-n", namespace)["status"]
+            selector = _service_selector(namespace)
+            unpinned = {
+                "gateway HTTP": send(traefik.url, host, REQUESTS_PER_STEP),
+                "gateway gRPC (one channel)": grpc_gateway(REQUESTS_PER_STEP),
+                "Service HTTP": send(svc_http, host, REQUESTS_PER_STEP),
+                "Service gRPC (one channel)": grpc_service(REQUESTS_PER_STEP),
+            }
+            pinned = {
+                "gateway HTTP": send(
+                    traefik.url, host, PINNED_PER_STEP, extra={PIN["header"]: PIN["value"]}
+                ),
+                "gateway gRPC (one channel)": grpc_gateway(
+                    PINNED_PER_STEP, {PIN["header"]: PIN["value"]}
+                ),
+            }
+            after = rollout_of(namespace)
+            assert (after.get("step"), after.get("stepStartedAt")) == (
+                step,
+                before["stepStartedAt"],
+            ), "the step moved on while it was measured: lengthen its pause"
+            assert status["canaryWeight"] == weight and status["trafficSplit"] == "Exact"
+            # The <name> Service is pinned to stable for the whole GatewayAPI canary.
+            assert selector.get("serving.kinfer.io/revision") == status["stableRevision"], selector
+            rows.append((step, weight, unpinned, pinned))
+        wait_until(lambda: rollout_of(namespace).get("phase") == "Succeeded", 300, "promotion")
+
+    with capsys.disabled():
+        print("\n| step | weight | path | candidate share (unpinned) | pinned to candidate |")
+        print("|---|---|---|---|---|")
+        for step, weight, unpinned, pinned in rows:
+            for path, answered in unpinned.items():
+                share = 100 * answered["2"] / REQUESTS_PER_STEP
+                pin = f"{pinned[path]['2']}/{PINNED_PER_STEP}" if path in pinned else "-"
+                print(
+                    f"| {step} | {weight}% | {path} | {share:.1f}% "
+                    f"({answered['2']}/{REQUESTS_PER_STEP}) | {pin} |"
+                )
+
+    for step, weight, unpinned, pinned in rows:
+        for path, answered in unpinned.items():
+            assert sum(answered.values()) == REQUESTS_PER_STEP, (step, path, answered)
+            assert set(answered) <= {"1", "2"}, (step, path, answered)  # 0 failed calls
+            share = 100 * answered["2"] / REQUESTS_PER_STEP
+            if weight == 0 or path.startswith("Service"):
+                # Weight 0, and the Service during a GatewayAPI canary: not one unpinned
+                # request reaches the candidate.
+                assert answered["2"] == 0, (step, path, answered)
+            else:
+                assert abs(share - weight) <= TOLERANCE, (step, weight, path, answered)
+        for path, answered in pinned.items():
+            assert answered == Counter({"2": PINNED_PER_STEP}), (step, path, answered)
+    assert set(live.answered) <= {"1", "2"}, live.answered  # no error while weights moved
+    # Promoted: the Service selects every revision again (only the new one is left).
+    wait_until(
+        lambda: "serving.kinfer.io/revision" not in _service_selector(namespace),
+        60,
+        "the Service to select every revision after promotion",
+    )
+    wait_routed(namespace, traefik, "2")
+    # A channel to a retired pod reconnects; kube-proxy then sends it to the promoted pods.
+    wait_until(lambda: grpc_service(5) == Counter({"2": 5}), 60, "Service gRPC on v2")
