@@ -75,7 +75,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("e2e needs kubectl on PATH")
 
 
-EXCLUSIVE_MODULES = {"test_chart", "test_real_operator"}
+EXCLUSIVE_MODULES = {"test_chart", "test_real_operator", "test_real_helm_upgrade"}
 """Modules whose operator watches the whole cluster (the chart's): it would act on the models of
 a lane running beside it."""
 
