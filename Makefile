@@ -21,10 +21,10 @@ help: ## list targets
 
 venv: $(VENV)/.installed ## create .venv with the operator, runtime, torch and dev tools
 
-$(VENV)/.installed: pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[operator,runtime,torch,dev]'
+# The third-party packages come from a venv under $(KINFER_CACHE) keyed by pyproject.toml's
+# hash (.ci/venv.sh); .venv holds kinfer itself, editable from this clone.
+$(VENV)/.installed: pyproject.toml .ci/venv.sh
+	PYTHON=$(PYTHON) bash .ci/venv.sh $(VENV) operator,runtime,torch,dev
 	@touch $@
 
 # Debian packages the real node needs: buildah and mmdebstrap (images without Docker),

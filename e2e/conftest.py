@@ -30,7 +30,7 @@ import pytest
 import yaml
 from dataplane import Prometheus
 from gateway import install_gateway_api_crds
-from harness import EXAMPLES, free_port, kubectl, kubectl_json, wait_until
+from harness import EXAMPLES, free_port, kubectl, kubectl_json, once_per_run, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,9 +39,14 @@ CLUSTER_MODE = os.environ.get("KINFER_E2E_CLUSTER", "local")
 CLUSTER_MODES = ("local", "own")
 # Through the environment, so every import of this module (pytest's, and a test's own
 # `from conftest import ...`, which is a second module object) agrees on it.
-SESSION = os.environ.setdefault("KINFER_E2E_SESSION", secrets.token_hex(2))
-"""Prefix of this run's namespaces. The local operator watches only these, so several e2e
-runs (developers sharing a cluster) never act on each other's models."""
+RUN = os.environ.setdefault("KINFER_E2E_SESSION", secrets.token_hex(2))
+"""This run's name (one lane of e2e/run.sh), shared by its pytest-xdist workers."""
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+"""This process's pytest-xdist worker id (gw0, gw1, ...), empty without xdist."""
+SESSION = f"{RUN}{WORKER}"
+"""Prefix of this session's namespaces. The local operator watches only these, so several e2e
+runs (developers sharing a cluster), and the xdist workers of one run, each with its own
+operator, never act on each other's models."""
 
 
 HOSTCHECK = os.environ.get("KINFER_HOSTCHECK_SNAPSHOT")
@@ -70,7 +75,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("e2e needs kubectl on PATH")
 
 
-EXCLUSIVE_MODULES = {"test_chart", "test_real_operator"}
+EXCLUSIVE_MODULES = {"test_chart", "test_real_operator", "test_real_helm_upgrade"}
 """Modules whose operator watches the whole cluster (the chart's): it would act on the models of
 a lane running beside it."""
 
@@ -102,10 +107,25 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         require_real_node()
 
 
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """The directory the xdist workers of this run share (the controller's basetemp), where
+    `once_per_run` keeps its locks; None without xdist."""
+    return tmp_path_factory.getbasetemp().parent if WORKER else None
+
+
 @pytest.fixture(scope="session")
-def crds() -> None:
+def crds(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Install (or update) kinfer's CRDs and Gateway API's, before the operator starts (as a
-    platform would), and wait until the API serves them."""
+    platform would), and wait until the API serves them: once per run, whatever the number
+    of xdist workers (each runs the session fixtures)."""
+    shared = run_dir(tmp_path_factory)
+    if shared is None:
+        _install_crds()
+    else:
+        once_per_run(shared, "crds", _install_crds)
+
+
+def _install_crds() -> None:
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     kubectl(
         "wait",

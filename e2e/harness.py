@@ -6,6 +6,8 @@ goes through KUBECONFIG.
 
 from __future__ import annotations
 
+import fcntl
+import itertools
 import json
 import os
 import shutil
@@ -30,7 +32,9 @@ __all__ = [
     "kubectl",
     "kubectl_apply",
     "kubectl_json",
+    "once_per_run",
     "wait_until",
+    "worker_ports",
 ]
 
 T = TypeVar("T")
@@ -42,11 +46,71 @@ def example(name: str) -> dict[str, Any]:
     return dict(yaml.safe_load((EXAMPLES / name).read_text()))
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now at `host` (loopback by default)."""
+def worker_ports(span: str | None, worker: str | None, workers: int) -> range | None:
+    """This pytest-xdist worker's share of the lane's port span ("FIRST-LAST", from
+    KINFER_E2E_PORTS): the span cut into `workers` equal blocks, block N for worker `gwN`.
+    None without a span (a plain pytest run: the kernel picks ports)."""
+    if not span:
+        return None
+    first, last = (int(part) for part in span.split("-", 1))
+    index = int((worker or "gw0").removeprefix("gw"))
+    size = (last - first + 1) // max(workers, 1)
+    if size < 1 or index >= max(workers, 1):
+        raise ValueError(f"port span {span} cannot give worker {worker} of {workers} a block")
+    return range(first + index * size, first + (index + 1) * size)
+
+
+_PORTS = worker_ports(
+    os.environ.get("KINFER_E2E_PORTS"),
+    os.environ.get("PYTEST_XDIST_WORKER"),
+    int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")),
+)
+_next_port = itertools.cycle(_PORTS) if _PORTS is not None else None
+
+
+def _bindable(host: str, port: int) -> bool:
     with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now at `host` (loopback by default).
+
+    Under `e2e/run.sh` each lane has its own span of ports below the kernel's ephemeral range
+    and each xdist worker its own block of that span, handed out in turn: lanes and workers
+    starting servers side by side never pick the same port between choosing and binding it.
+    """
+    if _PORTS is None or _next_port is None:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            return int(s.getsockname()[1])
+    for _ in range(len(_PORTS)):
+        port = next(_next_port)
+        if _bindable(host, port):
+            return port
+    raise AssertionError(f"no free port at {host} in {_PORTS.start}-{_PORTS.stop - 1}")
+
+
+def once_per_run(lock_dir: Path, name: str, action: Callable[[], None]) -> None:
+    """Run `action` once for all the pytest-xdist workers of one run (a lane) that share
+    `lock_dir`: the first worker runs it under an exclusive file lock and leaves a mark; the
+    others wait on the lock, see the mark and return. A failed action leaves no mark, so the
+    next worker tries again (and fails the same way, with its own traceback)."""
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    done = lock_dir / f"{name}.done"
+    with (lock_dir / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if done.exists():
+                return
+            action()
+            done.touch()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class BackgroundLoop:

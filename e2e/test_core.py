@@ -101,8 +101,10 @@ def test_kubectl_scale_changes_serving_replicas(namespace: str) -> None:
 def test_gpu_overcommit_reports_gpu_unschedulable(namespace: str) -> None:
     manifest = example("resnet-gpu.yaml")
     manifest["metadata"]["name"] = "greedy"
-    manifest["spec"]["runtime"]["gpu"]["count"] = 8
-    manifest["spec"]["replicas"] = 3  # only one H100 node with 8 GPUs exists
+    # More GPUs per replica than any node has: no replica ever schedules, so this case never
+    # holds the H100 node's GPUs that cases on other xdist workers need.
+    manifest["spec"]["runtime"]["gpu"]["count"] = 16
+    manifest["spec"]["replicas"] = 3
     kubectl_apply(manifest, namespace)
 
     def unschedulable() -> dict[str, Any] | None:

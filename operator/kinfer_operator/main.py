@@ -237,7 +237,12 @@ def main(argv: list[str] | None = None) -> None:
     reconciler = Reconciler(
         CachedCluster(store, kube, routes_watched=watch_routes, grpc_routes_watched=watch_grpc),
         prometheus=prometheus,
-        template_rolls=TemplateRolls(args.max_template_rolls, lambda: store.all_of("Deployment")),
+        template_rolls=TemplateRolls(
+            args.max_template_rolls,
+            lambda: store.all_of("Deployment"),
+            # A slot freed: the oldest waiting models' passes run now, not at their requeue.
+            wake=lambda key: controller.enqueue(key, "template-slot"),
+        ),
         template_mark=args.template_mark,
     )
     REGISTRY.register(GpuSecondsCollector(store, reconciler.costs))

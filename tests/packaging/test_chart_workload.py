@@ -54,6 +54,13 @@ def test_prometheus_url_reaches_the_operator_for_canary_analysis(render: Render)
     assert _env(container)["KINFER_PROMETHEUS_URL"] == "http://prom:9090"
 
 
+def test_a_template_mark_reaches_the_operator_only_when_set(render: Render) -> None:
+    (plain,) = _pod(render())["containers"]
+    assert "KINFER_TEMPLATE_MARK" not in _env(plain)
+    (marked,) = _pod(render(**{"operator.templateMark": "upgrade-1"}))["containers"]
+    assert _env(marked)["KINFER_TEMPLATE_MARK"] == "upgrade-1"
+
+
 def test_image_defaults_to_the_chart_app_version(render: Render) -> None:
     (container,) = _pod(render())["containers"]
     assert container["image"] == "kinfer/operator:0.1.0"
@@ -115,6 +122,7 @@ def test_monitoring_objects_only_when_enabled(render: Render) -> None:
         ({"leaderElection.retryPeriod": "0"}, "/leaderElection/retryPeriod"),
         ({"leaderElection.name": "x"}, "name"),
         ({"operator.prometheusURL": "prometheus:9090"}, "/operator/prometheusURL"),
+        ({"operator.templateMark": "x" * 64}, "/operator/templateMark"),
     ],
 )
 def test_wrong_values_fail_rendering_with_a_message(

@@ -168,6 +168,8 @@ class Reconciler:
         """Drop per-model state once the model is deleted."""
         self.writes.forget(namespace, name)
         self.costs.forget(namespace, name)
+        if self.template_rolls is not None:
+            self.template_rolls.not_waiting((namespace, name))
         forget_model(namespace, name)
 
     def collect(self, namespace: str, name: str, uid: str) -> int:
@@ -243,7 +245,11 @@ class Reconciler:
         decided = plan(model, observed, rollout, self.template_mark)
         decided, filling = gate_on_cache(model, observed, decided)  # spec.model.cache
         rolls = self.template_rolls
-        gate = gate_template(model.namespace, decided, observed.find, rolls) if rolls else None
+        gate = (
+            gate_template(model.namespace, decided, observed.find, rolls, model.name)
+            if rolls
+            else None
+        )
         decided = gate.plan if gate else decided
         try:
             written = self.writes.execute(model, observed.find, decided, backoff)

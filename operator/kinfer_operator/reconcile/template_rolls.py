@@ -13,6 +13,12 @@ digest it was given); while its rollout has not settled it holds a slot. The cou
 from the informer cache each time, so a restarted operator resumes with the right count.
 Slots granted but not yet visible in the cache are remembered under a lock until the pass
 that took them has written.
+
+Waiting models are woken, oldest first, when a slot frees: the pass of a model whose roll has
+just settled (its Deployment's status event brings it) tells the keeper, which hands the
+oldest waiters to `wake` (the operator's work queue), one per free slot. A slower requeue
+(TEMPLATE_WAIT_SECONDS) remains as a safety net for a slot freed where no pass sees it (a
+rolling model deleted).
 """
 
 from __future__ import annotations
@@ -41,15 +47,18 @@ __all__ = [
 ]
 
 DEFAULT_MAX_TEMPLATE_ROLLS = 2
-TEMPLATE_WAIT_SECONDS = 5.0
-"""How soon a model waiting for a slot looks again: a roll finishing elsewhere sends it no
-event."""
+TEMPLATE_WAIT_SECONDS = 30.0
+"""How soon a model waiting for a slot looks again on its own. A roll settling elsewhere wakes
+the oldest waiters at once (TemplateRolls.settled); this only bounds the wait when a slot
+frees unseen (a rolling model deleted with its Deployment)."""
 
 SNAPSHOT_SECONDS = 1.0
 """How long a count of the rolls read from the cache serves slot requests."""
 
 DeploymentKey = tuple[str, str]
 """(namespace, Deployment name)."""
+ModelKey = tuple[str, str]
+"""(namespace, InferenceModel name)."""
 Find = Callable[[str, str], Mapping[str, Any] | None]
 
 
@@ -134,8 +143,10 @@ class TemplateRolls:
         deployments: Callable[[], Iterable[Mapping[str, Any]]],
         monotonic: Callable[[], float] = time.monotonic,
         snapshot_seconds: float = SNAPSHOT_SECONDS,
+        wake: Callable[[ModelKey], None] | None = None,
     ) -> None:
-        """`deployments()`: every kinfer Deployment the cache holds."""
+        """`deployments()`: every kinfer Deployment the cache holds; `wake(model)` asks for a
+        pass of a waiting model soon (None: waiters only look again on their own)."""
         if limit < 1:
             raise ValueError(f"at least one template roll must be allowed, got {limit}")
         self.limit = limit
@@ -146,6 +157,12 @@ class TemplateRolls:
         self._released: dict[DeploymentKey, float] = {}
         """Slots whose write is done, by when: counted until a later snapshot."""
         self._snapshot: tuple[float, set[DeploymentKey]] | None = None
+        self._known: set[DeploymentKey] = set()
+        """Deployments seen rolling (granted here, or in a snapshot): one of them settling
+        frees a slot."""
+        self._waiters: dict[ModelKey, None] = {}
+        """Models refused a slot, oldest first (a dict keeps insertion order)."""
+        self.wake = wake
         self._lock = threading.Lock()
 
     def rolling(self) -> set[DeploymentKey]:
@@ -156,17 +173,47 @@ class TemplateRolls:
         now = self._monotonic()
         if self._snapshot is None or now - self._snapshot[0] >= self._snapshot_seconds:
             self._snapshot = (now, self.rolling())  # taken, then read: later writes are newer
+            self._known |= self._snapshot[1]
         taken, rolling = self._snapshot
         self._released = {k: t for k, t in self._released.items() if t >= taken}
         return rolling | set(self._released)
 
-    def acquire(self, key: DeploymentKey) -> Grant:
-        """A slot for `key`, or why not; a granted slot is held until `release`."""
+    def acquire(self, key: DeploymentKey, model: ModelKey | None = None) -> Grant:
+        """A slot for `key`, or why not; a granted slot is held until `release`. A refused
+        `model` waits in line to be woken when a slot frees."""
         with self._lock:
             grant = decide_slot(key, self._busy_locked(), self._pending, self.limit)
             if grant.granted:
                 self._pending.add(key)
+                self._known.add(key)
+            elif model is not None:
+                self._waiters.setdefault(model, None)
             return grant
+
+    def not_waiting(self, model: ModelKey) -> None:
+        """The model's pass held nothing back (or the model is gone): out of the line."""
+        with self._lock:
+            self._waiters.pop(model, None)
+
+    def waiters(self) -> list[ModelKey]:
+        """The models waiting for a slot, oldest first."""
+        with self._lock:
+            return list(self._waiters)
+
+    def settled(self, key: DeploymentKey) -> list[ModelKey]:
+        """A pass saw `key`'s template roll finished. If it held a slot, the slot is free:
+        the oldest waiters, one per free slot, are handed to `wake` (and returned)."""
+        with self._lock:
+            if key not in self._known:
+                return []
+            self._known.discard(key)
+            self._snapshot = None  # the cache shows the roll settled: count again now
+            free = self.limit - len(self._busy_locked() | self._pending)
+            woken = list(self._waiters)[: max(free, 0)]
+        if self.wake is not None:
+            for model in woken:
+                self.wake(model)
+        return woken
 
     def release(self, key: DeploymentKey) -> None:
         """The pass that took the slot has written: the cache shows the roll (or, if the write
@@ -207,9 +254,12 @@ def _progress(observed: Mapping[str, Any]) -> str:
     )
 
 
-def gate_template(namespace: str, decided: Plan, find: Find, rolls: TemplateRolls) -> Gate:
+def gate_template(
+    namespace: str, decided: Plan, find: Find, rolls: TemplateRolls, model: str = ""
+) -> Gate:
     """Hold back Deployments whose only change is the operator's template, unless a slot is
-    free; everything else in the plan goes ahead."""
+    free; everything else in the plan goes ahead. `model` (the plan's model) waits in line
+    for a slot when one is held back."""
     applies: list[dict[str, Any]] = []
     notes: list[str] = []
     held: list[DeploymentKey] = []
@@ -229,10 +279,12 @@ def gate_template(namespace: str, decided: Plan, find: Find, rolls: TemplateRoll
                 desired = _marked(desired)  # a re-apply keeps the mark while it means something
                 if is_rolling(current):
                     notes.append(_progress(current))
+                else:
+                    rolls.settled((namespace, desired["metadata"]["name"]))
             applies.append(desired)
             continue
         key = (namespace, desired["metadata"]["name"])
-        grant = rolls.acquire(key)
+        grant = rolls.acquire(key, (namespace, model) if model else None)
         if not grant.granted:
             waiting = True
             notes.append(
@@ -246,6 +298,8 @@ def gate_template(namespace: str, decided: Plan, find: Find, rolls: TemplateRoll
             f"({grant.in_use} of {grant.limit} slots in use)"
         )
         applies.append(_marked(desired))
+    if model and not waiting:
+        rolls.not_waiting((namespace, model))
     return Gate(
         dataclasses.replace(decided, applies=applies),
         "; ".join(notes) or None,

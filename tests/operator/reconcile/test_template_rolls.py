@@ -150,6 +150,48 @@ def test_concurrent_workers_never_grant_more_slots_than_the_limit() -> None:
     assert granted.count(True) == 3
 
 
+def test_a_settled_roll_wakes_the_oldest_waiters_one_per_free_slot() -> None:
+    clock = Clock()
+    rolling = [_deployment("a", observed=1), _deployment("b", observed=1)]
+    woken: list[tuple[str, str]] = []
+    rolls = TemplateRolls(2, lambda: rolling, monotonic=clock.monotonic, wake=woken.append)
+    for model in ("m1", "m2", "m3"):
+        assert not rolls.acquire(("ml", f"{model}-dep"), ("ml", model)).granted
+    assert not rolls.acquire(("ml", "m1-dep"), ("ml", "m1")).granted  # asking again: same place
+    assert rolls.waiters() == [("ml", "m1"), ("ml", "m2"), ("ml", "m3")]
+
+    rolling[0] = _deployment("a")  # "a" finished; its model's pass sees it
+    clock.t += 0.1  # well within the snapshot period: the keeper reads the cache again
+    assert rolls.settled(("ml", "a")) == [("ml", "m1")]
+    assert woken == [("ml", "m1")]
+
+    assert rolls.acquire(("ml", "m1-dep"), ("ml", "m1")).granted  # the woken model's pass,
+    rolls.not_waiting(("ml", "m1"))  # which held nothing back
+    assert rolls.waiters() == [("ml", "m2"), ("ml", "m3")]
+    assert rolls.settled(("ml", "a")) == []  # later passes of a settled model wake no one
+    assert woken == [("ml", "m1")]
+
+
+def test_a_settled_roll_wakes_no_one_while_every_slot_is_still_taken() -> None:
+    clock = Clock()
+    rolling = [_deployment("a", observed=1), _deployment("b", observed=1)]
+    woken: list[tuple[str, str]] = []
+    rolls = TemplateRolls(1, lambda: rolling, monotonic=clock.monotonic, wake=woken.append)
+    assert not rolls.acquire(("ml", "c"), ("ml", "mc")).granted  # the limit was lowered
+    rolling[0] = _deployment("a")
+    assert rolls.settled(("ml", "a")) == [] and woken == []  # "b" still fills the one slot
+    rolling[1] = _deployment("b")
+    assert rolls.settled(("ml", "b")) == [("ml", "mc")] and woken == [("ml", "mc")]
+
+
+def test_a_model_that_no_longer_waits_leaves_the_line() -> None:
+    rolls = TemplateRolls(1, lambda: [_deployment("a", observed=1)])
+    assert not rolls.acquire(("ml", "b"), ("ml", "mb")).granted
+    assert not rolls.acquire(("ml", "c"), ("ml", "mc")).granted
+    rolls.not_waiting(("ml", "mb"))
+    assert rolls.waiters() == [("ml", "mc")]
+
+
 def test_a_limit_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one"):
         TemplateRolls(0, list)
@@ -234,6 +276,8 @@ def test_a_template_change_without_a_free_slot_keeps_the_old_template_and_says_s
         "waiting to roll the operator's new pod template: 1 of 1 slots in use",
     )
     assert outcome.requeue_after is not None and outcome.requeue_after <= TEMPLATE_WAIT_SECONDS
+    assert reconciler.template_rolls is not None
+    assert reconciler.template_rolls.waiters() == [("ml", "resnet50")]  # in line for a slot
 
 
 def test_a_template_change_with_a_free_slot_rolls_and_holds_the_slot_until_settled() -> None:
@@ -264,6 +308,33 @@ def test_a_template_change_with_a_free_slot_rolls_and_holds_the_slot_until_settl
     assert TemplateRolls(1, cluster.deployments).rolling() == set()
     before = kube.thread_writes()
     assert one_pass(reconciler).writes == 0 and kube.thread_writes() == before
+
+
+def test_the_pass_that_sees_a_roll_settle_wakes_the_oldest_waiting_model() -> None:
+    kube = FakeKube(model_body())
+    cluster = _Cluster(kube)
+    clock = Clock()
+    woken: list[tuple[str, str]] = []
+    rolls = TemplateRolls(1, cluster.deployments, monotonic=clock.monotonic, wake=woken.append)
+    reconciler = Reconciler(kube, clock=clock.now, monotonic=clock.monotonic, template_rolls=rolls)
+    one_pass(reconciler)
+    _settle(kube)
+    one_pass(reconciler)
+    reconciler.template_mark = "upgrade-1"
+    one_pass(reconciler)  # this model takes the one slot
+    clock.t += 2.0
+    assert not rolls.acquire(("ml", "other-abc"), ("ml", "other")).granted  # another waits
+    one_pass(reconciler)  # still rolling: nobody is woken
+    assert woken == []
+
+    _settle(kube)  # the Deployment's status event brings this model's pass
+    clock.t += 0.1
+    one_pass(reconciler)
+
+    assert woken == [("ml", "other")]
+    assert rolls.acquire(("ml", "other-abc"), ("ml", "other")).granted
+    one_pass(reconciler)
+    assert woken == [("ml", "other")]  # once per freed slot
 
 
 def test_a_spec_change_is_never_held_back_by_the_template_gate() -> None:
