@@ -17,12 +17,14 @@ move, the other way, brings the replicas back on rollback. Only fixed replica co
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "ReplicaMove",
     "ReplicaSplit",
+    "live_pods",
     "move_replicas",
     "moved_share",
     "replica_split",
@@ -112,3 +114,11 @@ def move_replicas(
     source = min(source_replicas, max(target.stable, total - to_ready))
     room = total + max_surge - max(source_pods, source)
     return ReplicaMove(to=max(0, min(target.canary, room)), source=max(source, 0))
+
+
+def live_pods(pods: Iterable[Mapping[str, Any]]) -> int:
+    """Pods that hold (or will hold) their resources: every pod not yet Succeeded or Failed,
+    starting and terminating ones included."""
+    return sum(
+        1 for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+    )
