@@ -56,6 +56,7 @@ API_VERSIONS: dict[str, str] = {
     "HTTPRoute": "gateway.networking.k8s.io/v1",
     "ConfigMap": "v1",
     "Job": "batch/v1",
+    "EndpointSlice": "discovery.k8s.io/v1",
 }
 
 
