@@ -338,6 +338,8 @@ class LoadGenerator:
         self.failures: list[str] = []
         self.latencies: list[tuple[float, float]] = []
         """(monotonic time sent, seconds to the answer) of each answered request."""
+        self.failed_at: list[float] = []
+        """Monotonic time each failed request was sent."""
         self._stop = threading.Event()
         self._lock = threading.Lock()
         rng = np.random.default_rng(7)
@@ -359,6 +361,7 @@ class LoadGenerator:
                 self.outcomes["ok" if outcome == "ok" else "failed"] += 1
                 if outcome != "ok":
                     self.failures.append(f"{time.strftime('%T')} {outcome}")
+                    self.failed_at.append(sent)
 
     @property
     def total(self) -> int:
