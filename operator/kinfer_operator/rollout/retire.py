@@ -64,6 +64,9 @@ def retire_step(
         if routed is not None and names & routed:
             return RetireStep(wait=RETIRE_POLL_SECONDS, why="a pod is still routed")
         return RetireStep(delete=True)
+    if not view.settled or view.replicas > view.spec_replicas:
+        # The last step is written but the Deployment controller has not acted on it yet.
+        return RetireStep(wait=RETIRE_POLL_SECONDS, why="last step not taken yet")
     if len(pods) - len(leaving) > view.spec_replicas:
         # The last step is written but its pods are not marked for deletion yet.
         return RetireStep(wait=RETIRE_POLL_SECONDS, why="last step not taken yet")

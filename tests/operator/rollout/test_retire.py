@@ -17,12 +17,13 @@ NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 PACE = Retire(pods_per_step=1, interval_seconds=10)
 
 
-def _view(replicas: int) -> DeploymentView:
+def _view(replicas: int, status_replicas: int | None = None) -> DeploymentView:
+    have = replicas if status_replicas is None else status_replicas
     return DeploymentView.of(
         {
             "metadata": {"name": "m-old", "labels": {}, "generation": 1},
             "spec": {"replicas": replicas},
-            "status": {"observedGeneration": 1, "availableReplicas": replicas},
+            "status": {"observedGeneration": 1, "replicas": have, "availableReplicas": have},
         }
     )
 
@@ -65,6 +66,8 @@ def test_receivers_not_ready_hold_the_step() -> None:
 def test_a_written_step_whose_pods_are_not_marked_yet_is_not_taken_twice() -> None:
     step = retire_step(_view(2), [_pod("a"), _pod("b"), _pod("c")], None, True, PACE, NOW)
     assert step.replicas is None
+    step = retire_step(_view(2, status_replicas=3), [], None, True, PACE, NOW)
+    assert step.replicas is None and step.why == "last step not taken yet"
 
 
 def test_at_zero_the_deployment_goes_once_nothing_routes_to_it() -> None:
