@@ -569,7 +569,11 @@ def test_reuse_rolls_a_failing_canary_back_within_replicas_plus_surge(
         kubectl_apply(gpu_manifest("bad", prometheus, "reuse"), ns)
         rollout = wait_rollout(ns, "RolledBack", 180)
         wait_until(
-            lambda: len(kubectl_json("get", "deploy", "-n", ns)["items"]) == 1,
+            lambda: (
+                len(kubectl_json("get", "deploy", "-n", ns)["items"]) == 1
+                and counter.samples
+                and counter.samples[-1][1] == {first: REPLICAS}
+            ),
             90,
             "the canary's replicas to be moved back",
         )
