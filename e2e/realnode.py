@@ -370,6 +370,8 @@ class LoadGenerator:
         self.failures: list[str] = []
         self.latencies: list[tuple[float, float]] = []
         """(monotonic time sent, seconds to the answer) of each answered request."""
+        self.failed_at: list[float] = []
+        """Monotonic time each failed request was sent."""
         self._stop = threading.Event()
         self._lock = threading.Lock()
         rng = np.random.default_rng(7)
@@ -396,6 +398,7 @@ class LoadGenerator:
             self.by_kind[(kind, outcome)] += 1
             if error:
                 self.failures.append(f"{time.strftime('%T')} {kind}: {error}")
+                self.failed_at.append(sent)
 
     def _run(self) -> None:
         while not self._stop.is_set():

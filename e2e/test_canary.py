@@ -451,3 +451,175 @@ def test_gateway_api_canary_writes_both_weights_and_waits_for_the_route(
     route = kubectl_json("get", "httproute", NAME, "-n", namespace)
     assert route["spec"]["hostnames"] == ["canary.example"]
     assert im(namespace)["status"]["stableModelVersion"] == "2"
+
+
+# --- capacity: canaries that fit in the GPUs there are (spec.rollout.canary.capacity) -----
+#
+# The cluster's only H100 node has 8 GPUs; the model runs 3 replicas of 2 GPUs each, so
+# exactly `replicas + 1` pods fit. `reuse` (maxSurge 1) moves replicas from stable to the
+# candidate and must complete a canary and roll a failing one back without ever holding more
+# than 4 pods; `surge` in GatewayAPI mode needs 5 (stable whole plus 2 canary pods for 34%)
+# and must say it cannot fit (CanaryUnschedulable) instead of waiting silently. A sampler
+# records the model's pods (starting and terminating ones included) the whole time. The
+# cases need the H100 node to themselves: `quiet_cluster` runs them alone.
+
+REPLICAS, GPUS_PER_POD, MAX_SURGE = 3, 2, 1
+"""8 H100s: room for exactly REPLICAS + 1 pods."""
+
+
+class PodCounter(BackgroundLoop):
+    """Samples the model's pods (every pod not Succeeded/Failed: starting, ready and
+    terminating ones all hold their GPUs) with the time, per revision."""
+
+    interval = 0.25
+
+    def __init__(self, namespace: str) -> None:
+        super().__init__()
+        self.namespace = namespace
+        self.samples: list[tuple[float, dict[str, int]]] = []
+        self._start = time.monotonic()
+
+    def tick(self) -> None:
+        pods = kubectl_json(
+            "get", "pods", "-n", self.namespace, "-l", f"serving.kinfer.io/model={NAME}"
+        )["items"]
+        per: dict[str, int] = {}
+        for pod in pods:
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                continue
+            revision = pod["metadata"]["labels"].get("serving.kinfer.io/revision", "?")
+            per[revision] = per.get(revision, 0) + 1
+        if not self.samples or self.samples[-1][1] != per:
+            self.samples.append((round(time.monotonic() - self._start, 1), per))
+
+    @property
+    def most(self) -> int:
+        return max((sum(per.values()) for _, per in self.samples), default=0)
+
+    def table(self) -> str:
+        rows = ["| t (s) | pods per revision | total |", "|---|---|---|"]
+        for t, per in self.samples:
+            shown = ", ".join(f"{rev[:8]}: {n}" for rev, n in sorted(per.items()))
+            rows.append(f"| {t} | {shown} | {sum(per.values())} |")
+        return "\n".join(rows)
+
+
+GATEWAY_TRAFFIC = {
+    "mode": "GatewayAPI",
+    "gateway": {"parentRefs": [{"name": "inference-gw"}], "hostnames": ["canary.example"]},
+}
+
+
+def gpu_manifest(version: str, prometheus: Prometheus, mode: str, **extra: Any) -> dict[str, Any]:
+    doc = manifest(
+        version,
+        prometheus.endpoint,
+        canary={
+            "steps": [{"weight": 34, "pauseSeconds": 3}, {"weight": 67, "pauseSeconds": 3}],
+            "progressDeadlineSeconds": 45,
+            "capacity": {"mode": mode, "maxSurge": MAX_SURGE},
+        },
+        retire={"podsPerStep": 1, "intervalSeconds": 1},
+        **extra,
+    )
+    doc["spec"]["replicas"] = REPLICAS
+    doc["spec"]["runtime"]["gpu"] = {"count": GPUS_PER_POD, "product": "NVIDIA-H100-80GB-HBM3"}
+    return doc
+
+
+def start_gpu(namespace: str, prometheus: Prometheus, mode: str, **extra: Any) -> str:
+    kubectl_apply(gpu_manifest("1", prometheus, mode, **extra), namespace)
+    kubectl("wait", "-n", namespace, f"im/{NAME}", "--for=condition=Ready", "--timeout=90s")
+    return str(im(namespace)["status"]["stableRevision"])
+
+
+def show(counter: PodCounter, capsys: pytest.CaptureFixture[str], title: str) -> None:
+    with capsys.disabled():
+        print(f"\n{title} (bound {REPLICAS + MAX_SURGE}, most seen {counter.most})")
+        print(counter.table())
+
+
+def test_reuse_completes_a_canary_within_replicas_plus_surge(
+    quiet_cluster: str,
+    prometheus: Prometheus,
+    plane: DataPlane,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ns = quiet_cluster
+    first = start_gpu(ns, prometheus, "reuse")
+    with PodCounter(ns) as counter:
+        kubectl_apply(gpu_manifest("2", prometheus, "reuse"), ns)
+        wait_rollout(ns, "Succeeded", 180)
+        wait_until(
+            lambda: len(kubectl_json("get", "deploy", "-n", ns)["items"]) == 1,
+            60,
+            "the old revision to be retired",
+        )
+    show(counter, capsys, "reuse canary, promoted")
+    assert counter.most <= REPLICAS + MAX_SURGE, counter.table()
+    status = im(ns)["status"]
+    assert status["stableModelVersion"] == "2" and status["stableRevision"] != first
+    assert condition(im(ns), "Ready")["status"] == "True"
+    assert "CanaryUnschedulable" not in events(ns)
+    # The weight followed the moved replicas: 1 of 3, then 2 of 3.
+    assert any(rev != first and n >= 2 for _, per in counter.samples for rev, n in per.items())
+
+
+def test_reuse_rolls_a_failing_canary_back_within_replicas_plus_surge(
+    quiet_cluster: str,
+    prometheus: Prometheus,
+    plane: DataPlane,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ns = quiet_cluster
+    first = start_gpu(ns, prometheus, "reuse")
+    with PodCounter(ns) as counter:
+        kubectl_apply(gpu_manifest("bad", prometheus, "reuse"), ns)
+        rollout = wait_rollout(ns, "RolledBack", 180)
+        wait_until(
+            lambda: (
+                len(kubectl_json("get", "deploy", "-n", ns)["items"]) == 1
+                and counter.samples
+                and counter.samples[-1][1] == {first: REPLICAS}
+            ),
+            90,
+            "the canary's replicas to be moved back",
+        )
+    show(counter, capsys, "reuse canary, rolled back")
+    assert rollout["reason"] == "AnalysisFailed"
+    assert counter.most <= REPLICAS + MAX_SURGE, counter.table()
+    status = im(ns)["status"]
+    assert status["stableRevision"] == first
+    stable = kubectl_json("get", "deploy", "-n", ns)["items"][0]
+    assert stable["spec"]["replicas"] == REPLICAS
+    assert counter.samples[-1][1] == {first: REPLICAS}
+
+
+def test_surge_that_cannot_fit_says_so_then_rolls_back(
+    quiet_cluster: str,
+    prometheus: Prometheus,
+    plane: DataPlane,
+) -> None:
+    ns = quiet_cluster
+    # GatewayAPI mode surges: stable keeps its 3 pods and the canary gets 2 for 34%.
+    with GatewayStandIn(ns) as gateway:
+        gateway.accepting = True
+        first = start_gpu(ns, prometheus, "surge", traffic=GATEWAY_TRAFFIC)
+        kubectl_apply(gpu_manifest("2", prometheus, "surge", traffic=GATEWAY_TRAFFIC), ns)
+        _cannot_fit(ns, first)
+
+
+def _cannot_fit(ns: str, first: str) -> None:
+    def degraded() -> dict[str, Any] | None:
+        cond = condition(im(ns), "Degraded")
+        return cond if cond and cond["reason"] == "CanaryUnschedulable" else None
+
+    cond = wait_until(degraded, 60, "Degraded=True with reason CanaryUnschedulable")
+    assert cond["status"] == "True"
+    assert "capacity.mode: reuse" in cond["message"] and "Insufficient" in cond["message"]
+    assert condition(im(ns), "Progressing")["status"] == "False"
+    assert rollout_of(ns)["weight"] == 0
+    assert "CanaryUnschedulable" in events(ns)
+    rollout = wait_rollout(ns, "RolledBack", 90)
+    assert rollout["reason"] == "GPUUnschedulable"
+    assert im(ns)["status"]["stableRevision"] == first

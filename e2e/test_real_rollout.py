@@ -114,3 +114,105 @@ def test_faulty_canary_is_rolled_back_on_its_real_error_rate(
     assert condition(im, "Degraded")["reason"] == "RolledBack"
     # Clients did see the canary's errors (that is what the analysis measured) until rollback.
     assert load.outcomes["failed"] > 0
+
+
+def _p99(latencies: list[float]) -> float:
+    ordered = sorted(latencies)
+    return ordered[int(0.99 * (len(ordered) - 1))] if ordered else float("nan")
+
+
+def _window(load: LoadGenerator, start: float, end: float) -> tuple[int, int, float]:
+    """(requests, failed, p99 seconds) of the requests sent in [start, end)."""
+    answered = [d for sent, d in load.latencies if start <= sent < end]
+    failed = sum(start <= t < end for t in load.failed_at)
+    return len(answered) + failed, failed, _p99(answered)
+
+
+def _phase(ns: str) -> str:
+    return str((get(ns, "demo")["status"].get("rollout") or {}).get("phase", ""))
+
+
+def test_reuse_canary_promotion_and_rollback_under_load_lose_no_request(
+    namespace: str, real_prometheus: Prometheus, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """capacity reuse (3 replicas, maxSurge 1) through its steps, its promotion (old pods
+    retired one per step) and an aborted canary (its replicas moved back), under continuous
+    load through the Service: no failed request. The table compares each phase's p99 with
+    steady state (printed; the only assertion is 0 failed)."""
+    ns = namespace
+    rollout = canary_rollout(real_prometheus.endpoint, [(34, 3), (67, 3)])
+    rollout["canary"]["capacity"] = {"mode": "reuse", "maxSurge": 1}
+    rollout["retire"] = {"podsPerStep": 1, "intervalSeconds": 3}
+    manifest = model_manifest("demo", replicas=3, rollout=rollout)
+    kubectl_apply(manifest, ns)
+    wait_ready(ns, "demo", timeout=180)
+    most = 0
+    with LoadGenerator(serving_url(ns, "demo"), "demo", clients=4) as load:
+        wait_until(lambda: load.total >= 40, 60, "traffic through the Service")
+        steady_start = time.monotonic()
+        time.sleep(15)
+        steady_end = canary_start = time.monotonic()
+
+        manifest["spec"]["model"]["version"] = "2"
+        kubectl_apply(manifest, ns)
+        promoting = wait_until(
+            lambda: _phase(ns) in ("Promoting", "Succeeded") and time.monotonic(), 240, "promotion"
+        )
+
+        def promoted() -> bool:
+            nonlocal most
+            most = max(most, len(pods_of(ns, "demo")))
+            return only_revision_left(ns, "demo", "2")
+
+        wait_until(promoted, 240, "version 2 alone", interval=0.5)
+        promoted_at = time.monotonic()
+        time.sleep(3)
+
+        manifest["spec"]["model"]["version"] = "3"
+        kubectl_apply(manifest, ns)
+        canary = wait_until(
+            lambda: (
+                (r := get(ns, "demo")["status"].get("rollout") or {}).get("modelVersion") == "3"
+                and r.get("step") == 1
+                and r["revision"]
+            ),
+            240,
+            "the version 3 canary at its second step",
+        )
+        aborted_at = time.monotonic()
+        kubectl_apply(
+            {
+                **manifest,
+                "metadata": {
+                    **manifest["metadata"],
+                    "annotations": {"serving.kinfer.io/abort": canary},
+                },
+            },
+            ns,
+        )
+
+        def moved_back() -> bool:
+            nonlocal most
+            most = max(most, len(pods_of(ns, "demo")))
+            return _phase(ns) == "RolledBack" and only_revision_left(ns, "demo", "2")
+
+        wait_until(moved_back, 240, "version 3's replicas moved back", interval=0.5)
+        time.sleep(3)
+        end = time.monotonic()
+
+    rows = [
+        ("steady state", *_window(load, steady_start, steady_end)),
+        ("canary steps", *_window(load, canary_start, promoting)),
+        ("promotion", *_window(load, promoting, promoted_at)),
+        ("canary, abort, move back", *_window(load, promoted_at, end)),
+    ]
+    steady_p99 = rows[0][3]
+    with capsys.disabled():
+        print(f"\nreuse canary under load (3 replicas, maxSurge 1; most pods seen {most})")
+        print("| phase | requests | failed | p99 ms | p99 / steady |")
+        print("|---|---|---|---|---|")
+        for name, count, failed, p99 in rows:
+            print(f"| {name} | {count} | {failed} | {p99 * 1000:.1f} | {p99 / steady_p99:.2f}x |")
+        print(f"abort sent at +{aborted_at - steady_start:.0f}s")
+    assert load.outcomes["failed"] == 0, load.failures[:10]
+    assert get(ns, "demo")["status"]["rollout"]["reason"] == "ManualAbort"

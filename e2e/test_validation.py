@@ -346,6 +346,29 @@ CASES = [
         ),
         ["spec.rollout.traffic.pin.header", "marker"],
     ),
+    (
+        "reuse-under-autoscaling",
+        _mutate(
+            "spec",
+            {
+                **BASE["spec"],
+                "replicas": None,
+                "autoscaling": AUTOSCALING,
+                "rollout": {"canary": {"stepWeight": 25, "capacity": {"mode": "reuse"}}},
+            },
+        ),
+        ["spec.rollout.canary.capacity.mode", "needs fixed replicas"],
+    ),
+    (
+        "max-surge-zero",
+        _mutate("spec.rollout", {"canary": {"stepWeight": 25, "capacity": {"maxSurge": 0}}}),
+        ["spec.rollout.canary.capacity.maxSurge"],
+    ),
+    (
+        "retire-pods-per-step-zero",
+        _mutate("spec.rollout", {**CANARY, "retire": {"podsPerStep": 0}}),
+        ["spec.rollout.retire.podsPerStep"],
+    ),
 ]
 
 

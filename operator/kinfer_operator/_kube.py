@@ -57,6 +57,7 @@ API_VERSIONS: dict[str, str] = {
     "GRPCRoute": "gateway.networking.k8s.io/v1",
     "ConfigMap": "v1",
     "Job": "batch/v1",
+    "EndpointSlice": "discovery.k8s.io/v1",
 }
 
 

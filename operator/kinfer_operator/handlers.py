@@ -58,6 +58,9 @@ _WATCHES: tuple[tuple[WatchedKind, str, str, str], ...] = (
     ("ConfigMap", "", "v1", "configmaps"),
     ("Job", "batch", "v1", "jobs"),
     ("Pod", "", "v1", "pods"),
+    # The model Services' EndpointSlices (labelled like their Service): the retire pace waits
+    # for a removed pod to leave them before the next one goes.
+    ("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices"),
 )
 _ROUTES: tuple[WatchedKind, str, str, str] = (
     "HTTPRoute",

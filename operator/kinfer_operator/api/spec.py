@@ -38,6 +38,7 @@ __all__ = [
     "AutoscalingMetric",
     "Batching",
     "Canary",
+    "CanaryCapacity",
     "CanaryStep",
     "CustomCheck",
     "InferenceModelSpec",
@@ -45,6 +46,7 @@ __all__ = [
     "ModelSource",
     "PinnedTraffic",
     "Resources",
+    "Retire",
     "Rollout",
     "Runtime",
     "Scheduling",
@@ -677,6 +679,19 @@ class CanaryStep(ApiModel):
     analysis passed."""
 
 
+class CanaryCapacity(ApiModel):
+    """Where the candidate's pods come from."""
+
+    mode: Literal["surge", "reuse"] = "surge"
+    """surge: the candidate's replicas are added next to stable's full count (needs spare
+    GPUs for them). reuse: each step moves replicas from stable to the candidate, so the
+    model never holds more than replicas + maxSurge pods; the weight follows the moved
+    replicas, and a rollback moves them back."""
+    max_surge: int = Field(default=1, ge=1, le=100)
+    """reuse: pods the model may hold above its replica count while a replica moves (a
+    candidate pod starts before a stable one goes, so capacity never drops)."""
+
+
 class Canary(ApiModel):
     """Progressive traffic shifting. Give `steps`, or `stepWeight` up to `maxWeight`."""
 
@@ -712,6 +727,8 @@ class Canary(ApiModel):
     scale_down_delay_seconds: int = Field(default=30, ge=0, le=3600)
     """How long a rolled-back or replaced revision keeps its pods after traffic left it, so
     in-flight requests finish."""
+    capacity: CanaryCapacity = Field(default_factory=CanaryCapacity)
+    """Whether the candidate surges in next to stable or reuses stable's replicas."""
 
     @model_validator(mode="after")
     def _steps_or_step_weight(self) -> Canary:
@@ -936,6 +953,17 @@ class Shadow(ApiModel):
         return self
 
 
+class Retire(ApiModel):
+    """The pace at which a replaced revision's pods go (after promotion or a rollback), so
+    their clients move over a few at a time instead of all at once."""
+
+    pods_per_step: int = Field(default=1, ge=1, le=100)
+    """Pods removed at a time; the next ones go once the Service's EndpointSlices no longer
+    list them and the pods taking their traffic are Ready."""
+    interval_seconds: int = Field(default=5, ge=0, le=600)
+    """Least time between two steps."""
+
+
 class Rollout(ApiModel):
     """How a new revision replaces the stable one. Absent: all at once, after it is ready."""
 
@@ -959,6 +987,8 @@ class Rollout(ApiModel):
     """Traffic splitting."""
     retry: str = Field(default="", max_length=63)
     """Change to any new value to roll out a revision again after it was rolled back."""
+    retire: Retire = Field(default_factory=Retire)
+    """How fast the replaced revision's pods are removed at promotion and rollback."""
 
 
 class InferenceModelSpec(ApiModel):
@@ -970,6 +1000,14 @@ class InferenceModelSpec(ApiModel):
             "replicas and autoscaling are mutually exclusive: "
             "with autoscaling the HPA owns the replica count, so leave replicas unset",
             ".replicas",
+        ),
+        rule(
+            "!has(self.autoscaling) || !has(self.rollout) || !has(self.rollout.canary.capacity)"
+            " || !has(self.rollout.canary.capacity.mode)"
+            " || self.rollout.canary.capacity.mode == 'surge'",
+            "rollout.canary.capacity.mode reuse needs fixed replicas: with autoscaling the HPA "
+            "owns stable's replica count, so the operator cannot move replicas out of it",
+            ".rollout.canary.capacity.mode",
         ),
     )
 
@@ -994,6 +1032,12 @@ class InferenceModelSpec(ApiModel):
         # Mirrors the CEL rule, for objects an older CRD let through.
         if self.autoscaling is not None and self.replicas != 1:
             raise ValueError("replicas and autoscaling are mutually exclusive")
+        if (
+            self.autoscaling is not None
+            and self.rollout is not None
+            and self.rollout.canary.capacity.mode == "reuse"
+        ):
+            raise ValueError("rollout.canary.capacity.mode reuse needs fixed replicas")
         return self
 
     @property

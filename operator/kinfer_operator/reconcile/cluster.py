@@ -180,7 +180,7 @@ def relist(
     """
     globs = [ns for ns in namespaces if set(ns) & set("*?[]!")]
     exact = [] if globs else list(namespaces)
-    kinds: list[WatchedKind] = ["InferenceModel", *CHILD_KINDS, "Pod"]
+    kinds: list[WatchedKind] = ["InferenceModel", *CHILD_KINDS, "Pod", "EndpointSlice"]
     changed: set[ModelKey] = set()
     for kind in kinds:
         if (kind == "HTTPRoute" and not with_routes) or (

@@ -8,6 +8,7 @@ then is the old revision removed, so serving capacity never drops during a chang
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from kinfer_operator.children import build_deployment, build_hpa, build_pdb, build_service
@@ -22,11 +23,14 @@ from kinfer_operator.naming import (
     deployment_name,
     object_hash,
     revision_of,
+    service_name,
 )
 from kinfer_operator.rollout.front import Front, decide_front
 from kinfer_operator.rollout.machine import RolloutDecision
+from kinfer_operator.rollout.retire import retire_step
 from kinfer_operator.rollout.shadow import plan_shadow
 from kinfer_operator.world import DeploymentView, Observed
+from kinfer_operator.world.endpoints import routed_pods
 
 __all__ = ["Delete", "Plan", "Scale", "needs_apply", "plan", "stamped", "want_replicas"]
 
@@ -63,6 +67,8 @@ class Plan:
     promoted: bool = False
     front: Front | None = None
     """Who fronts the model's endpoints this pass (what the Service and routes were built from)."""
+    requeue_after: float | None = None
+    """Look again after this long: a replaced revision is being retired step by step."""
 
 
 def want_replicas(model: InferenceModel, stable: DeploymentView | None) -> int:
@@ -141,6 +147,7 @@ def plan(
     observed: Observed,
     rollout: RolloutDecision | None = None,
     template_mark: str = "",
+    now: datetime | None = None,
     *,
     at_zero: bool = False,
     least_queue: bool = False,
@@ -198,7 +205,27 @@ def plan(
     keep = {serving} | ({candidate} if candidate else set())
     if not may_retire:
         keep |= {v.revision for v in observed.views}  # old revisions go once stable is whole
-    deletes.extend(Delete("Deployment", v.name) for v in observed.views if v.revision not in keep)
+    retiring = [v for v in observed.views if v.revision not in keep]
+    requeue: float | None = None
+    if model.spec.rollout is None or now is None:
+        deletes.extend(Delete("Deployment", v.name) for v in retiring)
+    else:
+        receivers = _receivers_ready(model, observed, serving, want)
+        for view in retiring:
+            step = retire_step(
+                view,
+                observed.pods_of(view.revision),
+                routed_pods(observed, service_name(model)),
+                receivers,
+                model.spec.rollout.retire,
+                now,
+            )
+            if step.delete:
+                deletes.append(Delete("Deployment", view.name))
+            elif step.replicas is not None and step.replicas != view.spec_replicas:
+                scales.append(Scale(view.name, step.replicas))
+            if step.wait is not None:
+                requeue = step.wait if requeue is None else min(requeue, step.wait)
     if model.spec.rollout is not None and model.spec.rollout.traffic.mode == "GatewayAPI":
         applies.extend(
             [
@@ -234,6 +261,7 @@ def plan(
         want_replicas=want,
         promoted=promoted,
         front=front,
+        requeue_after=requeue,
     )
 
 
@@ -247,6 +275,19 @@ def _front_service(model: InferenceModel, front: Front) -> dict[str, Any]:
     if front.via == "activator":
         return build_service(model, (front.stable_revision,))
     return build_service(model, front.service_revisions)
+
+
+def _receivers_ready(model: InferenceModel, observed: Observed, serving: str, want: int) -> bool:
+    """The serving revision, which takes a retired pod's traffic, is ready at full size and
+    (when the Service's EndpointSlices are observed) routed to by the Service."""
+    view = observed.deployment(serving)
+    if view is None or view.available < max(want, 1):
+        return False
+    routed = routed_pods(observed, service_name(model))
+    if routed is None:
+        return True
+    names = {str(p.get("metadata", {}).get("name", "")) for p in observed.pods_of(serving)}
+    return len(names & routed) >= max(want, 1)
 
 
 def _scales(

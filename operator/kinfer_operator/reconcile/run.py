@@ -242,7 +242,7 @@ class Reconciler:
             return self._refuse(current, str(err), "MissingPermission")
         backoff = self.writes.backoff_for(model.namespace, model.name, current.generation)
         rollout = self._decide_rollout(model, observed, current, backoff)
-        decided = plan(model, observed, rollout, self.template_mark)
+        decided = plan(model, observed, rollout, self.template_mark, now=current.now)
         decided, filling = gate_on_cache(model, observed, decided)  # spec.model.cache
         rolls = self.template_rolls
         gate = (
@@ -269,6 +269,7 @@ class Reconciler:
             t
             for t in (
                 rollout.requeue_after if rollout is not None else None,
+                decided.requeue_after,
                 backoff.next_retry_in(),
                 CONFLICT_RETRY_SECONDS if written.conflicts else None,
                 FILL_POLL_SECONDS if filling else None,

@@ -18,7 +18,15 @@ from kinfer_operator.api.status import AnalysisRun, RolloutStatus
 from kinfer_operator.events import Event
 from kinfer_operator.references import secret_problem
 from kinfer_operator.rollout.annotations import ABORT_ANNOTATION, PROMOTE_ANNOTATION
-from kinfer_operator.rollout.traffic import ReplicaSplit, replica_split, shadow_split
+from kinfer_operator.rollout.traffic import (
+    ReplicaSplit,
+    live_pods,
+    move_replicas,
+    moved_share,
+    replica_split,
+    reuse_split,
+    shadow_split,
+)
 from kinfer_operator.world import DeploymentView
 from kinfer_operator.world.pods import PodDiagnosis, diagnose_pods, pod_creation_reason
 from kinfer_operator.world.routes import RouteWait
@@ -26,7 +34,16 @@ from kinfer_operator.world.routes import RouteWait
 if TYPE_CHECKING:
     from kinfer_operator.rollout.machine import RolloutContext
 
-__all__ = ["HOLD_POLL_SECONDS", "Hold", "Outcome", "Pass", "Promote", "RollBack", "progress"]
+__all__ = [
+    "CANARY_UNSCHEDULABLE",
+    "HOLD_POLL_SECONDS",
+    "Hold",
+    "Outcome",
+    "Pass",
+    "Promote",
+    "RollBack",
+    "progress",
+]
 
 HOLD_POLL_SECONDS = 2.0
 """How soon to look again while waiting on something that reports no time (pods, a route)."""
@@ -73,7 +90,17 @@ class Plan:
     pinned_only: bool
     """A weight 0 step: it serves pinned requests alone, from one replica, unanalysed."""
     stable_replicas: int | None
-    """Stable's target when the operator sizes it (ReplicaRatio without an HPA)."""
+    """Stable's target when the operator sizes it (ReplicaRatio without an HPA, or reuse)."""
+    canary_now: int | None = None
+    """reuse: the canary replicas to set this pass on the way to `split.canary` (None: set
+    `split.canary` at once)."""
+    ready_share: int | None = None
+    """reuse in GatewayAPI mode: the weight the ready moved replicas carry now, which the
+    route follows while replicas move (the canary is never sent more than its pods' share)."""
+
+    @property
+    def canary_replicas(self) -> int:
+        return self.split.canary if self.canary_now is None else self.canary_now
 
 
 @dataclass(frozen=True)
@@ -221,6 +248,8 @@ def _plan(ctx: RolloutContext, candidate: Candidate, status: RolloutStatus) -> P
         else rollout.canary.weights()[status.step][0]
     )
     pinned_only = target == 0 and not shadowing
+    if rollout.canary.capacity.mode == "reuse":
+        return _reuse_plan(ctx, candidate, shadowing, target, pinned_only, status)
     if shadowing:
         split = shadow_split(ctx.total, status.shadow_percent or 0)
     elif pinned_only:
@@ -234,6 +263,47 @@ def _plan(ctx: RolloutContext, candidate: Candidate, status: RolloutStatus) -> P
     return Plan(candidate, shadowing, target, split, pinned_only, stable)
 
 
+def _reuse_plan(
+    ctx: RolloutContext,
+    candidate: Candidate,
+    shadowing: bool,
+    target: int,
+    pinned_only: bool,
+    status: RolloutStatus,
+) -> Plan:
+    """capacity.mode reuse: the step's replicas are moved out of stable, at most maxSurge
+    pods over the total at any moment, and the step's weight is the moved share. Shadow and
+    pinned-only phases keep stable whole and fit their canary pods into the surge."""
+    total, surge = ctx.total, ctx.rollout.canary.capacity.max_surge
+    stable_pods = live_pods(ctx.observed.pods_of(ctx.stable.revision))
+    if shadowing or pinned_only:
+        wanted = 1 if pinned_only else shadow_split(total, status.shadow_percent or 0).canary
+        split = ReplicaSplit(canary=min(wanted, surge), stable=total)
+        room = max(0, total + surge - max(stable_pods, total))
+        return Plan(
+            candidate, shadowing, target, split, pinned_only, total, min(split.canary, room)
+        )
+    split = reuse_split(total, target)
+    move = move_replicas(
+        total,
+        split,
+        surge,
+        to_ready=candidate.ready,
+        source_replicas=ctx.stable.spec_replicas,
+        source_pods=stable_pods,
+    )
+    share = None
+    if ctx.rollout.traffic.mode == "GatewayAPI":
+        moved = ReplicaSplit(
+            canary=min(candidate.ready, split.canary),
+            stable=min(ctx.stable.available, move.source),
+        )
+        share = moved_share(moved)
+    return Plan(
+        candidate, shadowing, moved_share(split), split, pinned_only, move.source, move.to, share
+    )
+
+
 # --- the step's questions, in order ---------------------------------------------------------
 
 
@@ -241,13 +311,14 @@ def _candidate_not_ready(ctx: RolloutContext, plan: Plan, at: Pass) -> Pass | Ou
     """Fewer ready candidate replicas than the step needs: hold until the progress deadline,
     then roll back (saying so when the pods wait for GPUs)."""
     ready, wanted = plan.candidate.ready, plan.split.canary
+    shortage = plan.candidate.pods.gpu_unschedulable
     if ready >= wanted:
-        return at
+        return _fits(at)
     waited = ctx.seconds_since(at.status.step_entered_at or at.status.started_at)
     deadline = ctx.rollout.canary.progress_deadline_seconds
     if waited <= deadline:
+        at = _fits(at) if shortage is None else _cannot_fit(ctx, at, shortage)
         return Hold(at, plan, min(HOLD_POLL_SECONDS, max(0.5, deadline - waited)))
-    shortage = plan.candidate.pods.gpu_unschedulable
     if shortage is not None:
         return RollBack(at, "GPUUnschedulable", f"canary waited {deadline}s for GPUs: {shortage}")
     return RollBack(
@@ -255,6 +326,37 @@ def _candidate_not_ready(ctx: RolloutContext, plan: Plan, at: Pass) -> Pass | Ou
         "ProgressDeadlineExceeded",
         f"canary had {ready}/{wanted} ready replicas after {deadline}s",
     )
+
+
+CANARY_UNSCHEDULABLE = "CanaryUnschedulable"
+
+
+def _cannot_fit(ctx: RolloutContext, at: Pass, shortage: str) -> Pass:
+    """Candidate pods wait for GPUs the cluster does not have: say so in status (and once in
+    an Event), suggesting reuse when the canary surges, instead of waiting silently."""
+    capacity = ctx.rollout.canary.capacity
+    if capacity.mode == "surge":
+        hint = (
+            "the canary's replicas are added next to stable's; set "
+            "spec.rollout.canary.capacity.mode: reuse to move stable's replicas instead"
+        )
+    else:
+        hint = f"even {capacity.max_surge} pod(s) over the replica count do not fit"
+    message = (
+        f"canary {at.status.revision} cannot be scheduled: {shortage[:300]}; {hint}; "
+        f"rolled back after {ctx.rollout.canary.progress_deadline_seconds}s"
+    )
+    if at.status.reason == CANARY_UNSCHEDULABLE:
+        return at
+    told = at.changed(reason=CANARY_UNSCHEDULABLE, message=message)
+    return told.noting(Event("Warning", CANARY_UNSCHEDULABLE, message))
+
+
+def _fits(at: Pass) -> Pass:
+    """The candidate's pods were placed: clear a CanaryUnschedulable report."""
+    if at.status.reason != CANARY_UNSCHEDULABLE:
+        return at
+    return at.changed(reason=None, message=None)
 
 
 def _promoting(ctx: RolloutContext, plan: Plan, at: Pass) -> Pass | Outcome:

@@ -26,6 +26,7 @@ from kinfer_operator.rollout.annotations import (
     PROMOTE_ANNOTATION,
     RETRY_ANNOTATION,
 )
+from kinfer_operator.rollout.traffic import ReplicaSplit, live_pods, move_replicas
 from kinfer_operator.world import DeploymentView, Observed
 from kinfer_operator.world.routes import RouteWait
 
@@ -227,11 +228,26 @@ def _rolled_back(
         requeue = max(0.5, min(delay - waited, HOLD_POLL_SECONDS))
     else:
         requeue = HOLD_POLL_SECONDS  # waiting for stable to be whole again
+    canary_replicas = None if canary is None or done else canary.spec_replicas
+    stable_replicas = None if ctx.autoscaled else ctx.total
+    capacity = ctx.rollout.canary.capacity
+    if capacity.mode == "reuse" and canary is not None and not done:
+        # Move the replicas back: stable grows within the surge, the canary gives a pod up
+        # for each stable pod that is ready again.
+        back = move_replicas(
+            ctx.total,
+            ReplicaSplit(canary=ctx.total, stable=0),
+            capacity.max_surge,
+            to_ready=ctx.stable.available,
+            source_replicas=canary.spec_replicas,
+            source_pods=live_pods(ctx.observed.pods_of(status.revision)),
+        )
+        stable_replicas, canary_replicas = back.to, back.source
     return RolloutDecision(
         status=status,
         canary_revision=None if done else status.revision,
-        canary_replicas=None if canary is None or done else canary.spec_replicas,
-        stable_replicas=None if ctx.autoscaled else ctx.total,
+        canary_replicas=canary_replicas,
+        stable_replicas=stable_replicas,
         route_weight=0,
         retire_others=done,
         events=events,
@@ -284,12 +300,15 @@ def _hold(ctx: RolloutContext, hold: Hold) -> RolloutDecision:
     """Keep the step: the plan's replicas, the weight in force, the next pass after a while.
     Other revisions go once the candidate has a ready replica (or stable is whole)."""
     status, plan = hold.at.status, hold.plan
+    weight = status.weight
+    if plan.ready_share is not None and plan.candidate.ready < plan.split.canary:
+        weight = plan.ready_share  # reuse, replicas on the move: the weight follows them
     return RolloutDecision(
         status=status,
         canary_revision=status.revision,
-        canary_replicas=plan.split.canary,
+        canary_replicas=plan.canary_replicas,
         stable_replicas=plan.stable_replicas,
-        route_weight=status.weight,
+        route_weight=weight,
         pinned_only=plan.pinned_only,
         retire_others=_stable_restored(ctx) if plan.candidate.ready == 0 else True,
         events=hold.at.events,

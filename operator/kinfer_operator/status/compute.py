@@ -116,6 +116,14 @@ def _rollout_verdict(rollout: RolloutStatus, revision: str) -> _Verdict | None:
                 f"canary {revision} in shadow: stable mirrors {rollout.shadow_percent}% of its "
                 f"requests to it, users get none of its answers{analysis}"
             )
+        if rollout.reason == "CanaryUnschedulable":
+            # Waiting for GPUs the cluster does not have: not progressing, and someone may
+            # have to act (free GPUs, or capacity reuse) before the deadline rolls it back.
+            stuck = f"{rollout.message or ''}{analysis}"
+            bad = _c("False", "CanaryUnschedulable", stuck)
+            return _Verdict(
+                "Canary", bad, bad, _c("True", "CanaryUnschedulable", stuck), stalled=False
+            )
         wait = _c("True", "Canary", message)
         return _Verdict(
             "Canary", _c("False", "Canary", message), wait, _c("False", "AsExpected", ""), False

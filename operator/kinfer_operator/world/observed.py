@@ -130,6 +130,9 @@ class Observed:
     """The shadow ConfigMap, when the model has one."""
     jobs: tuple[Mapping[str, Any], ...] = ()
     """Model-cache fill Jobs (children/modelcache.py)."""
+    endpoint_slices: tuple[Mapping[str, Any], ...] = ()
+    """EndpointSlices of the model's Services (they carry the Service's labels): which pods
+    each Service routes to right now."""
     fill_logs: Mapping[str, str] = field(default_factory=dict)
     """Last log lines of running fill Jobs, by Job name: their download progress."""
     views: tuple[DeploymentView, ...] = field(init=False)

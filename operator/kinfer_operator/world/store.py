@@ -35,6 +35,7 @@ WatchedKind = Literal[
     "ConfigMap",
     "Job",
     "Pod",
+    "EndpointSlice",
 ]
 CHILD_KINDS: tuple[WatchedKind, ...] = (
     "Deployment",
@@ -71,6 +72,12 @@ def _trim(kind: WatchedKind, obj: Mapping[str, Any]) -> dict[str, Any]:
             out["spec"]["containers"] = resources
     elif kind == "Deployment":
         out["spec"] = {"replicas": spec.get("replicas", 1)}
+    elif kind == "EndpointSlice":
+        # Which pods the Service routes to: the retire pace reads it (world/endpoints.py).
+        out["endpoints"] = [
+            {"conditions": e.get("conditions") or {}, "targetRef": e.get("targetRef") or {}}
+            for e in obj.get("endpoints") or []
+        ]
     else:
         out["spec"] = spec
     if "status" in obj:
@@ -352,6 +359,7 @@ class Store:
             configmaps=owned("ConfigMap"),
             jobs=owned("Job"),
             pods=tuple(sorted(kinds.get("Pod", ()), key=_name)),
+            endpoint_slices=tuple(sorted(kinds.get("EndpointSlice", ()), key=_name)),
         )
 
     def counts(self) -> dict[str, int]:

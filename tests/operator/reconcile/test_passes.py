@@ -256,6 +256,18 @@ def test_canary_steps_through_its_weights_then_promotes_with_one_event_each() ->
     # 2 replicas: 25% is one canary pod of three (33%), then one of two (50%).
     assert weights == [33, 50]
     assert queries and all('revision="' in q for q in queries)
+    # ReplicaRatio already moved the old stable's replicas: it is at 0, then deleted.
+    old_sizes: list[int] = []
+    for _ in range(10):
+        stable = kube.model["status"]["stableRevision"]
+        old = [d for d in kube.deployments() if d["metadata"]["labels"][REVISION_LABEL] != stable]
+        if not old:
+            break
+        old_sizes.append(int(old[0]["spec"]["replicas"]))
+        clock.t += 5
+        _pass(reconciler)
+        kube.settle()
+    assert old_sizes == [0]
     (dep,) = kube.deployments()
     assert dep["metadata"]["labels"][TRACK_LABEL] == "stable"
     assert [e.reason for e in kube.events] == [

@@ -327,7 +327,7 @@ def test_a_shadow_phase_mirrors_to_the_candidate_without_touching_stable() -> No
     assert "ShadowStarted" in [e.reason for e in kube.events]
 
     kube.model["metadata"]["annotations"] = {"serving.kinfer.io/abort": rollout["revision"]}
-    for _ in range(3):
+    for _ in range(8):  # the canary's pods are retired one per step (spec.rollout.retire)
         clock.t += 20  # past scaleDownDelaySeconds
         one_pass(reconciler)
         kube.settle()

@@ -346,3 +346,35 @@ def test_grpc_route_condition_follows_the_gateway_and_the_crd(make_model: MakeMo
     # Not GatewayAPI: no such condition.
     report = _status(make_model())
     assert find_condition(report.status.conditions, "GRPCRouted") is None
+
+
+def test_a_canary_that_cannot_fit_is_degraded_as_canary_unschedulable(
+    make_model: MakeModel,
+) -> None:
+    from kinfer_operator.api.status import RolloutStatus
+    from kinfer_operator.rollout.machine import RolloutDecision
+
+    old, new = make_model(), make_model({"model": {"version": "4"}})
+    stable_built = next(a for a in plan(old, Observed()).applies if a["kind"] == "Deployment")
+    observed = Observed(deployments=(observed_deployment(stable_built, track="stable"),))
+    waiting = RolloutStatus(
+        phase="Progressing",
+        revision=revision_of(new),
+        steps=2,
+        started_at=T,
+        model_version="4",
+        from_revision="stable",
+        reason="CanaryUnschedulable",
+        message="canary cannot be scheduled: Insufficient nvidia.com/gpu; set ... reuse",
+    )
+    report = compute_status(
+        new, observed, plan(new, observed), None, now=T, rollout=RolloutDecision(status=waiting)
+    )
+    assert _cond(report, "Progressing") == ("False", "CanaryUnschedulable")
+    assert _cond(report, "Degraded") == ("True", "CanaryUnschedulable")
+    assert _cond(report, "Stalled")[0] == "False"  # the progress deadline still decides
+    moving = waiting.model_copy(update={"reason": None, "message": None})
+    report = compute_status(
+        new, observed, plan(new, observed), None, now=T, rollout=RolloutDecision(status=moving)
+    )
+    assert _cond(report, "Degraded") == ("False", "AsExpected")
