@@ -42,6 +42,7 @@ async def _start_grpc(service: InferenceService) -> grpc.aio.Server | None:
             max_message_bytes=grpc_max_message_bytes(settings, service.budget),
             budget=service.budget,
             max_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
+            tracing=service.tracing,
         )
     except RuntimeError as exc:
         service.fail(f"cannot listen on gRPC port {settings.grpc_port}: {exc}")
@@ -101,4 +102,5 @@ def create_app(service: InferenceService) -> ASGIApp:
         service.budget,
         service.mirror,
         classified_port=settings.classified_port or None,
+        tracing=service.tracing,
     )
