@@ -44,7 +44,7 @@ OPERATOR = Layering(
         {"status", "rollout", "_kube"},
         {"reconcile"},
         {"handlers"},
-        {"main", "plugin", "__main__"},
+        {"main", "plugin", "__main__", "tracing"},
     ],
 )
 RUNTIME = Layering(

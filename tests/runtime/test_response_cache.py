@@ -6,7 +6,6 @@ import re
 import grpc
 import httpx
 import numpy as np
-
 from kinfer_runtime.schemas.proto import grpc_service_pb2 as pb
 
 

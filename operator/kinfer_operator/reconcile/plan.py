@@ -137,6 +137,7 @@ def plan(
     observed: Observed,
     rollout: RolloutDecision | None = None,
     template_mark: str = "",
+    otlp_endpoint: str = "",
 ) -> Plan:
     """Decide the children and replica counts for the model's current spec.
 
@@ -173,7 +174,7 @@ def plan(
     if (candidate == revision and not rolled_back) or serving == revision:
         # A rolled-back canary is only scaled away: re-applying it could not help.
         track: Track = "canary" if candidate else "stable"
-        applies.append(build_deployment(model, track, template_mark))
+        applies.append(build_deployment(model, track, template_mark, otlp_endpoint))
     keep = {serving} | ({candidate} if candidate else set())
     if not may_retire:
         keep |= {v.revision for v in observed.views}  # old revisions go once stable is whole

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from kinfer_runtime.dataplane.response_cache import ResponseCache, request_key
 
 

@@ -1,0 +1,66 @@
+"""Tracing against a real backend: the runtime process exports by OTLP to Jaeger (built from
+the Go module proxy by `make binaries`), and the span tree of one request is read back from
+Jaeger's query API. Skips only where the binary is absent and this is not CI."""
+
+import os
+import secrets
+
+import httpx
+import numpy as np
+import pytest
+from jaeger import jaeger_binary, running_jaeger, span_tree
+
+BINARY = jaeger_binary()
+pytestmark = pytest.mark.skipif(
+    BINARY is None and not os.environ.get("CI"),
+    reason="no jaeger binary (`bash e2e/tools/build-binaries.sh jaeger` builds it)",
+)
+
+SPANS = {"infer", "decode", "preprocess", "queue wait", "batch", "inference", "postprocess"}
+
+
+def test_one_request_gives_the_documented_span_tree_under_the_callers_span(
+    demo_dir, server_process, oip, tmp_path, images: np.ndarray
+) -> None:
+    assert BINARY is not None, "CI must have built the jaeger binary (make binaries)"
+    with running_jaeger(BINARY, tmp_path) as jaeger:
+        server = server_process(
+            {
+                "KINFER_MODEL_URI": str(demo_dir / "model.onnx"),
+                "KINFER_MODEL_NAME": "demo",
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_endpoint,
+                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": "0",  # only what the caller sampled is traced
+                "OTEL_BSP_SCHEDULE_DELAY": "100",
+            }
+        )
+        server.wait_ready()
+        trace_id, caller = secrets.token_hex(16), secrets.token_hex(8)
+        body, headers = oip.image_body(images[:2])
+        url = f"{server.url}/v2/models/demo/infer"
+        unsampled = httpx.post(
+            url, content=body, headers={**headers, "traceparent": f"00-{'1' * 32}-{caller}-00"}
+        )
+        assert unsampled.status_code == 200
+        response = httpx.post(
+            url,
+            content=body,
+            headers={**headers, "traceparent": f"00-{trace_id}-{caller}-01"},
+            timeout=30,
+        )
+        assert response.status_code == 200
+        trace = jaeger.wait_for_spans(trace_id, SPANS)
+        assert jaeger.trace("1" * 32) is None  # the unsampled caller's trace was not recorded
+
+    tree = span_tree(trace)
+    by_name = {span["operationName"]: sid for sid, span in tree["spans"].items()}
+    assert sorted(s["operationName"] for s in trace["spans"]) == sorted(SPANS)  # each once
+    infer = by_name["infer"]
+    assert tree["parent"][infer] == caller  # under the caller's span from traceparent
+    for child in ("decode", "preprocess", "queue wait", "batch", "postprocess"):
+        assert tree["parent"][by_name[child]] == infer, child
+    assert tree["parent"][by_name["inference"]] == by_name["batch"]
+    assert tree["links"][by_name["batch"]] == [infer]  # the batch links its one request
+    tags = {t["key"]: t["value"] for t in tree["spans"][by_name["batch"]]["tags"]}
+    assert tags["kinfer.batch.size"] == 2 and tags["kinfer.batch.requests"] == 1
