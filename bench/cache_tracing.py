@@ -8,8 +8,8 @@ against its baseline in the same run:
    - c=1: the latency of a repeated input (with the cache on, every measured request is a hit);
    - c=32: throughput for a 50% hit rate: every other request repeats one of 16 hot inputs
      (cached during warm-up), the others are inputs never sent before (always misses).
-2. Tracing: off (no OTEL_* variables: the default) vs on with sampling ratio 0 (every span
-   created, none recorded: the cost of the hooks when a platform enables tracing and samples
+2. Tracing (best of `--rounds` interleaved rounds): off (no OTEL_* variables: the default)
+   vs on with sampling ratio 0 (every span created, none recorded: the cost of the hooks when a platform enables tracing and samples
    little) vs on with ratio 1 (every request traced and exported by OTLP to Jaeger, when its
    binary is in the e2e binary directory; the row is left out otherwise). c=1 p50 latency and
    c=32 throughput.
@@ -39,6 +39,8 @@ from kinfer_runtime.demo import build_demo_model
 from runtime import HEADER, free_port, percentile, wait_ready  # bench/runtime.py
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "e2e"))
+from jaeger import jaeger_binary, running_jaeger  # noqa: E402  (e2e/jaeger.py)
 
 
 def body(image: np.ndarray) -> bytes:
@@ -94,7 +96,8 @@ async def _load(
                 data = bodies[next_index % len(bodies)]
                 next_index += 1
                 started = time.perf_counter()
-                hits += await one(data)
+                hit = await one(data)  # not `hits += await ...`: that reads hits before
+                hits += hit
                 latencies.append(time.perf_counter() - started)
 
         started = time.perf_counter()
@@ -165,91 +168,6 @@ def measure(
     )
 
 
-def jaeger_binary() -> Path | None:
-    out = subprocess.run(
-        ["bash", str(HERE.parent / "e2e/tools/build-binaries.sh"), "--bin-dir"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    path = Path(out.stdout.strip()) / "jaeger"
-    return path if out.returncode == 0 and os.access(path, os.X_OK) else None
-
-
-@contextlib.contextmanager
-def jaeger(binary: Path, workdir: Path) -> Iterator[str]:
-    """Jaeger all-in-one on loopback; yields its OTLP gRPC endpoint."""
-    otlp, query = free_port(), free_port()
-    config = workdir / "jaeger.yaml"
-    config.write_text(jaeger_config(otlp, query, free_port(), free_port(), free_port()))
-    with (workdir / "jaeger.log").open("wb") as out:
-        process = subprocess.Popen(
-            [str(binary), "--config", f"file:{config}"], stdout=out, stderr=subprocess.STDOUT
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                with contextlib.suppress(OSError):
-                    import urllib.request
-
-                    with urllib.request.urlopen(f"http://127.0.0.1:{query}/api/services", timeout=2):
-                        break
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("jaeger did not start; see jaeger.log")
-                time.sleep(0.3)
-            yield f"http://127.0.0.1:{otlp}"
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-
-
-def jaeger_config(
-    otlp_grpc: int, query_http: int, otlp_http: int, health: int, query_grpc: int
-) -> str:
-    """Jaeger v2 all-in-one on loopback ports of our choosing: OTLP in, memory store, query."""
-    return f"""
-service:
-  extensions: [jaeger_storage, jaeger_query, healthcheckv2]
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [batch]
-      exporters: [jaeger_storage_exporter]
-  telemetry:
-    metrics:
-      level: none
-extensions:
-  healthcheckv2:
-    use_v2: true
-    http:
-      endpoint: 127.0.0.1:{health}
-  jaeger_query:
-    storage:
-      traces: memstore
-    http:
-      endpoint: 127.0.0.1:{query_http}
-    grpc:
-      endpoint: 127.0.0.1:{query_grpc}
-  jaeger_storage:
-    backends:
-      memstore:
-        memory:
-          max_traces: 100000
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:{otlp_grpc}
-      http:
-        endpoint: 127.0.0.1:{otlp_http}
-processors:
-  batch:
-exporters:
-  jaeger_storage_exporter:
-    trace_storage: memstore
-"""
-
-
 def _fmt(value: float, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
 
@@ -258,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000, help="per c=32 measurement")
     parser.add_argument("--latency-requests", type=int, default=300, help="per c=1 measurement")
+    parser.add_argument("--rounds", type=int, default=2, help="tracing rounds (best kept)")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="kinfer-bench-ct-"))
     try:
@@ -313,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         binary = jaeger_binary()
         with contextlib.ExitStack() as stack:
             if binary is not None:
-                endpoint = stack.enter_context(jaeger(binary, workdir))
+                endpoint = stack.enter_context(running_jaeger(binary, workdir)).otlp_endpoint
                 configs.append(
                     (
                         "on, ratio 1 (every request, to Jaeger)",
@@ -325,14 +244,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         },
                     )
                 )
-            results = []
-            for name, env in configs:
-                with server(model, env, workdir / f"trace-{len(results)}.log") as url:
-                    _, p50, _, _ = measure(
-                        url, hot[:1], headers, 1, args.latency_requests, hot[:4]
-                    )
-                    rps, _, _, _ = measure(url, cold, headers, 32, args.requests, hot)
-                results.append((name, p50, rps))
+            # Rounds interleave the configurations (a shared machine drifts); each keeps its
+            # best round.
+            best: dict[str, tuple[float, float]] = {}
+            for round_ in range(args.rounds):
+                for name, env in configs:
+                    with server(model, env, workdir / f"trace-{round_}.log") as url:
+                        _, p50, _, _ = measure(
+                            url, hot[:1], headers, 1, args.latency_requests, hot[:4]
+                        )
+                        rps, _, _, _ = measure(url, cold, headers, 32, args.requests, hot)
+                    old = best.get(name, (p50, rps))
+                    best[name] = (min(old[0], p50), max(old[1], rps))
+            results = [(name, *best[name]) for name, _ in configs]
         base_p50, base_rps = results[0][1], results[0][2]
         for name, p50, rps in results:
             print(

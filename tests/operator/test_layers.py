@@ -37,14 +37,14 @@ OPERATOR = Layering(
     [
         {"__init__", "runtime_contract", "events"},
         {"api"},
-        {"model", "metrics", "election"},
+        {"model", "metrics", "election", "tracing"},
         {"naming", "references"},
         {"children"},
         {"world"},
         {"status", "rollout", "_kube"},
         {"reconcile"},
         {"handlers"},
-        {"main", "plugin", "__main__", "tracing"},
+        {"main", "plugin", "__main__"},
     ],
 )
 RUNTIME = Layering(

@@ -3,11 +3,10 @@ real backend is in test_tracing_jaeger.py)."""
 
 import asyncio
 
+from kinfer_runtime.tracing import Tracing, batch_spans, stage, tracing_from_env
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-from kinfer_runtime.tracing import Tracing, batch_spans, stage, tracing_from_env
 
 
 def test_off_unless_the_otlp_exporter_is_asked_for() -> None:
