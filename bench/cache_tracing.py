@@ -9,10 +9,10 @@ against its baseline in the same run:
    - c=32: throughput for a 50% hit rate: every other request repeats one of 16 hot inputs
      (cached during warm-up), the others are inputs never sent before (always misses).
 2. Tracing (best of `--rounds` interleaved rounds): off (no OTEL_* variables: the default)
-   vs on with sampling ratio 0 (every span created, none recorded: the cost of the hooks when a platform enables tracing and samples
-   little) vs on with ratio 1 (every request traced and exported by OTLP to Jaeger, when its
-   binary is in the e2e binary directory; the row is left out otherwise). c=1 p50 latency and
-   c=32 throughput.
+   vs on with sampling ratio 0 (every span created, none recorded: the cost of the hooks
+   when a platform enables tracing and samples little) vs on with ratio 1 (every request
+   traced and exported by OTLP to Jaeger, when its binary is in the e2e binary directory;
+   the row is left out otherwise). c=1 p50 latency and c=32 throughput.
 
     .venv/bin/python bench/cache_tracing.py [--requests 2000]
 """
