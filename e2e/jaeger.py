@@ -119,9 +119,11 @@ class Jaeger:
 
 
 @contextlib.contextmanager
-def running_jaeger(binary: Path, workdir: Path, host: str = "127.0.0.1") -> Iterator[Jaeger]:
-    """Jaeger on `host`, stopped by its PID on exit."""
-    otlp, query = _free_port(host), _free_port(host)
+def running_jaeger(
+    binary: Path, workdir: Path, host: str = "127.0.0.1", otlp_port: int = 0
+) -> Iterator[Jaeger]:
+    """Jaeger on `host` (OTLP gRPC on `otlp_port`, or a free one), stopped by its PID."""
+    otlp, query = otlp_port or _free_port(host), _free_port(host)
     path = workdir / "jaeger.yaml"
     path.write_text(config(host, otlp, query))
     jaeger = Jaeger(f"http://{host}:{otlp}", f"http://{host}:{query}")
