@@ -1,6 +1,7 @@
 """Tracing against a real backend: the runtime process exports by OTLP to Jaeger (built from
 the Go module proxy by `make binaries`), and the span tree of one request is read back from
-Jaeger's query API. Skips only where the binary is absent and this is not CI."""
+Jaeger's query API. Skips only where the binary is absent, unless KINFER_REQUIRE_JAEGER=1
+(CI's unit-jaeger phase, once `make binaries` has run, sets it: there it must exist)."""
 
 import os
 import secrets
@@ -12,7 +13,7 @@ from jaeger import jaeger_binary, running_jaeger, span_tree
 
 BINARY = jaeger_binary()
 pytestmark = pytest.mark.skipif(
-    BINARY is None and not os.environ.get("CI"),
+    BINARY is None and os.environ.get("KINFER_REQUIRE_JAEGER") != "1",
     reason="no jaeger binary (`bash e2e/tools/build-binaries.sh jaeger` builds it)",
 )
 
@@ -22,7 +23,7 @@ SPANS = {"infer", "decode", "preprocess", "queue wait", "batch", "inference", "p
 def test_one_request_gives_the_documented_span_tree_under_the_callers_span(
     demo_dir, server_process, oip, tmp_path, images: np.ndarray
 ) -> None:
-    assert BINARY is not None, "CI must have built the jaeger binary (make binaries)"
+    assert BINARY is not None, "KINFER_REQUIRE_JAEGER=1: no jaeger binary (make binaries)"
     with running_jaeger(BINARY, tmp_path) as jaeger:
         server = server_process(
             {
