@@ -154,15 +154,20 @@ def running_jaeger(
 
 
 def span_tree(trace: dict[str, Any]) -> dict[str, Any]:
-    """Helpers over a Jaeger trace: span by id, parent of each span (CHILD_OF), and links
-    (FOLLOWS_FROM, which is how Jaeger shows OTLP span links)."""
+    """Helpers over a Jaeger trace: span by id, parent of each span, and links.
+
+    Jaeger's model has references, not links: OTLP links become FOLLOWS_FROM references, and
+    a link to the span's own parent merges with the parent reference into one FOLLOWS_FROM
+    (the batch span's, whose parent is the first request it links). The parent is therefore
+    Jaeger's own rule: the first CHILD_OF reference, else the first reference."""
     spans = {s["spanID"]: s for s in trace["spans"]}
     parent: dict[str, str | None] = {}
     links: dict[str, list[str]] = {}
     for span in trace["spans"]:
         refs = span.get("references") or []
         parent[span["spanID"]] = next(
-            (r["spanID"] for r in refs if r["refType"] == "CHILD_OF"), None
+            (r["spanID"] for r in refs if r["refType"] == "CHILD_OF"),
+            refs[0]["spanID"] if refs else None,
         )
         links[span["spanID"]] = [r["spanID"] for r in refs if r["refType"] == "FOLLOWS_FROM"]
     return {"spans": spans, "parent": parent, "links": links}
