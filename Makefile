@@ -100,6 +100,7 @@ demo-down: ## stop the demo operator and the cluster
 
 bench: venv ## runtime benchmark (prints a markdown table)
 	$(BIN)/python bench/runtime.py
+	$(BIN)/python bench/cache_tracing.py
 
 bench-operator: venv cluster ## operator at 100/500/1000 models vs direct apply (kwok lane; prints tables)
 	PATH=$(K8S_BIN):$$PATH KUBECONFIG=$(CLUSTER_DIR)/kubeconfig $(BIN)/python bench/operator_scale.py

@@ -54,10 +54,16 @@ K8S_BIN="${KINFER_CACHE:-$HOME/.cache/kinfer}/k8s-$K8S_VERSION/bin"
 # Cold, helm is still being built while the unit tests run: its chart tests skip then, and run
 # once the binaries are there.
 HELM_AT_UNIT=$([[ -x $K8S_BIN/helm ]] && echo yes || echo no)
+# Likewise the tracing test against Jaeger: it skips while jaeger is being built, and must run
+# (KINFER_REQUIRE_JAEGER=1) once it is there.
+JAEGER_AT_UNIT=$([[ -x $K8S_BIN/jaeger ]] && echo yes || echo no)
 phase unit       make --no-print-directory unit
 phase binaries   binaries
 if [[ $HELM_AT_UNIT == no ]]; then
   phase unit-helm  .venv/bin/pytest -q tests/packaging
+fi
+if [[ $JAEGER_AT_UNIT == no ]]; then
+  phase unit-jaeger  env KINFER_REQUIRE_JAEGER=1 .venv/bin/pytest -q tests/runtime/test_tracing_jaeger.py
 fi
 phase images     bash e2e/images.sh
 phase chart      bash e2e/chart-check.sh

@@ -266,9 +266,35 @@ def prometheus_endpoints() -> PrometheusEndpoints:
     return PrometheusEndpoints(free_port(), free_port(), real_host, free_port())
 
 
+@dataclass(frozen=True)
+class TraceEndpoint:
+    """Where the real-lane trace backend (Jaeger, e2e/jaeger.py) takes OTLP, fixed before the
+    operator starts: it is the operator's setting (KINFER_RUNTIME_OTLP_ENDPOINT), never a
+    model's. Jaeger itself runs only while test_real_tracing needs it."""
+
+    host: str
+    otlp_port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.otlp_port}"
+
+
+@pytest.fixture(scope="session")
+def trace_endpoint(prometheus_endpoints: PrometheusEndpoints) -> TraceEndpoint:
+    host = prometheus_endpoints.real_host  # the node's address: pods reach it
+    try:
+        return TraceEndpoint(host, free_port(host))
+    except OSError:  # no real node's bridge here: tests that need it skip
+        return TraceEndpoint(host, free_port())
+
+
 @pytest.fixture(scope="session")
 def operator(
-    crds: None, tmp_path_factory: pytest.TempPathFactory, prometheus_endpoints: PrometheusEndpoints
+    crds: None,
+    tmp_path_factory: pytest.TempPathFactory,
+    prometheus_endpoints: PrometheusEndpoints,
+    trace_endpoint: TraceEndpoint,
 ) -> Iterator[LocalOperator | None]:
     """The running operator (None when it runs in-cluster, installed by the chart)."""
     if OPERATOR_MODE == "incluster":
@@ -277,7 +303,13 @@ def operator(
     log_dir = tmp_path_factory.mktemp("operator")
     config = log_dir / "prometheus.yaml"
     config.write_text(yaml.safe_dump(prometheus_endpoints.config()))
-    op = LocalOperator(log_dir, env={"KINFER_PROMETHEUS_CONFIG": str(config)})
+    op = LocalOperator(
+        log_dir,
+        env={
+            "KINFER_PROMETHEUS_CONFIG": str(config),
+            "KINFER_RUNTIME_OTLP_ENDPOINT": trace_endpoint.url,
+        },
+    )
     op.start()
     try:
         yield op

@@ -9,6 +9,7 @@
 #           node containerd runc cni crictl pause                    (the real node)
 #           prometheus                                                (canary analysis)
 #           traefik                                (the real lane's Gateway API controller)
+#           jaeger                      (trace backend for the tracing tests; e2e only)
 #
 # Output: ${KINFER_CACHE:-$HOME/.cache/kinfer}/k8s-<K8S_VERSION>/bin/ (outside the repo).
 # Versions come from e2e/tools/versions.env. Binaries are grouped so that one
@@ -30,7 +31,7 @@ LOGS="$ROOT/logs"
 PROGRESS_EVERY=${PROGRESS_EVERY:-30}   # seconds between "still building" lines
 
 ALL_GROUPS=(kubernetes etcd kwok metrics-server helm kubeconform node containerd runc cni crictl pause
-    prometheus traefik)
+    prometheus traefik jaeger)
 NODE_SRC="$HERE/../node"   # sources of our own node binaries (pause)
 START=$SECONDS
 
@@ -116,6 +117,13 @@ group_spec() {
         # replace_lines); v3.7 needs an unpublished nested module, so 3.6.x is the line.
         G_MODULE=github.com/traefik/traefik/v3 G_VERSION=v$TRAEFIK_VERSION
         G_PKGS=(github.com/traefik/traefik/v3/cmd/traefik=traefik)
+        ;;
+    jaeger)
+        # Jaeger v2 all-in-one (cmd/jaeger: an OpenTelemetry Collector distribution with
+        # OTLP receivers, in-memory storage and the query API on :16686). The module's
+        # one module-to-module replace (sarama) is copied by replace_lines.
+        G_MODULE=github.com/jaegertracing/jaeger G_VERSION=v$JAEGER_VERSION
+        G_PKGS=(github.com/jaegertracing/jaeger/cmd/jaeger=jaeger)
         ;;
     pause)
         # The sandbox image's only binary: ours, so no image has to be pulled.
@@ -290,6 +298,7 @@ ldflags_for() {
         flags+=" -X github.com/prometheus/common/version.Version=3.${release:1}"
         ;;
     traefik) flags+=" -X github.com/traefik/traefik/v3/pkg/version.Version=$G_VERSION" ;;
+    jaeger) flags+=" -X github.com/jaegertracing/jaeger/internal/version.latestVersion=$G_VERSION" ;;
     etcd) ;; # etcd's version is a constant in go.etcd.io/etcd/api/v3/version
     esac
     printf '%s\n' "$flags"

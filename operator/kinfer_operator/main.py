@@ -24,6 +24,7 @@ from kinfer_operator.reconcile.cluster import CachedCluster, relist
 from kinfer_operator.reconcile.template_rolls import DEFAULT_MAX_TEMPLATE_ROLLS, TemplateRolls
 from kinfer_operator.rollout.endpoints import ConfigError
 from kinfer_operator.rollout.endpoints import load_config as load_prometheus
+from kinfer_operator.tracing import install_tracing
 from kinfer_operator.world import Store
 from kinfer_operator.world.cost_metric import GpuSecondsCollector
 from kinfer_operator.world.store import ModelKey
@@ -113,6 +114,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=env("KINFER_GATEWAY_API", "auto"),
         help="watch Gateway API HTTPRoutes; auto: when their CRD is installed at start and the "
         "operator's RBAC allows it (the chart sets it from gatewayAPI.enabled)",
+    )
+    parser.add_argument(
+        "--runtime-otlp-endpoint",
+        default=env("KINFER_RUNTIME_OTLP_ENDPOINT", ""),
+        help="OTLP (gRPC) collector that runtimes of models with spec.runtime.tracing export "
+        "to; empty: their tracing stays off. The platform's choice, never a model's",
     )
     parser.add_argument("--health-port", type=int, default=int(env("KINFER_HEALTH_PORT", "8080")))
     parser.add_argument("--metrics-port", type=int, default=int(env("KINFER_METRICS_PORT", "8081")))
@@ -209,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
     )
     logging.getLogger("kinfer_operator").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if install_tracing():
+        logging.getLogger("kinfer_operator").info("tracing reconcile passes (OTLP)")
     if args.metrics_port:
         start_http_server(args.metrics_port)
     kube = Kube(load_config(pool_size=args.workers + 4))
@@ -244,6 +253,7 @@ def main(argv: list[str] | None = None) -> None:
             wake=lambda key: controller.enqueue(key, "template-slot"),
         ),
         template_mark=args.template_mark,
+        otlp_endpoint=args.runtime_otlp_endpoint,
     )
     REGISTRY.register(GpuSecondsCollector(store, reconciler.costs))
 

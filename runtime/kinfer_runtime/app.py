@@ -49,6 +49,7 @@ async def _start_grpc(service: InferenceService) -> grpc.aio.Server | None:
                 if settings.grpc_max_connection_age_grace_s is None
                 else settings.grpc_max_connection_age_grace_s
             ),
+            tracing=service.tracing,
         )
     except RuntimeError as exc:
         service.fail(f"cannot listen on gRPC port {settings.grpc_port}: {exc}")
@@ -109,6 +110,7 @@ def create_app(service: InferenceService) -> ASGIApp:
         service.budget,
         service.mirror,
         classified_port=settings.classified_port or None,
+        tracing=service.tracing,
     )
     # After SIGTERM keep-alive clients are told to reconnect (elsewhere) on their next response.
     return CloseWhileDraining(endpoint, lambda: readiness.draining)

@@ -69,6 +69,7 @@ ENV: Final = {
     "termination_log": "KINFER_TERMINATION_LOG",
     "log_level": "KINFER_LOG_LEVEL",
     "access_log": "KINFER_ACCESS_LOG",
+    "response_cache_bytes": "KINFER_RESPONSE_CACHE_BYTES",
 }
 
 
@@ -143,6 +144,9 @@ class Settings:
     termination_log: Path | None = Path("/dev/termination-log")
     log_level: str = "info"
     access_log: bool = False
+    # The response cache's bound in bytes (dataplane.response_cache); 0: no cache. Set by the
+    # operator only for models marked deterministic.
+    response_cache_bytes: int = 0
 
     def __repr__(self) -> str:
         # Never print the credential.
@@ -290,6 +294,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, s
     flag("termination_log", type=Path, help="file for the fatal error message")
     flag("log_level", choices=("debug", "info", "warning", "error"), help="log level (info)")
     flag("access_log", type=_bool, help="log every request (false)")
+    flag(
+        "response_cache_bytes",
+        type=_non_negative(int),
+        help="response cache size for a deterministic model, 0 = no cache (0)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:

@@ -72,6 +72,11 @@ GPU_UTILIZATION_RATIO: Final = "kinfer_gpu_utilization_ratio"  # + label `device
 # On the mirroring (stable) side: + label `result` (mirrored, failed, dropped).
 SHADOW_REQUESTS_TOTAL: Final = "kinfer_shadow_requests_total"
 SHADOW_QUEUE_DEPTH: Final = "kinfer_shadow_queue_depth"
+# The response cache (dataplane.response_cache); all stay 0 without one.
+RESPONSE_CACHE_HITS_TOTAL: Final = "kinfer_response_cache_hits_total"
+RESPONSE_CACHE_MISSES_TOTAL: Final = "kinfer_response_cache_misses_total"
+RESPONSE_CACHE_EVICTIONS_TOTAL: Final = "kinfer_response_cache_evictions_total"
+RESPONSE_CACHE_BYTES: Final = "kinfer_response_cache_bytes"
 
 LABELS: Final = ("model", "version", "revision")
 
@@ -182,6 +187,30 @@ class RuntimeMetrics:
             LABELS,
             registry=self.registry,
         ).labels(*values)
+        self._cache_hits = Counter(
+            RESPONSE_CACHE_HITS_TOTAL,
+            "Requests the response cache answered (the model did not run).",
+            LABELS,
+            registry=self.registry,
+        ).labels(*values)
+        self._cache_misses = Counter(
+            RESPONSE_CACHE_MISSES_TOTAL,
+            "Requests the response cache did not hold (they ran the model).",
+            LABELS,
+            registry=self.registry,
+        ).labels(*values)
+        self._cache_evictions = Counter(
+            RESPONSE_CACHE_EVICTIONS_TOTAL,
+            "Entries the response cache dropped, least recently used first, to stay in bounds.",
+            LABELS,
+            registry=self.registry,
+        ).labels(*values)
+        self._cache_bytes = Gauge(
+            RESPONSE_CACHE_BYTES,
+            "Bytes of model outputs the response cache holds.",
+            LABELS,
+            registry=self.registry,
+        ).labels(*values)
         # Both stay 0 when the model came from a path or the shared cache: nothing downloaded.
         self.model_download_seconds = Gauge(
             MODEL_DOWNLOAD_SECONDS,
@@ -252,6 +281,18 @@ class RuntimeMetrics:
                 histogram = self._queue_wait.labels(*self._label_values, str(priority))
                 self._queue_waits[priority] = histogram
             histogram.observe(wait)
+
+    def cache_hit(self) -> None:
+        self._cache_hits.inc()
+
+    def cache_miss(self) -> None:
+        self._cache_misses.inc()
+
+    def cache_evicted(self, count: int) -> None:
+        self._cache_evictions.inc(count)
+
+    def cache_bytes(self, size: int) -> None:
+        self._cache_bytes.set(size)
 
     def queue_depth(self, depth: int) -> None:
         self._queue_depth.set(depth)

@@ -13,11 +13,13 @@ from kinfer_runtime.backends import Backend, BackendOptions, detect_format, open
 from kinfer_runtime.config import Settings, object_store
 from kinfer_runtime.dataplane import Batcher, BatchPolicy, ModelRegistry, Readiness, ServedModel
 from kinfer_runtime.dataplane.budget import ByteBudget, container_memory_limit, default_budget
+from kinfer_runtime.dataplane.response_cache import ResponseCache
 from kinfer_runtime.dataplane.warmup import warm_up, warmup_batch_sizes
 from kinfer_runtime.errors import ModelLoadError
 from kinfer_runtime.metrics import RuntimeMetrics
 from kinfer_runtime.mirror import Mirror
 from kinfer_runtime.sources import Progress, redact, resolve_model
+from kinfer_runtime.tracing import Tracing, tracing_from_env
 
 __all__ = ["InferenceService"]
 
@@ -35,13 +37,26 @@ INLINE_MAX_S = 0.01
 
 
 class InferenceService:
-    def __init__(self, settings: Settings, on_fatal: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        on_fatal: Callable[[str], None] | None = None,
+        environ: Mapping[str, str] = os.environ,
+    ) -> None:
         self.settings = settings
         self.readiness = Readiness()
         self.metrics = RuntimeMetrics(
             settings.model_name, settings.model_version, settings.revision
         )
         self.model = ServedModel(settings.model_name, settings.model_version, self.readiness)
+        if settings.response_cache_bytes:
+            # Only set for models the operator knows are deterministic (spec.model).
+            identity = "\0".join((settings.model_name, settings.model_version, settings.revision))
+            self.model.response_cache = ResponseCache(
+                identity, settings.response_cache_bytes, self.metrics
+            )
+        # Off (None) unless OTEL_TRACES_EXPORTER=otlp: see kinfer_runtime.tracing.
+        self.tracing: Tracing | None = tracing_from_env(environ, "kinfer-runtime")
         self.registry = ModelRegistry()
         self.registry.add(self.model)
         self.mirror = Mirror(self.metrics, settings.revision, settings.shadow_config)
@@ -155,6 +170,8 @@ class InferenceService:
             await batcher.stop()
         if self.model.loaded:
             self.model.backend.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # flushes buffered spans
 
 
 Infer = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]

@@ -37,7 +37,7 @@ OPERATOR = Layering(
     [
         {"__init__", "runtime_contract", "events"},
         {"api"},
-        {"model", "metrics", "election"},
+        {"model", "metrics", "election", "tracing"},
         {"naming", "references"},
         {"children"},
         {"world"},
@@ -52,7 +52,7 @@ RUNTIME = Layering(
     [
         # Foundations: wire-independent types, errors and small I/O helpers.
         {"__init__", "errors", "datatypes", "termination"},
-        {"_http", "_post", "_objectstore", "_gpu_metrics"},
+        {"_http", "_post", "_objectstore", "_gpu_metrics", "tracing"},
         {"schemas", "metrics", "_download", "_sts"},
         # Backends load and run a model; sources fetch one; mirror copies requests.
         {"backends", "sources", "mirror"},

@@ -13,6 +13,12 @@ def test_every_variable_the_operator_sets_is_one_the_runtime_reads() -> None:
     assert set(rc.ALL_ENV) <= set(ENV.values())
 
 
+def test_the_runtime_reads_every_otel_variable_the_operator_sets() -> None:
+    from kinfer_runtime.tracing import OTEL_ENV
+
+    assert set(rc.OTEL_ENV) == set(OTEL_ENV)
+
+
 def test_cache_fill_variables_and_progress_lines_match_the_fill_command() -> None:
     from kinfer_runtime import cachefill
 

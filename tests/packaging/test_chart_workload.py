@@ -188,3 +188,23 @@ def test_wrong_prometheus_values_fail_rendering(
     render_error: Callable[..., str], values: dict[str, str], message: str
 ) -> None:
     assert message in render_error(**values)
+
+
+def test_tracing_sets_the_operators_otel_variables_and_the_runtimes_endpoint(
+    render: Render,
+) -> None:
+    (plain,) = _pod(render())["containers"]
+    assert not [n for n in _env(plain) if n.startswith("OTEL_") or "OTLP" in n]
+    (on,) = _pod(
+        render(**{"tracing.enabled": "true", "tracing.otlpEndpoint": "http://otel.obs:4317"})
+    )["containers"]
+    env = _env(on)
+    assert env["OTEL_TRACES_EXPORTER"] == "otlp"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel.obs:4317"
+    assert env["KINFER_RUNTIME_OTLP_ENDPOINT"] == "http://otel.obs:4317"
+    (no_endpoint,) = _pod(render(**{"tracing.enabled": "true"}))["containers"]
+    assert "OTEL_TRACES_EXPORTER" not in _env(no_endpoint)
+
+
+def test_a_tracing_endpoint_must_be_a_plain_http_url(render_error: Callable[..., str]) -> None:
+    assert "otlpEndpoint" in render_error(**{"tracing.otlpEndpoint": "otel:4317 --x"})

@@ -246,6 +246,9 @@ class ModelSource(ApiModel):
     """Serialization format: onnx (ONNX Runtime), torchscript (.pt) or torch-export (.pt2)."""
     version: str = Field(min_length=1, max_length=63, pattern=LABEL_VALUE)
     """Free-form model version label, shown in status, pod labels and runtime metrics."""
+    deterministic: bool = False
+    """The model's outputs depend only on its inputs (no sampling, no state): the same input
+    always gives the same output. Required by spec.runtime.responseCache."""
     sha256: str | None = Field(default=None, pattern=r"^[a-f0-9]{64}$")
     """Expected SHA-256 of the model file; a mismatch fails the load instead of serving it."""
     credentials: SecretKeyReference | None = None
@@ -414,6 +417,12 @@ class EnvVar(ApiModel):
             "from instead, e.g. spec.runtime.batching for KINFER_MAX_BATCH_SIZE",
             ".name",
         ),
+        rule(
+            "!self.name.startsWith('OTEL_')",
+            "OTEL_* variables are set by the operator from spec.runtime.tracing and the "
+            "platform's OTLP endpoint",
+            ".name",
+        ),
     )
 
     name: str = Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
@@ -424,7 +433,7 @@ class EnvVar(ApiModel):
     @field_validator("name")
     @classmethod
     def _not_the_runtime_contract(cls, name: str) -> str:
-        if name in runtime_contract.ALL_ENV:
+        if name in runtime_contract.ALL_ENV or name.startswith("OTEL_"):
             raise ValueError(f"{name} is set by the operator (the runtime contract)")
         return name
 
@@ -481,6 +490,25 @@ class GrpcConnections(ApiModel):
     no call outlives."""
 
 
+class ResponseCache(ApiModel):
+    """The runtime's response cache: a repeated input is answered from memory without running
+    the model (response header `x-kinfer-cache: hit`)."""
+
+    max_bytes: int = Field(ge=1 << 20, le=64 << 30)
+    """Bound of the cached outputs in bytes (least recently used entries go first); count it
+    in the container's memory limit."""
+
+
+class Tracing(ApiModel):
+    """OpenTelemetry tracing of the runtime's requests, exported by OTLP to the collector the
+    platform configured (the operator's `tracing.otlpEndpoint` chart value): a model only
+    turns tracing on and picks its sampling, it cannot choose where spans go."""
+
+    sampling_ratio: float = Field(default=0.01, ge=0.0, le=1.0)
+    """Share of the requests without a sampled parent that are traced; a request whose
+    W3C `traceparent` says sampled is always traced (parent-based sampling)."""
+
+
 class Runtime(ApiModel):
     """The serving container: image, accelerators, resources and batching."""
 
@@ -518,6 +546,12 @@ class Runtime(ApiModel):
     """gRPC connection lifetime (long-lived channels re-balancing across pods)."""
     service_account_name: str | None = Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN)
     """ServiceAccount the runtime pods run as; the namespace default when unset."""
+    response_cache: ResponseCache | None = None
+    """Answer repeated inputs from memory; only for spec.model.deterministic models. Off
+    when absent."""
+    tracing: Tracing | None = None
+    """OpenTelemetry tracing of requests (W3C traceparent in, OTLP out); off when absent, and
+    without effect when the platform set no OTLP endpoint."""
 
 
 class Toleration(ApiModel):
@@ -996,6 +1030,13 @@ class InferenceModelSpec(ApiModel):
 
     model_config = cel(
         rule(
+            "!has(self.runtime.responseCache) || "
+            "(has(self.model.deterministic) && self.model.deterministic)",
+            "responseCache needs spec.model.deterministic: true (a cached answer is only right "
+            "for a model whose outputs depend on its inputs alone)",
+            ".runtime.responseCache",
+        ),
+        rule(
             "!has(self.autoscaling) || self.replicas == 1",
             "replicas and autoscaling are mutually exclusive: "
             "with autoscaling the HPA owns the replica count, so leave replicas unset",
@@ -1026,6 +1067,13 @@ class InferenceModelSpec(ApiModel):
     rollout: Rollout | None = None
     """Canary rollout with metric analysis; absent: a new revision replaces the stable one
     as soon as all its replicas are ready."""
+
+    @model_validator(mode="after")
+    def _cache_needs_determinism(self) -> InferenceModelSpec:
+        # Mirrors the CEL rule, for objects an older CRD let through.
+        if self.runtime.response_cache is not None and not self.model.deterministic:
+            raise ValueError("responseCache needs spec.model.deterministic: true")
+        return self
 
     @model_validator(mode="after")
     def _replicas_or_autoscaling(self) -> InferenceModelSpec:

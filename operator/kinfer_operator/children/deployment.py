@@ -113,7 +113,26 @@ def _pvc_claim(uri: str) -> str | None:
     return uri.removeprefix("pvc://").partition("/")[0]
 
 
-def _env(model: InferenceModel, revision: str) -> list[dict[str, Any]]:
+def _tracing_env(model: InferenceModel, otlp_endpoint: str) -> dict[str, str]:
+    """OTEL_* for spec.runtime.tracing: the endpoint is the platform's (the operator's
+    setting), never the tenant's; nothing without both."""
+    tracing = model.spec.runtime.tracing
+    if tracing is None or not otlp_endpoint:
+        return {}
+    return {
+        rc.ENV_OTEL_TRACES_EXPORTER: "otlp",
+        rc.ENV_OTEL_EXPORTER_OTLP_ENDPOINT: otlp_endpoint,
+        rc.ENV_OTEL_EXPORTER_OTLP_PROTOCOL: "grpc",
+        rc.ENV_OTEL_TRACES_SAMPLER: "parentbased_traceidratio",
+        rc.ENV_OTEL_TRACES_SAMPLER_ARG: repr(tracing.sampling_ratio),
+        rc.ENV_OTEL_SERVICE_NAME: "kinfer-runtime",
+        rc.ENV_OTEL_RESOURCE_ATTRIBUTES: (
+            f"k8s.namespace.name={model.namespace},kinfer.model={model.name}"
+        ),
+    }
+
+
+def _env(model: InferenceModel, revision: str, otlp_endpoint: str = "") -> list[dict[str, Any]]:
     spec = model.spec
     batching = spec.runtime.batching
     plain = {
@@ -151,6 +170,9 @@ def _env(model: InferenceModel, revision: str) -> list[dict[str, Any]]:
     warmup = spec.rollout.analysis.warmup_seconds if spec.rollout is not None else 0
     if warmup:
         plain[rc.ENV_WARMUP_WINDOW_S] = str(warmup)
+    if spec.runtime.response_cache is not None and spec.model.deterministic:
+        plain[rc.ENV_RESPONSE_CACHE_BYTES] = str(spec.runtime.response_cache.max_bytes)
+    plain.update(_tracing_env(model, otlp_endpoint))
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain.items()]
     env.extend(source_env(model))
     env.extend({"name": e.name, "value": e.value} for e in spec.runtime.env)
@@ -286,14 +308,14 @@ def _volumes(model: InferenceModel) -> tuple[list[dict[str, Any]], list[dict[str
 
 
 def _container(
-    model: InferenceModel, revision: str, mounts: list[dict[str, Any]]
+    model: InferenceModel, revision: str, mounts: list[dict[str, Any]], otlp_endpoint: str = ""
 ) -> dict[str, Any]:
     runtime = model.spec.runtime
     return {
         "name": "runtime",
         "image": runtime.image,
         "imagePullPolicy": runtime.image_pull_policy,
-        "env": _env(model, revision),
+        "env": _env(model, revision, otlp_endpoint),
         "ports": [
             {"name": "http", "containerPort": rc.HTTP_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": rc.GRPC_PORT, "protocol": "TCP"},
@@ -325,7 +347,7 @@ def _annotations(model: InferenceModel) -> dict[str, str]:
 
 
 def build_deployment(
-    model: InferenceModel, track: Track, template_mark: str = ""
+    model: InferenceModel, track: Track, template_mark: str = "", otlp_endpoint: str = ""
 ) -> dict[str, Any]:
     """The Deployment serving the model's current revision on the given track.
 
@@ -334,6 +356,7 @@ def build_deployment(
     subresource instead). The pod template's digest is recorded on the Deployment, so a
     change of the operator's template can be told apart from others (reconcile/template_rolls).
     `template_mark` (tests only) is copied into the pod template to change it on demand.
+    `otlp_endpoint` is the platform's OTLP collector (operator setting) for traced models.
     """
     revision = revision_of(model)
     runtime = model.spec.runtime
@@ -345,7 +368,7 @@ def build_deployment(
         "terminationGracePeriodSeconds": runtime.termination_grace_period_seconds
         + PRESTOP_SLEEP_SECONDS,
         "securityContext": pod_security_context(),
-        "containers": [_container(model, revision, mounts)],
+        "containers": [_container(model, revision, mounts, otlp_endpoint)],
         "volumes": volumes,
         **placement(model),
     }

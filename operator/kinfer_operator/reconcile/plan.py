@@ -149,6 +149,7 @@ def plan(
     template_mark: str = "",
     now: datetime | None = None,
     *,
+    otlp_endpoint: str = "",
     at_zero: bool = False,
     least_queue: bool = False,
     activator_ready: bool = False,
@@ -201,7 +202,7 @@ def plan(
     if (candidate == revision and not rolled_back) or serving == revision:
         # A rolled-back canary is only scaled away: re-applying it could not help.
         track: Track = "canary" if candidate else "stable"
-        applies.append(build_deployment(model, track, template_mark))
+        applies.append(build_deployment(model, track, template_mark, otlp_endpoint))
     keep = {serving} | ({candidate} if candidate else set())
     if not may_retire:
         keep |= {v.revision for v in observed.views}  # old revisions go once stable is whole

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry import trace
 from pydantic import ValidationError
 
 from kinfer_operator._kube import MissingPermission, WriteError
@@ -55,6 +56,8 @@ from kinfer_operator.status.compute import (
 from kinfer_operator.world import Observed, RouteWait, WriteFailure, route_problem
 from kinfer_operator.world.cost import CostLedger, resource_name_of, revision_costs
 
+_TRACER = trace.get_tracer("kinfer-operator")
+
 __all__ = ["Outcome", "Reconciler", "describe_validation_error", "utc_now"]
 
 
@@ -84,6 +87,17 @@ class Outcome:
     status: InferenceModelStatus | None
     requeue_after: float | None = None
     """Seconds until the rollout needs another pass (analysis or pause due), if any."""
+
+
+def _outcome(outcome: Outcome | None) -> str:
+    """The pass's outcome for its trace span: gone, the Ready condition's reason, or written."""
+    if outcome is None:
+        return "gone"
+    if outcome.status is not None:
+        for condition in outcome.status.conditions:
+            if condition.type == "Ready":
+                return str(condition.reason)
+    return f"{outcome.writes} writes"
 
 
 def _status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -150,6 +164,7 @@ class Reconciler:
         analysis_budget: float | None = None,
         template_rolls: TemplateRolls | None = None,
         template_mark: str = "",
+        otlp_endpoint: str = "",
     ) -> None:
         """`query(endpoint, promql, timeout, name)` answers canary analysis against the
         operator's Prometheus endpoints (unit tests pass a fake); `costs` holds the
@@ -159,6 +174,7 @@ class Reconciler:
         self.kube = kube
         self.template_rolls = template_rolls
         self.template_mark = template_mark
+        self.otlp_endpoint = otlp_endpoint  # the platform's collector, for traced models
         self.costs = costs or CostLedger()
         self.analysis = AnalysisPort(prometheus, query, analysis_budget, monotonic)
         self.writes = WriteExecutor(kube, monotonic)
@@ -197,16 +213,25 @@ class Reconciler:
         """One pass for one model; None when the model no longer exists."""
         RECONCILES.labels(trigger=trigger).inc()
         started = time.perf_counter()
-        try:
-            outcome = self._pass(namespace, name)
-            if outcome is not None:
-                _log.debug("pass %s/%s (%s): %d write(s)", namespace, name, trigger, outcome.writes)
-            return outcome
-        except Exception as exc:
-            RECONCILE_ERRORS.labels(error=type(exc).__name__).inc()
-            raise
-        finally:
-            RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        # A span per pass: a no-op unless main installed an exporter (OTEL_TRACES_EXPORTER).
+        with _TRACER.start_as_current_span(
+            "reconcile",
+            attributes={"k8s.namespace.name": namespace, "kinfer.model": name, "trigger": trigger},
+        ) as span:
+            try:
+                outcome = self._pass(namespace, name)
+                if outcome is not None:
+                    _log.debug(
+                        "pass %s/%s (%s): %d write(s)", namespace, name, trigger, outcome.writes
+                    )
+                span.set_attribute("kinfer.outcome", _outcome(outcome))
+                return outcome
+            except Exception as exc:
+                RECONCILE_ERRORS.labels(error=type(exc).__name__).inc()
+                span.set_attribute("kinfer.outcome", "error")
+                raise
+            finally:
+                RECONCILE_SECONDS.observe(time.perf_counter() - started)
 
     def _pass(self, namespace: str, name: str) -> Outcome | None:
         body = self.kube.get_model(namespace, name)
@@ -242,7 +267,14 @@ class Reconciler:
             return self._refuse(current, str(err), "MissingPermission")
         backoff = self.writes.backoff_for(model.namespace, model.name, current.generation)
         rollout = self._decide_rollout(model, observed, current, backoff)
-        decided = plan(model, observed, rollout, self.template_mark, now=current.now)
+        decided = plan(
+            model,
+            observed,
+            rollout,
+            self.template_mark,
+            now=current.now,
+            otlp_endpoint=self.otlp_endpoint,
+        )
         decided, filling = gate_on_cache(model, observed, decided)  # spec.model.cache
         rolls = self.template_rolls
         gate = (

@@ -42,6 +42,7 @@ from kinfer_runtime.errors import (
     QueueTimeout,
 )
 from kinfer_runtime.termination import one_line
+from kinfer_runtime.tracing import RequestTrace, batch_spans
 
 __all__ = ["BatchObserver", "BatchPolicy", "Batcher", "QueueWait", "RunBatch"]
 
@@ -133,6 +134,7 @@ class _Job:
     priority: int
     expires: float | None = None  # perf_counter() deadline to be taken into a batch
     timer: asyncio.TimerHandle | None = field(default=None)
+    trace: RequestTrace | None = None  # None: tracing off, or the request is not sampled
 
 
 class Batcher:
@@ -184,12 +186,21 @@ class Batcher:
             raise QueueFull(f"queue full ({self.policy.max_queue_size} requests waiting)")
 
     async def submit(
-        self, inputs: Tensors, rows: int, *, priority: int = 0, queue_timeout_s: float = 0.0
+        self,
+        inputs: Tensors,
+        rows: int,
+        *,
+        priority: int = 0,
+        queue_timeout_s: float = 0.0,
+        trace: RequestTrace | None = None,
     ) -> Tensors:
         """Queues one request's rows and waits for its outputs (same row order).
 
-        `queue_timeout_s` > 0 bounds the time before a batch takes the request.
+        `queue_timeout_s` > 0 bounds the time before a batch takes the request; `trace`
+        receives the queue wait, batch and inference spans.
         """
+        if trace is not None:
+            trace.queued()
         if self._closing or self._task is None:
             raise ModelNotReady("the model is not accepting requests")
         level = self.level(priority)
@@ -204,8 +215,11 @@ class Batcher:
             finally:
                 self._arriving -= 1
             if alone:
+                if trace is not None:
+                    with batch_spans([trace], rows) as batch, batch.stage("inference"):
+                        return self._run_inline(inputs, rows, level)
                 return self._run_inline(inputs, rows, level)
-        jobs = self._enqueue(parts, level, queue_timeout_s)
+        jobs = self._enqueue(parts, level, queue_timeout_s, trace)
         # A plain timer rather than asyncio.timeout(): the same deadline for ~1/5 of the cost,
         # which shows on the hot path (profiled).
         deadline = asyncio.get_running_loop().call_later(
@@ -277,7 +291,11 @@ class Batcher:
         return chunks
 
     def _enqueue(
-        self, parts: list[tuple[Tensors, int]], level: int, queue_timeout_s: float
+        self,
+        parts: list[tuple[Tensors, int]],
+        level: int,
+        queue_timeout_s: float,
+        trace: RequestTrace | None = None,
     ) -> list[_Job]:
         limit = self.policy.max_queue_size
         if len(parts) > limit:
@@ -295,7 +313,7 @@ class Batcher:
         expires = now + queue_timeout_s if queue_timeout_s > 0 else None
         jobs = []
         for inputs, rows in parts:
-            job = _Job(inputs, rows, loop.create_future(), now, level, expires)
+            job = _Job(inputs, rows, loop.create_future(), now, level, expires, trace=trace)
             if expires is not None:
                 job.timer = loop.call_later(queue_timeout_s, self._expire, job)
             jobs.append(job)
@@ -438,9 +456,18 @@ class Batcher:
         rows = sum(job.rows for job in jobs)
         loop = asyncio.get_running_loop()
         self._executing = True
+        traces = [job.trace for job in jobs if job.trace is not None]
         try:
-            batch = self._assemble(jobs, rows)
-            outputs = await loop.run_in_executor(self._executor, self._run_checked, batch, rows)
+            if traces:
+                with batch_spans(traces, rows) as traced:
+                    batch = self._assemble(jobs, rows)
+                    with traced.stage("inference"):
+                        outputs = await loop.run_in_executor(
+                            self._executor, self._run_checked, batch, rows
+                        )
+            else:
+                batch = self._assemble(jobs, rows)
+                outputs = await loop.run_in_executor(self._executor, self._run_checked, batch, rows)
         except Exception as exc:
             failure = self._failure(rows, exc)
             for job in jobs:

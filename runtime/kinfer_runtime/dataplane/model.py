@@ -1,12 +1,24 @@
-"""A served model as the data plane sees it: identity, phase, signature and batcher."""
+"""A served model as the data plane sees it: identity, phase, signature, response cache and
+batcher."""
+
+from typing import NamedTuple
 
 from kinfer_runtime.backends.base import Backend, ModelSignature
 from kinfer_runtime.dataplane.batcher import Batcher, Tensors
 from kinfer_runtime.dataplane.readiness import Phase, Readiness
+from kinfer_runtime.dataplane.response_cache import ResponseCache
 from kinfer_runtime.dataplane.validation import check_inputs
 from kinfer_runtime.errors import ModelNotReady
+from kinfer_runtime.tracing import RequestTrace, stage
 
-__all__ = ["ServedModel"]
+__all__ = ["Inferred", "ServedModel"]
+
+
+class Inferred(NamedTuple):
+    """A request's outputs, and whether the response cache answered it."""
+
+    outputs: Tensors
+    cached: bool
 
 
 class ServedModel:
@@ -16,6 +28,8 @@ class ServedModel:
         self.readiness = readiness
         self._backend: Backend | None = None
         self._batcher: Batcher | None = None
+        # Set by the service for models marked deterministic (KINFER_RESPONSE_CACHE_BYTES).
+        self.response_cache: ResponseCache | None = None
 
     def attach(self, backend: Backend, batcher: Batcher) -> None:
         """Makes a loaded, warmed-up backend available; the batcher must already be started."""
@@ -49,12 +63,18 @@ class ServedModel:
         return self._batcher
 
     def admit(self) -> None:
-        """Cheap checks before a request body is even read: serving, and room in the queue."""
+        """Cheap checks before a request body is even read: serving, and room in the queue
+        (with a response cache, the queue is checked on a miss only: a hit needs no room)."""
+        self._require_serving()
+        assert self._batcher is not None
+        if self.response_cache is None:
+            self._batcher.admit()
+
+    def _require_serving(self) -> None:
         if self._batcher is None or not self.readiness.serving:
             phase = self.readiness.phase
             state = "loading" if phase is Phase.LOADING else phase.value
             raise ModelNotReady(f"model {self.name!r} is not serving ({state})")
-        self._batcher.admit()
 
     async def infer(self, inputs: Tensors, *, priority: int = 0, timeout_us: int = 0) -> Tensors:
         """Validates one request, queues it for batching, returns all of the model's outputs.
@@ -62,10 +82,37 @@ class ServedModel:
         `priority` and `timeout_us` follow Triton: level 1 is the highest and 0 the model's
         default; a timeout (0: none) bounds the request's wait in the queue.
         """
-        self.admit()
-        assert self._batcher is not None and self._backend is not None
-        rows = check_inputs(self._backend.signature, inputs)
-        prepared = self._backend.prepare(inputs)
-        return await self._batcher.submit(
-            prepared, rows, priority=priority, queue_timeout_s=timeout_us / 1e6
+        return (await self.infer_request(inputs, priority=priority, timeout_us=timeout_us))[0]
+
+    async def infer_request(
+        self,
+        inputs: Tensors,
+        *,
+        priority: int = 0,
+        timeout_us: int = 0,
+        trace: RequestTrace | None = None,
+    ) -> Inferred:
+        """`infer`, answered from the response cache when it holds these inputs (a hit never
+        reaches the batcher), with the request's spans when `trace` is given."""
+        cache = self.response_cache
+        with stage(trace, "preprocess"):
+            if cache is None:
+                self.admit()
+            else:
+                self._require_serving()  # a hit needs no room in the queue
+            assert self._batcher is not None and self._backend is not None
+            rows = check_inputs(self._backend.signature, inputs)
+            key = None
+            if cache is not None:
+                key = cache.key(inputs)
+                hit = cache.get(key)
+                if hit is not None:
+                    return Inferred(hit, True)
+                self._batcher.admit()
+            prepared = self._backend.prepare(inputs)
+        outputs = await self._batcher.submit(
+            prepared, rows, priority=priority, queue_timeout_s=timeout_us / 1e6, trace=trace
         )
+        if cache is not None and key is not None:
+            cache.put(key, outputs)
+        return Inferred(outputs, False)

@@ -37,8 +37,15 @@ from kinfer_runtime.schemas.inference import (
     parse_header_length,
     select_outputs,
 )
+from kinfer_runtime.tracing import RequestTrace, Tracing, stage
 
-__all__ = ["PINNED_MARKER_HEADER", "InferenceEndpoint", "TrafficClass", "traffic_class"]
+__all__ = [
+    "CACHE_HEADER",
+    "PINNED_MARKER_HEADER",
+    "InferenceEndpoint",
+    "TrafficClass",
+    "traffic_class",
+]
 
 PINNED_MARKER_HEADER: Final = "x-kinfer-pinned"
 """Set to `true` by the HTTPRoute rule of a header-pinned canary, which sends to the classified
@@ -52,6 +59,10 @@ _BINARY: Final = [(b"content-type", b"application/octet-stream")]
 _HEADER_LENGTH: Final = HEADER_LENGTH.encode()
 _SHADOW: Final = SHADOW_HEADER.encode()
 _PINNED: Final = (PINNED_MARKER_HEADER.encode(), b"true")
+CACHE_HEADER: Final = "x-kinfer-cache"
+"""`hit` on a response the response cache answered (the model did not run)."""
+_CACHE_HIT: Final = (CACHE_HEADER.encode(), b"hit")
+_TRACE_HEADERS: Final = (b"traceparent", b"tracestate")
 
 
 def traffic_class(scope: Scope, classified_port: int | None) -> TrafficClass:
@@ -80,8 +91,10 @@ class InferenceEndpoint:
         budget: ByteBudget,
         mirror: Mirror | None = None,
         classified_port: int | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.app = app
+        self._tracing = tracing
         self._budget = budget
         self._registry = registry
         self._metrics = metrics
@@ -105,12 +118,25 @@ class InferenceEndpoint:
         metrics = self._metrics
         # Mirrored or pinned requests are counted apart; a mirrored one is never mirrored again.
         kind = traffic_class(scope, self._classified_port)
+        trace = None
+        if self._tracing is not None:
+            carrier = {
+                key.decode(): value.decode("latin-1")
+                for key, value in scope["headers"]
+                if key in _TRACE_HEADERS
+            }
+            trace = self._tracing.start(carrier, name, version or "", "rest")
+        cache = "off"
         metrics.inflight.inc()
         try:
             try:
                 if scope["method"] != "POST":
                     raise HTTPException(405, headers={"Allow": "POST"})
-                content, headers, body = await self._infer(scope, receive, name, version)
+                content, headers, body = await self._infer(scope, receive, name, version, trace)
+                if trace is not None:
+                    served = self._registry.get(name, version)
+                    if served.response_cache is not None:
+                        cache = "hit" if _CACHE_HIT in headers else "miss"
             except Exception as exc:
                 status = http_status(exc)
                 await error_response(exc)(scope, receive, send)
@@ -121,6 +147,8 @@ class InferenceEndpoint:
                 # Unversioned: the candidate serves another version of the same model.
                 self._mirror.offer(f"/v2/models/{name}/infer", scope["headers"], body)
         finally:
+            if trace is not None:
+                trace.end(status, cache)
             metrics.inflight.dec()
             seconds = time.perf_counter() - started
             if kind == "pinned":
@@ -129,7 +157,12 @@ class InferenceEndpoint:
                 metrics.request_done(status, seconds, "rest", kind)
 
     async def _infer(
-        self, scope: Scope, receive: Receive, name: str, version: str | None
+        self,
+        scope: Scope,
+        receive: Receive,
+        name: str,
+        version: str | None,
+        trace: RequestTrace | None,
     ) -> tuple[bytes, list[tuple[bytes, bytes]], bytes]:
         model = self._registry.get(name, version)
         model.admit()  # 503 before reading a body we would not process
@@ -137,20 +170,27 @@ class InferenceEndpoint:
         # Charged before the body is read (413/503 refuse it unread), released once answered.
         charge = BodyCharge(self._budget, request_headers)
         try:
-            stream = Request(scope, receive).stream()
-            body = await read_body(stream, request_headers, self._max_body_bytes, charge)
-            json_length = parse_header_length(request_headers.get(HEADER_LENGTH))
-            decoded = decode_request(body, json_length)
-            selected = select_outputs(decoded, [spec.name for spec in model.signature.outputs])
-            outputs = await model.infer(
-                decoded.inputs, priority=decoded.priority, timeout_us=decoded.timeout_us
+            with stage(trace, "decode"):
+                stream = Request(scope, receive).stream()
+                body = await read_body(stream, request_headers, self._max_body_bytes, charge)
+                json_length = parse_header_length(request_headers.get(HEADER_LENGTH))
+                decoded = decode_request(body, json_length)
+                selected = select_outputs(decoded, [spec.name for spec in model.signature.outputs])
+            outputs, cached = await model.infer_request(
+                decoded.inputs,
+                priority=decoded.priority,
+                timeout_us=decoded.timeout_us,
+                trace=trace,
             )
-            content, header_length = encode_response(
-                model.name, model.version, decoded.id, outputs, selected
-            )
+            with stage(trace, "postprocess"):
+                content, header_length = encode_response(
+                    model.name, model.version, decoded.id, outputs, selected
+                )
         finally:
             charge.release()
         headers = [(b"content-length", str(len(content)).encode())]
+        if cached:
+            headers.append(_CACHE_HIT)
         if header_length is None:
             headers += _JSON
         else:

@@ -120,6 +120,8 @@ ADMISSION_RULES = [
     ("spec.runtime.resources", ".requests", "compareTo"),
     ("spec.runtime.resources", ".limits", "hugepages-"),
     ("spec.runtime.env.[]", ".name", "KINFER_MODEL_URI"),
+    ("spec.runtime.env.[]", ".name", "startsWith('OTEL_')"),
+    ("spec", ".runtime.responseCache", "self.model.deterministic"),
     ("spec.scheduling", ".nodeSelector", "matches"),
     ("spec.scheduling.tolerations.[]", ".value", "Exists"),
     ("spec.scheduling.tolerations.[]", ".tolerationSeconds", "NoExecute"),

@@ -263,3 +263,45 @@ def test_the_pod_template_digest_follows_the_template_and_the_test_mark(
         "upgrade-1"
     )
     assert TEMPLATE_MARK_ANNOTATION not in plain["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_response_cache_reaches_the_runtime_only_for_a_deterministic_model(
+    make_model: MakeModel,
+) -> None:
+    cached = make_model(
+        {"model": {"deterministic": True}, "runtime": {"responseCache": {"maxBytes": 1 << 26}}}
+    )
+    assert _env(build_deployment(cached, "stable"))[rc.ENV_RESPONSE_CACHE_BYTES] == str(1 << 26)
+    assert rc.ENV_RESPONSE_CACHE_BYTES not in _env(build_deployment(make_model(), "stable"))
+    with pytest.raises(ValidationError, match="deterministic"):
+        make_model({"runtime": {"responseCache": {"maxBytes": 1 << 26}}})
+    with pytest.raises(ValidationError):
+        make_model(
+            {"model": {"deterministic": True}, "runtime": {"responseCache": {"maxBytes": 1}}}
+        )
+
+
+def test_tracing_exports_only_to_the_platform_endpoint_with_the_models_sampling(
+    make_model: MakeModel,
+) -> None:
+    traced = make_model({"runtime": {"tracing": {"samplingRatio": 0.25}}})
+    env = _env(build_deployment(traced, "stable", otlp_endpoint="http://collector:4317"))
+    assert env[rc.ENV_OTEL_TRACES_EXPORTER] == "otlp"
+    assert env[rc.ENV_OTEL_EXPORTER_OTLP_ENDPOINT] == "http://collector:4317"
+    assert env[rc.ENV_OTEL_TRACES_SAMPLER] == "parentbased_traceidratio"
+    assert env[rc.ENV_OTEL_TRACES_SAMPLER_ARG] == "0.25"
+    assert f"kinfer.model={traced.name}" in env[rc.ENV_OTEL_RESOURCE_ATTRIBUTES]
+    # No platform endpoint, or a model without tracing: no OTEL_* at all (tracing off).
+    for dep in (
+        build_deployment(traced, "stable"),
+        build_deployment(make_model(), "stable", otlp_endpoint="http://collector:4317"),
+    ):
+        assert not [name for name in _env(dep) if name.startswith("OTEL_")]
+
+
+@pytest.mark.parametrize(
+    "name", ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_X"]
+)
+def test_a_tenant_cannot_set_otel_variables(make_model: MakeModel, name: str) -> None:
+    with pytest.raises(ValidationError, match="set by the operator"):
+        make_model({"runtime": {"env": [{"name": name, "value": "http://evil:4317"}]}})

@@ -337,3 +337,26 @@ def test_a_shadow_phase_mirrors_to_the_candidate_without_touching_stable() -> No
     config = json.loads(kube.children[("ConfigMap", "resnet50-shadow")]["data"]["mirror.json"])
     assert config == {}
     assert kube.deployments() == [stable]
+
+
+def test_each_pass_is_a_span_naming_the_model_and_its_outcome(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kinfer_operator.reconcile import run
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(run, "_TRACER", provider.get_tracer("test"))
+    kube, reconciler, _ = _setup()
+    kube.refuse = _refuse_deployments
+    one_pass(reconciler)
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "reconcile"
+    assert span.attributes is not None
+    assert span.attributes["kinfer.model"] == kube.model["metadata"]["name"]
+    assert span.attributes["k8s.namespace.name"] == kube.model["metadata"]["namespace"]
+    assert span.attributes["kinfer.outcome"] == "ChildRejected"

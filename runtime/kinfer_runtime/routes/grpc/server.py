@@ -7,6 +7,7 @@ from kinfer_runtime.dataplane.readiness import Readiness
 from kinfer_runtime.dataplane.registry import ModelRegistry
 from kinfer_runtime.metrics import RuntimeMetrics
 from kinfer_runtime.routes.grpc.service import SERVICE_NAME, InferenceServicer, method_handlers
+from kinfer_runtime.tracing import Tracing
 
 __all__ = ["start_grpc_server"]
 
@@ -23,6 +24,7 @@ async def start_grpc_server(
     max_concurrent_rpcs: int | None = None,
     max_connection_age_s: float = 0.0,
     max_connection_age_grace_s: float = 0.0,
+    tracing: Tracing | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Binds and starts the server on the running event loop; returns it and its port.
 
@@ -51,7 +53,7 @@ async def start_grpc_server(
         # bounds how many it holds at once (further calls are refused unread).
         maximum_concurrent_rpcs=max_concurrent_rpcs,
     )
-    handlers = method_handlers(InferenceServicer(registry, readiness, metrics, budget))
+    handlers = method_handlers(InferenceServicer(registry, readiness, metrics, budget, tracing))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound = server.add_insecure_port(address)

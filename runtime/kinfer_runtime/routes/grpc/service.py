@@ -30,10 +30,13 @@ from kinfer_runtime.routes.health import EXTENSIONS
 from kinfer_runtime.schemas.grpc_codec import decode_infer_request, encode_infer_response
 from kinfer_runtime.schemas.inference import select_outputs
 from kinfer_runtime.schemas.proto import grpc_service_pb2 as pb
+from kinfer_runtime.tracing import RequestTrace, Tracing, stage
 
 __all__ = ["SERVICE_NAME", "InferenceServicer", "method_handlers"]
 
 SERVICE_NAME: Final = "inference.GRPCInferenceService"
+CACHE_METADATA: Final = "x-kinfer-cache"
+"""Initial metadata `hit` on a unary ModelInfer the response cache answered."""
 
 if TYPE_CHECKING:  # grpcio's classes are generic only in their stubs
     Context = grpc.aio.ServicerContext[Any, Any]
@@ -55,7 +58,9 @@ class InferenceServicer:
         readiness: Readiness,
         metrics: RuntimeMetrics,
         budget: ByteBudget,
+        tracing: Tracing | None = None,
     ) -> None:
+        self._tracing = tracing
         self._registry = registry
         self._readiness = readiness
         self._metrics = metrics
@@ -101,27 +106,49 @@ class InferenceServicer:
             outputs=_tensors(backend.signature.outputs),
         )
 
-    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    async def _infer(
+        self, request: pb.ModelInferRequest, trace: RequestTrace | None
+    ) -> tuple[pb.ModelInferResponse, bool]:
         model = self._registry.get(request.model_name, request.model_version or None)
         model.admit()  # refuse before decoding what we would not process
-        decoded = decode_infer_request(request)
-        selected = select_outputs(decoded, [spec.name for spec in model.signature.outputs])
-        outputs = await model.infer(
-            decoded.inputs, priority=decoded.priority, timeout_us=decoded.timeout_us
+        with stage(trace, "decode"):
+            decoded = decode_infer_request(request)
+            selected = select_outputs(decoded, [spec.name for spec in model.signature.outputs])
+        outputs, cached = await model.infer_request(
+            decoded.inputs, priority=decoded.priority, timeout_us=decoded.timeout_us, trace=trace
         )
-        return encode_infer_response(model.name, model.version, decoded.id, outputs, selected)
+        with stage(trace, "postprocess"):
+            response = encode_infer_response(
+                model.name, model.version, decoded.id, outputs, selected
+            )
+        return response, cached
 
-    async def _measured_infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    def _trace(self, request: pb.ModelInferRequest, context: Context) -> RequestTrace | None:
+        if self._tracing is None:
+            return None
+        carrier = {
+            key: value
+            for key, value in (context.invocation_metadata() or ())
+            if key in ("traceparent", "tracestate") and isinstance(value, str)
+        }
+        return self._tracing.start(carrier, request.model_name, request.model_version, "grpc")
+
+    async def _measured_infer(
+        self, request: pb.ModelInferRequest, context: Context
+    ) -> tuple[pb.ModelInferResponse, bool]:
         started = time.perf_counter()
         status = 500
+        cache = "off"
+        trace = self._trace(request, context)
         self._metrics.inflight.inc()
         try:
             # grpcio has read the message already; the charge refuses the decoding, the queue
             # and the answer, and keeps REST's budget honest about what is held.
             with self._budget.charge(request.ByteSize()):
-                response = await self._infer(request)
+                response, cached = await self._infer(request, trace)
             status = 200
-            return response
+            cache = "hit" if cached else "miss"
+            return response, cached
         except asyncio.CancelledError:
             # The client cancelled or its deadline passed: nginx's "client closed request",
             # a 4xx, so that error-rate analysis can leave it out like other client errors.
@@ -131,6 +158,8 @@ class InferenceServicer:
             status = http_status(exc)
             raise
         finally:
+            if trace is not None:
+                trace.end(status, cache)
             self._metrics.inflight.dec()
             self._metrics.request_done(status, time.perf_counter() - started, "grpc")
 
@@ -138,9 +167,12 @@ class InferenceServicer:
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
         try:
-            return await self._measured_infer(request)
+            response, cached = await self._measured_infer(request, context)
         except Exception as exc:
             await context.abort(*grpc_status(exc))
+        if cached:
+            await context.send_initial_metadata(((CACHE_METADATA, "hit"),))
+        return response
 
     async def model_stream_infer(
         self, requests: AsyncIterator[pb.ModelInferRequest], context: Context
@@ -149,7 +181,7 @@ class InferenceServicer:
         the stream goes on, as in Triton."""
         async for request in requests:
             try:
-                response = await self._measured_infer(request)
+                response, _ = await self._measured_infer(request, context)
             except Exception as exc:
                 yield pb.ModelStreamInferResponse(error_message=grpc_status(exc)[1])
             else:
