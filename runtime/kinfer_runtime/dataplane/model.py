@@ -1,10 +1,14 @@
-"""A served model as the data plane sees it: identity, phase, signature and batcher."""
+"""A served model as the data plane sees it: identity, phase, signature, batcher and handler."""
+
+from typing import Any
 
 from kinfer_runtime.backends.base import Backend, ModelSignature
 from kinfer_runtime.dataplane.batcher import Batcher, Tensors
+from kinfer_runtime.dataplane.handling import HandlerRunner
 from kinfer_runtime.dataplane.readiness import Phase, Readiness
 from kinfer_runtime.dataplane.validation import check_inputs
 from kinfer_runtime.errors import ModelNotReady
+from kinfer_runtime.handlers import HandlerRequest
 
 __all__ = ["ServedModel"]
 
@@ -16,11 +20,15 @@ class ServedModel:
         self.readiness = readiness
         self._backend: Backend | None = None
         self._batcher: Batcher | None = None
+        self.handler: HandlerRunner | None = None
 
-    def attach(self, backend: Backend, batcher: Batcher) -> None:
+    def attach(
+        self, backend: Backend, batcher: Batcher, handler: HandlerRunner | None = None
+    ) -> None:
         """Makes a loaded, warmed-up backend available; the batcher must already be started."""
         self._backend = backend
         self._batcher = batcher
+        self.handler = handler
 
     @property
     def loaded(self) -> bool:
@@ -45,6 +53,13 @@ class ServedModel:
         return self.backend.signature
 
     @property
+    def output_names(self) -> tuple[str, ...]:
+        """What a request may ask for: the handler's outputs when there is one."""
+        if self.handler is not None:
+            return self.handler.output_names
+        return tuple(spec.name for spec in self.signature.outputs)
+
+    @property
     def batcher(self) -> Batcher | None:
         return self._batcher
 
@@ -62,6 +77,24 @@ class ServedModel:
         `priority` and `timeout_us` follow Triton: level 1 is the highest and 0 the model's
         default; a timeout (0: none) bounds the request's wait in the queue.
         """
+        if self.handler is not None:
+            result = await self.handle(
+                HandlerRequest(inputs), priority=priority, timeout_us=timeout_us
+            )
+            return self.handler.as_tensors(result)
+        return await self._infer_model(inputs, priority, timeout_us)
+
+    async def handle(
+        self, request: HandlerRequest, *, priority: int = 0, timeout_us: int = 0
+    ) -> Any:
+        """Runs the handler around the batched model call: its tensors or its JSON."""
+        self.admit()
+        assert self.handler is not None
+        return await self.handler.run(
+            request, lambda tensors: self._infer_model(tensors, priority, timeout_us)
+        )
+
+    async def _infer_model(self, inputs: Tensors, priority: int, timeout_us: int) -> Tensors:
         self.admit()
         assert self._batcher is not None and self._backend is not None
         rows = check_inputs(self._backend.signature, inputs)

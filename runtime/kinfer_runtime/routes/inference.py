@@ -18,13 +18,17 @@ import re
 import time
 from typing import Final, Literal
 
+import orjson
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kinfer_runtime.dataplane.budget import ByteBudget
+from kinfer_runtime.dataplane.model import ServedModel
 from kinfer_runtime.dataplane.registry import ModelRegistry
+from kinfer_runtime.errors import HandlerFailed, InvalidInput
+from kinfer_runtime.handlers import HandlerRequest
 from kinfer_runtime.metrics import RuntimeMetrics
 from kinfer_runtime.mirror import SHADOW_HEADER, Mirror
 from kinfer_runtime.routes._admission import BodyCharge
@@ -32,6 +36,7 @@ from kinfer_runtime.routes._body import read_body
 from kinfer_runtime.routes.errors import error_response, http_status
 from kinfer_runtime.schemas.inference import (
     HEADER_LENGTH,
+    OutputRequest,
     decode_request,
     encode_response,
     parse_header_length,
@@ -46,7 +51,11 @@ port: such requests are counted in kinfer_pinned_requests_total instead."""
 
 TrafficClass = Literal["live", "shadow", "pinned"]
 
-_PATH: Final = re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
+_PATH: Final = re.compile(
+    r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/(?P<action>infer|predict)"
+)
+# POST .../predict takes a raw image (or any bytes) for a model with a handler.
+_PREDICT_TYPES: Final = ("image/", "application/octet-stream")
 _JSON: Final = [(b"content-type", b"application/json")]
 _BINARY: Final = [(b"content-type", b"application/octet-stream")]
 _HEADER_LENGTH: Final = HEADER_LENGTH.encode()
@@ -93,12 +102,20 @@ class InferenceEndpoint:
         if scope["type"] == "http":
             match = _PATH.fullmatch(scope["path"])
             if match is not None:
-                await self._measured(scope, receive, send, match["name"], match["version"])
+                await self._measured(
+                    scope, receive, send, match["name"], match["version"], match["action"]
+                )
                 return
         await self.app(scope, receive, send)
 
     async def _measured(
-        self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        name: str,
+        version: str | None,
+        action: str = "infer",
     ) -> None:
         started = time.perf_counter()
         status = 200
@@ -110,7 +127,7 @@ class InferenceEndpoint:
             try:
                 if scope["method"] != "POST":
                     raise HTTPException(405, headers={"Allow": "POST"})
-                content, headers, body = await self._infer(scope, receive, name, version)
+                content, headers, body = await self._infer(scope, receive, name, version, action)
             except Exception as exc:
                 status = http_status(exc)
                 await error_response(exc)(scope, receive, send)
@@ -119,7 +136,7 @@ class InferenceEndpoint:
             await send({"type": "http.response.body", "body": content})
             if self._mirror is not None and kind != "shadow":
                 # Unversioned: the candidate serves another version of the same model.
-                self._mirror.offer(f"/v2/models/{name}/infer", scope["headers"], body)
+                self._mirror.offer(f"/v2/models/{name}/{action}", scope["headers"], body)
         finally:
             metrics.inflight.dec()
             seconds = time.perf_counter() - started
@@ -129,7 +146,7 @@ class InferenceEndpoint:
                 metrics.request_done(status, seconds, "rest", kind)
 
     async def _infer(
-        self, scope: Scope, receive: Receive, name: str, version: str | None
+        self, scope: Scope, receive: Receive, name: str, version: str | None, action: str
     ) -> tuple[bytes, list[tuple[bytes, bytes]], bytes]:
         model = self._registry.get(name, version)
         model.admit()  # 503 before reading a body we would not process
@@ -139,9 +156,12 @@ class InferenceEndpoint:
         try:
             stream = Request(scope, receive).stream()
             body = await read_body(stream, request_headers, self._max_body_bytes, charge)
+            if action == "predict":
+                content = await _predict(model, body, request_headers.get("content-type", ""))
+                return content, [(b"content-length", str(len(content)).encode()), *_JSON], body
             json_length = parse_header_length(request_headers.get(HEADER_LENGTH))
             decoded = decode_request(body, json_length)
-            selected = select_outputs(decoded, [spec.name for spec in model.signature.outputs])
+            selected = select_outputs(decoded, model.output_names)
             outputs = await model.infer(
                 decoded.inputs, priority=decoded.priority, timeout_us=decoded.timeout_us
             )
@@ -156,3 +176,24 @@ class InferenceEndpoint:
         else:
             headers += [*_BINARY, (_HEADER_LENGTH, str(header_length).encode())]
         return content, headers, body
+
+
+async def _predict(model: ServedModel, body: bytes, content_type: str) -> bytes:
+    """POST .../predict: the raw body to the handler; its JSON, or its tensors as an OIP
+    response (JSON)."""
+    if model.handler is None:
+        raise InvalidInput(f"model {model.name!r} has no handler: POST .../infer with tensors")
+    kind = content_type.split(";")[0].strip().lower()
+    if not kind.startswith(_PREDICT_TYPES):
+        raise InvalidInput(
+            f"POST .../predict takes an image (Content-Type image/*), not {kind or 'nothing'}"
+        )
+    result = await model.handle(HandlerRequest({}, body=body, content_type=kind))
+    if model.handler.tensor_outputs:
+        selected = [OutputRequest(name, False) for name in model.handler.tensor_outputs]
+        content, _ = encode_response(model.name, model.version, None, result, selected)
+        return content
+    try:
+        return orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError as exc:
+        raise HandlerFailed(f"handler postprocess returned non-JSON: {exc}") from exc

@@ -105,7 +105,7 @@ class InferenceServicer:
         model = self._registry.get(request.model_name, request.model_version or None)
         model.admit()  # refuse before decoding what we would not process
         decoded = decode_infer_request(request)
-        selected = select_outputs(decoded, [spec.name for spec in model.signature.outputs])
+        selected = select_outputs(decoded, model.output_names)
         outputs = await model.infer(
             decoded.inputs, priority=decoded.priority, timeout_us=decoded.timeout_us
         )
