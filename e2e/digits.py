@@ -144,14 +144,11 @@ def _archives(bundle: Path, root: Path) -> tuple[Path, Path]:
 def in_process_labels(bundle: Path, pngs: list[bytes]) -> list[str]:
     """The top label of each PNG through the bundle's handler and ONNX Runtime, in process:
     what serving must reproduce."""
-    import onnxruntime as ort  # type: ignore[import-untyped]
-
     from kinfer_runtime.backends import BackendOptions, open_backend
     from kinfer_runtime.bundle import open_bundle
     from kinfer_runtime.handlers import HandlerContext, HandlerRequest
     from kinfer_runtime.handlers._loader import load_handler
 
-    del ort
     opened = open_bundle(bundle, bundle.parent / "extracted")
     backend = open_backend(opened.model_path, opened.format, BackendOptions(device="cpu"))
     backend.load()

@@ -102,7 +102,7 @@ def test_invalid_manifests_name_the_field(
 ) -> None:
     (tmp_path / "kinfer.yaml").write_text(manifest)
     (tmp_path / "model.onnx").write_bytes(model_bytes)
-    with pytest.raises(ModelLoadError, match="kinfer.yaml") as caught:
+    with pytest.raises(ModelLoadError, match=r"kinfer\.yaml") as caught:
         open_bundle(tmp_path, tmp_path / "cache")
     assert reason in str(caught.value)
 
