@@ -181,7 +181,7 @@ def open_bundle(
     fmt: ModelFormat | None = None,
 ) -> Bundle:
     """The model behind a resolved source: a bare model file, a bundle directory, or an archive
-    (extracted under `extract_dir`). `fmt` overrides the manifest's and the extension's format."""
+    (extracted under `extract_dir`). `fmt` overrides a bare file's extension."""
     if is_archive(path):
         path = _single_root(extract_archive(path, extract_dir, limits or ExtractLimits()))
     if not path.is_dir():
@@ -193,7 +193,9 @@ def open_bundle(
     for extra in manifest.external_data:
         _member(path, extra, "externalData")
     labels = _read_labels(_member(path, manifest.labels, "labels")) if manifest.labels else ()
-    chosen = fmt or manifest.format or detect_format(model.name)
+    # The manifest says what its model is; KINFER_MODEL_FORMAT (the operator always sets
+    # spec.model.format, "onnx" by default) applies to bare files only.
+    chosen = manifest.format or detect_format(model.name)
     if manifest.signature is not None and chosen != "torchscript":
         raise ModelLoadError(f"{MANIFEST}: signature applies to torchscript models only")
     return Bundle(model, chosen, path, manifest, labels)
