@@ -41,9 +41,10 @@ def _module(target: str, root: Path | None) -> Any:
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    # Siblings in the bundle are importable from the handler (a helper module, say).
+    # Siblings in the bundle are importable from the handler (a helper module, say); last
+    # on the path, so that a bundle file never shadows a module the runtime imports.
     if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
+        sys.path.append(str(root))
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
