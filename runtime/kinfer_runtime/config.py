@@ -62,6 +62,8 @@ ENV: Final = {
     "torch_dtype": "KINFER_TORCH_DTYPE",
     "threads": "KINFER_THREADS",
     "batch_padding": "KINFER_BATCH_PADDING",
+    "handler": "KINFER_HANDLER",
+    "handler_threads": "KINFER_HANDLER_THREADS",
     "revision": "KINFER_REVISION",
     "shadow_config": "KINFER_SHADOW_CONFIG",
     "drain_delay_s": "KINFER_DRAIN_DELAY_S",
@@ -130,6 +132,10 @@ class Settings:
     torch_dtype: TorchDtype = "fp32"
     threads: int | None = None  # None: the container's CPU limit
     batch_padding: BatchPadding = "auto"
+    # A handler from the image (package.module:Class) for a model without a bundle manifest
+    # naming one; the manifest's handler wins.
+    handler: str | None = None
+    handler_threads: int = 4  # the thread pool running handlers' preprocess/postprocess
     revision: str = ""
     # JSON file (the operator's mounted shadow ConfigMap) saying whether to mirror answered
     # requests to a candidate revision; polled, so mirroring turns on and off without a restart.
@@ -282,6 +288,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, s
         "batch_padding",
         choices=get_args(BatchPadding),
         help="pad batches to max size for exact results; auto = when the backend needs it",
+    )
+    flag("handler", help="handler package.module:Class when the bundle names none")
+    flag(
+        "handler_threads",
+        type=_positive(int),
+        help="threads running handlers' preprocess and postprocess (4)",
     )
     flag("revision", help="opaque revision label added to every metric")
     flag("shadow_config", type=Path, help="mirroring settings file, polled (none: no mirroring)")

@@ -5,6 +5,8 @@ to a status code in a single place.
 """
 
 __all__ = [
+    "HandlerFailed",
+    "HandlerInputError",
     "InferenceFailed",
     "InvalidInput",
     "KinferError",
@@ -72,3 +74,13 @@ class InferenceFailed(KinferError):
 
 class ModelLoadError(KinferError):
     """The model could not be fetched, verified, loaded or warmed up; the process must exit."""
+
+
+class HandlerInputError(InvalidInput):
+    """Raised by a bundle's handler when the request is wrong (an undecodable image, a missing
+    input): a 400 with the message."""
+
+
+class HandlerFailed(KinferError):
+    """A handler's preprocess or postprocess raised anything else: a 500 naming the exception
+    class (its message stays in the runtime's log)."""

@@ -9,13 +9,17 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from kinfer_runtime.backends import Backend, BackendOptions, detect_format, open_backend
+from kinfer_runtime.backends import Backend, BackendOptions, open_backend
+from kinfer_runtime.bundle import Bundle, open_bundle
 from kinfer_runtime.config import Settings, object_store
 from kinfer_runtime.dataplane import Batcher, BatchPolicy, ModelRegistry, Readiness, ServedModel
 from kinfer_runtime.dataplane.budget import ByteBudget, container_memory_limit, default_budget
+from kinfer_runtime.dataplane.handling import HandlerRunner
 from kinfer_runtime.dataplane.response_cache import ResponseCache
 from kinfer_runtime.dataplane.warmup import warm_up, warmup_batch_sizes
 from kinfer_runtime.errors import ModelLoadError
+from kinfer_runtime.handlers import HandlerContext
+from kinfer_runtime.handlers._loader import load_handler
 from kinfer_runtime.metrics import RuntimeMetrics
 from kinfer_runtime.mirror import Mirror
 from kinfer_runtime.sources import Progress, redact, resolve_model
@@ -71,7 +75,7 @@ class InferenceService:
         """Loads the model off the event loop; marks ready, or reports a fatal error."""
         started = time.perf_counter()
         try:
-            backend, policy = await asyncio.to_thread(self._load)
+            backend, policy, handler = await asyncio.to_thread(self._load)
         except Exception as exc:
             reason = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
             self.fail(
@@ -86,7 +90,7 @@ class InferenceService:
             policy = dataclasses.replace(policy, inline_max_s=0.0)  # never sleep on the loop
         batcher = Batcher(infer, policy, self.metrics)
         batcher.start()
-        self.model.attach(backend, batcher)
+        self.model.attach(backend, batcher, handler)
         seconds = time.perf_counter() - started
         self.metrics.model_load_seconds.set(seconds)
         if backend.device.startswith("cuda"):
@@ -109,7 +113,20 @@ class InferenceService:
         self.metrics.model_download_bytes.set(progress.done)
         self.metrics.model_download_seconds.set(progress.seconds)
 
-    def _load(self) -> tuple[Backend, BatchPolicy]:
+    def _handler(self, bundle: Bundle, backend: Backend) -> HandlerRunner | None:
+        manifest = bundle.manifest
+        spec = (manifest.handler if manifest else None) or self.settings.handler
+        if spec is None:
+            return None
+        context = HandlerContext(
+            root=bundle.root,
+            signature=backend.signature,
+            labels=bundle.labels,
+            options=manifest.handler_options if manifest else {},
+        )
+        return HandlerRunner(load_handler(spec, context), self.settings.handler_threads)
+
+    def _load(self) -> tuple[Backend, BatchPolicy, HandlerRunner | None]:
         s = self.settings
         path = resolve_model(
             s.model_uri,
@@ -120,14 +137,18 @@ class InferenceService:
             progress=self._download_progress,
             object_store=object_store(s),
         )
+        # A bare file, a bundle directory, or an archive extracted into the cache directory.
+        bundle = open_bundle(path, s.model_cache_dir, fmt=s.model_format)
         options = BackendOptions(
             device=s.device,
             torch_dtype=s.torch_dtype,
             threads=s.threads,
             cache_dir=s.model_cache_dir,
+            signature=bundle.signature,
         )
-        backend = open_backend(path, s.model_format or detect_format(path.name), options)
+        backend = open_backend(bundle.model_path, bundle.format, options)
         backend.load()
+        handler = self._handler(bundle, backend)
         batchable = backend.signature.batchable
         # With one row per batch every batch already has the same size: nothing to pad.
         pad = (
@@ -159,7 +180,7 @@ class InferenceService:
             lower_priority_max_batch_size=s.lower_priority_max_batch_size
             or (None if on_gpu else 1),
         )
-        return backend, policy
+        return backend, policy, handler
 
     async def stop(self) -> None:
         """Finishes queued work, then releases the model."""
@@ -172,6 +193,8 @@ class InferenceService:
             self.model.backend.close()
         if self.tracing is not None:
             await asyncio.to_thread(self.tracing.shutdown)  # flushes buffered spans
+        if self.model.handler is not None:
+            self.model.handler.close()
 
 
 Infer = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]

@@ -33,7 +33,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# When a URI names a directory, the model file inside it, in order of preference.
+# A directory holding this file is a bundle (kinfer_runtime.bundle reads it).
+BUNDLE_MANIFEST: Final = "kinfer.yaml"
+# When a URI names a directory without one, the model file inside it, in order of preference.
 MODEL_FILE_NAMES: Final = ("model.onnx", "model.pt2", "model.pt")
 _CHUNK: Final = 1 << 20
 
@@ -88,6 +90,10 @@ def _check_digest(actual: str, expected: str | None, what: str) -> None:
 
 
 def _local(path: Path, sha256: str | None) -> Path:
+    if path.is_dir() and (path / BUNDLE_MANIFEST).is_file():
+        if sha256 is not None:
+            raise ModelLoadError(f"{path} is a bundle directory: sha256 pins archives and files")
+        return path  # a bundle: see kinfer_runtime.bundle
     if path.is_dir():
         found = next((path / n for n in MODEL_FILE_NAMES if (path / n).is_file()), None)
         if found is None:
@@ -122,8 +128,9 @@ def resolve_model(
     progress: Callable[[Progress], None] | None = None,
     object_store: ObjectStore | None = None,
 ) -> Path:
-    """A local, verified model file for `uri` (a path, file://, http(s)://, s3://, gs:// or
-    azure://)."""
+    """A local, verified model file, bundle directory or bundle archive for `uri` (a path,
+    file://, http(s)://, s3://, gs:// or azure://). An archive is downloaded, pinned and cached
+    like a model file; `bundle.open_bundle` extracts it."""
     parts = urllib.parse.urlsplit(uri)
     if parts.scheme in ("", "file"):
         raw = urllib.parse.unquote(parts.path) if parts.scheme == "file" else uri

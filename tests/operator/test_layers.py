@@ -56,6 +56,8 @@ RUNTIME = Layering(
         {"schemas", "metrics", "_download", "_sts"},
         # Backends load and run a model; sources fetch one; mirror copies requests.
         {"backends", "sources", "mirror"},
+        # Bundles (manifest, extraction) and the handler API over a backend's signature.
+        {"bundle", "handlers"},
         # The data plane (registry, batching, validation, warm-up) over the backends.
         {"dataplane", "config", "cachefill", "demo"},
         # REST and gRPC routes over the data plane; service assembles the data plane.

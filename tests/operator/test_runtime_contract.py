@@ -51,6 +51,7 @@ def test_operator_values_reach_the_runtime_settings() -> None:
         rc.ENV_PRIORITY_LEVELS: "3",
         rc.ENV_DEFAULT_PRIORITY: "2",
         rc.ENV_LOWER_PRIORITY_MAX_BATCH_SIZE: "4",
+        rc.ENV_HANDLER_THREADS: "6",
         rc.ENV_DEVICE: "cpu",
         rc.ENV_TORCH_DTYPE: "fp16",
         rc.ENV_REVISION: "abc123",
@@ -74,6 +75,7 @@ def test_operator_values_reach_the_runtime_settings() -> None:
     assert settings.classified_port == rc.CLASSIFIED_PORT
     assert (settings.priority_levels, settings.default_priority) == (3, 2)
     assert settings.lower_priority_max_batch_size == 4
+    assert settings.handler_threads == 6
     assert (settings.max_batch_size, settings.max_queue_delay_us, settings.max_queue_size) == (
         8,
         500,

@@ -52,6 +52,8 @@ FULL_ENV = {
     "KINFER_PRIORITY_LEVELS": "4",
     "KINFER_DEFAULT_PRIORITY": "3",
     "KINFER_LOWER_PRIORITY_MAX_BATCH_SIZE": "2",
+    "KINFER_HANDLER_THREADS": "3",
+    "KINFER_HANDLER": "pkg.mod:Handler",
     "KINFER_MAX_BATCH_SIZE": "32",
     "KINFER_MAX_QUEUE_DELAY_US": "500",
     "KINFER_MAX_QUEUE_SIZE": "64",
@@ -84,6 +86,7 @@ def test_environment_alone_configures_everything() -> None:
     assert (s.max_batch_size, s.max_queue_delay_us, s.max_queue_size) == (32, 500, 64)
     assert (s.request_timeout_s, s.max_body_bytes) == (2.5, 1000)
     assert (s.device, s.torch_dtype, s.revision, s.drain_delay_s) == ("cpu", "bf16", "abc123", 0.5)
+    assert (s.handler, s.handler_threads) == ("pkg.mod:Handler", 3)
 
 
 def test_flags_override_the_environment() -> None:

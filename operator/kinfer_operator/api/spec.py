@@ -532,6 +532,9 @@ class Runtime(ApiModel):
     """Dynamic batching settings passed to the runtime."""
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     """Compute precision for PyTorch models on GPU; ONNX models run as exported."""
+    handler_threads: int | None = Field(default=None, ge=1, le=64)
+    """Threads running a bundle handler's preprocess and postprocess (the runtime's default, 4,
+    when unset)."""
     env: list[EnvVar] = Field(
         default_factory=list,
         max_length=64,

@@ -160,6 +160,8 @@ def _env(model: InferenceModel, revision: str, otlp_endpoint: str = "") -> list[
     if batching.lower_priority_max_batch_size is not None:
         # Only when set: a new variable in every template would restart every model's pods.
         plain[rc.ENV_LOWER_PRIORITY_MAX_BATCH_SIZE] = str(batching.lower_priority_max_batch_size)
+    if spec.runtime.handler_threads is not None:
+        plain[rc.ENV_HANDLER_THREADS] = str(spec.runtime.handler_threads)
     if spec.model.cache:
         plain[rc.ENV_SHARED_CACHE_DIR] = shared_cache_dir(model)
     grpc = spec.runtime.grpc

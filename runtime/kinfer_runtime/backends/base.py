@@ -54,6 +54,8 @@ class BackendOptions:
     # None: as many threads as the container may use (see backends._cpu).
     threads: int | None = None
     cache_dir: Path | None = None
+    # A signature declared outside the model file (a bundle manifest's, for TorchScript).
+    signature: "ModelSignature | None" = None
 
 
 class Backend(Protocol):

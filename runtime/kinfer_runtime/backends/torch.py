@@ -136,14 +136,17 @@ class TorchBackend:
                 module.eval()
         except Exception as exc:  # torch raises RuntimeError, ValueError, zip errors, ...
             raise ModelLoadError(f"torch cannot load {self._path.name}: {exc}") from exc
-        if extra[SIGNATURE_FILE]:
+        if self._options.signature is not None:
+            self._signature = self._options.signature
+        elif extra[SIGNATURE_FILE]:
             self._signature = _parse_signature(extra[SIGNATURE_FILE], self._path.name)
         elif self._exported:
             self._signature = _signature_from_program(program)
         else:
             raise ModelLoadError(
                 f"{self._path.name} has no {SIGNATURE_FILE}: save TorchScript with "
-                f"torch.jit.save(m, f, _extra_files={{'{SIGNATURE_FILE}': signature_json}})"
+                f"torch.jit.save(m, f, _extra_files={{'{SIGNATURE_FILE}': signature_json}}), "
+                "or declare the signature in a bundle's kinfer.yaml"
             )
         if "BYTES" in {t.datatype for t in self._signature.inputs + self._signature.outputs}:
             raise ModelLoadError("PyTorch models cannot take or return BYTES tensors")

@@ -1,14 +1,16 @@
-"""A served model as the data plane sees it: identity, phase, signature, response cache and
-batcher."""
+"""A served model as the data plane sees it: identity, phase, signature, response cache,
+batcher and handler."""
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from kinfer_runtime.backends.base import Backend, ModelSignature
 from kinfer_runtime.dataplane.batcher import Batcher, Tensors
+from kinfer_runtime.dataplane.handling import HandlerRunner
 from kinfer_runtime.dataplane.readiness import Phase, Readiness
 from kinfer_runtime.dataplane.response_cache import ResponseCache
 from kinfer_runtime.dataplane.validation import check_inputs
 from kinfer_runtime.errors import ModelNotReady
+from kinfer_runtime.handlers import HandlerRequest
 from kinfer_runtime.tracing import RequestTrace, stage
 
 __all__ = ["Inferred", "ServedModel"]
@@ -30,11 +32,15 @@ class ServedModel:
         self._batcher: Batcher | None = None
         # Set by the service for models marked deterministic (KINFER_RESPONSE_CACHE_BYTES).
         self.response_cache: ResponseCache | None = None
+        self.handler: HandlerRunner | None = None
 
-    def attach(self, backend: Backend, batcher: Batcher) -> None:
+    def attach(
+        self, backend: Backend, batcher: Batcher, handler: HandlerRunner | None = None
+    ) -> None:
         """Makes a loaded, warmed-up backend available; the batcher must already be started."""
         self._backend = backend
         self._batcher = batcher
+        self.handler = handler
 
     @property
     def loaded(self) -> bool:
@@ -57,6 +63,13 @@ class ServedModel:
     @property
     def signature(self) -> ModelSignature:
         return self.backend.signature
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """What a request may ask for: the handler's outputs when there is one."""
+        if self.handler is not None:
+            return self.handler.output_names
+        return tuple(spec.name for spec in self.signature.outputs)
 
     @property
     def batcher(self) -> Batcher | None:
@@ -92,8 +105,36 @@ class ServedModel:
         timeout_us: int = 0,
         trace: RequestTrace | None = None,
     ) -> Inferred:
-        """`infer`, answered from the response cache when it holds these inputs (a hit never
-        reaches the batcher), with the request's spans when `trace` is given."""
+        """`infer`, through the handler when the model has one, with the request's spans when
+        `trace` is given. The response cache sits at the model call: a hit never reaches the
+        batcher (with a handler, the key is the tensors its preprocess made)."""
+        if self.handler is not None:
+            result = await self.handle(
+                HandlerRequest(inputs), priority=priority, timeout_us=timeout_us, trace=trace
+            )
+            return Inferred(self.handler.as_tensors(result), False)
+        return await self._infer_model(inputs, priority, timeout_us, trace)
+
+    async def handle(
+        self,
+        request: HandlerRequest,
+        *,
+        priority: int = 0,
+        timeout_us: int = 0,
+        trace: RequestTrace | None = None,
+    ) -> Any:
+        """Runs the handler around the batched model call: its tensors or its JSON."""
+        self.admit()
+        assert self.handler is not None
+
+        async def model_call(tensors: Tensors) -> Tensors:
+            return (await self._infer_model(tensors, priority, timeout_us, trace)).outputs
+
+        return await self.handler.run(request, model_call)
+
+    async def _infer_model(
+        self, inputs: Tensors, priority: int, timeout_us: int, trace: RequestTrace | None
+    ) -> Inferred:
         cache = self.response_cache
         with stage(trace, "preprocess"):
             if cache is None:

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from kinfer_runtime.errors import (
+    HandlerFailed,
     InferenceFailed,
     InvalidInput,
     KinferError,
@@ -28,6 +29,7 @@ _STATUS: Final[dict[type[KinferError], int]] = {
     ModelNotFound: 404,
     PayloadTooLarge: 413,
     InferenceFailed: 500,
+    HandlerFailed: 500,
     ModelLoadError: 500,
     ModelNotReady: 503,
     Overloaded: 503,

@@ -18,13 +18,17 @@ import re
 import time
 from typing import Final, Literal
 
+import orjson
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kinfer_runtime.dataplane.budget import ByteBudget
+from kinfer_runtime.dataplane.model import ServedModel
 from kinfer_runtime.dataplane.registry import ModelRegistry
+from kinfer_runtime.errors import HandlerFailed, InvalidInput
+from kinfer_runtime.handlers import HandlerRequest
 from kinfer_runtime.metrics import RuntimeMetrics
 from kinfer_runtime.mirror import SHADOW_HEADER, Mirror
 from kinfer_runtime.routes._admission import BodyCharge
@@ -32,6 +36,7 @@ from kinfer_runtime.routes._body import read_body
 from kinfer_runtime.routes.errors import error_response, http_status
 from kinfer_runtime.schemas.inference import (
     HEADER_LENGTH,
+    OutputRequest,
     decode_request,
     encode_response,
     parse_header_length,
@@ -53,7 +58,11 @@ port: such requests are counted in kinfer_pinned_requests_total instead."""
 
 TrafficClass = Literal["live", "shadow", "pinned"]
 
-_PATH: Final = re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
+_PATH: Final = re.compile(
+    r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/(?P<action>infer|predict)"
+)
+# POST .../predict takes a raw image (or any bytes) for a model with a handler.
+_PREDICT_TYPES: Final = ("image/", "application/octet-stream")
 _JSON: Final = [(b"content-type", b"application/json")]
 _BINARY: Final = [(b"content-type", b"application/octet-stream")]
 _HEADER_LENGTH: Final = HEADER_LENGTH.encode()
@@ -106,12 +115,20 @@ class InferenceEndpoint:
         if scope["type"] == "http":
             match = _PATH.fullmatch(scope["path"])
             if match is not None:
-                await self._measured(scope, receive, send, match["name"], match["version"])
+                await self._measured(
+                    scope, receive, send, match["name"], match["version"], match["action"]
+                )
                 return
         await self.app(scope, receive, send)
 
     async def _measured(
-        self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        name: str,
+        version: str | None,
+        action: str = "infer",
     ) -> None:
         started = time.perf_counter()
         status = 200
@@ -132,7 +149,9 @@ class InferenceEndpoint:
             try:
                 if scope["method"] != "POST":
                     raise HTTPException(405, headers={"Allow": "POST"})
-                content, headers, body = await self._infer(scope, receive, name, version, trace)
+                content, headers, body = await self._infer(
+                    scope, receive, name, version, action, trace
+                )
                 if trace is not None:
                     served = self._registry.get(name, version)
                     if served.response_cache is not None:
@@ -145,7 +164,7 @@ class InferenceEndpoint:
             await send({"type": "http.response.body", "body": content})
             if self._mirror is not None and kind != "shadow":
                 # Unversioned: the candidate serves another version of the same model.
-                self._mirror.offer(f"/v2/models/{name}/infer", scope["headers"], body)
+                self._mirror.offer(f"/v2/models/{name}/{action}", scope["headers"], body)
         finally:
             if trace is not None:
                 trace.end(status, cache)
@@ -162,6 +181,7 @@ class InferenceEndpoint:
         receive: Receive,
         name: str,
         version: str | None,
+        action: str,
         trace: RequestTrace | None,
     ) -> tuple[bytes, list[tuple[bytes, bytes]], bytes]:
         model = self._registry.get(name, version)
@@ -173,9 +193,15 @@ class InferenceEndpoint:
             with stage(trace, "decode"):
                 stream = Request(scope, receive).stream()
                 body = await read_body(stream, request_headers, self._max_body_bytes, charge)
-                json_length = parse_header_length(request_headers.get(HEADER_LENGTH))
-                decoded = decode_request(body, json_length)
-                selected = select_outputs(decoded, [spec.name for spec in model.signature.outputs])
+                if action != "predict":
+                    json_length = parse_header_length(request_headers.get(HEADER_LENGTH))
+                    decoded = decode_request(body, json_length)
+                    selected = select_outputs(decoded, model.output_names)
+            if action == "predict":
+                content = await _predict(
+                    model, body, request_headers.get("content-type", ""), trace
+                )
+                return content, [(b"content-length", str(len(content)).encode()), *_JSON], body
             outputs, cached = await model.infer_request(
                 decoded.inputs,
                 priority=decoded.priority,
@@ -196,3 +222,26 @@ class InferenceEndpoint:
         else:
             headers += [*_BINARY, (_HEADER_LENGTH, str(header_length).encode())]
         return content, headers, body
+
+
+async def _predict(
+    model: ServedModel, body: bytes, content_type: str, trace: RequestTrace | None
+) -> bytes:
+    """POST .../predict: the raw body to the handler; its JSON, or its tensors as an OIP
+    response (JSON)."""
+    if model.handler is None:
+        raise InvalidInput(f"model {model.name!r} has no handler: POST .../infer with tensors")
+    kind = content_type.split(";")[0].strip().lower()
+    if not kind.startswith(_PREDICT_TYPES):
+        raise InvalidInput(
+            f"POST .../predict takes an image (Content-Type image/*), not {kind or 'nothing'}"
+        )
+    result = await model.handle(HandlerRequest({}, body=body, content_type=kind), trace=trace)
+    if model.handler.tensor_outputs:
+        selected = [OutputRequest(name, False) for name in model.handler.tensor_outputs]
+        content, _ = encode_response(model.name, model.version, None, result, selected)
+        return content
+    try:
+        return orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError as exc:
+        raise HandlerFailed(f"handler postprocess returned non-JSON: {exc}") from exc

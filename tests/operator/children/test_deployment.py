@@ -250,6 +250,12 @@ def test_analysis_warmup_reaches_runtime_env_only_when_set(make_model: MakeModel
         make_model({"rollout": {**canary, "analysis": {"warmupSeconds": 3601}}})
 
 
+def test_handler_threads_reach_runtime_env_only_when_set(make_model: MakeModel) -> None:
+    assert rc.ENV_HANDLER_THREADS not in _env(build_deployment(make_model(), "stable"))
+    model = make_model({"runtime": {"handlerThreads": 8}})
+    assert _env(build_deployment(model, "stable"))[rc.ENV_HANDLER_THREADS] == "8"
+
+
 def test_the_pod_template_digest_follows_the_template_and_the_test_mark(
     make_model: MakeModel,
 ) -> None:

@@ -6,6 +6,7 @@ from typing import Final
 import grpc
 
 from kinfer_runtime.errors import (
+    HandlerFailed,
     InferenceFailed,
     InvalidInput,
     KinferError,
@@ -32,6 +33,7 @@ _CODES: Final[dict[type[KinferError], grpc.StatusCode]] = {
     # Request memory in flight is at the budget: the same, for bytes rather than requests.
     MemoryBudgetFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
     InferenceFailed: grpc.StatusCode.INTERNAL,
+    HandlerFailed: grpc.StatusCode.INTERNAL,
     ModelLoadError: grpc.StatusCode.INTERNAL,
     ModelNotReady: grpc.StatusCode.UNAVAILABLE,
     # Queue timeout and request deadline: the request never ran (or was dropped); retryable.

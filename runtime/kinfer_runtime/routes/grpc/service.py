@@ -113,7 +113,7 @@ class InferenceServicer:
         model.admit()  # refuse before decoding what we would not process
         with stage(trace, "decode"):
             decoded = decode_infer_request(request)
-            selected = select_outputs(decoded, [spec.name for spec in model.signature.outputs])
+            selected = select_outputs(decoded, model.output_names)
         outputs, cached = await model.infer_request(
             decoded.inputs, priority=decoded.priority, timeout_us=decoded.timeout_us, trace=trace
         )
