@@ -38,13 +38,27 @@ from kinfer_runtime.schemas.inference import (
     select_outputs,
 )
 
-__all__ = ["PINNED_MARKER_HEADER", "InferenceEndpoint", "TrafficClass", "traffic_class"]
+__all__ = [
+    "COLD_START_MARKER_HEADER",
+    "PINNED_MARKER_HEADER",
+    "QUEUE_DEPTH_HEADER",
+    "InferenceEndpoint",
+    "TrafficClass",
+    "traffic_class",
+]
 
 PINNED_MARKER_HEADER: Final = "x-kinfer-pinned"
 """Set to `true` by the HTTPRoute rule of a header-pinned canary, which sends to the classified
 port: such requests are counted in kinfer_pinned_requests_total instead."""
 
-TrafficClass = Literal["live", "shadow", "pinned"]
+COLD_START_MARKER_HEADER: Final = "x-kinfer-cold-start"
+"""Set to `true` by the activator on a request it held for a cold start, sent to the classified
+port: counted with source="cold_start", which canary analysis leaves out."""
+QUEUE_DEPTH_HEADER: Final = "x-kinfer-queue-depth"
+"""On every inference answer: the inference requests still in flight here, this one excluded;
+the activator's least-queue routing reads it to see what other senders have queued."""
+
+TrafficClass = Literal["live", "shadow", "pinned", "cold_start"]
 
 _PATH: Final = re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
 _JSON: Final = [(b"content-type", b"application/json")]
@@ -52,6 +66,8 @@ _BINARY: Final = [(b"content-type", b"application/octet-stream")]
 _HEADER_LENGTH: Final = HEADER_LENGTH.encode()
 _SHADOW: Final = SHADOW_HEADER.encode()
 _PINNED: Final = (PINNED_MARKER_HEADER.encode(), b"true")
+_COLD_START: Final = (COLD_START_MARKER_HEADER.encode(), b"true")
+_QUEUE_DEPTH: Final = QUEUE_DEPTH_HEADER.encode()
 
 
 def traffic_class(scope: Scope, classified_port: int | None) -> TrafficClass:
@@ -63,6 +79,8 @@ def traffic_class(scope: Scope, classified_port: int | None) -> TrafficClass:
     headers = scope["headers"]
     if _PINNED in headers:
         return "pinned"  # the gateway's pinned rule
+    if _COLD_START in headers:
+        return "cold_start"  # the activator, for a request held while the model was at zero
     if any(key == _SHADOW for key, _ in headers):
         return "shadow"  # a stable runtime's mirror
     return "live"
@@ -88,6 +106,7 @@ class InferenceEndpoint:
         self._max_body_bytes = max_body_bytes
         self._mirror = mirror
         self._classified_port = classified_port
+        self._inflight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -106,6 +125,7 @@ class InferenceEndpoint:
         # Mirrored or pinned requests are counted apart; a mirrored one is never mirrored again.
         kind = traffic_class(scope, self._classified_port)
         metrics.inflight.inc()
+        self._inflight += 1
         try:
             try:
                 if scope["method"] != "POST":
@@ -115,13 +135,21 @@ class InferenceEndpoint:
                 status = http_status(exc)
                 await error_response(exc)(scope, receive, send)
                 return
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            depth = str(self._inflight - 1).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [*headers, (_QUEUE_DEPTH, depth)],
+                }
+            )
             await send({"type": "http.response.body", "body": content})
             if self._mirror is not None and kind != "shadow":
                 # Unversioned: the candidate serves another version of the same model.
                 self._mirror.offer(f"/v2/models/{name}/infer", scope["headers"], body)
         finally:
             metrics.inflight.dec()
+            self._inflight -= 1
             seconds = time.perf_counter() - started
             if kind == "pinned":
                 metrics.pinned_request_done(status, seconds, "rest")
