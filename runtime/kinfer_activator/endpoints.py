@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 HTTP_PORT_NAME = "http"
+GRPC_PORT_NAME = "grpc"
 CLASSIFIED_PORT_NAME = "classified"
 """The runtime's classified listener: where markers set by kinfer's own senders count."""
 
@@ -40,6 +41,7 @@ class Pod:
     address: str
     http_port: int
     classified_port: int | None = None
+    grpc_port: int | None = None
 
 
 class EndpointSource(Protocol):
@@ -72,7 +74,7 @@ class StaticEndpoints:
 
 
 class FileEndpoints(StaticEndpoints):
-    """Endpoints from a JSON file, `{"<namespace>/<service>": ["ip:httpPort[:classifiedPort]"]}`,
+    """Endpoints from a JSON file, `{"<ns>/<service>": ["ip:http[:classified[:grpc]]"]}`,
     re-read by `poll`: runs without a cluster (the benchmark, drills on one machine)."""
 
     def __init__(self, path: Path) -> None:
@@ -106,8 +108,9 @@ class FileEndpoints(StaticEndpoints):
 
 
 def _parse_pod(text: str) -> Pod:
-    address, http_port, *classified = text.split(":")
-    return Pod(address, int(http_port), int(classified[0]) if classified else None)
+    address, http_port, *more = text.split(":")
+    ports = [int(p) if p else None for p in more] + [None, None]
+    return Pod(address, int(http_port), ports[0], ports[1])
 
 
 def pods_of_slice(endpoint_slice: dict[str, Any]) -> tuple[Pod, ...]:
@@ -118,6 +121,8 @@ def pods_of_slice(endpoint_slice: dict[str, Any]) -> tuple[Pod, ...]:
         return ()
     classified = ports.get(CLASSIFIED_PORT_NAME)
     classified = classified if isinstance(classified, int) else None
+    grpc_port = ports.get(GRPC_PORT_NAME)
+    grpc_port = grpc_port if isinstance(grpc_port, int) else None
     pods = []
     for endpoint in endpoint_slice.get("endpoints") or ():
         conditions = endpoint.get("conditions") or {}
@@ -125,9 +130,7 @@ def pods_of_slice(endpoint_slice: dict[str, Any]) -> tuple[Pod, ...]:
         if conditions.get("ready") is False or conditions.get("terminating") is True:
             continue
         for address in endpoint.get("addresses") or ():
-            pods.append(
-                Pod(address, http_port, classified if isinstance(classified, int) else None)
-            )
+            pods.append(Pod(address, http_port, classified, grpc_port))
     return tuple(pods)
 
 

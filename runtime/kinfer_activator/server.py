@@ -20,10 +20,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kinfer_activator.endpoints import EndpointSource
+from kinfer_activator.grpc_proxy import GrpcFront
 from kinfer_activator.metrics import ActivatorMetrics
 from kinfer_activator.pool import HoldTimeout, ModelPool, QueueFull
 from kinfer_activator.proxy import COLD_START_HEADER, error, forward, model_in_path
-from kinfer_activator.table import RoutesTable
+from kinfer_activator.table import Route, RoutesTable
 from kinfer_activator.waker import Waker
 
 __all__ = ["Activator", "ActivatorSettings"]
@@ -56,6 +57,8 @@ class Activator:
         self._session: aiohttp.ClientSession | None = None
         self._table: RoutesTable | None = None
         self.draining = False
+        self._grpc = GrpcFront(self.pool, self.metrics, self.settings.host)
+        self._grpc_ports: dict[int, int] = {}  # http port -> the gRPC port opened for it
         endpoints.subscribe(self._endpoints_changed)
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -95,15 +98,33 @@ class Activator:
             if pool is not None and pool.route.key == route.key:
                 pool.route = route
                 pool.dispatch()
-                continue
-            self._pools[port] = ModelPool(route, self._endpoints, self._waker, self.metrics)
+            else:
+                self._pools[port] = ModelPool(route, self._endpoints, self._waker, self.metrics)
             if port not in self._runners:
                 try:
                     self._runners[port] = await self._listen(port)
                 except OSError as exc:
                     log.error("cannot listen on %d for %s/%s: %s", port, *route.key, exc)
                     self._pools.pop(port)
+        await self._apply_grpc(wanted)
         self._table = table
+
+    async def _apply_grpc(self, wanted: dict[int, Route]) -> None:
+        for http_port, grpc_port in list(self._grpc_ports.items()):
+            route = wanted.get(http_port)
+            if route is None or route.grpc_port != grpc_port or http_port not in self._pools:
+                del self._grpc_ports[http_port]
+                await self._grpc.close(grpc_port, 0)
+        for http_port, route in wanted.items():
+            if route.grpc_port and http_port not in self._grpc_ports and http_port in self._pools:
+                try:
+                    await self._grpc.open(route.grpc_port, http_port)
+                except (OSError, RuntimeError) as exc:
+                    log.error(
+                        "cannot serve gRPC on %d for %s/%s: %s", route.grpc_port, *route.key, exc
+                    )
+                    continue
+                self._grpc_ports[http_port] = route.grpc_port
 
     async def _listen(self, port: int) -> web.AppRunner:
         app = web.Application(client_max_size=self.settings.max_body_bytes)
@@ -134,7 +155,10 @@ class Activator:
         await asyncio.sleep(self.settings.drain_delay_s)
         for runner in self._runners.values():
             runner._shutdown_timeout = self._longest_hold()
-        await asyncio.gather(*(runner.cleanup() for runner in self._runners.values()))
+        await asyncio.gather(
+            self._grpc.drain(self._longest_hold()),
+            *(runner.cleanup() for runner in self._runners.values()),
+        )
         self._runners.clear()
         await self.close()
 

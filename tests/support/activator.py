@@ -72,14 +72,14 @@ def _wait_ready(port: int, process: subprocess.Popen[bytes], timeout_s: float = 
 
 @contextlib.contextmanager
 def spawn_runtime(model: Path, **flags: str) -> Iterator[Runtime]:
-    port, classified, metrics = free_port(), free_port(), free_port()
+    port, classified, metrics, grpc = free_port(), free_port(), free_port(), free_port()
     args = {
         "model-uri": str(model),
         "model-name": "demo",
         "host": "127.0.0.1",
         "port": str(port),
         "classified-port": str(classified),
-        "grpc-port": "0",
+        "grpc-port": str(grpc),
         "metrics-port": str(metrics),
         "drain-delay-s": "0",
         "log-level": "warning",
@@ -91,7 +91,7 @@ def spawn_runtime(model: Path, **flags: str) -> Iterator[Runtime]:
     process = subprocess.Popen(command)
     try:
         _wait_ready(port, process)
-        yield Runtime(Pod("127.0.0.1", port, classified), process, metrics)
+        yield Runtime(Pod("127.0.0.1", port, classified, grpc), process, metrics)
     finally:
         process.terminate()
         try:
