@@ -197,12 +197,12 @@ def _table(
         "",
         "| measure | direct | through the activator | result | goal |",
         "|---|---|---|---|---|",
-        f"| p50 at c=1 | {d1[1]:.2f} ms | {v1[1]:.2f} ms | +{added:.2f} ms "
+        f"| p50 at c=1 | {d1[1]:.2f} ms | {v1[1]:.2f} ms | {added:+.2f} ms "
         f"| {'met' if added <= 1.0 else 'MISSED'} (<= +1 ms) |",
-        f"| p99 at c=1 | {d1[2]:.2f} ms | {v1[2]:.2f} ms | +{v1[2] - d1[2]:.2f} ms | — |",
+        f"| p99 at c=1 | {d1[2]:.2f} ms | {v1[2]:.2f} ms | {v1[2] - d1[2]:+.2f} ms | — |",
         f"| throughput at c=32 | {d32[0]:.0f} req/s | {v32[0]:.0f} req/s | x{ratio:.2f} "
         f"| {'met' if ratio >= 0.8 else 'MISSED'} (>= x0.8) |",
-        f"| p50 at c=32 | {d32[1]:.2f} ms | {v32[1]:.2f} ms | +{v32[1] - d32[1]:.2f} ms | — |",
+        f"| p50 at c=32 | {d32[1]:.2f} ms | {v32[1]:.2f} ms | {v32[1] - d32[1]:+.2f} ms | — |",
         f"| activator CPU per 1000 req/s | — | {cpu:.2f} cores | — | — |",
         f"| activator RSS | — | {max(rss):.0f} MiB | — | — |",
         "",
