@@ -140,7 +140,7 @@ class GrpcFront:
         labels = route.key
         try:
             if lease.pod.grpc_port is None:
-                self._metrics.forwarded.labels(*labels, "502").inc()
+                self._metrics.forwarded.labels(*labels, "UNAVAILABLE").inc()
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "the replica exposes no gRPC port")
             assert lease.pod.grpc_port is not None
             metadata = [
@@ -156,11 +156,11 @@ class GrpcFront:
                     request, metadata=metadata, timeout=context.time_remaining()
                 )
             except grpc.aio.AioRpcError as exc:
-                self._metrics.forwarded.labels(*labels, "grpc").inc()
+                self._metrics.forwarded.labels(*labels, exc.code().name).inc()
                 await context.abort(exc.code(), exc.details() or "")
         finally:
             pool.release(lease, None)
-        self._metrics.forwarded.labels(*labels, "200").inc()
+        self._metrics.forwarded.labels(*labels, "OK").inc()
         if lease.waited_s is not None:
             context.set_trailing_metadata(((COLD_START_HEADER, f"{lease.waited_s:.3f}"),))
         return response

@@ -41,7 +41,8 @@ class ActivatorMetrics:
         )
         self.forwarded = Counter(
             FORWARDED_REQUESTS_TOTAL,
-            "Requests forwarded to a runtime pod, by the HTTP status it answered (502: none).",
+            "Requests forwarded to a runtime pod, by the HTTP status it answered (502: none) or,"
+            " over gRPC, the status code name.",
             [*LABELS, "code"],
             registry=self.registry,
         )

@@ -129,8 +129,13 @@ class Activator:
     async def _listen(self, port: int) -> web.AppRunner:
         app = web.Application(client_max_size=self.settings.max_body_bytes)
         app.router.add_route("*", "/{tail:.*}", partial(self._handle, port))
+        # handler_cancellation: a client that leaves while held frees its place in the queue.
         runner = web.AppRunner(
-            app, access_log=None, shutdown_timeout=self._longest_hold(), handle_signals=False
+            app,
+            access_log=None,
+            shutdown_timeout=self._longest_hold(),
+            handle_signals=False,
+            handler_cancellation=True,
         )
         await runner.setup()
         await web.TCPSite(runner, self.settings.host, port).start()

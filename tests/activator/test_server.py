@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Callable
 
 import aiohttp
@@ -39,8 +40,6 @@ def _url(port: int, model: str = "demo") -> str:
 
 
 def _wait_held(activator: ActivatorThread, port: int, n: int) -> None:
-    import time
-
     deadline = time.monotonic() + 60
     pool = activator.activator.pool(port)
     assert pool is not None
@@ -245,3 +244,27 @@ def test_canary_weight_splits_between_revisions(
     asyncio.run(_many(_url(port), infer_body, 8))
 
     assert [r.requests() - b for r, b in zip(runtimes, before, strict=True)] == [0, 8]
+
+
+def test_a_client_that_leaves_while_held_frees_its_place(
+    activator: ActivatorThread, infer_body: Body
+) -> None:
+    port = free_port()
+    activator.apply(make_route(port, at_zero=True, max_held_requests=1))
+
+    async def leave() -> None:
+        timeout = aiohttp.ClientTimeout(total=0.5)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            try:
+                await _post(session, _url(port), infer_body)
+            except TimeoutError:
+                return
+        raise AssertionError("answered while no pod was ready")
+
+    asyncio.run(leave())
+    pool = activator.activator.pool(port)
+    assert pool is not None
+    deadline = time.monotonic() + 30
+    while pool.held:
+        assert time.monotonic() < deadline, "the gone client's request is still held"
+        time.sleep(0.02)
