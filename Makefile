@@ -58,7 +58,7 @@ lint: venv ## ruff check and format check
 	$(BIN)/ruff format --check operator runtime tests e2e bench
 
 typecheck: venv ## mypy --strict on our packages
-	$(BIN)/mypy operator/kinfer_operator runtime/kinfer_runtime
+	$(BIN)/mypy operator/kinfer_operator runtime/kinfer_runtime runtime/kinfer_activator
 
 unit: venv ## unit tests (no cluster)
 	$(BIN)/pytest tests
@@ -98,9 +98,10 @@ demo: venv cluster ## local cluster + operator + sample InferenceModel, shown li
 demo-down: ## stop the demo operator and the cluster
 	bash e2e/demo.sh down
 
-bench: venv ## runtime benchmark (prints a markdown table)
+bench: venv ## runtime and activator benchmarks (print markdown tables)
 	$(BIN)/python bench/runtime.py
 	$(BIN)/python bench/cache_tracing.py
+	$(BIN)/python bench/activator.py
 
 bench-operator: venv cluster ## operator at 100/500/1000 models vs direct apply (kwok lane; prints tables)
 	PATH=$(K8S_BIN):$$PATH KUBECONFIG=$(CLUSTER_DIR)/kubeconfig $(BIN)/python bench/operator_scale.py

@@ -88,7 +88,9 @@ _QUEUE_BUCKETS: Final = (0.0001, 0.00025, 0.0005, *_LATENCY_BUCKETS)
 _BATCH_BUCKETS: Final = tuple(float(2**i) for i in range(11))  # 1 .. 1024
 
 WireProtocol = Literal["rest", "grpc"]
-Source = Literal["live", "shadow"]
+Source = Literal["live", "shadow", "cold_start"]
+"""cold_start: a request the activator held while the model had no Ready pod (its marker
+counts on the classified port only); canary analysis leaves these out, idle detection not."""
 ShadowResult = Literal["mirrored", "failed", "dropped"]
 
 

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+from kinfer_activator.metrics import ActivatorMetrics
 from kinfer_operator import metrics as operator_metrics
 from kinfer_operator.world import Store
 from kinfer_operator.world.cost import CostLedger
@@ -102,3 +103,13 @@ def test_readme_operator_metrics_are_exactly_the_operator_exports_each_once() ->
     names = _operator_list()
     assert [n for n, c in names.items() if c > 1] == [], "listed more than once"
     assert set(names) == operator_exports()
+
+
+def activator_exports() -> set[str]:
+    return _names(ActivatorMetrics().registry.collect())
+
+
+def test_readme_activator_metrics_are_exactly_the_activator_exports_each_once() -> None:
+    names = listed(_block(README.read_text(), "**Activator metrics**", "\n\n"))
+    assert [n for n, c in names.items() if c > 1] == [], "listed more than once"
+    assert set(names) == activator_exports()

@@ -43,8 +43,9 @@ class AnalysisTarget:
         if self.source == "shadow":
             return f'{sel},source="shadow"'
         if self.source == "live":
-            # != rather than ="live": series of runtimes without the label still match.
-            return f'{sel},source!="shadow"'
+            # !~ rather than ="live": series of runtimes without the label still match. Requests
+            # the activator held for a cold start (source="cold_start") are left out too.
+            return f'{sel},source!~"shadow|cold_start"'
         return sel
 
 

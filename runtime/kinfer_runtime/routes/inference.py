@@ -46,7 +46,9 @@ from kinfer_runtime.tracing import RequestTrace, Tracing, stage
 
 __all__ = [
     "CACHE_HEADER",
+    "COLD_START_MARKER_HEADER",
     "PINNED_MARKER_HEADER",
+    "QUEUE_DEPTH_HEADER",
     "InferenceEndpoint",
     "TrafficClass",
     "traffic_class",
@@ -56,7 +58,14 @@ PINNED_MARKER_HEADER: Final = "x-kinfer-pinned"
 """Set to `true` by the HTTPRoute rule of a header-pinned canary, which sends to the classified
 port: such requests are counted in kinfer_pinned_requests_total instead."""
 
-TrafficClass = Literal["live", "shadow", "pinned"]
+COLD_START_MARKER_HEADER: Final = "x-kinfer-cold-start"
+"""Set to `true` by the activator on a request it held for a cold start, sent to the classified
+port: counted with source="cold_start", which canary analysis leaves out."""
+QUEUE_DEPTH_HEADER: Final = "x-kinfer-queue-depth"
+"""On every inference answer: the inference requests still in flight here, this one excluded;
+the activator's least-queue routing reads it to see what other senders have queued."""
+
+TrafficClass = Literal["live", "shadow", "pinned", "cold_start"]
 
 _PATH: Final = re.compile(
     r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/(?P<action>infer|predict)"
@@ -72,6 +81,8 @@ CACHE_HEADER: Final = "x-kinfer-cache"
 """`hit` on a response the response cache answered (the model did not run)."""
 _CACHE_HIT: Final = (CACHE_HEADER.encode(), b"hit")
 _TRACE_HEADERS: Final = (b"traceparent", b"tracestate")
+_COLD_START: Final = (COLD_START_MARKER_HEADER.encode(), b"true")
+_QUEUE_DEPTH: Final = QUEUE_DEPTH_HEADER.encode()
 
 
 def traffic_class(scope: Scope, classified_port: int | None) -> TrafficClass:
@@ -83,6 +94,8 @@ def traffic_class(scope: Scope, classified_port: int | None) -> TrafficClass:
     headers = scope["headers"]
     if _PINNED in headers:
         return "pinned"  # the gateway's pinned rule
+    if _COLD_START in headers:
+        return "cold_start"  # the activator, for a request held while the model was at zero
     if any(key == _SHADOW for key, _ in headers):
         return "shadow"  # a stable runtime's mirror
     return "live"
@@ -110,6 +123,7 @@ class InferenceEndpoint:
         self._max_body_bytes = max_body_bytes
         self._mirror = mirror
         self._classified_port = classified_port
+        self._inflight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -145,6 +159,7 @@ class InferenceEndpoint:
             trace = self._tracing.start(carrier, name, version or "", "rest")
         cache = "off"
         metrics.inflight.inc()
+        self._inflight += 1
         try:
             try:
                 if scope["method"] != "POST":
@@ -160,7 +175,14 @@ class InferenceEndpoint:
                 status = http_status(exc)
                 await error_response(exc)(scope, receive, send)
                 return
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            depth = str(self._inflight - 1).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [*headers, (_QUEUE_DEPTH, depth)],
+                }
+            )
             await send({"type": "http.response.body", "body": content})
             if self._mirror is not None and kind != "shadow":
                 # Unversioned: the candidate serves another version of the same model.
@@ -169,6 +191,7 @@ class InferenceEndpoint:
             if trace is not None:
                 trace.end(status, cache)
             metrics.inflight.dec()
+            self._inflight -= 1
             seconds = time.perf_counter() - started
             if kind == "pinned":
                 metrics.pinned_request_done(status, seconds, "rest")

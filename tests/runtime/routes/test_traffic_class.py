@@ -7,7 +7,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from kinfer_runtime.mirror import SHADOW_HEADER
-from kinfer_runtime.routes.inference import PINNED_MARKER_HEADER, traffic_class
+from kinfer_runtime.routes.inference import (
+    COLD_START_MARKER_HEADER,
+    PINNED_MARKER_HEADER,
+    QUEUE_DEPTH_HEADER,
+    traffic_class,
+)
 
 INFER = "/v2/models/demo/infer"
 BOTH_MARKERS = {SHADOW_HEADER: "stable", PINNED_MARKER_HEADER: "true"}
@@ -17,7 +22,7 @@ def _counts(live) -> dict[str, float]:
     """Requests so far by class and code, over the codes these tests produce."""
     out: dict[str, float] = {}
     for code in ("200", "400"):
-        for source in ("live", "shadow"):
+        for source in ("live", "shadow", "cold_start"):
             labels = {"protocol": "rest", "source": source, "code": code}
             out[f"{source} {code}"] = live.metric("kinfer_requests_total", **labels) or 0.0
         pinned = live.metric("kinfer_pinned_requests_total", protocol="rest", code=code)
@@ -63,6 +68,24 @@ def test_a_client_spoofing_both_markers_on_the_public_port_is_counted_live(
     assert _delta(before, _counts(server)) == {"live 200": 3, "live 400": 3}
 
 
+def test_a_client_spoofing_the_cold_start_marker_on_the_public_port_is_counted_live(
+    server, public: httpx.Client, oip, images
+) -> None:
+    body, headers = oip.image_body(images[:1])
+    before = _counts(server)
+    marker = {COLD_START_MARKER_HEADER: "true"}
+    assert public.post(INFER, content=body, headers=headers | marker).status_code == 200
+    assert _delta(before, _counts(server)) == {"live 200": 1}
+
+
+def test_every_answer_reports_the_requests_in_flight_beside_it(
+    public: httpx.Client, oip, images
+) -> None:
+    body, headers = oip.image_body(images[:1])
+    answer = public.post(INFER, content=body, headers=headers)
+    assert answer.headers[QUEUE_DEPTH_HEADER] == "0"  # alone: nothing else in flight
+
+
 @pytest.mark.parametrize(
     ("markers", "counted_as"),
     [
@@ -70,6 +93,8 @@ def test_a_client_spoofing_both_markers_on_the_public_port_is_counted_live(
         ({PINNED_MARKER_HEADER: "true"}, "pinned"),
         (BOTH_MARKERS, "pinned"),  # the pinned rule's marker wins, as before
         ({PINNED_MARKER_HEADER: "yes"}, "live"),  # only the value the route sets
+        ({COLD_START_MARKER_HEADER: "true"}, "cold_start"),  # held by the activator
+        ({COLD_START_MARKER_HEADER: "1"}, "live"),
         ({}, "live"),
     ],
 )

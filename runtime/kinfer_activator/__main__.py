@@ -1,0 +1,3 @@
+from kinfer_activator.cli import main
+
+main()
