@@ -12,17 +12,25 @@ from kinfer_operator.naming import MODEL_LABEL, REVISION_LABEL, child_labels, se
 __all__ = ["build_service"]
 
 
-def build_service(model: InferenceModel, only_revision: str | None = None) -> dict[str, Any]:
+def build_service(
+    model: InferenceModel, only_revision: str | None = None, *, selector: bool = True
+) -> dict[str, Any]:
     """ClusterIP Service selecting all revisions' pods.
 
     Readiness gates traffic: a replica joins only once its model is loaded and warm. While two
     revisions run side by side, traffic splits by ready replica count. `only_revision` pins
     the Service to one revision: during a shadow phase the candidate runs beside stable but
     must get no user traffic (it only sees mirrored requests).
+
+    `selector=False` (the activator fronts the model: at zero, waking, or leastQueue routing):
+    no selector, so the EndpointSlice controller leaves the Service alone and the operator's
+    own `<name>-kinfer` EndpointSlice (children/endpointslice.py) points it at the activator.
+    Ports stay as they are: a selector-less Service's ports match the slice's by name.
     """
-    selector = {MODEL_LABEL: model.name}
+    chosen = {MODEL_LABEL: model.name}
     if only_revision is not None:
-        selector[REVISION_LABEL] = only_revision
+        chosen[REVISION_LABEL] = only_revision
+    spec_selector = {"selector": chosen} if selector else {}
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -34,7 +42,7 @@ def build_service(model: InferenceModel, only_revision: str | None = None) -> di
         },
         "spec": {
             "type": "ClusterIP",
-            "selector": selector,
+            **spec_selector,
             "ports": [
                 {
                     "name": "http",
