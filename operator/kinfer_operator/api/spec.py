@@ -27,8 +27,10 @@ from kinfer_operator.api._base import ApiModel, cel, rule
 __all__ = [
     "AWS_SECRET_KEYS",
     "AZURE_SECRET_KEYS",
+    "DEFAULT_IDLE_SECONDS",
     "GPU",
     "GROUP",
+    "HOLD_MARGIN_SECONDS",
     "KIND",
     "OBJECT_STORE_PREFIXES",
     "PLURAL",
@@ -40,8 +42,6 @@ __all__ = [
     "Canary",
     "CanaryStep",
     "CustomCheck",
-    "DEFAULT_IDLE_SECONDS",
-    "HOLD_MARGIN_SECONDS",
     "InferenceModelSpec",
     "ModelCache",
     "ModelSource",
@@ -662,6 +662,9 @@ class Autoscaling(ApiModel):
     max_hold_seconds: int | None = Field(default=None, ge=1, le=7_800)
     """Longest a held request waits for a Ready replica before 503 (gRPC UNAVAILABLE);
     default spec.runtime.startupTimeoutSeconds plus 60."""
+    prometheus: str | None = Field(default=None, max_length=63, pattern=DNS_LABEL)
+    """With minReplicas 0: name of the Prometheus endpoint (one the operator is configured
+    with) that tells whether the model had requests; the operator's default when absent."""
 
     @property
     def scales_to_zero(self) -> bool:

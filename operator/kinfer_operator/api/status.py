@@ -53,7 +53,15 @@ Message = Annotated[str, BeforeValidator(_cut(4096)), StringConstraints(max_leng
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 Phase = Literal[
-    "Pending", "Progressing", "Canary", "Ready", "Idle", "Waking", "RolledBack", "Degraded", "Failed"
+    "Pending",
+    "Progressing",
+    "Canary",
+    "Ready",
+    "Idle",
+    "Waking",
+    "RolledBack",
+    "Degraded",
+    "Failed",
 ]
 RolloutPhase = Literal["Progressing", "Promoting", "Succeeded", "RolledBack", "Superseded"]
 Decision = Literal["Pass", "Fail", "Inconclusive", "Error"]

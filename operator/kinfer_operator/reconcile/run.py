@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,7 +29,7 @@ from kinfer_operator.reconcile.analysis_port import AnalysisPort
 from kinfer_operator.reconcile.backoff import WriteBackoff
 from kinfer_operator.reconcile.cache import FILL_POLL_SECONDS, gate_on_cache
 from kinfer_operator.reconcile.cluster import ClusterApi
-from kinfer_operator.reconcile.plan import Plan, plan, want_replicas
+from kinfer_operator.reconcile.plan import Plan, Scale, plan, want_replicas
 from kinfer_operator.reconcile.template_rolls import (
     TEMPLATE_WAIT_SECONDS,
     Gate,
@@ -41,6 +41,7 @@ from kinfer_operator.references import references_of
 from kinfer_operator.rollout._prometheus import query_value
 from kinfer_operator.rollout.endpoints import PrometheusConfig
 from kinfer_operator.rollout.fetch import Query
+from kinfer_operator.rollout.idle import IdleDecision, decide_idle, needs_count, up_since
 from kinfer_operator.rollout.machine import (
     RolloutContext,
     RolloutDecision,
@@ -84,6 +85,13 @@ class Outcome:
     status: InferenceModelStatus | None
     requeue_after: float | None = None
     """Seconds until the rollout needs another pass (analysis or pause due), if any."""
+
+
+def _to_zero(decided: Plan, deployment: str) -> Plan:
+    """The plan with the serving Deployment scaled to 0 (through the scale subresource: the
+    HPA, whose floor is 1, leaves a Deployment at 0 alone until the activator wakes it)."""
+    scales = [s for s in decided.scales if s.name != deployment]
+    return replace(decided, scales=[*scales, Scale(deployment, 0)], want_replicas=0)
 
 
 def _status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -241,6 +249,9 @@ class Reconciler:
         backoff = self.writes.backoff_for(model.namespace, model.name, current.generation)
         rollout = self._decide_rollout(model, observed, current, backoff)
         decided = plan(model, observed, rollout, self.template_mark)
+        zero = self._decide_zero(model, observed, current)
+        if zero.scale_to_zero:
+            decided = _to_zero(decided, deployment_name(model, decided.serving_revision))
         decided, filling = gate_on_cache(model, observed, decided)  # spec.model.cache
         rolls = self.template_rolls
         gate = gate_template(model.namespace, decided, observed.find, rolls) if rolls else None
@@ -257,6 +268,7 @@ class Reconciler:
             written.failures,
             current,
             gate.note if gate else None,
+            zero,
         )
         self._publish(current, report)
         due = [
@@ -267,6 +279,7 @@ class Reconciler:
                 CONFLICT_RETRY_SECONDS if written.conflicts else None,
                 FILL_POLL_SECONDS if filling else None,
                 TEMPLATE_WAIT_SECONDS if gate and gate.waiting else None,
+                zero.recheck_after,
             )
             if t is not None
         ]
@@ -275,6 +288,31 @@ class Reconciler:
             decided,
             report.status,
             min(due) if due else None,
+        )
+
+    def _decide_zero(
+        self, model: InferenceModel, observed: Observed, current: _Current
+    ) -> IdleDecision:
+        """Scale to zero for this pass; Prometheus is asked only when the answer could send
+        the model to zero."""
+        serving = observed.stable()
+        rolling = serving is not None and (
+            serving.revision != revision_of(model)
+            or any(v.revision != serving.revision for v in observed.views)
+        )
+        awake_since = up_since(observed.pods_of(serving.revision)) if serving else None
+        asking = needs_count(
+            model, serving, rolling=rolling, awake_since=awake_since, now=current.now
+        )
+        previous = current.previous.phase if current.previous else None
+        return decide_idle(
+            model,
+            serving,
+            rolling=rolling,
+            awake_since=awake_since,
+            now=current.now,
+            requests=self.analysis.request_count(model) if asking else None,
+            was_at_zero=previous in ("Idle", "Waking"),
         )
 
     def _release(self, gate: Gate | None) -> None:
@@ -315,6 +353,7 @@ class Reconciler:
         failures: list[WriteFailure],
         current: _Current,
         upgrade: str | None = None,
+        zero: IdleDecision | None = None,
     ) -> StatusReport:
         """Status from the observed world, with the rollout's Events first."""
         report = compute_status(
@@ -326,6 +365,7 @@ class Reconciler:
             rollout=rollout,
             failures=failures,
             upgrade=upgrade,
+            zero=zero,
         )
         # Pods were observed before the ledger is read: a pod deleted in between is missing
         # from this status for one pass (its DELETED event enqueued the next), never doubled.
