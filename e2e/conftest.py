@@ -256,7 +256,16 @@ def operator(
     log_dir = tmp_path_factory.mktemp("operator")
     config = log_dir / "prometheus.yaml"
     config.write_text(yaml.safe_dump(prometheus_endpoints.config()))
-    op = LocalOperator(log_dir, env={"KINFER_PROMETHEUS_CONFIG": str(config)})
+    op = LocalOperator(
+        log_dir,
+        env={
+            "KINFER_PROMETHEUS_CONFIG": str(config),
+            # Scale to zero needs an activator to be known; the kwok lane has none running
+            # (its cases wake models as the activator would, with a scale patch).
+            "KINFER_ACTIVATOR_SERVICE": "kinfer-activator",
+            "KINFER_ACTIVATOR_NAMESPACE": "kinfer-system",
+        },
+    )
     op.start()
     try:
         yield op

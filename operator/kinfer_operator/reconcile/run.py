@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -56,7 +57,13 @@ from kinfer_operator.status.compute import (
 from kinfer_operator.world import Observed, WriteFailure, route_problem
 from kinfer_operator.world.cost import CostLedger, resource_name_of, revision_costs
 
-__all__ = ["Outcome", "Reconciler", "describe_validation_error", "utc_now"]
+__all__ = [
+    "ACTIVATOR_SERVICE_ENV",
+    "Outcome",
+    "Reconciler",
+    "describe_validation_error",
+    "utc_now",
+]
 
 
 _log = logging.getLogger(__name__)
@@ -113,6 +120,9 @@ def _status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, A
     return patch
 
 
+ACTIVATOR_SERVICE_ENV = "KINFER_ACTIVATOR_SERVICE"
+"""The activator's Service (the chart sets it with activator.enabled); unset: no model goes
+to zero, as nothing would answer its clients there."""
 CONFLICT_RETRY_SECONDS = 1.0
 """A write refused for a stale read is tried again this soon (the watch event is on its way)."""
 INVALID_RECHECK_SECONDS = 30.0
@@ -158,12 +168,14 @@ class Reconciler:
         analysis_budget: float | None = None,
         template_rolls: TemplateRolls | None = None,
         template_mark: str = "",
+        activator: bool | None = None,
     ) -> None:
         """`query(endpoint, promql, timeout, name)` answers canary analysis against the
         operator's Prometheus endpoints (unit tests pass a fake); `costs` holds the
         GPU-seconds of deleted pods, fed by the pod watch; `template_rolls` bounds how many
         models roll a change of the operator's own pod template at once (None: unbounded);
-        `template_mark` (tests only) changes that template on demand."""
+        `template_mark` (tests only) changes that template on demand; `activator`: whether
+        an activator answers models at zero (else KINFER_ACTIVATOR_SERVICE says so)."""
         self.kube = kube
         self.template_rolls = template_rolls
         self.template_mark = template_mark
@@ -171,6 +183,9 @@ class Reconciler:
         self.analysis = AnalysisPort(prometheus, query, analysis_budget, monotonic)
         self.writes = WriteExecutor(kube, monotonic)
         self._clock = clock
+        self.activator = (
+            bool(os.environ.get(ACTIVATOR_SERVICE_ENV)) if activator is None else activator
+        )
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop per-model state once the model is deleted."""
@@ -302,7 +317,12 @@ class Reconciler:
         )
         awake_since = up_since(observed.pods_of(serving.revision)) if serving else None
         asking = needs_count(
-            model, serving, rolling=rolling, awake_since=awake_since, now=current.now
+            model,
+            serving,
+            rolling=rolling,
+            awake_since=awake_since,
+            now=current.now,
+            activator=self.activator,
         )
         previous = current.previous.phase if current.previous else None
         return decide_idle(
@@ -313,6 +333,7 @@ class Reconciler:
             now=current.now,
             requests=self.analysis.request_count(model) if asking else None,
             was_at_zero=previous in ("Idle", "Waking"),
+            activator=self.activator,
         )
 
     def _release(self, gate: Gate | None) -> None:

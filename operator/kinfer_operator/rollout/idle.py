@@ -23,6 +23,7 @@ from kinfer_operator.model import InferenceModel
 from kinfer_operator.world import DeploymentView
 
 __all__ = [
+    "NO_ACTIVATOR",
     "IdleDecision",
     "RequestCount",
     "SignalUnavailable",
@@ -38,11 +39,18 @@ ZeroState = Literal["Awake", "Idle", "Waking"]
 
 @dataclass(frozen=True)
 class SignalUnavailable:
-    """Why the request count is not known: no Prometheus configured, or it did not answer."""
+    """Why the model cannot go to zero now: no Prometheus configured, or it did not answer
+    (the request count is unknown), or no activator would answer its clients at zero."""
 
-    reason: Literal["PrometheusNotConfigured", "IdleSignalUnavailable"]
+    reason: Literal["PrometheusNotConfigured", "IdleSignalUnavailable", "ActivatorNotInstalled"]
     message: str
 
+
+NO_ACTIVATOR = SignalUnavailable(
+    "ActivatorNotInstalled",
+    "scale to zero is unavailable: the operator has no activator (install the chart with "
+    "activator.enabled=true, which sets KINFER_ACTIVATOR_SERVICE)",
+)
 
 RequestCount = float | SignalUnavailable
 """Requests the model served in the window, or why that is unknown."""
@@ -93,13 +101,15 @@ def decide_idle(
     now: datetime,
     requests: RequestCount | None,
     was_at_zero: bool,
+    activator: bool = True,
 ) -> IdleDecision:
     """The decision for this pass.
 
     `serving`: the serving revision's Deployment; `rolling`: a candidate revision runs beside
     it; `requests`: the count over the last idleSeconds, None when it was not asked (the
     model is not up long enough for it to matter); `was_at_zero`: the previous pass showed
-    Idle or Waking.
+    Idle or Waking; `activator`: the operator knows where the activator runs (without it a
+    model at zero would have no one to answer its clients, so it never goes there).
     """
     if not model.spec.scales_to_zero or serving is None:
         return IdleDecision("Awake")
@@ -110,6 +120,8 @@ def decide_idle(
     idle = model.spec.idle_seconds
     if rolling or serving.ready == 0 or awake_since is None:
         return IdleDecision("Awake", recheck_after=float(idle))
+    if not activator:
+        return IdleDecision("Awake", problem=NO_ACTIVATOR)
     up = (now - awake_since).total_seconds()
     if up < idle:
         return IdleDecision("Awake", recheck_after=max(1.0, idle - up))
@@ -128,9 +140,10 @@ def needs_count(
     rolling: bool,
     awake_since: datetime | None,
     now: datetime,
+    activator: bool = True,
 ) -> bool:
     """Whether this pass must ask Prometheus: only when the answer could send it to zero."""
-    if not model.spec.scales_to_zero or serving is None or rolling:
+    if not model.spec.scales_to_zero or serving is None or rolling or not activator:
         return False
     if serving.spec_replicas == 0 or serving.ready == 0 or awake_since is None:
         return False

@@ -30,13 +30,18 @@ class _Requests:
 
 
 def _setup(
-    config: PrometheusConfig = CONFIG,
+    config: PrometheusConfig = CONFIG, activator: bool = True
 ) -> tuple[FakeKube, Reconciler, Clock, _Requests]:
     kube = FakeKube(model_body(ZERO))
     clock = Clock()
     requests = _Requests()
     reconciler = Reconciler(
-        kube, clock=clock.now, monotonic=clock.monotonic, prometheus=config, query=requests
+        kube,
+        clock=clock.now,
+        monotonic=clock.monotonic,
+        prometheus=config,
+        query=requests,
+        activator=activator,
     )
     return kube, reconciler, clock, requests
 
@@ -137,3 +142,13 @@ def test_without_prometheus_scale_to_zero_is_unavailable_and_the_model_stays_up(
     status, reason, _ = condition(kube, "ScaleToZero")
     assert (status, reason) == ("False", "PrometheusNotConfigured")
     assert kube.model["status"]["phase"] == "Ready"
+
+
+def test_without_an_activator_no_model_goes_to_zero_and_status_says_why() -> None:
+    kube, reconciler, clock, requests = _setup(activator=False)
+    name = _serving(kube, reconciler)
+    clock.t = 61
+    one_pass(reconciler)
+    assert kube.children[("Deployment", name)]["spec"]["replicas"] == 1
+    assert condition(kube, "ScaleToZero")[:2] == ("False", "ActivatorNotInstalled")
+    assert requests.asked == 0

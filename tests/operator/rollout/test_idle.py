@@ -151,3 +151,18 @@ def test_awake_since_is_the_oldest_running_pod_start() -> None:
     ]
     assert up_since(pods) == datetime(2026, 1, 1, 11, 40, tzinfo=UTC)
     assert up_since([]) is None
+
+
+def test_without_an_activator_the_model_stays_up_and_says_why() -> None:
+    decision = decide_idle(
+        _model(),
+        _serving(),
+        rolling=False,
+        awake_since=NOW - timedelta(seconds=600),
+        now=NOW,
+        requests=0.0,
+        was_at_zero=False,
+        activator=False,
+    )
+    assert not decision.scale_to_zero
+    assert decision.problem is not None and decision.problem.reason == "ActivatorNotInstalled"
