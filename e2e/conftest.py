@@ -308,6 +308,10 @@ def operator(
         env={
             "KINFER_PROMETHEUS_CONFIG": str(config),
             "KINFER_RUNTIME_OTLP_ENDPOINT": trace_endpoint.url,
+            # Scale to zero needs an activator to be known; the kwok lane has none running
+            # (its cases wake models as the activator would, with a scale patch).
+            "KINFER_ACTIVATOR_SERVICE": "kinfer-activator",
+            "KINFER_ACTIVATOR_NAMESPACE": "kinfer-system",
         },
     )
     op.start()
@@ -394,3 +398,42 @@ def emulated_cluster() -> None:
     nodes = kubectl_json("get", "nodes")["items"]
     if not any("kwok.x-k8s.io/node" in (n["metadata"].get("annotations") or {}) for n in nodes):
         pytest.skip("needs the local kwok control plane (e2e/cluster.sh) to emulate load")
+
+
+# The kwok lane's Prometheus (endpoint "fake") and the demo model files its data-plane
+# stand-in serves: shared by test_canary and test_scale_to_zero (one Prometheus per session:
+# both listen on the fixed port the operator is configured with).
+@pytest.fixture(scope="session")
+def prometheus(
+    tmp_path_factory: pytest.TempPathFactory, prometheus_endpoints: PrometheusEndpoints
+) -> Iterator[Prometheus]:
+    prom = Prometheus(
+        tmp_path_factory.mktemp("prometheus"), port=prometheus_endpoints.fake_port, endpoint="fake"
+    )
+    prom.start()
+    yield prom
+    prom.stop()
+
+
+@pytest.fixture(scope="session")
+def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Real demo models: a good one, one that fails on real input, one ~10x slower."""
+    root = tmp_path_factory.mktemp("models")
+    exe = Path(sys.executable).with_name("kinfer-runtime")
+    files = {}
+    for variant in ("normal", "faulty", "slow"):
+        subprocess.run(
+            [
+                str(exe),
+                "demo-model",
+                "--out",
+                str(root / variant),
+                "--variant",
+                variant,
+                "--onnx-only",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        files[variant] = root / variant / "model.onnx"
+    return files

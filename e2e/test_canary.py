@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PrometheusEndpoints
 from dataplane import DataPlane, Prometheus
 from harness import (
     BackgroundLoop,
@@ -35,42 +34,6 @@ pytestmark = pytest.mark.host_services(
 )
 
 NAME = "canary-demo"
-
-
-@pytest.fixture(scope="session")
-def prometheus(
-    tmp_path_factory: pytest.TempPathFactory, prometheus_endpoints: PrometheusEndpoints
-) -> Iterator[Prometheus]:
-    prom = Prometheus(
-        tmp_path_factory.mktemp("prometheus"), port=prometheus_endpoints.fake_port, endpoint="fake"
-    )
-    prom.start()
-    yield prom
-    prom.stop()
-
-
-@pytest.fixture(scope="session")
-def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Real demo models: a good one, one that fails on real input, one ~10x slower."""
-    root = tmp_path_factory.mktemp("models")
-    exe = Path(sys.executable).with_name("kinfer-runtime")
-    files = {}
-    for variant in ("normal", "faulty", "slow"):
-        subprocess.run(
-            [
-                str(exe),
-                "demo-model",
-                "--out",
-                str(root / variant),
-                "--variant",
-                variant,
-                "--onnx-only",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        files[variant] = root / variant / "model.onnx"
-    return files
 
 
 def manifest(version: str, prometheus: str, **rollout: Any) -> dict[str, Any]:

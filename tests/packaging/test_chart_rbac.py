@@ -23,14 +23,21 @@ VALUE_SETS = [
 ]
 
 
+def _activator(doc: dict[str, Any]) -> bool:
+    """The activator's own identity (its roles are checked apart, below)."""
+    return (doc["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "activator"
+
+
 def _roles(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The operator's rules for models and children (the leader-election Role, which has
-    only the Lease, is checked in test_chart_leader_election.py)."""
+    only the Lease, is checked in test_chart_leader_election.py; the release-namespace Role
+    for the activator's routes table in test_operator_rights_for_the_activator_*)."""
     return [
         d
         for d in docs
         if d["kind"] in {"ClusterRole", "Role"}
-        and not d["metadata"]["name"].endswith("-leader-election")
+        and not d["metadata"]["name"].endswith(("-leader-election", "-activator-routes"))
+        and not _activator(d)
     ]
 
 
@@ -56,8 +63,8 @@ def test_no_rbac_rule_contains_a_wildcard(render: Render, values: dict[str, str]
 def test_cluster_mode_is_one_cluster_role_bound_to_the_service_account(render: Render) -> None:
     docs = render()
     assert [d["kind"] for d in _roles(docs)] == ["ClusterRole"]
-    binding = next(d for d in docs if d["kind"] == "ClusterRoleBinding")
-    account = next(d for d in docs if d["kind"] == "ServiceAccount")
+    binding = next(d for d in docs if d["kind"] == "ClusterRoleBinding" and not _activator(d))
+    account = next(d for d in docs if d["kind"] == "ServiceAccount" and not _activator(d))
     assert binding["subjects"] == [
         {
             "kind": "ServiceAccount",
@@ -75,7 +82,9 @@ def test_namespaced_mode_grants_nothing_cluster_wide(render: Render) -> None:
     bindings = [
         d
         for d in docs
-        if d["kind"] == "RoleBinding" and not d["metadata"]["name"].endswith("-leader-election")
+        if d["kind"] == "RoleBinding"
+        and not d["metadata"]["name"].endswith(("-leader-election", "-activator-routes"))
+        and not _activator(d)
     ]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     env = _operator_env(docs)
@@ -83,7 +92,7 @@ def test_namespaced_mode_grants_nothing_cluster_wide(render: Render) -> None:
 
 
 def _operator_env(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    workload = next(d for d in docs if d["kind"] == "Deployment")
+    workload = next(d for d in docs if d["kind"] == "Deployment" and not _activator(d))
     container = workload["spec"]["template"]["spec"]["containers"][0]
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
 
@@ -145,9 +154,15 @@ Rule = tuple[str, str]
 EVERY_MODE = [{"gatewayAPI.enabled": "true"}, {**NAMESPACED, "gatewayAPI.enabled": "true"}]
 
 
-def _readme_rules(text: str) -> dict[Rule, set[str]]:
-    """The chart README's RBAC table: (group, resource) -> verbs, one entry per resource."""
+ACTIVATOR_TABLE = "\nThe activator has its own ServiceAccount"
+
+
+def _readme_rules(text: str, activator: bool = False) -> dict[Rule, set[str]]:
+    """The chart README's RBAC table: (group, resource) -> verbs, one entry per resource;
+    `activator`: the activator's table, after the operator's."""
     section = text.split("\n## RBAC\n", 1)[1].split("\n## ", 1)[0]
+    before, _, after = section.partition(ACTIVATOR_TABLE)
+    section = after if activator else before
     rules: dict[Rule, set[str]] = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -161,14 +176,17 @@ def _readme_rules(text: str) -> dict[Rule, set[str]]:
     return rules
 
 
-def _rendered_rules(render: Render) -> dict[Rule, set[str]]:
+def _rendered_rules(render: Render, activator: bool = False) -> dict[Rule, set[str]]:
     """(group, resource) -> verbs over every role of every mode; a pair must get the same
     verbs wherever it is rendered, or one README row could not describe it."""
     rules: dict[Rule, set[str]] = {}
     for values in EVERY_MODE:
         docs = render(**values)
         # The leader-election Role too: its Lease rules are README rows like the others.
-        for role in (d for d in docs if d["kind"] in {"ClusterRole", "Role"}):
+        operator_roles = (
+            d for d in docs if d["kind"] in {"ClusterRole", "Role"} and _activator(d) is activator
+        )
+        for role in operator_roles:
             in_role: dict[Rule, set[str]] = {}
             for rule in role["rules"]:
                 for group in rule["apiGroups"]:
@@ -189,6 +207,11 @@ def test_readme_rbac_table_lists_exactly_the_rendered_rules(render: Render) -> N
     assert wrong == {}, "README verbs (first) differ from the rendered rule's (second)"
 
 
+def test_readme_activator_table_lists_exactly_its_rendered_rules(render: Render) -> None:
+    documented = _readme_rules(CHART_README.read_text(), activator=True)
+    assert documented == _rendered_rules(render, activator=True)
+
+
 def test_readme_table_check_catches_a_missing_row_and_a_wrong_verb(render: Render) -> None:
     """Guard against a check that cannot fail: the parser reads real rows."""
     text = CHART_README.read_text()
@@ -199,3 +222,56 @@ def test_readme_table_check_catches_a_missing_row_and_a_wrong_verb(render: Rende
     assert ("batch", "jobs") not in _readme_rules(text.replace(row + "\n", ""))
     widened = text.replace(row, row.replace("| list, watch,", "| get, list, watch,"))
     assert _readme_rules(widened)[("batch", "jobs")] != documented[("batch", "jobs")]
+
+
+def test_endpointslice_writes_only_with_the_activator(render: Render) -> None:
+    (on,) = _roles(render())
+    assert _verbs(on, "discovery.k8s.io", "endpointslices") == {
+        "list",
+        "watch",
+        "create",
+        "patch",
+        "delete",
+    }
+    (off,) = _roles(render(**{"activator.enabled": "false"}))
+    # Reading them stays: the retire pace watches the model Services' slices.
+    assert _verbs(off, "discovery.k8s.io", "endpointslices") == {"list", "watch"}
+
+
+def test_operator_rights_for_the_activator_in_its_namespace_when_namespaced(
+    render: Render,
+) -> None:
+    docs = render(**NAMESPACED)
+    (role,) = [
+        d
+        for d in docs
+        if d["metadata"]["name"].endswith("-activator-routes") and d["kind"] == "Role"
+    ]
+    assert role["metadata"]["namespace"] == "kinfer-system"
+    assert _verbs(role, "", "configmaps") == {"list", "watch", "create", "patch", "delete"}
+    assert not _verbs(role, "", "secrets")
+    # Cluster mode's ClusterRole already covers the operator's own namespace.
+    assert not [d for d in render() if d["metadata"]["name"].endswith("-activator-routes")]
+
+
+@pytest.mark.parametrize("values", [{}, NAMESPACED], ids=["cluster", "namespaced"])
+def test_activator_may_only_discover_pods_and_scale_deployments(
+    render: Render, values: dict[str, str]
+) -> None:
+    roles = [d for d in render(**values) if d["kind"] in {"ClusterRole", "Role"} and _activator(d)]
+    assert roles
+    for role in roles:
+        granted = {
+            (group, resource): set(rule["verbs"])
+            for rule in role["rules"]
+            for group in rule["apiGroups"]
+            for resource in rule["resources"]
+        }
+        assert granted == {
+            ("discovery.k8s.io", "endpointslices"): {"list", "watch"},
+            ("apps", "deployments/scale"): {"get", "patch"},
+        }
+    if values:
+        assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    else:
+        assert [r["kind"] for r in roles] == ["ClusterRole"]

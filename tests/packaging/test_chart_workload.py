@@ -12,8 +12,14 @@ from kinfer_operator.rollout.endpoints import PrometheusConfig
 Render = Callable[..., list[dict[str, Any]]]
 
 
+def _operator(doc: dict[str, Any]) -> bool:
+    """Not the activator's objects (tested in test_chart_activator.py)."""
+    labels = doc["metadata"].get("labels") or {}
+    return labels.get("app.kubernetes.io/component") != "activator"
+
+
 def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    (found,) = [d for d in docs if d["kind"] == kind]
+    (found,) = [d for d in docs if d["kind"] == kind and _operator(d)]
     return found
 
 

@@ -44,3 +44,28 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
+
+{{- define "kinfer.activatorSelectorLabels" -}}
+app.kubernetes.io/name: kinfer-activator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "kinfer.activatorLabels" -}}
+{{ include "kinfer.activatorSelectorLabels" . }}
+app.kubernetes.io/part-of: kinfer
+app.kubernetes.io/component: activator
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- /* The activator's rules: discovery of each model's pods, waking through the scale
+subresource only. */ -}}
+{{- define "kinfer.activatorRules" }}
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
+- apiGroups: [apps]
+  resources: [deployments/scale]
+  verbs: [get, patch]
+{{- end -}}

@@ -27,8 +27,10 @@ from kinfer_operator.api._base import ApiModel, cel, rule
 __all__ = [
     "AWS_SECRET_KEYS",
     "AZURE_SECRET_KEYS",
+    "DEFAULT_IDLE_SECONDS",
     "GPU",
     "GROUP",
+    "HOLD_MARGIN_SECONDS",
     "KIND",
     "OBJECT_STORE_PREFIXES",
     "PLURAL",
@@ -672,25 +674,26 @@ class AutoscalingMetric(ApiModel):
 
 
 class Autoscaling(ApiModel):
-    """Horizontal autoscaling of the serving replicas with an autoscaling/v2 HPA."""
+    """Horizontal autoscaling of the serving replicas with an autoscaling/v2 HPA, and scale to
+    zero (minReplicas 0) behind the kinfer activator."""
 
     model_config = cel(
-        rule(
-            "self.minReplicas >= 1",
-            "minReplicas must be at least 1: scale to zero is out of scope, "
-            "because a GPU replica takes minutes to start and load its model",
-            ".minReplicas",
-        ),
         rule(
             "self.minReplicas <= self.maxReplicas",
             "minReplicas must be less than or equal to maxReplicas",
             ".minReplicas",
         ),
+        rule(
+            "!has(self.idleSeconds) || self.minReplicas == 0",
+            "idleSeconds applies only with minReplicas 0 (scale to zero)",
+            ".idleSeconds",
+        ),
     )
 
-    # No schema minimum: the CEL rule above rejects 0 with a message that says why.
-    min_replicas: int = Field(default=1, le=1000)
-    """Fewest replicas; at least 1."""
+    min_replicas: int = Field(default=1, ge=0, le=1000)
+    """Fewest replicas. 0: scale to zero after idleSeconds without requests; the activator
+    holds requests that arrive at zero and wakes the model (the HPA keeps at least 1 while
+    the model is awake)."""
     max_replicas: int = Field(ge=1, le=1000)
     """Most replicas."""
     metrics: list[AutoscalingMetric] = Field(
@@ -702,6 +705,34 @@ class Autoscaling(ApiModel):
     behavior: FreeformObject | None = None
     """An autoscaling/v2 HPA behavior. Unset: scale up fast, scale down slowly after a
     5-minute stabilisation window, as GPU replicas are expensive to restart."""
+    idle_seconds: int | None = Field(default=None, ge=30, le=604_800)
+    """With minReplicas 0: time without requests before the model goes to zero (default
+    300), counted again from each wake-up."""
+    target_concurrency: int | None = Field(default=None, ge=1, le=4096)
+    """Requests one replica takes at a time when the activator wakes the model
+    (ceil(held / targetConcurrency) replicas) and releases held requests to it; default
+    spec.runtime.batching.maxBatchSize."""
+    max_held_requests: int = Field(default=1000, ge=1, le=100_000)
+    """Most requests the activator holds for the model while it wakes; beyond: 503 with
+    Retry-After (gRPC UNAVAILABLE)."""
+    max_hold_seconds: int | None = Field(default=None, ge=1, le=7_800)
+    """Longest a held request waits for a Ready replica before 503 (gRPC UNAVAILABLE);
+    default spec.runtime.startupTimeoutSeconds plus 60."""
+    prometheus: str | None = Field(default=None, max_length=63, pattern=DNS_LABEL)
+    """With minReplicas 0: name of the Prometheus endpoint (one the operator is configured
+    with) that tells whether the model had requests; the operator's default when absent."""
+
+    @property
+    def scales_to_zero(self) -> bool:
+        """minReplicas 0: the model goes to zero when idle."""
+        return self.min_replicas == 0
+
+
+DEFAULT_IDLE_SECONDS = 300
+"""spec.autoscaling.idleSeconds when unset."""
+HOLD_MARGIN_SECONDS = 60
+"""maxHoldSeconds' default lies this far past the startup budget, so a request held through a
+cold start that uses the whole budget is still answered by the model."""
 
 
 class CanaryStep(ApiModel):
@@ -1070,6 +1101,11 @@ class InferenceModelSpec(ApiModel):
     rollout: Rollout | None = None
     """Canary rollout with metric analysis; absent: a new revision replaces the stable one
     as soon as all its replicas are ready."""
+    routing: Literal["default", "leastQueue"] = "default"
+    """default: clients reach the pods through the model's Service (kube-proxy picks one at
+    random) whenever the model has a Ready replica. leastQueue: the kinfer activator stays
+    in the path and sends each request to the replica with the fewest requests in flight,
+    within the revision the canary weight chose."""
 
     @model_validator(mode="after")
     def _cache_needs_determinism(self) -> InferenceModelSpec:
@@ -1095,6 +1131,36 @@ class InferenceModelSpec(ApiModel):
     def gpu_count(self) -> int:
         """GPUs per replica, 0 for CPU-only serving."""
         return self.runtime.gpu.count if self.runtime.gpu else 0
+
+    @property
+    def scales_to_zero(self) -> bool:
+        """spec.autoscaling.minReplicas is 0."""
+        return self.autoscaling is not None and self.autoscaling.scales_to_zero
+
+    @property
+    def idle_seconds(self) -> int:
+        """Seconds without requests before the model goes to zero."""
+        idle = self.autoscaling.idle_seconds if self.autoscaling else None
+        return idle if idle is not None else DEFAULT_IDLE_SECONDS
+
+    @property
+    def target_concurrency(self) -> int:
+        """Requests per replica for wake-ups and releases: the spec's, else the largest batch."""
+        given = self.autoscaling.target_concurrency if self.autoscaling else None
+        return given if given is not None else self.runtime.batching.max_batch_size
+
+    @property
+    def max_hold_seconds(self) -> int:
+        """How long the activator holds a request for this model."""
+        given = self.autoscaling.max_hold_seconds if self.autoscaling else None
+        if given is not None:
+            return given
+        return self.runtime.startup_timeout_seconds + HOLD_MARGIN_SECONDS
+
+    @property
+    def max_held_requests(self) -> int:
+        """Most requests the activator holds for this model."""
+        return self.autoscaling.max_held_requests if self.autoscaling else 1000
 
     @property
     def fixed_replicas(self) -> int:

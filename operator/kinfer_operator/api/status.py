@@ -52,7 +52,17 @@ Message = Annotated[str, BeforeValidator(_cut(4096)), StringConstraints(max_leng
 """Human-readable messages."""
 
 ConditionStatus = Literal["True", "False", "Unknown"]
-Phase = Literal["Pending", "Progressing", "Canary", "Ready", "RolledBack", "Degraded", "Failed"]
+Phase = Literal[
+    "Pending",
+    "Progressing",
+    "Canary",
+    "Ready",
+    "Idle",
+    "Waking",
+    "RolledBack",
+    "Degraded",
+    "Failed",
+]
 RolloutPhase = Literal["Progressing", "Promoting", "Succeeded", "RolledBack", "Superseded"]
 Decision = Literal["Pass", "Fail", "Inconclusive", "Error"]
 
@@ -183,7 +193,8 @@ class InferenceModelStatus(ApiModel):
     observed_generation: int | None = None
     """metadata.generation the operator last acted on."""
     phase: Phase | None = None
-    """One-word summary: Pending, Progressing, Ready, Degraded or Failed."""
+    """One-word summary: Pending, Progressing, Ready, Idle (at zero replicas, requests wake
+    it), Waking (replicas asked for, none Ready yet), Degraded or Failed."""
     replicas: int | None = None
     """Serving replicas of the stable revision (the scale subresource reads this)."""
     ready_replicas: int | None = None

@@ -90,7 +90,9 @@ def build_hpa(model: InferenceModel, track: Track, deployment: str) -> dict[str,
         },
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
-            "minReplicas": autoscaling.min_replicas,
+            # An HPA cannot hold zero; at zero the operator scales the Deployment itself and
+            # the HPA, seeing a Deployment at 0 replicas, leaves it alone until a wake-up.
+            "minReplicas": max(1, autoscaling.min_replicas),
             "maxReplicas": autoscaling.max_replicas,
             "metrics": [metric_spec(m) for m in autoscaling.metrics],
             "behavior": autoscaling.behavior or DEFAULT_BEHAVIOR,

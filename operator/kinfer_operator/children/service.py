@@ -13,7 +13,7 @@ __all__ = ["build_service"]
 
 
 def build_service(
-    model: InferenceModel, revisions: tuple[str, ...] | None = None
+    model: InferenceModel, revisions: tuple[str, ...] | None = None, *, selector: bool = True
 ) -> dict[str, Any]:
     """ClusterIP Service over the pods of `revisions` (None: every revision's).
 
@@ -22,12 +22,18 @@ def build_service(
     revisions it selects is the pass's Front (rollout/front.py): one revision while the
     candidate must get no unpinned request through it (GatewayAPI canary, weight-0 step,
     shadow phase). A Service selector is equality only, so at most one revision can be named.
+
+    `selector=False` (the activator fronts the model: at zero, waking, or leastQueue routing):
+    no selector, so the EndpointSlice controller leaves the Service alone and the operator's
+    own `<name>-kinfer` EndpointSlice (children/endpointslice.py) points it at the activator.
+    Ports stay as they are: a selector-less Service's ports match the slice's by name.
     """
-    selector = {MODEL_LABEL: model.name}
+    chosen = {MODEL_LABEL: model.name}
     if revisions is not None:
         if len(revisions) != 1:
             raise ValueError(f"a Service selects all revisions or exactly one, not {revisions}")
-        selector[REVISION_LABEL] = revisions[0]
+        chosen[REVISION_LABEL] = revisions[0]
+    spec_selector = {"selector": chosen} if selector else {}
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -39,7 +45,7 @@ def build_service(
         },
         "spec": {
             "type": "ClusterIP",
-            "selector": selector,
+            **spec_selector,
             "ports": [
                 {
                     "name": "http",

@@ -20,10 +20,12 @@ from kinfer_operator.api.status import AnalysisRun
 from kinfer_operator.metrics import ANALYSES
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import revision_of
-from kinfer_operator.rollout._prometheus import query_value
+from kinfer_operator.rollout._prometheus import PrometheusError, query_value
 from kinfer_operator.rollout.analysis import AnalysisTarget, run_analysis
-from kinfer_operator.rollout.endpoints import PrometheusConfig, load_config
+from kinfer_operator.rollout.endpoints import PrometheusConfig, UnknownEndpoint, load_config
 from kinfer_operator.rollout.fetch import ANALYSIS_BUDGET_SECONDS, Budget, Query, analysis_fetch
+from kinfer_operator.rollout.idle import RequestCount, SignalUnavailable, requests_query
+from kinfer_operator.rollout.promql_scope import ScopeError, confine
 
 __all__ = ["AnalysisPort", "Analyzers"]
 
@@ -73,6 +75,34 @@ class AnalysisPort:
         )
         analyze = partial(self._analyze, model, rollout, fetch, now)
         return Analyzers(analyze=analyze, analyze_shadow=partial(analyze, source="shadow"))
+
+    def request_count(self, model: InferenceModel) -> RequestCount:
+        """Requests the model served over its last idleSeconds (the scale-to-zero signal),
+        from the endpoint spec.autoscaling.prometheus names, within the analysis budget."""
+        autoscaling = model.spec.autoscaling
+        name = autoscaling.prometheus if autoscaling else None
+        try:
+            self._prometheus.resolve(name)
+        except UnknownEndpoint as err:
+            message = f"scale to zero is unavailable: {err}"
+            if name is None:
+                return SignalUnavailable("PrometheusNotConfigured", message)
+            return SignalUnavailable("IdleSignalUnavailable", message)
+        fetch = analysis_fetch(
+            self._prometheus,
+            name,
+            self._query,
+            budget=Budget(self._budget_seconds, self._monotonic),
+        )
+        try:
+            query = confine(requests_query(model, model.spec.idle_seconds), model.namespace)
+            value = fetch(query)
+        except (PrometheusError, ScopeError) as err:
+            return SignalUnavailable(
+                "IdleSignalUnavailable", f"no request count, the model stays up: {err}"
+            )
+        # No series: the runtime has not counted a request since it started.
+        return 0.0 if value is None else value
 
     def _analyze(
         self,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +31,7 @@ from kinfer_operator.reconcile.analysis_port import AnalysisPort
 from kinfer_operator.reconcile.backoff import WriteBackoff
 from kinfer_operator.reconcile.cache import FILL_POLL_SECONDS, gate_on_cache
 from kinfer_operator.reconcile.cluster import ClusterApi
-from kinfer_operator.reconcile.plan import Plan, plan, want_replicas
+from kinfer_operator.reconcile.plan import Plan, Scale, plan, want_replicas
 from kinfer_operator.reconcile.template_rolls import (
     TEMPLATE_WAIT_SECONDS,
     Gate,
@@ -42,6 +43,7 @@ from kinfer_operator.references import references_of
 from kinfer_operator.rollout._prometheus import query_value
 from kinfer_operator.rollout.endpoints import PrometheusConfig
 from kinfer_operator.rollout.fetch import Query
+from kinfer_operator.rollout.idle import IdleDecision, decide_idle, needs_count, up_since
 from kinfer_operator.rollout.machine import (
     RolloutContext,
     RolloutDecision,
@@ -58,7 +60,13 @@ from kinfer_operator.world.cost import CostLedger, resource_name_of, revision_co
 
 _TRACER = trace.get_tracer("kinfer-operator")
 
-__all__ = ["Outcome", "Reconciler", "describe_validation_error", "utc_now"]
+__all__ = [
+    "ACTIVATOR_SERVICE_ENV",
+    "Outcome",
+    "Reconciler",
+    "describe_validation_error",
+    "utc_now",
+]
 
 
 _log = logging.getLogger(__name__)
@@ -100,6 +108,13 @@ def _outcome(outcome: Outcome | None) -> str:
     return f"{outcome.writes} writes"
 
 
+def _to_zero(decided: Plan, deployment: str) -> Plan:
+    """The plan with the serving Deployment scaled to 0 (through the scale subresource: the
+    HPA, whose floor is 1, leaves a Deployment at 0 alone until the activator wakes it)."""
+    scales = [s for s in decided.scales if s.name != deployment]
+    return replace(decided, scales=[*scales, Scale(deployment, 0)], want_replicas=0)
+
+
 def _status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """A JSON merge patch (RFC 7386) from old to new: keys gone at any depth become null.
 
@@ -119,6 +134,9 @@ def _status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, A
     return patch
 
 
+ACTIVATOR_SERVICE_ENV = "KINFER_ACTIVATOR_SERVICE"
+"""The activator's Service (the chart sets it with activator.enabled); unset: no model goes
+to zero, as nothing would answer its clients there."""
 CONFLICT_RETRY_SECONDS = 1.0
 """A write refused for a stale read is tried again this soon (the watch event is on its way)."""
 INVALID_RECHECK_SECONDS = 30.0
@@ -165,12 +183,14 @@ class Reconciler:
         template_rolls: TemplateRolls | None = None,
         template_mark: str = "",
         otlp_endpoint: str = "",
+        activator: bool | None = None,
     ) -> None:
         """`query(endpoint, promql, timeout, name)` answers canary analysis against the
         operator's Prometheus endpoints (unit tests pass a fake); `costs` holds the
         GPU-seconds of deleted pods, fed by the pod watch; `template_rolls` bounds how many
         models roll a change of the operator's own pod template at once (None: unbounded);
-        `template_mark` (tests only) changes that template on demand."""
+        `template_mark` (tests only) changes that template on demand; `activator`: whether
+        an activator answers models at zero (else KINFER_ACTIVATOR_SERVICE says so)."""
         self.kube = kube
         self.template_rolls = template_rolls
         self.template_mark = template_mark
@@ -179,6 +199,9 @@ class Reconciler:
         self.analysis = AnalysisPort(prometheus, query, analysis_budget, monotonic)
         self.writes = WriteExecutor(kube, monotonic)
         self._clock = clock
+        self.activator = (
+            bool(os.environ.get(ACTIVATOR_SERVICE_ENV)) if activator is None else activator
+        )
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop per-model state once the model is deleted."""
@@ -275,6 +298,9 @@ class Reconciler:
             now=current.now,
             otlp_endpoint=self.otlp_endpoint,
         )
+        zero = self._decide_zero(model, observed, current)
+        if zero.scale_to_zero:
+            decided = _to_zero(decided, deployment_name(model, decided.serving_revision))
         decided, filling = gate_on_cache(model, observed, decided)  # spec.model.cache
         rolls = self.template_rolls
         gate = (
@@ -295,6 +321,7 @@ class Reconciler:
             written.failures,
             current,
             gate.note if gate else None,
+            zero,
         )
         self._publish(current, report)
         due = [
@@ -306,6 +333,7 @@ class Reconciler:
                 CONFLICT_RETRY_SECONDS if written.conflicts else None,
                 FILL_POLL_SECONDS if filling else None,
                 TEMPLATE_WAIT_SECONDS if gate and gate.waiting else None,
+                zero.recheck_after,
             )
             if t is not None
         ]
@@ -314,6 +342,37 @@ class Reconciler:
             decided,
             report.status,
             min(due) if due else None,
+        )
+
+    def _decide_zero(
+        self, model: InferenceModel, observed: Observed, current: _Current
+    ) -> IdleDecision:
+        """Scale to zero for this pass; Prometheus is asked only when the answer could send
+        the model to zero."""
+        serving = observed.stable()
+        rolling = serving is not None and (
+            serving.revision != revision_of(model)
+            or any(v.revision != serving.revision for v in observed.views)
+        )
+        awake_since = up_since(observed.pods_of(serving.revision)) if serving else None
+        asking = needs_count(
+            model,
+            serving,
+            rolling=rolling,
+            awake_since=awake_since,
+            now=current.now,
+            activator=self.activator,
+        )
+        previous = current.previous.phase if current.previous else None
+        return decide_idle(
+            model,
+            serving,
+            rolling=rolling,
+            awake_since=awake_since,
+            now=current.now,
+            requests=self.analysis.request_count(model) if asking else None,
+            was_at_zero=previous in ("Idle", "Waking"),
+            activator=self.activator,
         )
 
     def _release(self, gate: Gate | None) -> None:
@@ -354,6 +413,7 @@ class Reconciler:
         failures: list[WriteFailure],
         current: _Current,
         upgrade: str | None = None,
+        zero: IdleDecision | None = None,
     ) -> StatusReport:
         """Status from the observed world, with the rollout's Events first."""
         report = compute_status(
@@ -365,6 +425,7 @@ class Reconciler:
             rollout=rollout,
             failures=failures,
             upgrade=upgrade,
+            zero=zero,
         )
         # Pods were observed before the ledger is read: a pod deleted in between is missing
         # from this status for one pass (its DELETED event enqueued the next), never doubled.

@@ -34,6 +34,24 @@ from kinfer_operator.world.pods import PodDiagnosis, diagnose_pods, pod_creation
 __all__ = ["Event", "StatusReport", "compute_status", "invalid_status", "retrying_status"]
 
 
+class ZeroProblem(Protocol):
+    """Why scale to zero is unavailable (`rollout.idle.SignalUnavailable`)."""
+
+    @property
+    def reason(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+
+
+class Zero(Protocol):
+    """The pass's scale-to-zero decision (`rollout.idle.IdleDecision`, a unit beside this)."""
+
+    @property
+    def state(self) -> Literal["Awake", "Idle", "Waking"]: ...
+    @property
+    def problem(self) -> ZeroProblem | None: ...
+
+
 class Plan(Protocol):
     """What status needs of this pass's plan (`reconcile.plan.Plan`, a layer above)."""
 
@@ -161,6 +179,7 @@ def _verdict(
     rollout: RolloutStatus | None,
     failures: Sequence[WriteFailure] = (),
     upgrade: str | None = None,
+    zero: Zero | None = None,
 ) -> _Verdict:
     revision = plan.desired_revision
     from_writes = _write_verdict(failures)
@@ -183,6 +202,18 @@ def _verdict(
         from_rollout = _rollout_verdict(rollout, revision)
         if from_rollout is not None:
             return from_rollout
+    if zero is not None and zero.state == "Idle":
+        message = (
+            f"at zero replicas after {model.spec.idle_seconds}s without requests: "
+            "the activator holds requests and wakes the model"
+        )
+        return _Verdict(
+            "Idle",
+            _c("True", "Idle", message),
+            _c("False", "Idle", message),
+            _c("False", "AsExpected", ""),
+            False,
+        )
     target = observed.deployment(revision)
     waiting = f"{starting_phase(model)}: {_readiness_message(target, plan.want_replicas, revision)}"
 
@@ -254,10 +285,27 @@ def _verdict(
         msg = f"pods cannot be scheduled: {diagnosis.unschedulable}"
         wait = _c("True", "Unschedulable", msg)
         return _Verdict("Pending", _c("False", "Unschedulable", msg), wait, healthy, False)
+    if zero is not None and zero.state == "Waking":
+        message = f"waking from zero: {_readiness_message(target, plan.want_replicas, revision)}"
+        return _Verdict(
+            "Waking", _c("False", "Waking", message), _c("True", "Waking", message), healthy, False
+        )
     reason = "RollingOut" if plan.candidate_revision else "Deploying"
     return _Verdict(
         "Progressing", _c("False", reason, waiting), _c("True", reason, waiting), healthy, False
     )
+
+
+def _zero_condition(model: InferenceModel, zero: Zero | None) -> _Cond:
+    """ScaleToZero: True while at zero; False with why not, or that it is armed."""
+    if zero is not None and zero.problem is not None:
+        return _c("False", zero.problem.reason, zero.problem.message)
+    if zero is not None and zero.state == "Idle":
+        return _c("True", "Idle", "at zero replicas")
+    if zero is not None and zero.state == "Waking":
+        return _c("False", "Waking", "replicas asked for, none Ready yet")
+    idle = model.spec.idle_seconds
+    return _c("False", "Awake", f"goes to zero after {idle}s without requests")
 
 
 def _apply_verdict(
@@ -414,16 +462,25 @@ def compute_status(
     rollout: RolloutDecision | None = None,
     failures: Sequence[WriteFailure] = (),
     upgrade: str | None = None,
+    zero: Zero | None = None,
 ) -> StatusReport:
     """The status for this pass; `rollout` is the canary decision when spec.rollout is set,
     `failures` the writes of this pass the API server did not take (or that back off),
     `upgrade` what the model's roll of the operator's new pod template is at (waiting for a
     slot, or rolling), if it has one."""
     rollout_status = rollout.status if rollout is not None else None
-    verdict = _verdict(model, observed, plan, rollout_status, failures, upgrade)
+    verdict = _verdict(model, observed, plan, rollout_status, failures, upgrade, zero)
     gen = model.generation
     old = list(previous.conditions) if previous else []
     conditions = _apply_verdict(old, verdict, gen, now)
+    if model.spec.scales_to_zero:
+        conditions = set_condition(
+            conditions,
+            "ScaleToZero",
+            *_zero_condition(model, zero),
+            now=now,
+            observed_generation=gen,
+        )
     stable = observed.stable()
     stable_revision = stable.revision if stable else None
     stable_version = stable.annotations.get(MODEL_VERSION_ANNOTATION) if stable else None

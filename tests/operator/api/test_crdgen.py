@@ -129,6 +129,7 @@ ADMISSION_RULES = [
     ("spec.runtime.gpu", ".resourceName", "kubernetes.io/"),
     ("spec.model", ".uri", "https?://[^/?#]+/"),
     ("spec.model", ".uri", "^azure://[a-z0-9]"),
+    ("spec.autoscaling", ".idleSeconds", "self.minReplicas == 0"),
 ]
 
 

@@ -98,3 +98,50 @@ def test_priority_levels_default_to_one_and_the_default_level_must_exist() -> No
     base["runtime"]["batching"] = {"priorityLevels": 2, "defaultPriorityLevel": 3}  # type: ignore[index]
     with pytest.raises(ValidationError, match="at most priorityLevels"):
         InferenceModelSpec.model_validate(base)
+
+
+def _zero(**autoscaling: Any) -> InferenceModelSpec:
+    spec = load_example("resnet-gpu.yaml")["spec"]
+    spec.pop("replicas", None)
+    spec["autoscaling"] = {"minReplicas": 0, "maxReplicas": 4, **autoscaling}
+    return InferenceModelSpec.model_validate(spec)
+
+
+def test_min_replicas_zero_scales_to_zero_with_defaults_from_the_runtime() -> None:
+    spec = _zero()
+    assert spec.scales_to_zero
+    assert spec.idle_seconds == 300
+    assert spec.target_concurrency == spec.runtime.batching.max_batch_size
+    assert spec.max_hold_seconds > spec.runtime.startup_timeout_seconds
+    assert spec.routing == "default"
+
+
+def test_scale_to_zero_settings_given_win_over_defaults() -> None:
+    spec = _zero(idleSeconds=60, targetConcurrency=4, maxHeldRequests=50, maxHoldSeconds=90)
+    assert (spec.idle_seconds, spec.target_concurrency) == (60, 4)
+    assert (spec.max_held_requests, spec.max_hold_seconds) == (50, 90)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("minReplicas", -1),
+        ("idleSeconds", 5),
+        ("targetConcurrency", 0),
+        ("maxHeldRequests", 0),
+        ("maxHeldRequests", 1_000_000),
+        ("maxHoldSeconds", 0),
+    ],
+)
+def test_scale_to_zero_settings_are_bounded(field: str, value: int) -> None:
+    with pytest.raises(ValidationError, match=f"autoscaling.{field}"):
+        _zero(**{field: value})
+
+
+def test_routing_takes_only_the_known_modes() -> None:
+    spec = load_example("resnet-gpu.yaml")["spec"]
+    assert InferenceModelSpec.model_validate({**spec, "routing": "leastQueue"}).routing == (
+        "leastQueue"
+    )
+    with pytest.raises(ValidationError, match="routing"):
+        InferenceModelSpec.model_validate({**spec, "routing": "random"})

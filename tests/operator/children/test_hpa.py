@@ -73,3 +73,8 @@ def test_user_behavior_replaces_default(make_model: MakeModel) -> None:
     custom = {"scaleDown": {"stabilizationWindowSeconds": 60}}
     hpa = build_hpa(_autoscaled(make_model, behavior=custom), "stable", "d")
     assert hpa["spec"]["behavior"] == custom
+
+
+def test_scale_to_zero_model_gets_an_hpa_floor_of_one(make_model: MakeModel) -> None:
+    hpa = build_hpa(_autoscaled(make_model, minReplicas=0), "stable", "resnet50-abc")
+    assert hpa["spec"]["minReplicas"] == 1

@@ -43,3 +43,12 @@ def test_clients_of_the_model_service_never_reach_the_classified_port(
     ports = service["spec"]["ports"]
     assert rc.CLASSIFIED_PORT not in {p["port"] for p in ports}
     assert rc.CLASSIFIED_PORT_NAME not in {p["targetPort"] for p in ports}
+
+
+def test_service_fronted_by_the_activator_has_no_selector_and_the_same_ports(
+    make_model: Callable[..., InferenceModel],
+) -> None:
+    model = make_model()
+    fronted = build_service(model, selector=False)
+    assert "selector" not in fronted["spec"]
+    assert fronted["spec"]["ports"] == build_service(model)["spec"]["ports"]

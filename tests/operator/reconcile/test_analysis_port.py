@@ -103,3 +103,38 @@ def test_without_a_shadow_phase_every_request_of_the_revision_is_analysed() -> N
 def test_a_model_without_a_rollout_has_nothing_to_analyse() -> None:
     with pytest.raises(ValueError, match=r"no spec\.rollout"):
         AnalysisPort(CONFIG, query=_Prometheus()).analyzers(_model({}), EPOCH)
+
+
+ZERO: dict[str, Any] = {"replicas": None, "autoscaling": {"minReplicas": 0, "maxReplicas": 2}}
+
+
+def test_request_count_asks_the_default_endpoint_within_the_model_namespace() -> None:
+    prometheus = _Prometheus(value=0.0)
+    assert AnalysisPort(CONFIG, query=prometheus).request_count(_model(ZERO)) == 0.0
+    ((url, promql),) = prometheus.asked
+    assert url == OPERATOR_URL
+    assert "kinfer_requests_total" in promql and 'namespace="ml"' in promql
+    assert "[5m]" in promql  # idleSeconds 300, as the confining rewrite prints it
+
+
+def test_request_count_without_prometheus_says_scale_to_zero_is_unavailable() -> None:
+    prometheus = _Prometheus()
+    answer = AnalysisPort(PrometheusConfig(), query=prometheus).request_count(_model(ZERO))
+    assert not isinstance(answer, float)
+    assert answer.reason == "PrometheusNotConfigured"
+    assert prometheus.asked == []
+
+
+def test_request_count_from_an_endpoint_the_platform_lacks_sends_nothing() -> None:
+    prometheus = _Prometheus()
+    spec = deep_merge(ZERO, {"autoscaling": {"prometheus": "elsewhere"}})
+    answer = AnalysisPort(CONFIG, query=prometheus).request_count(_model(spec))
+    assert not isinstance(answer, float) and answer.reason == "IdleSignalUnavailable"
+    assert prometheus.asked == []
+
+
+def test_no_series_counts_as_no_request() -> None:
+    def nothing(endpoint: Endpoint, promql: str, timeout: float, name: str) -> None:
+        return None
+
+    assert AnalysisPort(CONFIG, query=nothing).request_count(_model(ZERO)) == 0.0

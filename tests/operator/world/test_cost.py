@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kinfer_operator.api.status import RevisionCost
+from kinfer_operator.naming import REVISION_LABEL
 from kinfer_operator.world.cost import (
     MAX_REVISIONS,
     CostLedger,
@@ -137,3 +138,11 @@ def test_forgotten_model_starts_from_its_status_again() -> None:
     ledger.retire(model(), gpu_pod("a", 1), T0 + 5)
     ledger.forget("ml", "m")
     assert ledger.retired(model()) == {}
+
+
+def test_gpu_seconds_stay_flat_while_a_model_is_at_zero() -> None:
+    # At zero the model has no pods; a pod still Pending for want of a GPU has no start.
+    waiting = {"metadata": {"labels": {REVISION_LABEL: "abc"}}, "status": {"phase": "Pending"}}
+    (cost,) = revision_costs([waiting], "nvidia.com/gpu", {"abc": 500}, "abc", None) or []
+    assert cost.running_gpus == 0
+    assert live_gpu_seconds(cost, 1_000.0) == live_gpu_seconds(cost, 1_000_000.0) == 500
