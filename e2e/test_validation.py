@@ -364,6 +364,24 @@ CASES = [
         _mutate("spec.rollout", {"canary": {"stepWeight": 25, "capacity": {"maxSurge": 0}}}),
         ["spec.rollout.canary.capacity.maxSurge"],
     ),
+    # Issue 25: a cached answer is only right for a deterministic model.
+    (
+        "response-cache-without-deterministic",
+        _mutate("spec.runtime.responseCache", {"maxBytes": 1 << 20}),
+        ["spec.runtime.responseCache", "deterministic: true"],
+    ),
+    (
+        "response-cache-below-a-mebibyte",
+        _mutate(
+            "spec",
+            {
+                **BASE["spec"],
+                "model": {**BASE["spec"]["model"], "deterministic": True},
+                "runtime": {**BASE["spec"]["runtime"], "responseCache": {"maxBytes": 1000}},
+            },
+        ),
+        ["spec.runtime.responseCache.maxBytes"],
+    ),
     (
         "retire-pods-per-step-zero",
         _mutate("spec.rollout", {**CANARY, "retire": {"podsPerStep": 0}}),
