@@ -104,12 +104,16 @@ CASES = [
         ["spec.autoscaling.minReplicas", "less than or equal to maxReplicas"],
     ),
     (
-        "scale-to-zero",
+        "idle-seconds-without-scale-to-zero",
         _mutate(
             "spec",
-            {**BASE["spec"], "replicas": None, "autoscaling": {"minReplicas": 0, "maxReplicas": 2}},
+            {
+                **BASE["spec"],
+                "replicas": None,
+                "autoscaling": {"minReplicas": 1, "maxReplicas": 2, "idleSeconds": 60},
+            },
         ),
-        ["spec.autoscaling.minReplicas", "scale to zero is out of scope"],
+        ["spec.autoscaling.idleSeconds", "idleSeconds applies only with minReplicas 0"],
     ),
     (
         "unknown-metric",
