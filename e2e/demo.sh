@@ -46,8 +46,9 @@ stop_demo() {
 
 if [[ ${1:-up} == down ]]; then
   stop_demo
+  # node.sh down removes the node's state dir, this with it; removed first all the same.
+  rm -rf -- "$DIGITS_DIR"
   bash e2e/cluster.sh down
-  rm -rf -- "$DIGITS_DIR"  # gone with the node's state dir already; this is a no-op then
   exit 0
 fi
 
