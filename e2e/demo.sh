@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # `make demo`: the local control plane with its real node, the operator installed by Helm from
-# its image, a sample InferenceModel answering real inferences through its Service, then a
-# model-version bump rolled out live as a canary judged by Prometheus. `make demo-down` undoes it.
+# its image, a real model answering real images through its Service, then a model-version bump
+# rolled out live as a canary judged by Prometheus. `make demo-down` undoes it.
+#
+# The model is the digits bundle (e2e/digits.py): a small CNN trained here in seconds on
+# scikit-learn's bundled handwritten digits, with its labels and handler, served from a
+# PersistentVolume on the real node; the held-out digits, as PNGs, are the requests, and the
+# answers are labels checked against the truth.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +17,10 @@ CLUSTER_DIR=${CLUSTER_DIR:-$PWD/.cluster}
 DEMO_DIR=$PWD/.demo
 NS=kinfer-demo
 export KUBECONFIG=$CLUSTER_DIR/kubeconfig
+# The real node's state dir (e2e/node.sh); `node.sh down` removes it, and the digits volume
+# with it: nothing of the demo lives elsewhere on the host.
+NODE_DIR=${KINFER_NODE_DIR:-/var/lib/kinfer-node}
+DIGITS_DIR=$NODE_DIR/volumes/$NS-digits
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -37,6 +46,8 @@ stop_demo() {
 
 if [[ ${1:-up} == down ]]; then
   stop_demo
+  # node.sh down removes the node's state dir, this with it; removed first all the same.
+  rm -rf -- "$DIGITS_DIR"
   bash e2e/cluster.sh down
   exit 0
 fi
@@ -76,8 +87,9 @@ mkdir -p "$DEMO_DIR"
 source "$CLUSTER_DIR/images.env"
 # shellcheck source=/dev/null
 source "$CLUSTER_DIR/net.env"
-[[ -n ${KINFER_RUNTIME_IMAGE:-} && -n ${NODE_IP:-} ]] || {
-  echo "make demo needs the real node (root): see e2e/README.md" >&2; exit 1; }
+[[ -n ${KINFER_RUNTIME_IMAGE:-} && -n ${NODE_IP:-} && -f $NODE_DIR/net.env ]] || {
+  echo "make demo needs the real node (root), its state in $NODE_DIR: see e2e/README.md" >&2
+  exit 1; }
 
 say "Nodes: two fake GPU nodes and a CPU node (kwok), and a real kubelet node"
 kubectl get nodes -o wide -L nvidia.com/gpu.product,node.kinfer.io/real
@@ -88,6 +100,13 @@ kubectl wait --for=condition=Established crd/inferencemodels.serving.kinfer.io -
 stop_demo
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl delete im --all -n "$NS" --wait=true >/dev/null 2>&1 || true
+
+say "Training the digits CNN on scikit-learn's bundled digits (seconds, no download) into $DIGITS_DIR, bound as the PVC digits"
+# A volume left Released (its claim deleted with the namespace) cannot bind again: renew it.
+if [[ $(kubectl get pv "$NS-digits" -o jsonpath='{.status.phase}' 2>/dev/null) == Released ]]; then
+  kubectl delete pv "$NS-digits" --wait=true >/dev/null
+fi
+.venv/bin/python e2e/demo_digits.py prepare "$DIGITS_DIR" "$NS"
 
 say "Starting Prometheus (built by make binaries), discovering runtime pods as examples/observability/prometheus-scrape.yaml does"
 PROM_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -120,7 +139,7 @@ kind: InferenceModel
 metadata:
   name: demo
 spec:
-  model: {uri: "file:///models/demo/model.onnx", version: "$1"}
+  model: {uri: "pvc://digits/digits.tar.gz", version: "$1"}
   runtime:
     image: $KINFER_RUNTIME_IMAGE
     imagePullPolicy: Never
@@ -137,27 +156,27 @@ spec:
 EOF
 }
 
-say "Applying the demo model (version 1, 4 replicas of the CPU runtime image)"
+say "Applying the demo model (the digits bundle as version 1, 4 replicas of the CPU runtime image)"
 manifest 1 | kubectl apply -n "$NS" -f -
 watch_until "demo is Ready" is_ready 240
 URL="http://$(kubectl get svc demo -n "$NS" -o jsonpath='{.spec.clusterIP}'):8080"
 
-say "A real inference through the Service ($URL)"
-.venv/bin/python e2e/demo_client.py "$URL" demo once
+say "A real image through the Service ($URL): a held-out handwritten digit as PNG, answered with its label"
+.venv/bin/python e2e/demo_digits.py "$URL" demo "$DIGITS_DIR" once
 
 say "Bumping the model to version 2 (as a git commit would) under live traffic: canary 25% -> 50% -> 75%"
-.venv/bin/python e2e/demo_client.py "$URL" demo load 600 >"$DEMO_DIR/load.log" 2>&1 &
+.venv/bin/python e2e/demo_digits.py "$URL" demo "$DIGITS_DIR" load 600 >"$DEMO_DIR/load.log" 2>&1 &
 echo $! >"$DEMO_DIR/load.pid"
 sleep 3
 manifest 2 | kubectl apply -n "$NS" -f -
 watch_until "version 2 passed every step and is stable" \
   '[[ $(stable_version) == 2 ]] && is_ready' 300
 stop_pidfile "$DEMO_DIR/load.pid"
-say "Answers per second by model version during the rollout (every 5th second of $DEMO_DIR/load.log)"
+say "Answers per second by model version and the share labelled right during the rollout (every 5th second of $DEMO_DIR/load.log)"
 awk 'NR % 5 == 1' "$DEMO_DIR/load.log" | tail -n 20
 
-say "The same request after the rollout"
-.venv/bin/python e2e/demo_client.py "$URL" demo once
+say "The same image after the rollout"
+.venv/bin/python e2e/demo_digits.py "$URL" demo "$DIGITS_DIR" once
 
 say "Status and events"
 kubectl get im demo -n "$NS" -o yaml | sed -n '/^status:/,$p'

@@ -26,6 +26,7 @@ import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 
 def predict(url: str, model: str, png: bytes) -> dict[str, object]:
@@ -41,14 +42,15 @@ def _label(answer: dict[str, object]) -> tuple[str, float]:
     return str(outputs["label"][0]), float(outputs["score"][0])
 
 
-def prepare(root: Path, namespace: str) -> int:
-    from digits import build
+CLAIM = "digits"
+URI = f"pvc://{CLAIM}/digits.tar.gz"
 
-    artifacts = build(root)
-    for p in [root, *root.rglob("*")]:
-        os.chmod(p, 0o755 if p.is_dir() else 0o644)
-    name = f"{namespace}-digits"
-    volume = {
+
+def volume(root: Path, namespace: str) -> dict[str, Any]:
+    """`root` (a directory on the real node) as a read-only PersistentVolume bound to the claim
+    `digits` in `namespace`, as e2e/realnode.py's bind_node_volume makes them."""
+    name = f"{namespace}-{CLAIM}"
+    return {
         "apiVersion": "v1",
         "kind": "List",
         "items": [
@@ -62,13 +64,13 @@ def prepare(root: Path, namespace: str) -> int:
                     "persistentVolumeReclaimPolicy": "Retain",
                     "storageClassName": "",
                     "hostPath": {"path": str(root), "type": "Directory"},
-                    "claimRef": {"namespace": namespace, "name": "digits"},
+                    "claimRef": {"namespace": namespace, "name": CLAIM},
                 },
             },
             {
                 "apiVersion": "v1",
                 "kind": "PersistentVolumeClaim",
-                "metadata": {"name": "digits", "namespace": namespace},
+                "metadata": {"name": CLAIM, "namespace": namespace},
                 "spec": {
                     "accessModes": ["ReadOnlyMany"],
                     "storageClassName": "",
@@ -78,11 +80,21 @@ def prepare(root: Path, namespace: str) -> int:
             },
         ],
     }
-    subprocess.run(["kubectl", "apply", "-f", "-"], input=json.dumps(volume), text=True, check=True)
+
+
+def prepare(root: Path, namespace: str) -> int:
+    from digits import build
+
+    artifacts = build(root)
+    for p in [root, *root.rglob("*")]:  # world-readable for the runtime's user (65532)
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    manifest = json.dumps(volume(root, namespace))
+    subprocess.run(["kubectl", "apply", "-f", "-"], input=manifest, text=True, check=True)
     s = artifacts.summary
     print(
-        f"digits bundle: {s['held_out']} held-out PNGs, accuracy in process "
-        f"{s['png_accuracy_in_process']:.4f}; serve pvc://digits/digits.tar.gz"
+        f"digits bundle: trained on {s['train']} digits in {s['train_seconds']}s; "
+        f"{s['held_out']} held-out PNGs, accuracy in process "
+        f"{s['png_accuracy_in_process']:.4f}; serve {URI}"
     )
     return 0
 
