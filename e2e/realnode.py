@@ -333,6 +333,32 @@ GRPC_PORT = 8081
 """The model Service's `grpc` port (runtime_contract.GRPC_PORT)."""
 
 
+GRPC_RETRY_ARGS = [
+    ("grpc.enable_retries", 1),
+    (
+        "grpc.service_config",
+        json.dumps(
+            {
+                "methodConfig": [
+                    {
+                        "name": [{}],
+                        "retryPolicy": {
+                            "maxAttempts": 3,
+                            "initialBackoff": "0.05s",
+                            "maxBackoff": "0.5s",
+                            "backoffMultiplier": 2,
+                            "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
+                        },
+                    }
+                ]
+            }
+        ),
+    ),
+]
+"""What the README tells long-lived gRPC clients to set: a call that races a stopping server is
+cancelled by grpc-core before it starts (CANCELLED), and is safe to send again."""
+
+
 def _binary_request(batch: np.ndarray) -> tuple[bytes, dict[str, str]]:
     tensor = {"name": "input", "datatype": "FP32", "shape": list(batch.shape)}
     tensor["parameters"] = {"binary_data_size": batch.nbytes}
@@ -440,7 +466,7 @@ class LoadGenerator:
         from tritonclient.utils import InferenceServerException
 
         target = f"{urlsplit(self.base_url).hostname}:{GRPC_PORT}"
-        with tc.InferenceServerClient(target) as client:
+        with tc.InferenceServerClient(target, channel_args=GRPC_RETRY_ARGS) as client:
             while not self._stop.is_set():
                 sent = time.monotonic()
                 tensor = tc.InferInput("input", list(self._batch.shape), "FP32")
