@@ -30,7 +30,15 @@ import pytest
 import yaml
 from dataplane import Prometheus
 from gateway import install_gateway_api_crds
-from harness import EXAMPLES, free_port, kubectl, kubectl_json, once_per_run, wait_until
+from harness import (
+    EXAMPLES,
+    free_port,
+    kubectl,
+    kubectl_apply,
+    kubectl_json,
+    once_per_run,
+    wait_until,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
@@ -289,6 +297,38 @@ def trace_endpoint(prometheus_endpoints: PrometheusEndpoints) -> TraceEndpoint:
         return TraceEndpoint(host, free_port())
 
 
+STAND_IN_ACTIVATOR_IP = "10.255.255.254"
+"""The kwok lane runs no activator: a selector-less `kinfer-activator` Service with one
+Ready endpoint at this (unrouted) address tells the operator one is Ready, so models may go
+to zero and be fronted by it (the cases wake them with a scale patch, as the activator does)."""
+
+
+def stand_in_activator() -> None:
+    """The activator as the operator sees it: its Service's EndpointSlice with a Ready pod."""
+    docs = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kinfer-system"}},
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "kinfer-activator", "namespace": "kinfer-system"},
+            "spec": {"ports": [{"name": "http", "port": 8012, "protocol": "TCP"}]},
+        },
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "kinfer-activator-stand-in",
+                "namespace": "kinfer-system",
+                "labels": {"kubernetes.io/service-name": "kinfer-activator"},
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [STAND_IN_ACTIVATOR_IP], "conditions": {"ready": True}}],
+            "ports": [{"name": "http", "port": 8012, "protocol": "TCP"}],
+        },
+    ]
+    kubectl_apply("\n---\n".join(yaml.safe_dump(d) for d in docs), "kinfer-system")
+
+
 @pytest.fixture(scope="session")
 def operator(
     crds: None,
@@ -300,6 +340,7 @@ def operator(
     if OPERATOR_MODE == "incluster":
         yield None
         return
+    stand_in_activator()
     log_dir = tmp_path_factory.mktemp("operator")
     config = log_dir / "prometheus.yaml"
     config.write_text(yaml.safe_dump(prometheus_endpoints.config()))

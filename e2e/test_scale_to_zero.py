@@ -160,11 +160,6 @@ def test_idle_model_goes_to_zero_holds_no_gpu_and_wakes_on_a_scale_patch(
     assert deployment(ns)["spec"]["replicas"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the routes-table writer (reconcile/routes_table.py) is not wired into the "
-    "operator's passes until the Front decision (rollout/front.py) lands",
-)
 def test_routes_configmap_lists_the_idle_model(
     quiet_cluster: str, prometheus: Prometheus, plane: DataPlane
 ) -> None:
@@ -172,20 +167,32 @@ def test_routes_configmap_lists_the_idle_model(
     kubectl_apply(manifest(prometheus), ns)
     kubectl("wait", "-n", ns, f"im/{NAME}", "--for=condition=Ready", "--timeout=90s")
     wait_idle(ns, IDLE_SECONDS + 60)
-    listed = kubectl(
-        "get",
-        "configmaps",
-        "-A",
-        "--field-selector",
-        "metadata.name=kinfer-activator-routes",
-        "-o",
-        "json",
-        check=False,
-    )
-    items = json.loads(listed.stdout or '{"items": []}')["items"]
-    assert items, "no kinfer-activator-routes ConfigMap"
-    table = json.loads(items[0]["data"]["routes.json"])
-    rows = [r for r in table["routes"].values() if (r["namespace"], r["model"]) == (ns, NAME)]
-    assert len(rows) == 1 and rows[0]["atZero"] is True
+
+    def idle_row() -> dict[str, Any] | None:
+        # The leader writes the table at most every second or so after a pass changes it.
+        listed = kubectl(
+            "get",
+            "configmaps",
+            "-A",
+            "--field-selector",
+            "metadata.name=kinfer-activator-routes",
+            "-o",
+            "json",
+            check=False,
+        )
+        items = json.loads(listed.stdout or '{"items": []}')["items"]
+        if not items:
+            return None
+        table = json.loads(items[0]["data"]["routes.json"])
+        rows = [r for r in table["routes"].values() if (r["namespace"], r["model"]) == (ns, NAME)]
+        return rows[0] if len(rows) == 1 and rows[0]["atZero"] is True else None
+
+    row = wait_until(idle_row, 15, "the routes ConfigMap to list the model at zero")
+    assert row["stable"]["deployment"] == deployment(ns)["metadata"]["name"]
     service = kubectl_json("get", "svc", NAME, "-n", ns)
     assert "selector" not in service["spec"]
+    # The model's Service is the activator's: one slice, on the (stand-in) activator pod,
+    # its ports the model's pair in the table.
+    endpoint_slice = kubectl_json("get", "endpointslice", f"{NAME}-kinfer", "-n", ns)
+    assert [e["addresses"] for e in endpoint_slice["endpoints"]] == [["10.255.255.254"]]
+    assert {p["port"] for p in endpoint_slice["ports"]} == {row["httpPort"], row["grpcPort"]}

@@ -11,6 +11,7 @@ not as writes, since their steady renewals say nothing about reconciling.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import json
 import logging
@@ -219,6 +220,22 @@ class Kube:
         if not all(v.isdigit() for v in versions):
             return items, None
         return items, min(versions, key=int)
+
+    def list_where(
+        self,
+        kind: WatchedKind,
+        namespace: str,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> builtins.list[dict[str, Any]]:
+        """Objects of a kind in one namespace that match the selectors (the operator's own
+        objects that no model labels: the activator's EndpointSlices, the routes ConfigMap)."""
+        resource = self._resource(API_VERSIONS[kind], kind)
+        self._read("list", kind)
+        listing = resource.get(
+            namespace=namespace, label_selector=label_selector, field_selector=field_selector
+        ).to_dict()
+        return [dict(i) for i in listing.get("items", [])]
 
     def pod_log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str | None:
         """The last lines a container logged, or None when they cannot be read."""

@@ -37,6 +37,8 @@ from kinfer_operator.naming import MODEL_LABEL
 from kinfer_operator.reconcile import Reconciler
 from kinfer_operator.reconcile.queue import WorkQueue
 from kinfer_operator.world import Store, WatchedKind
+from kinfer_operator.world.activator import ActivatorEndpoints
+from kinfer_operator.world.endpoints import SERVICE_NAME_LABEL
 from kinfer_operator.world.store import ModelKey
 
 __all__ = ["RELIST_SECONDS", "RESYNC_SECONDS", "WORKERS", "Controller", "install"]
@@ -46,6 +48,12 @@ RELIST_SECONDS = float(os.environ.get("KINFER_RELIST_SECONDS", "600"))
 """How often the cache is made equal to a fresh listing (0: never). kopf resumes a broken
 watch from a new listing and sends no event for what was deleted in the gap."""
 WORKERS = int(os.environ.get("KINFER_WORKERS", "4"))
+ROUTES_FLUSH_SECONDS = 1.0
+"""How often the leader writes the activator's routing table if it changed (reconcile/
+routes_table.py debounces the writes themselves)."""
+ACTIVATOR_RELIST_SECONDS = 30.0
+"""How often the Ready activator pods are listed afresh (a safety net for the watch, and
+the only source when the operator watches some namespaces only)."""
 IDLE_SECONDS = 30.0
 """A worker that waited this long for work does housekeeping (see `Controller._idle`)."""
 _log = logging.getLogger(__name__)
@@ -99,7 +107,10 @@ class Controller:
         workers: int = WORKERS,
         resync_seconds: float = RESYNC_SECONDS,
         relist_seconds: float = RELIST_SECONDS,
+        activator_refresh: Callable[[], bool] | None = None,
     ) -> None:
+        """`activator_refresh`: list the Ready activator pods afresh, True when they
+        changed (None: the operator has no activator)."""
         self.reconciler, self.store = reconciler, store
         self.queue: WorkQueue[ModelKey] = WorkQueue()
         self._standby, self._relist = standby, relist
@@ -118,6 +129,8 @@ class Controller:
         self._deleted = 0
         self._sized_at = 0.0
         self._threads: list[threading.Thread] = []
+        self._activator_refresh = activator_refresh
+        self._stopping = threading.Event()
 
     # -- feeding ---------------------------------------------------------------------------
 
@@ -178,6 +191,12 @@ class Controller:
         """Start the worker pool (idempotent)."""
         if self._threads:
             return
+        if not self._standby():
+            self._prepare_routes()
+        if self._activator_refresh is not None:
+            thread = threading.Thread(target=self._routes_loop, name="routes", daemon=True)
+            thread.start()
+            self._threads.append(thread)
         for i in range(self._workers):
             thread = threading.Thread(target=self._work, name=f"reconcile-{i}", daemon=True)
             thread.start()
@@ -185,6 +204,7 @@ class Controller:
 
     def stop(self) -> None:
         """Stop the workers after their current pass."""
+        self._stopping.set()
         self.queue.shutdown()
         for thread in self._threads:
             thread.join(timeout=30)
@@ -250,9 +270,43 @@ class Controller:
             delay = min(delay, outcome.requeue_after)
         self.queue.add_after(key, delay)
 
+    def activator_changed(self) -> None:
+        """The Ready activator pods changed: every model's Front may change with them."""
+        for key in self.store.models():
+            self.enqueue(key, "activator")
+
+    def _prepare_routes(self) -> None:
+        """Before acting (at start, on taking over): the Ready activator pods and the routing
+        table as last written, so models keep their port pairs."""
+        if self._activator_refresh is None:
+            return
+        try:
+            self._activator_refresh()
+            self.reconciler.seed_routes()
+        except Exception:
+            _log.warning("could not read the activator's routes or pods", exc_info=True)
+
+    def _routes_loop(self) -> None:
+        """The one writer of the activator's routing table (the leader only), and the
+        periodic relisting of the activator's pods."""
+        refresh = self._activator_refresh
+        relisted = time.monotonic()
+        while not self._stopping.wait(ROUTES_FLUSH_SECONDS):
+            if self._standby():
+                continue
+            try:
+                if refresh is not None and time.monotonic() - relisted >= ACTIVATOR_RELIST_SECONDS:
+                    relisted = time.monotonic()
+                    if refresh():
+                        self.activator_changed()
+                self.reconciler.flush_routes()
+            except Exception:
+                _log.warning("could not write the activator's routing table", exc_info=True)
+
     def took_over(self) -> None:
         """This replica now acts: run the passes it put off as a standby now, not at their
         resync. Only models a pass was asked for (so kopf's initial listing is complete)."""
+        self._prepare_routes()
         with self._lock:
             deferred, self._deferred = self._deferred, set()
         for key in deferred:
@@ -318,11 +372,13 @@ def install(
     registry: kopf.OperatorRegistry | None = None,
     watch_routes: bool = True,
     watch_grpc_routes: bool = False,
+    activator: ActivatorEndpoints | None = None,
 ) -> None:
     """Register the watches and handlers on a kopf registry (the default one unless given).
 
     `watch_routes`: also watch HTTPRoutes (needs the Gateway API CRDs and RBAC for them);
-    `watch_grpc_routes`: GRPCRoutes likewise.
+    `watch_grpc_routes`: GRPCRoutes likewise; `activator`: where the Ready activator pods
+    are held (its Service's EndpointSlices are watched into it).
     """
     reg = registry or kopf.get_default_registry()
     store = controller.store
@@ -355,6 +411,31 @@ def install(
         watches.append(_GRPC_ROUTES)
     for kind, group, version, plural in watches:
         _watch_children(reg, controller, kind, group, version, plural)
+    if activator is not None:
+        _watch_activator(reg, controller, activator)
+
+
+def _watch_activator(
+    reg: kopf.OperatorRegistry, controller: Controller, activator: ActivatorEndpoints
+) -> None:
+    labels = {SERVICE_NAME_LABEL: activator.service}
+
+    def ours(body: kopf.Body, **_: Any) -> bool:
+        return activator.is_ours(body)
+
+    @kopf.on.event(
+        "discovery.k8s.io",
+        "v1",
+        "endpointslices",
+        labels=labels,
+        when=ours,
+        registry=reg,
+        id="activator-endpointslices",
+    )
+    async def activator_event(type: str, body: kopf.Body, **_: Any) -> None:
+        changed = activator.remove(body) if type == "DELETED" else activator.update(body)
+        if changed:
+            controller.activator_changed()
 
 
 def _watch_children(

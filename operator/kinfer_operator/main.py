@@ -21,11 +21,17 @@ from kinfer_operator.handlers import WORKERS, Controller, install
 from kinfer_operator.metrics import LEADER
 from kinfer_operator.reconcile import Reconciler
 from kinfer_operator.reconcile.cluster import CachedCluster, relist
+from kinfer_operator.reconcile.run import (
+    ACTIVATOR_NAMESPACE_ENV,
+    ACTIVATOR_SERVICE_ENV,
+    DEFAULT_ACTIVATOR_NAMESPACE,
+)
 from kinfer_operator.reconcile.template_rolls import DEFAULT_MAX_TEMPLATE_ROLLS, TemplateRolls
 from kinfer_operator.rollout.endpoints import ConfigError
 from kinfer_operator.rollout.endpoints import load_config as load_prometheus
 from kinfer_operator.tracing import install_tracing
 from kinfer_operator.world import Store
+from kinfer_operator.world.activator import ActivatorEndpoints
 from kinfer_operator.world.cost_metric import GpuSecondsCollector
 from kinfer_operator.world.store import ModelKey
 
@@ -243,8 +249,24 @@ def main(argv: list[str] | None = None) -> None:
         # Hot standby: the watches and the cache stay current, nothing acts.
         return elector is not None and not elector.leading()
 
+    activator_service = os.environ.get(ACTIVATOR_SERVICE_ENV, "")
+    activator = (
+        ActivatorEndpoints(
+            os.environ.get(ACTIVATOR_NAMESPACE_ENV) or DEFAULT_ACTIVATOR_NAMESPACE,
+            activator_service,
+        )
+        if activator_service
+        else None
+    )
+    cluster = CachedCluster(
+        store,
+        kube,
+        routes_watched=watch_routes,
+        grpc_routes_watched=watch_grpc,
+        activator=activator,
+    )
     reconciler = Reconciler(
-        CachedCluster(store, kube, routes_watched=watch_routes, grpc_routes_watched=watch_grpc),
+        cluster,
         prometheus=prometheus,
         template_rolls=TemplateRolls(
             args.max_template_rolls,
@@ -268,9 +290,16 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     controller = Controller(
-        reconciler, store, standby=standby, relist=relist_cache, workers=args.workers
+        reconciler,
+        store,
+        standby=standby,
+        relist=relist_cache,
+        workers=args.workers,
+        activator_refresh=cluster.refresh_activator if activator is not None else None,
     )
-    install(controller, watch_routes=watch_routes, watch_grpc_routes=watch_grpc)
+    install(
+        controller, watch_routes=watch_routes, watch_grpc_routes=watch_grpc, activator=activator
+    )
 
     @kopf.on.startup()
     def scanning_settings(settings: kopf.OperatorSettings, **_: object) -> None:

@@ -36,6 +36,11 @@ class _Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         self.forgotten.append((namespace, name))
 
+    seeded = 0
+
+    def seed_routes(self) -> None:
+        self.seeded += 1
+
     def collect(self, namespace: str, name: str, uid: str) -> int:
         self.collected.append((namespace, name, uid))
         return 0
@@ -266,3 +271,22 @@ def test_a_deleted_models_children_are_collected_by_a_worker(reconciler: _Reconc
     _run_ready(controller)
     assert len(reconciler.collected) == 1  # once
     controller.stop()
+
+
+def test_taking_over_reads_the_activator_and_seeds_the_routing_table_first(
+    reconciler: _Reconciler,
+) -> None:
+    refreshed: list[bool] = []
+    controller = _controller(reconciler, activator_refresh=lambda: refreshed.append(True) or True)
+    controller.took_over()
+    assert (refreshed, reconciler.seeded) == ([True], 1)
+
+
+def test_a_change_of_the_ready_activator_pods_requeues_every_model(
+    reconciler: _Reconciler,
+) -> None:
+    controller = _controller(reconciler, activator_refresh=lambda: False)
+    for name in ("a", "b"):
+        controller.store.upsert("InferenceModel", model_body(name=name))
+    controller.activator_changed()
+    assert controller.queue.depth() == 2

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from kinfer_operator._kube import WriteError
+from kinfer_operator.children.activator_routes import CONFIGMAP_NAME
 from kinfer_operator.events import Event
 from kinfer_operator.references import Reference
 from kinfer_operator.world import Observed, WriteFailure
@@ -44,6 +45,10 @@ class FakeKube:
         self._created = 0
         self._version = 100
         self._applied: dict[tuple[str, str], dict[str, Any]] = {}
+        self.activator: list[str] | None = ["10.244.0.50"]
+        """The Ready activator pod IPs (None: no activator configured)."""
+        self.configmaps: dict[tuple[str, str], dict[str, Any]] = {}
+        """ConfigMaps the operator owns outside any model (the activator's routes)."""
 
     def thread_writes(self) -> int:
         return sum(self.writes.values())
@@ -88,8 +93,16 @@ class FakeKube:
             pods=tuple(copy.deepcopy(self.pods)),
             configmaps=of("ConfigMap"),
             jobs=of("Job"),
+            endpoint_slices=of("EndpointSlice"),
             fill_logs=dict(self.fill_logs),
         )
+
+    def activator_ips(self) -> list[str] | None:
+        return list(self.activator) if self.activator is not None else None
+
+    def read_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self.configmaps.get((namespace, name))
+        return copy.deepcopy(found) if found is not None else None
 
     # -- writes ------------------------------------------------------------------------
 
@@ -126,6 +139,9 @@ class FakeKube:
                 stored["metadata"]["generation"] = int(before["metadata"]["generation"]) + 1
         stored["metadata"]["resourceVersion"] = self._next_version()
         self._applied[(kind, name)] = config
+        if kind == "ConfigMap" and name == CONFIGMAP_NAME:
+            self.configmaps[(str(stored["metadata"]["namespace"]), name)] = stored
+            return copy.deepcopy(stored)
         self.children[(kind, name)] = stored
         return copy.deepcopy(stored)
 

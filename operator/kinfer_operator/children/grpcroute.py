@@ -20,11 +20,14 @@ from kinfer_operator.naming import child_labels
 __all__ = ["build_grpcroute"]
 
 
-def build_grpcroute(model: InferenceModel, canary_weight: int) -> dict[str, Any]:
-    """GRPCRoute splitting the model's gRPC calls between the stable and canary Services."""
+def build_grpcroute(
+    model: InferenceModel, canary_weight: int, activator: bool = False
+) -> dict[str, Any]:
+    """GRPCRoute splitting the model's gRPC calls between the stable and canary Services
+    (with `activator`: all to `<name>`, where the activator splits)."""
     rollout = model.spec.rollout
     rules: list[dict[str, Any]] = [
-        {"backendRefs": weighted_backends(model, canary_weight, rc.GRPC_PORT)}
+        {"backendRefs": weighted_backends(model, canary_weight, rc.GRPC_PORT, activator)}
     ]
     pin = rollout.traffic.pin if rollout else None
     if pin is not None:

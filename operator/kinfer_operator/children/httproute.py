@@ -15,7 +15,13 @@ from typing import Any, Literal
 
 from kinfer_operator import runtime_contract as rc
 from kinfer_operator.model import InferenceModel
-from kinfer_operator.naming import MODEL_LABEL, REVISION_LABEL, TRACK_LABEL, child_labels
+from kinfer_operator.naming import (
+    MODEL_LABEL,
+    REVISION_LABEL,
+    TRACK_LABEL,
+    child_labels,
+    service_name,
+)
 
 __all__ = [
     "build_httproute",
@@ -72,9 +78,15 @@ def build_track_service(
 
 
 def weighted_backends(
-    model: InferenceModel, canary_weight: int, port: int = rc.HTTP_PORT
+    model: InferenceModel, canary_weight: int, port: int = rc.HTTP_PORT, activator: bool = False
 ) -> list[dict[str, Any]]:
-    """The weighted rule's two backendRefs (stable, then canary) on the track Services' `port`."""
+    """The weighted rule's two backendRefs (stable, then canary) on the track Services' `port`.
+
+    `activator`: the activator fronts the model and applies the split itself (its routing
+    table carries the weight), so the rule sends everything to the `<name>` Service.
+    """
+    if activator:
+        return [{"name": service_name(model), "port": port, "weight": 100}]
     # Both weights are always written: an omitted weight defaults to 1 in Gateway API.
     return [
         {"name": track_service_name(model, "stable"), "port": port, "weight": 100 - canary_weight},
@@ -98,11 +110,16 @@ def _modify_headers(**change: Any) -> dict[str, Any]:
     return {"type": "RequestHeaderModifier", "requestHeaderModifier": change}
 
 
-def build_httproute(model: InferenceModel, canary_weight: int) -> dict[str, Any]:
-    """HTTPRoute splitting the model's traffic between the stable and canary Services."""
+def build_httproute(
+    model: InferenceModel, canary_weight: int, activator: bool = False
+) -> dict[str, Any]:
+    """HTTPRoute splitting the model's traffic between the stable and canary Services (or,
+    with `activator`, sending it to the activator through `<name>`, which splits)."""
     rollout = model.spec.rollout
     parents = route_parents(model)
-    weighted: dict[str, Any] = {"backendRefs": weighted_backends(model, canary_weight)}
+    weighted: dict[str, Any] = {
+        "backendRefs": weighted_backends(model, canary_weight, activator=activator)
+    }
     rules = [weighted]
     pin = rollout.traffic.pin if rollout else None
     if pin is not None:

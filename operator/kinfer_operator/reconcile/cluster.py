@@ -19,6 +19,8 @@ from typing import Any, Protocol
 from kinfer_operator._kube import Kube, MissingPermission
 from kinfer_operator.references import Reference
 from kinfer_operator.world import Observed, Store, WatchedKind
+from kinfer_operator.world.activator import ActivatorEndpoints
+from kinfer_operator.world.endpoints import SERVICE_NAME_LABEL
 from kinfer_operator.world.store import CHILD_KINDS, ModelKey
 
 __all__ = ["REFERENCE_TTL_SECONDS", "CachedCluster", "ClusterApi", "relist"]
@@ -31,6 +33,9 @@ REFERENCE_TTL_SECONDS = 300.0
 PVCs are not watched (the operator may only `get` them), so this bounds both the API reads
 of a steady state and how late a deleted claim is noticed.
 """
+
+_CACHED_WRITES: tuple[WatchedKind, ...] = (*CHILD_KINDS, "EndpointSlice")
+"""Kinds whose writes go back into the cache at once (the `<name>-kinfer` slice too)."""
 
 
 class ClusterApi(Protocol):
@@ -53,6 +58,14 @@ class ClusterApi(Protocol):
     ) -> Observed: ...
 
     def apply(self, obj: Mapping[str, Any]) -> Mapping[str, Any]: ...
+
+    def activator_ips(self) -> Sequence[str] | None:
+        """The Ready activator pods' addresses; None when no activator is configured."""
+        ...
+
+    def read_configmap(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """A ConfigMap the operator itself owns (the activator routes), read from the API."""
+        ...
 
     def scale(
         self, namespace: str, deployment: str, replicas: int, resource_version: str | None = None
@@ -77,8 +90,12 @@ class CachedCluster:
         routes_watched: bool,
         grpc_routes_watched: bool = False,
         monotonic: Callable[[], float] = time.monotonic,
+        activator: ActivatorEndpoints | None = None,
     ) -> None:
+        """`activator`: where the Ready activator pods are held (fed by a watch), when the
+        operator has an activator."""
         self._store, self._kube = store, kube
+        self.activator = activator
         self._routes_watched = routes_watched
         self._grpc_routes_watched = grpc_routes_watched
         self._monotonic = monotonic
@@ -135,9 +152,30 @@ class CachedCluster:
 
     def apply(self, obj: Mapping[str, Any]) -> Mapping[str, Any]:
         applied = self._kube.apply(obj)
-        if applied.get("kind") in CHILD_KINDS:
+        if applied.get("kind") in _CACHED_WRITES:
             self._store.upsert(applied["kind"], applied)
         return applied
+
+    def activator_ips(self) -> Sequence[str] | None:
+        return self.activator.ips() if self.activator is not None else None
+
+    def refresh_activator(self) -> bool:
+        """List the activator Service's slices afresh (at start and on taking over); True
+        when the Ready IPs changed."""
+        if self.activator is None:
+            return False
+        slices = self._kube.list_where(
+            "EndpointSlice",
+            self.activator.namespace,
+            label_selector=f"{SERVICE_NAME_LABEL}={self.activator.service}",
+        )
+        return self.activator.replace(list(slices))
+
+    def read_configmap(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        found = self._kube.list_where(
+            "ConfigMap", namespace, field_selector=f"metadata.name={name}"
+        )
+        return found[0] if found else None
 
     def scale(
         self, namespace: str, deployment: str, replicas: int, resource_version: str | None = None
@@ -147,7 +185,7 @@ class CachedCluster:
 
     def delete(self, namespace: str, kind: str, name: str) -> None:
         self._kube.delete(namespace, kind, name)
-        if kind in CHILD_KINDS:
+        if kind in _CACHED_WRITES:
             self._store.deleted(namespace, kind, name)
 
     def patch_model_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:

@@ -10,7 +10,7 @@ routing-table row. Pure.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from kinfer_operator.children.activator_routes import PortPair, Route, route_of
@@ -18,9 +18,9 @@ from kinfer_operator.children.endpointslice import build_activator_slice, slice_
 from kinfer_operator.children.httproute import build_track_service
 from kinfer_operator.children.service import build_service
 from kinfer_operator.model import InferenceModel
-from kinfer_operator.reconcile.plan import Delete
+from kinfer_operator.reconcile.plan import Delete, Plan, stamped
 
-__all__ = ["FrontChildren", "activator_children", "route_for", "wants_route"]
+__all__ = ["FrontChildren", "activator_children", "route_for", "wants_route", "with_front"]
 
 
 @dataclass(frozen=True)
@@ -91,3 +91,29 @@ def activator_children(
         )
     deletes = [Delete("EndpointSlice", slice_name(model))] if slice_observed else []
     return FrontChildren(applies=[build_service(model, service_revisions)], deletes=deletes)
+
+
+def with_front(decided: Plan, children: FrontChildren) -> Plan:
+    """The plan with its `<name>` Service replaced by the front's children: the same Service
+    path whichever pass built it. The children win over a track Service the plan already
+    had (the GatewayAPI mode builds the same ones), and the plan's Front says who actually
+    fronts the model (pods, when the routing table had no pair left)."""
+    ours = {(a["kind"], a["metadata"]["name"]) for a in children.applies}
+    model_service = next(
+        (a["metadata"]["name"] for a in children.applies if a["kind"] == "Service"), None
+    )
+    kept = [
+        a
+        for a in decided.applies
+        if (a["kind"], a["metadata"]["name"]) not in ours
+        and not (a["kind"] == "Service" and a["metadata"]["name"] == model_service)
+    ]
+    front = decided.front
+    if front is not None and front.via != children.via:
+        front = replace(front, via=children.via)
+    return replace(
+        decided,
+        applies=[*(stamped(a) for a in children.applies), *kept],
+        deletes=[*decided.deletes, *children.deletes],
+        front=front,
+    )

@@ -232,11 +232,11 @@ def plan(
             [
                 build_track_service(model, "stable", serving),
                 build_track_service(model, "canary", candidate or serving),
-                build_httproute(model, front.canary_weight),
+                build_httproute(model, front.canary_weight, front.via == "activator"),
             ]
         )
         if observed.grpc_routes_served:  # the runtime always serves gRPC (rc.GRPC_PORT)
-            applies.append(build_grpcroute(model, front.canary_weight))
+            applies.append(build_grpcroute(model, front.canary_weight, front.via == "activator"))
 
     if model.spec.autoscaling is not None:
         hpa = build_hpa(model, "stable", deployment_name(model, serving))
@@ -269,9 +269,9 @@ def plan(
 def _front_service(model: InferenceModel, front: Front) -> dict[str, Any]:
     """The `<name>` Service as the Front wants it.
 
-    via="activator" is served like pods pinned to stable until the activator's children
-    (the selectorless Service and its EndpointSlice) are built here: every pin the Front
-    makes keeps the candidate out of unpinned traffic, so that is the safe reading.
+    via="activator": the reconciler replaces it with the activator's children
+    (reconcile/front_activator.py `with_front`, which needs the routing table's port pair);
+    a plan read alone serves it like pods pinned to stable, the safe reading.
     """
     if front.via == "activator":
         return build_service(model, (front.stable_revision,))

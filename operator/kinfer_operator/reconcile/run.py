@@ -15,6 +15,8 @@ from pydantic import ValidationError
 
 from kinfer_operator._kube import MissingPermission, WriteError
 from kinfer_operator.api.status import InferenceModelStatus, bounded
+from kinfer_operator.children.activator_routes import CONFIGMAP_NAME
+from kinfer_operator.children.endpointslice import slice_name
 from kinfer_operator.events import Event
 from kinfer_operator.metrics import (
     PROMOTIONS,
@@ -26,12 +28,14 @@ from kinfer_operator.metrics import (
     record_model,
 )
 from kinfer_operator.model import InferenceModel
-from kinfer_operator.naming import deployment_name, revision_of
+from kinfer_operator.naming import deployment_name, revision_of, service_name
 from kinfer_operator.reconcile.analysis_port import AnalysisPort
 from kinfer_operator.reconcile.backoff import WriteBackoff
 from kinfer_operator.reconcile.cache import FILL_POLL_SECONDS, gate_on_cache
 from kinfer_operator.reconcile.cluster import ClusterApi
+from kinfer_operator.reconcile.front_activator import activator_children, route_for, with_front
 from kinfer_operator.reconcile.plan import Plan, Scale, plan, want_replicas
+from kinfer_operator.reconcile.routes_table import RoutesTable
 from kinfer_operator.reconcile.template_rolls import (
     TEMPLATE_WAIT_SECONDS,
     Gate,
@@ -61,7 +65,9 @@ from kinfer_operator.world.cost import CostLedger, resource_name_of, revision_co
 _TRACER = trace.get_tracer("kinfer-operator")
 
 __all__ = [
+    "ACTIVATOR_NAMESPACE_ENV",
     "ACTIVATOR_SERVICE_ENV",
+    "DEFAULT_ACTIVATOR_NAMESPACE",
     "Outcome",
     "Reconciler",
     "describe_validation_error",
@@ -115,6 +121,12 @@ def _to_zero(decided: Plan, deployment: str) -> Plan:
     return replace(decided, scales=[*scales, Scale(deployment, 0)], want_replicas=0)
 
 
+def _wake(decided: Plan, deployment: str) -> Plan:
+    """The plan with the serving Deployment at zero brought back to one replica."""
+    scales = [s for s in decided.scales if s.name != deployment]
+    return replace(decided, scales=[*scales, Scale(deployment, 1)], want_replicas=1)
+
+
 def _status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """A JSON merge patch (RFC 7386) from old to new: keys gone at any depth become null.
 
@@ -137,6 +149,9 @@ def _status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, A
 ACTIVATOR_SERVICE_ENV = "KINFER_ACTIVATOR_SERVICE"
 """The activator's Service (the chart sets it with activator.enabled); unset: no model goes
 to zero, as nothing would answer its clients there."""
+ACTIVATOR_NAMESPACE_ENV = "KINFER_ACTIVATOR_NAMESPACE"
+"""Where the activator runs, and where the routes ConfigMap goes (the operator's namespace)."""
+DEFAULT_ACTIVATOR_NAMESPACE = "kinfer-system"
 CONFLICT_RETRY_SECONDS = 1.0
 """A write refused for a stale read is tried again this soon (the watch event is on its way)."""
 INVALID_RECHECK_SECONDS = 30.0
@@ -184,6 +199,7 @@ class Reconciler:
         template_mark: str = "",
         otlp_endpoint: str = "",
         activator: bool | None = None,
+        routes: RoutesTable | None = None,
     ) -> None:
         """`query(endpoint, promql, timeout, name)` answers canary analysis against the
         operator's Prometheus endpoints (unit tests pass a fake); `costs` holds the
@@ -202,10 +218,14 @@ class Reconciler:
         self.activator = (
             bool(os.environ.get(ACTIVATOR_SERVICE_ENV)) if activator is None else activator
         )
+        self.routes = routes or RoutesTable(
+            os.environ.get(ACTIVATOR_NAMESPACE_ENV) or DEFAULT_ACTIVATOR_NAMESPACE, monotonic
+        )
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop per-model state once the model is deleted."""
         self.writes.forget(namespace, name)
+        self.routes.forget((namespace, name))
         self.costs.forget(namespace, name)
         if self.template_rolls is not None:
             self.template_rolls.not_waiting((namespace, name))
@@ -289,7 +309,10 @@ class Reconciler:
         except MissingPermission as err:
             return self._refuse(current, str(err), "MissingPermission")
         backoff = self.writes.backoff_for(model.namespace, model.name, current.generation)
+        ips = self._activator_ips()
+        activator_ready = bool(ips)
         rollout = self._decide_rollout(model, observed, current, backoff)
+        zero = self._decide_zero(model, observed, current, activator_ready)
         decided = plan(
             model,
             observed,
@@ -297,10 +320,17 @@ class Reconciler:
             self.template_mark,
             now=current.now,
             otlp_endpoint=self.otlp_endpoint,
+            at_zero=zero.at_zero,
+            least_queue=model.spec.routing == "leastQueue",
+            activator_ready=activator_ready,
         )
-        zero = self._decide_zero(model, observed, current)
+        decided = self._front(model, observed, decided, ips, zero.at_zero)
         if zero.scale_to_zero:
             decided = _to_zero(decided, deployment_name(model, decided.serving_revision))
+        elif zero.state == "Idle" and not activator_ready:
+            # At zero with no activator to answer: bring a replica back rather than leave
+            # the model's clients with no endpoint at all.
+            decided = _wake(decided, deployment_name(model, decided.serving_revision))
         decided, filling = gate_on_cache(model, observed, decided)  # spec.model.cache
         rolls = self.template_rolls
         gate = (
@@ -344,8 +374,64 @@ class Reconciler:
             min(due) if due else None,
         )
 
+    def _activator_ips(self) -> tuple[str, ...]:
+        """The Ready activator pods, when the operator has an activator."""
+        if not self.activator:
+            return ()
+        return tuple(self.kube.activator_ips() or ())
+
+    def _front(
+        self,
+        model: InferenceModel,
+        observed: Observed,
+        decided: Plan,
+        ips: tuple[str, ...],
+        at_zero: bool,
+    ) -> Plan:
+        """The plan with the model's Service path as its Front says (the activator's
+        Service, slice and track Services, or the pods'), and the model's routing-table row
+        submitted (None takes it out)."""
+        front = decided.front
+        if front is None:
+            return decided
+        route = route_for(
+            model,
+            stable_revision=front.stable_revision,
+            canary_revision=front.canary_revision,
+            canary_weight=front.canary_weight,
+            at_zero=at_zero,
+        )
+        ports = self.routes.submit((model.namespace, model.name), route)
+        children = activator_children(
+            model,
+            via=front.via,
+            service_revisions=front.service_revisions,
+            stable_revision=front.stable_revision,
+            canary_revision=front.canary_revision,
+            activator_ips=ips,
+            ports=ports,
+            slice_observed=observed.find("EndpointSlice", slice_name(model)) is not None,
+        )
+        return with_front(decided, children)
+
+    def seed_routes(self) -> None:
+        """Start the routing table from the ConfigMap as written (at start, on taking over):
+        models keep their port pairs across operator restarts."""
+        if self.activator:
+            self.routes.seed(self.kube.read_configmap(self.routes.namespace, CONFIGMAP_NAME))
+
+    def flush_routes(self) -> bool:
+        """Write the routing table if it changed (the leader's one writer of it)."""
+        if not self.activator:
+            return False
+        return self.routes.flush(self.kube.apply)
+
     def _decide_zero(
-        self, model: InferenceModel, observed: Observed, current: _Current
+        self,
+        model: InferenceModel,
+        observed: Observed,
+        current: _Current,
+        activator_ready: bool = True,
     ) -> IdleDecision:
         """Scale to zero for this pass; Prometheus is asked only when the answer could send
         the model to zero."""
@@ -361,7 +447,7 @@ class Reconciler:
             rolling=rolling,
             awake_since=awake_since,
             now=current.now,
-            activator=self.activator,
+            activator=self.activator and activator_ready,
         )
         previous = current.previous.phase if current.previous else None
         return decide_idle(
@@ -373,6 +459,7 @@ class Reconciler:
             requests=self.analysis.request_count(model) if asking else None,
             was_at_zero=previous in ("Idle", "Waking"),
             activator=self.activator,
+            activator_ready=activator_ready,
         )
 
     def _release(self, gate: Gate | None) -> None:
@@ -478,8 +565,9 @@ class Reconciler:
 
         def gateway_problem(weight: int) -> RouteWait | None:
             # A weight counts once every route kinfer writes carries it (HTTP and gRPC).
-            return route_problem(route, weight) or (
-                route_problem(grpc_route, weight, "GRPCRoute") if grpc else None
+            fronted = service_name(model)  # the weighted rule on the activator carries any
+            return route_problem(route, weight, activator_service=fronted) or (
+                route_problem(grpc_route, weight, "GRPCRoute", fronted) if grpc else None
             )
 
         canary_write = backoff.failure_of(

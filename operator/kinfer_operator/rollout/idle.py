@@ -24,6 +24,7 @@ from kinfer_operator.world import DeploymentView
 
 __all__ = [
     "NO_ACTIVATOR",
+    "NO_READY_ACTIVATOR",
     "IdleDecision",
     "RequestCount",
     "SignalUnavailable",
@@ -42,7 +43,12 @@ class SignalUnavailable:
     """Why the model cannot go to zero now: no Prometheus configured, or it did not answer
     (the request count is unknown), or no activator would answer its clients at zero."""
 
-    reason: Literal["PrometheusNotConfigured", "IdleSignalUnavailable", "ActivatorNotInstalled"]
+    reason: Literal[
+        "PrometheusNotConfigured",
+        "IdleSignalUnavailable",
+        "ActivatorNotInstalled",
+        "ActivatorNotReady",
+    ]
     message: str
 
 
@@ -50,6 +56,12 @@ NO_ACTIVATOR = SignalUnavailable(
     "ActivatorNotInstalled",
     "scale to zero is unavailable: the operator has no activator (install the chart with "
     "activator.enabled=true, which sets KINFER_ACTIVATOR_SERVICE)",
+)
+
+NO_READY_ACTIVATOR = SignalUnavailable(
+    "ActivatorNotReady",
+    "scale to zero is unavailable: no activator pod is Ready to answer the model's clients "
+    "at zero, so the model stays up",
 )
 
 RequestCount = float | SignalUnavailable
@@ -102,6 +114,7 @@ def decide_idle(
     requests: RequestCount | None,
     was_at_zero: bool,
     activator: bool = True,
+    activator_ready: bool = True,
 ) -> IdleDecision:
     """The decision for this pass.
 
@@ -109,7 +122,8 @@ def decide_idle(
     it; `requests`: the count over the last idleSeconds, None when it was not asked (the
     model is not up long enough for it to matter); `was_at_zero`: the previous pass showed
     Idle or Waking; `activator`: the operator knows where the activator runs (without it a
-    model at zero would have no one to answer its clients, so it never goes there).
+    model at zero would have no one to answer its clients, so it never goes there);
+    `activator_ready`: at least one activator pod is Ready (likewise).
     """
     if not model.spec.scales_to_zero or serving is None:
         return IdleDecision("Awake")
@@ -122,6 +136,8 @@ def decide_idle(
         return IdleDecision("Awake", recheck_after=float(idle))
     if not activator:
         return IdleDecision("Awake", problem=NO_ACTIVATOR)
+    if not activator_ready:
+        return IdleDecision("Awake", problem=NO_READY_ACTIVATOR, recheck_after=float(min(idle, 60)))
     up = (now - awake_since).total_seconds()
     if up < idle:
         return IdleDecision("Awake", recheck_after=max(1.0, idle - up))

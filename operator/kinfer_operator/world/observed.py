@@ -187,6 +187,7 @@ class Observed:
         }
 
     def find(self, kind: str, name: str) -> Mapping[str, Any] | None:
-        """An observed child by kind and name."""
-        pool = self.children_by_kind()[kind]
+        """An observed child by kind and name (EndpointSlices too: the `<name>-kinfer`
+        slice the operator writes while the activator fronts the model)."""
+        pool = self.endpoint_slices if kind == "EndpointSlice" else self.children_by_kind()[kind]
         return next((o for o in pool if o.get("metadata", {}).get("name") == name), None)

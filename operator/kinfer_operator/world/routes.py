@@ -17,16 +17,27 @@ class RouteWait(NamedTuple):
 
 
 def route_problem(
-    route: Mapping[str, Any] | None, canary_weight: int, kind: str = "HTTPRoute"
+    route: Mapping[str, Any] | None,
+    canary_weight: int,
+    kind: str = "HTTPRoute",
+    activator_service: str | None = None,
 ) -> RouteWait | None:
     """Why analysis time at this weight cannot count yet, or None once the route carries the
     weight and every parent reports Accepted and ResolvedRefs for its current generation.
-    The gateway's own reason and message are quoted, so status says what it refused."""
+    The gateway's own reason and message are quoted, so status says what it refused.
+    A weighted rule whose one backend is `activator_service` (the model's Service while the
+    activator fronts it) carries any weight: the activator's routing table splits."""
     if route is None:
         return RouteWait(f"the {kind} does not exist yet")
     rules = route.get("spec", {}).get("rules") or [{}]
-    weights = [b.get("weight") for b in rules[0].get("backendRefs") or []]
-    if weights[-1:] != [canary_weight]:
+    backends = rules[0].get("backendRefs") or []
+    weights = [b.get("weight") for b in backends]
+    fronted = (
+        activator_service is not None
+        and len(backends) == 1
+        and backends[0].get("name") == activator_service
+    )
+    if not fronted and weights[-1:] != [canary_weight]:
         return RouteWait(f"the {kind} does not carry weight {canary_weight} yet")
     return route_status_problem(route, kind)
 
