@@ -6,6 +6,10 @@ split, as in the HTTPRoute (`route_problem` reads it); with `traffic.pin`, rule 
 pin header (gRPC metadata) and sends to the canary Service whatever the weight. The runtime
 has no classified gRPC listener, so a pinned gRPC call is counted like a live one on the
 candidate (pinned HTTP requests alone are kept out of the analysis).
+
+Every rule matches the Open Inference Protocol's gRPC service by name: a GRPCRoute without a
+method match is a catch-all on its hostnames, and gateways that build one router per listener
+(Traefik) then send the model's plain HTTP requests to the gRPC port too (a 500 each).
 """
 
 from __future__ import annotations
@@ -17,7 +21,11 @@ from kinfer_operator.children.httproute import route_parents, track_service_name
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import child_labels
 
-__all__ = ["build_grpcroute"]
+__all__ = ["GRPC_SERVICE", "build_grpcroute"]
+
+GRPC_SERVICE = "inference.GRPCInferenceService"
+"""The runtime's gRPC service (KServe v2 / Triton), the only one the routes send to it."""
+_METHOD = {"type": "Exact", "service": GRPC_SERVICE}
 
 
 def build_grpcroute(
@@ -27,14 +35,20 @@ def build_grpcroute(
     (with `activator`: all to `<name>`, where the activator splits)."""
     rollout = model.spec.rollout
     rules: list[dict[str, Any]] = [
-        {"backendRefs": weighted_backends(model, canary_weight, rc.GRPC_PORT, activator)}
+        {
+            "matches": [{"method": dict(_METHOD)}],
+            "backendRefs": weighted_backends(model, canary_weight, rc.GRPC_PORT, activator),
+        }
     ]
     pin = rollout.traffic.pin if rollout else None
     if pin is not None:
         rules.append(
             {
                 "matches": [
-                    {"headers": [{"type": "Exact", "name": pin.header, "value": pin.value}]}
+                    {
+                        "method": dict(_METHOD),
+                        "headers": [{"type": "Exact", "name": pin.header, "value": pin.value}],
+                    }
                 ],
                 "backendRefs": [
                     {

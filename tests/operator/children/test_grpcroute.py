@@ -38,14 +38,20 @@ def test_grpc_route_has_the_http_routes_parents_and_weights(
         ("resnet50-stable", rc.GRPC_PORT, 100 - weight),
         ("resnet50-canary", rc.GRPC_PORT, weight),
     ]
-    assert "matches" not in grpc["spec"]["rules"][0]
+    # Only the inference service: a catch-all GRPCRoute would take the model's HTTP requests
+    # on gateways that build one router per hostname (Traefik answered them 500).
+    method = {"type": "Exact", "service": "inference.GRPCInferenceService"}
+    assert grpc["spec"]["rules"][0]["matches"] == [{"method": method}]
 
 
 def test_pinned_rule_matches_the_pin_header_and_goes_to_the_canary(make_model: MakeModel) -> None:
     rules = build_grpcroute(make_model({"rollout": GATEWAY}), 0)["spec"]["rules"]
     assert len(rules) == 2
     assert rules[1]["matches"] == [
-        {"headers": [{"type": "Exact", "name": "x-kinfer-revision", "value": "canary"}]}
+        {
+            "method": {"type": "Exact", "service": "inference.GRPCInferenceService"},
+            "headers": [{"type": "Exact", "name": "x-kinfer-revision", "value": "canary"}],
+        }
     ]
     assert rules[1]["backendRefs"] == [
         {"name": "resnet50-canary", "port": rc.GRPC_PORT, "weight": 1}
