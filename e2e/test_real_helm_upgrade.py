@@ -42,6 +42,9 @@ def chart_release(quiet_cluster: str, operator: LocalOperator | None) -> Iterato
         "image.repository": repository,
         "image.tag": tag,
         "image.pullPolicy": "Never",
+        # The activator runs the runtime image: the one this run built, not a registry's.
+        "runtime.image": images()["KINFER_RUNTIME_IMAGE"],
+        "runtime.imagePullPolicy": "Never",
         "tolerations[0].key": NODE_KEY,
         "tolerations[0].operator": "Exists",
         "operator.resyncSeconds": "5",
