@@ -92,6 +92,14 @@ class Traefik:
 
     def _rbac_and_gateway(self) -> None:
         ns, sa = GATEWAY_NAMESPACE, "traefik"
+
+        def not_terminating() -> bool:
+            # An earlier lane's Traefik deletes the namespace without waiting: nothing can be
+            # created in it until it is gone.
+            found = kubectl("get", "namespace", ns, "-o", "jsonpath={.status.phase}", check=False)
+            return found.stdout.strip() != "Terminating"
+
+        wait_until(not_terminating, 180, f"namespace {ns} to finish terminating")
         kubectl("create", "namespace", ns, check=False)
         _apply(
             {
