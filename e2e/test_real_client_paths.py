@@ -26,7 +26,7 @@ import pytest
 from dataplane import Prometheus
 from gateway import Traefik
 from harness import kubectl, kubectl_apply, kubectl_json, wait_until
-from realnode import service_url
+from realnode import serving_url
 from test_real_gateway import (
     PIN,
     LiveTraffic,
@@ -102,7 +102,7 @@ def test_every_client_path_gets_its_documented_share_and_weight_zero_gets_none(
     host = f"{namespace}.kinfer.test"
     gateway = urlsplit(traefik.url)
     grpc_gateway = _grpc_sender(f"{gateway.hostname}:{gateway.port}", authority=host)
-    svc_http = service_url(namespace, "demo")
+    svc_http = serving_url(namespace, "demo")  # waits until kube-proxy routes the ClusterIP
     svc = urlsplit(svc_http)
     grpc_service = _grpc_sender(f"{svc.hostname}:8081", authority=None)
     assert grpc_gateway(4) == Counter({"1": 4})  # gRPC through the gateway before the canary
