@@ -8,13 +8,13 @@
 # lane's host ports (e2e/conftest.py, e2e/harness.py). Each lane's output goes to a log,
 # printed whole when the lane ends.
 #   e2e/run.sh [PYTEST_ARGS...]   (KUBECONFIG and PATH as `make e2e` sets them)
-#   KINFER_E2E_KWOK_WORKERS (2), KINFER_E2E_REAL_WORKERS (0): workers per lane; 0: one process
+#   KINFER_E2E_KWOK_WORKERS (0), KINFER_E2E_REAL_WORKERS (0): workers per lane; 0: one process
 #   (the real lane: its pods are CPU-bound on a 2-core machine, and each worker runs its own Traefik).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTEST=${PYTEST:-.venv/bin/pytest}
 LOGS=${CLUSTER_DIR:-$PWD/.cluster}/e2e-logs
-KWOK_WORKERS=${KINFER_E2E_KWOK_WORKERS:-2}
+KWOK_WORKERS=${KINFER_E2E_KWOK_WORKERS:-0}
 REAL_WORKERS=${KINFER_E2E_REAL_WORKERS:-0}
 mkdir -p "$LOGS"
 common=(--durations=0 --durations-min=1.0 "$@")

@@ -65,7 +65,7 @@ def test_kwok_and_real_lanes_run_on_workers_and_the_exclusive_lane_serially(
     assert run.returncode == 0, run.stdout + run.stderr
     assert set(lanes) == {"kwok", "real", "exclusive"}
     kwok, real, exclusive = lanes["kwok"]["args"], lanes["real"]["args"], lanes["exclusive"]["args"]
-    assert "-n 2 --dist loadfile" in kwok and "not exclusive and not real_node" in kwok
+    assert "-n 0 --dist loadfile" in kwok and "not exclusive and not real_node" in kwok
     assert "-n 0 --dist loadfile" in real and "real_node and not exclusive" in real
     assert "-n " not in exclusive and "-m exclusive" in exclusive
     for args in (kwok, real, exclusive):
