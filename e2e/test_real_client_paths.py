@@ -42,7 +42,7 @@ pytestmark = pytest.mark.real_node
 REQUESTS_PER_STEP = 2000
 PINNED_PER_STEP = 100
 TOLERANCE = 5.0  # percentage points, gateway paths
-STEPS = [(0, 300), (10, 300), (50, 300)]
+STEPS = [(0, 200), (10, 200), (50, 200)]
 """(weight, pauseSeconds): each step stays long enough for the four paths' 8000 requests
 (the two one-channel gRPC clients send theirs one call at a time)."""
 
