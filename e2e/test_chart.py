@@ -66,6 +66,36 @@ class Release:
 
 
 @contextmanager
+def chart_on_real_node(operator: LocalOperator | None, **values: str) -> Iterator[Release]:
+    """The chart from this run's images (the operator's, and the runtime's for the activator),
+    placed on the real node, with the suite's local operator stopped meanwhile so only the
+    chart's acts. `values` add to or override the common ones."""
+    from realnode import NODE_KEY, images  # the real lane only
+
+    repository, _, tag = images()["KINFER_OPERATOR_IMAGE"].rpartition(":")
+    common = {
+        "image.repository": repository,
+        "image.tag": tag,
+        "image.pullPolicy": "Never",
+        # The activator runs the runtime image: the one this run built, not a registry's.
+        "runtime.image": images()["KINFER_RUNTIME_IMAGE"],
+        "runtime.imagePullPolicy": "Never",
+        "tolerations[0].key": NODE_KEY,
+        "tolerations[0].operator": "Exists",
+        "operator.resyncSeconds": "5",
+    }
+    if operator is not None:
+        operator.stop()
+    try:
+        node_selector = {"nodeSelector." + NODE_KEY.replace(".", "\\."): "true"}
+        with installed_chart(node_selector, **{**common, **values}) as release:
+            yield release
+    finally:
+        if operator is not None:
+            operator.start()
+
+
+@contextmanager
 def installed_chart(strings: dict[str, str] | None = None, **values: str) -> Iterator[Release]:
     """helm install into a fresh namespace that enforces the restricted Pod Security level.
     `strings` go in with --set-string (a node selector's "true" must stay a string)."""

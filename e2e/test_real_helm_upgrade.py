@@ -20,8 +20,8 @@ import pytest
 from conftest import LocalOperator
 from harness import BackgroundLoop, helm_binary, kubectl_apply, kubectl_json, wait_until
 from kinfer_operator.reconcile.template_rolls import is_rolling
-from realnode import NODE_KEY, LoadGenerator, images, model_manifest, serving_url
-from test_chart import CHART, Release, installed_chart
+from realnode import LoadGenerator, model_manifest, serving_url
+from test_chart import CHART, Release, chart_on_real_node
 from test_core import pods_of, wait_ready
 from test_upgrade import MARK_ANNOTATION, _deployments, _rolling
 
@@ -37,30 +37,13 @@ LOAD_PER_MODEL = 20
 @pytest.fixture
 def chart_release(quiet_cluster: str, operator: LocalOperator | None) -> Iterator[Release]:
     """The chart from the operator image, on the real node, no template mark yet."""
-    repository, _, tag = images()["KINFER_OPERATOR_IMAGE"].rpartition(":")
     values = {
-        "image.repository": repository,
-        "image.tag": tag,
-        "image.pullPolicy": "Never",
-        # The activator runs the runtime image: the one this run built, not a registry's.
-        "runtime.image": images()["KINFER_RUNTIME_IMAGE"],
-        "runtime.imagePullPolicy": "Never",
-        "tolerations[0].key": NODE_KEY,
-        "tolerations[0].operator": "Exists",
-        "operator.resyncSeconds": "5",
         "operator.maxTemplateRolls": str(MAX_ROLLS),
         "leaderElection.leaseDuration": "10",
         "leaderElection.renewDeadline": "6",
     }
-    if operator is not None:
-        operator.stop()
-    try:
-        node_selector = {"nodeSelector." + NODE_KEY.replace(".", "\\."): "true"}
-        with installed_chart(node_selector, **values) as release:
-            yield release
-    finally:
-        if operator is not None:
-            operator.start()
+    with chart_on_real_node(operator, **values) as release:
+        yield release
 
 
 class RollSampler(BackgroundLoop):

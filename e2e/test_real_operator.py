@@ -16,7 +16,6 @@ from conftest import LocalOperator
 from dataplane import Prometheus
 from harness import kubectl, kubectl_apply, kubectl_json, wait_until
 from realnode import (
-    NODE_KEY,
     NODE_NAME,
     LoadGenerator,
     canary_rollout,
@@ -24,7 +23,7 @@ from realnode import (
     model_manifest,
     serving_url,
 )
-from test_chart import Release, installed_chart
+from test_chart import Release, chart_on_real_node
 from test_core import wait_ready
 
 pytestmark = pytest.mark.real_node
@@ -34,17 +33,7 @@ pytestmark = pytest.mark.real_node
 def chart_operator(
     quiet_cluster: str, operator: LocalOperator | None, real_prometheus: Prometheus
 ) -> Iterator[Release]:
-    repository, _, tag = images()["KINFER_OPERATOR_IMAGE"].rpartition(":")
     values = {
-        "image.repository": repository,
-        "image.tag": tag,
-        "image.pullPolicy": "Never",
-        # The activator runs the runtime image: the one this run built, not a registry's.
-        "runtime.image": images()["KINFER_RUNTIME_IMAGE"],
-        "runtime.imagePullPolicy": "Never",
-        "tolerations[0].key": NODE_KEY,
-        "tolerations[0].operator": "Exists",
-        "operator.resyncSeconds": "5",
         # A standby takes over once the active replica has not renewed for this long (a
         # deleted pod releases the Lease on SIGTERM: then at the standby's next try).
         "leaderElection.leaseDuration": "10",
@@ -52,15 +41,8 @@ def chart_operator(
         # The same endpoint name the local operator's configuration gives it.
         f"prometheus.endpoints.{real_prometheus.endpoint}.url": real_prometheus.url,
     }
-    if operator is not None:
-        operator.stop()
-    try:
-        node_selector = {"nodeSelector." + NODE_KEY.replace(".", "\\."): "true"}
-        with installed_chart(node_selector, **values) as release:
-            yield release
-    finally:
-        if operator is not None:
-            operator.start()
+    with chart_on_real_node(operator, **values) as release:
+        yield release
 
 
 def active_peer(release: Release) -> str:

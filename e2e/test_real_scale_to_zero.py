@@ -28,14 +28,12 @@ from conftest import LocalOperator
 from dataplane import Prometheus
 from harness import kubectl_apply, kubectl_json, wait_until
 from realnode import (
-    NODE_KEY,
-    images,
     infer,
     model_manifest,
     reference_logits,
     service_url,
 )
-from test_chart import Release, installed_chart
+from test_chart import Release, chart_on_real_node
 from test_core import wait_ready
 
 pytestmark = pytest.mark.real_node
@@ -53,29 +51,13 @@ LATER_BURST = 20
 def chart_with_activator(
     quiet_cluster: str, operator: LocalOperator | None, real_prometheus: Prometheus
 ) -> Iterator[Release]:
-    repository, _, tag = images()["KINFER_OPERATOR_IMAGE"].rpartition(":")
     values = {
-        "image.repository": repository,
-        "image.tag": tag,
-        "image.pullPolicy": "Never",
-        "runtime.image": images()["KINFER_RUNTIME_IMAGE"],
-        "runtime.imagePullPolicy": "Never",
         "activator.enabled": "true",
         "activator.replicas": "1",
-        "tolerations[0].key": NODE_KEY,
-        "tolerations[0].operator": "Exists",
-        "operator.resyncSeconds": "5",
         f"prometheus.endpoints.{real_prometheus.endpoint}.url": real_prometheus.url,
     }
-    if operator is not None:
-        operator.stop()
-    try:
-        node_selector = {"nodeSelector." + NODE_KEY.replace(".", "\\."): "true"}
-        with installed_chart(node_selector, **values) as release:
-            yield release
-    finally:
-        if operator is not None:
-            operator.start()
+    with chart_on_real_node(operator, **values) as release:
+        yield release
 
 
 def _model(ns: str) -> dict[str, Any]:
