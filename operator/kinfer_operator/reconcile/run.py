@@ -449,7 +449,6 @@ class Reconciler:
             now=current.now,
             activator=self.activator and activator_ready,
         )
-        previous = current.previous.phase if current.previous else None
         return decide_idle(
             model,
             serving,
@@ -457,7 +456,7 @@ class Reconciler:
             awake_since=awake_since,
             now=current.now,
             requests=self.analysis.request_count(model) if asking else None,
-            was_at_zero=previous in ("Idle", "Waking"),
+            was_at_zero=_was_at_zero(current.previous),
             activator=self.activator,
             activator_ready=activator_ready,
         )
@@ -605,3 +604,14 @@ class Reconciler:
             )
         for event in report.events:
             self.kube.post_event(current.body, event.type, event.reason, event.message, current.now)
+
+
+def _was_at_zero(previous: InferenceModelStatus | None) -> bool:
+    """The previous pass left the model Idle or Waking. Read from the ScaleToZero condition,
+    not the phase: a wake that finds no GPU shows phase Pending and is still a wake."""
+    if previous is None:
+        return False
+    zero = next((c for c in previous.conditions or [] if c.type == "ScaleToZero"), None)
+    if zero is not None:
+        return zero.reason in ("Idle", "Waking")
+    return previous.phase in ("Idle", "Waking")

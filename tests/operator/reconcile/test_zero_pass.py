@@ -117,7 +117,7 @@ def test_a_woken_model_shows_waking_then_ready_and_is_kept_for_idle_seconds() ->
     assert requests.asked == 1  # only the pass that sent it to zero
 
 
-def test_no_gpu_at_wake_up_shows_gpu_unschedulable() -> None:
+def test_no_gpu_at_wake_up_shows_gpu_unschedulable_and_stays_waking() -> None:
     kube, reconciler, clock, _requests = _setup()
     name = _serving(kube, reconciler)
     clock.t = 61
@@ -131,6 +131,10 @@ def test_no_gpu_at_wake_up_shows_gpu_unschedulable() -> None:
     kube.pods = [pod("resnet50", revision, scheduled_message=UNSCHEDULABLE, phase="Pending")]
     one_pass(reconciler)
     assert condition(kube, "Ready")[:2] == ("False", "GPUUnschedulable")
+    # The phase is Pending now; the next pass must still know it is a wake.
+    one_pass(reconciler)
+    assert condition(kube, "Ready")[:2] == ("False", "GPUUnschedulable")
+    assert condition(kube, "ScaleToZero")[:2] == ("False", "Waking")
 
 
 def test_without_prometheus_scale_to_zero_is_unavailable_and_the_model_stays_up() -> None:
