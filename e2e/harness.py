@@ -182,6 +182,21 @@ def wait_until(
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
+def service_addresses(namespace: str, service: str) -> set[str]:
+    """The addresses kube-proxy sends a Service's traffic to: the Ready endpoints of every
+    EndpointSlice labelled with the Service's name, whoever manages it."""
+    slices = kubectl_json(
+        "get", "endpointslices", "-n", namespace, "-l", f"kubernetes.io/service-name={service}"
+    )["items"]
+    return {
+        address
+        for s in slices
+        for e in s.get("endpoints") or []
+        if (e.get("conditions") or {}).get("ready", True)
+        for address in e["addresses"]
+    }
+
+
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
     """A status condition by type."""
     for cond in (obj.get("status") or {}).get("conditions") or []:

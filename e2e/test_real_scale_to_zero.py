@@ -3,7 +3,7 @@
 idle -> zero -> wake cycles lose nothing either.
 
 The chart installs the operator (from its image) with the activator enabled (one replica of
-the runtime image's `kinfer-activator`, the routes ConfigMap mounted, its RBAC). The session's
+the runtime image's `kinfer-activator`, which watches the routes ConfigMap, its RBAC). The session's
 local operator is stopped meanwhile, as in test_real_operator.py: every write is the
 in-cluster operator's and the activator's. Exclusive (quiet_cluster).
 
@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from conftest import LocalOperator
 from dataplane import Prometheus
-from harness import kubectl_apply, kubectl_json, wait_until
+from harness import kubectl_apply, kubectl_json, service_addresses, wait_until
 from realnode import (
     infer,
     model_manifest,
@@ -71,7 +71,14 @@ def _deployment(ns: str) -> dict[str, Any]:
     return dict(dep)
 
 
-def _wait_idle(ns: str) -> None:
+def _activator_ips(release: Release) -> set[str]:
+    pods = kubectl_json(
+        "get", "pods", "-n", release.namespace, "-l", "app.kubernetes.io/component=activator"
+    )["items"]
+    return {p["status"]["podIP"] for p in pods if p["status"].get("podIP")}
+
+
+def _wait_idle(ns: str, release: Release) -> None:
     # idleSeconds without a request, a Prometheus scrape or two, then the pass.
     wait_until(
         lambda: (
@@ -82,9 +89,6 @@ def _wait_idle(ns: str) -> None:
         "the model to go Idle at zero replicas",
         interval=1,
     )
-    # The Service is the activator's before any request is sent.
-    service = kubectl_json("get", "svc", NAME, "-n", ns)
-    assert "selector" not in service["spec"]
     wait_until(
         lambda: (
             not kubectl_json("get", "pods", "-n", ns, "-l", f"serving.kinfer.io/model={NAME}")[
@@ -94,6 +98,11 @@ def _wait_idle(ns: str) -> None:
         60,
         "the model's pods to be gone",
     )
+    # The Service is the activator's before any request is sent: kube-proxy finds no other
+    # address in any of its slices (a stale one would take part of the burst to a pod that
+    # is gone).
+    addresses = service_addresses(ns, NAME)
+    assert addresses and addresses <= _activator_ips(release), addresses
 
 
 class _Burst:
@@ -173,13 +182,6 @@ def _parse(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
-@pytest.mark.xfail(
-    reason="open (#24): the model goes Idle and its Service points at the activator, but the "
-    "activator reads its routes from a mounted ConfigMap, which the kubelet refreshes only "
-    "every minute or so: the burst found the model's port closed (100 connections refused). "
-    "The activator should watch the ConfigMap through the API instead.",
-    strict=False,
-)
 def test_an_idle_model_wakes_on_a_burst_through_the_activator_and_loses_no_request(
     quiet_cluster: str, chart_with_activator: Release, real_prometheus: Prometheus
 ) -> None:
@@ -209,7 +211,7 @@ def test_an_idle_model_wakes_on_a_burst_through_the_activator_and_loses_no_reque
     url = service_url(ns, NAME)
 
     # 1. Idle -> zero: the activator fronts the model, whose row says atZero.
-    _wait_idle(ns)
+    _wait_idle(ns, chart_with_activator)
     routes = kubectl_json(
         "get", "configmap", "kinfer-activator-routes", "-n", chart_with_activator.namespace
     )
@@ -238,11 +240,11 @@ def test_an_idle_model_wakes_on_a_burst_through_the_activator_and_loses_no_reque
         60,
         "the woken model to be Ready",
     )
-    assert "selector" in kubectl_json("get", "svc", NAME, "-n", ns)["spec"]
+    assert not service_addresses(ns, NAME) & _activator_ips(chart_with_activator)
 
     # 3. Two more cycles: idle -> zero -> woken by a smaller burst, nothing lost.
     for cycle in (2, 3):
-        _wait_idle(ns)
+        _wait_idle(ns, chart_with_activator)
         again = _Burst(url, ns, LATER_BURST)
         at = again.run()
         assert again.failures == [], (cycle, again.failures[:5])

@@ -20,9 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import LocalOperator
+from conftest import STAND_IN_ACTIVATOR_IP, LocalOperator
 from dataplane import DataPlane, Prometheus
-from harness import condition, kubectl, kubectl_apply, kubectl_json, wait_until
+from harness import (
+    condition,
+    kubectl,
+    kubectl_apply,
+    kubectl_json,
+    service_addresses,
+    wait_until,
+)
 
 pytestmark = pytest.mark.host_services(
     "a Prometheus on this host and the kwok data-plane stand-in (e2e/dataplane.py)"
@@ -190,9 +197,15 @@ def test_routes_configmap_lists_the_idle_model(
     row = wait_until(idle_row, 15, "the routes ConfigMap to list the model at zero")
     assert row["stable"]["deployment"] == deployment(ns)["metadata"]["name"]
     service = kubectl_json("get", "svc", NAME, "-n", ns)
-    assert "selector" not in service["spec"]
-    # The model's Service is the activator's: one slice, on the (stand-in) activator pod,
-    # its ports the model's pair in the table.
+    assert service["spec"]["selector"]["serving.kinfer.io/fronted-by-activator"] == "true"
+    # The model's Service is the activator's: every slice kube-proxy reads for it (the
+    # controller's own included) lists the (stand-in) activator pod and nothing else ...
+    wait_until(
+        lambda: service_addresses(ns, NAME) == {STAND_IN_ACTIVATOR_IP},
+        30,
+        "the Service's endpoints to be the activator's only",
+    )
+    # ... through our one slice, its ports the model's pair in the table.
     endpoint_slice = kubectl_json("get", "endpointslice", f"{NAME}-kinfer", "-n", ns)
-    assert [e["addresses"] for e in endpoint_slice["endpoints"]] == [["10.255.255.254"]]
+    assert [e["addresses"] for e in endpoint_slice["endpoints"]] == [[STAND_IN_ACTIVATOR_IP]]
     assert {p["port"] for p in endpoint_slice["ports"]} == {row["httpPort"], row["grpcPort"]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import uvloop
 
 from kinfer_activator.endpoints import EndpointSource, FileEndpoints, KubeEndpointSlices
 from kinfer_activator.server import Activator, ActivatorSettings
+from kinfer_activator.routes_watch import RouteConfigMap
 from kinfer_activator.table import RouteFile
 from kinfer_activator.waker import KubeWaker, Waker
 
@@ -33,7 +35,22 @@ class LoggingWaker:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kinfer-activator", description=__doc__)
-    parser.add_argument("--routes", type=Path, default=Path(DEFAULT_ROUTES))
+    parser.add_argument(
+        "--routes-configmap",
+        metavar="NAME",
+        help="watch the routing table in this ConfigMap (in --namespace) through the API",
+    )
+    parser.add_argument(
+        "--namespace",
+        default=os.environ.get("POD_NAMESPACE", ""),
+        help="the ConfigMap's namespace (default: $POD_NAMESPACE)",
+    )
+    parser.add_argument(
+        "--routes",
+        type=Path,
+        default=Path(DEFAULT_ROUTES),
+        help="read the routing table from this file instead (no --routes-configmap)",
+    )
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--metrics-port", type=int, default=9090)
     parser.add_argument("--drain-delay", type=float, default=5.0)
@@ -67,7 +84,7 @@ async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    routes = RouteFile(args.routes)
+    routes = _routes(args)
     first = routes.poll()
     if first is not None:
         await activator.apply(first)
@@ -82,7 +99,19 @@ async def _serve(args: argparse.Namespace) -> None:
     log.info("activator serving; metrics on %d", activator.metrics_port)
     await activator.run(routes.poll, stop)
     poller.cancel()
+    if isinstance(routes, RouteConfigMap):
+        routes.stop()
     log.info("activator drained")
+
+
+def _routes(args: argparse.Namespace) -> RouteConfigMap | RouteFile:
+    if args.routes_configmap is None:
+        return RouteFile(args.routes)
+    if not args.namespace:
+        raise SystemExit("--routes-configmap needs --namespace or $POD_NAMESPACE")
+    watched = RouteConfigMap(args.namespace, args.routes_configmap)
+    watched.start()
+    return watched
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,5 +1,6 @@
-"""The routing table the operator writes (ConfigMap `kinfer-activator-routes`, key `routes.json`)
-and the activator polls from its mounted file.
+"""The routing table the operator writes (ConfigMap `kinfer-activator-routes`, key `routes.json`),
+which the activator watches through the API (routes_watch.py) or, without a cluster, reads from
+a file.
 
 Every field is bounded: the table is written by the operator, but it carries names and numbers
 copied from tenant specs, and the activator must never size a queue or a scale request from an
@@ -15,7 +16,15 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-__all__ = ["Route", "RouteFile", "RoutesTable", "Track", "WakeReplicas", "parse_table"]
+__all__ = [
+    "Route",
+    "RouteFile",
+    "RoutesTable",
+    "TableReader",
+    "Track",
+    "WakeReplicas",
+    "parse_table",
+]
 
 log = logging.getLogger(__name__)
 
@@ -95,32 +104,45 @@ def parse_table(raw: bytes) -> RoutesTable:
     return RoutesTable.model_validate_json(raw)
 
 
+class TableReader:
+    """Turns successive raw tables into the new valid ones. An invalid table keeps the last good
+    one (a bad write must not drop every model's listener)."""
+
+    def __init__(self, source: str) -> None:
+        self._source = source
+        self._last: bytes | None = None
+
+    def offer(self, raw: bytes) -> RoutesTable | None:
+        """The table in `raw` when it differs from the last one offered and is valid, else None."""
+        if raw == self._last:
+            return None
+        self._last = raw
+        try:
+            return parse_table(raw)
+        except (ValidationError, ValueError) as exc:
+            log.error("routing table %s invalid, keeping the last one: %s", self._source, exc)
+            return None
+
+    @property
+    def seen(self) -> bool:
+        return self._last is not None
+
+
 class RouteFile:
-    """Polls the mounted ConfigMap file. The kubelet swaps the file (a symlink flip) when the
-    ConfigMap changes, so comparing content is what notices it; mtime of the link can stay put.
-    An invalid or missing file keeps the last good table (a bad write must not drop every
-    model's listener)."""
+    """Polls a file holding the table (runs without a cluster: the benchmark, local tries)."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._last: bytes | None = None
+        self._reader = TableReader(str(path))
 
     def poll(self) -> RoutesTable | None:
         """Read the file once: the table when it changed to a new valid one, else None."""
         try:
             raw = self._path.read_bytes()
         except OSError as exc:
-            if self._last is not None:
+            if self._reader.seen:
                 log.warning(
                     "routing table %s unreadable, keeping the last one: %s", self._path, exc
                 )
             return None
-        if raw == self._last:
-            return None
-        self._last = raw
-        try:
-            table = parse_table(raw)
-        except (ValidationError, ValueError) as exc:
-            log.error("routing table %s invalid, keeping the last one: %s", self._path, exc)
-            return None
-        return table
+        return self._reader.offer(raw)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from kinfer_operator.children.activator_routes import CONFIGMAP_NAME, ROUTES_KEY
+from kinfer_operator.children.activator_routes import CONFIGMAP_NAME
 
 Render = Callable[..., list[dict[str, Any]]]
-ROUTES_PATH = "/etc/kinfer-activator/routes.json"
 
 
 def _activator(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -48,18 +47,32 @@ def test_one_activator_replica_gets_no_budget_that_would_block_drains(render: Re
     assert not _activator(render(**{"activator.replicas": "1"}), "PodDisruptionBudget")
 
 
-def test_the_routes_configmap_is_mounted_where_the_activator_reads_it(render: Render) -> None:
-    (deployment,) = _activator(render(), "Deployment")
+def test_the_activator_watches_the_routes_configmap_and_may_read_only_it(render: Render) -> None:
+    docs = render()
+    (deployment,) = _activator(docs, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["KINFER_ACTIVATOR_ROUTES"] == ROUTES_PATH
-    assert f"--routes={ROUTES_PATH}" in container["args"]
-    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "routes"]
-    assert f"{mount['mountPath']}/{ROUTES_KEY}" == ROUTES_PATH
-    (volume,) = [v for v in pod["volumes"] if v["name"] == "routes"]
-    # The operator creates it: optional, so the pod starts before the first model needs it.
-    assert volume["configMap"] == {"name": CONFIGMAP_NAME, "optional": True}
+    assert f"--routes-configmap={CONFIGMAP_NAME}" in container["args"]
+    (namespace,) = [e for e in container["env"] if e["name"] == "POD_NAMESPACE"]
+    assert namespace["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    # Not mounted: the kubelet would deliver a change only at its next sync.
+    assert not any(v.get("configMap") for v in pod["volumes"])
+    (role,) = [r for r in _activator(docs, "Role") if r["metadata"]["name"].endswith("-table")]
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": [CONFIGMAP_NAME],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
+    (binding,) = [
+        b
+        for b in _activator(docs, "RoleBinding")
+        if b["roleRef"]["name"] == role["metadata"]["name"]
+    ]
+    (subject,) = binding["subjects"]
+    assert subject["name"] == pod["serviceAccountName"]
 
 
 def test_the_chart_never_renders_the_routes_table_itself(render: Render) -> None:

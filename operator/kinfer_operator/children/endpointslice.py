@@ -1,8 +1,8 @@
 """The `<name>-kinfer` EndpointSlice: the model's Service pointed at the activator.
 
 While the activator fronts a model (no Ready pod of a scale-to-zero model, or
-`spec.routing: leastQueue`), the model's Service has no selector and this slice is its only
-one: its endpoints are the Ready activator pods and its ports the pair the routing table
+`spec.routing: leastQueue`), the model's Service selects no pod and this slice is its only
+one with endpoints: its endpoints are the Ready activator pods and its ports the pair the routing table
 gave the model, so the activator knows the model from the port a request arrived on
 (children/activator_routes.py). Knative's serverless Service does the same with its
 "private" and "public" Services.
@@ -21,7 +21,8 @@ __all__ = ["MANAGED_BY_VALUE", "MAX_ENDPOINTS", "build_activator_slice", "slice_
 
 MANAGED_BY_VALUE = "serving.kinfer.io"
 """endpointslice.kubernetes.io/managed-by: the EndpointSlice controller leaves slices that
-another manager claims alone (and it has none of its own for a selector-less Service)."""
+another manager claims alone (its own slice for the Service is empty: the selector matches
+no pod)."""
 MAX_ENDPOINTS = 1000
 """An EndpointSlice holds at most 1000 endpoints; the activator runs a handful of pods."""
 

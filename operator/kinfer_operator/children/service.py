@@ -9,7 +9,11 @@ from kinfer_operator import runtime_contract as rc
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import MODEL_LABEL, REVISION_LABEL, child_labels, service_name
 
-__all__ = ["build_service"]
+__all__ = ["FRONTED_LABEL", "build_service"]
+
+FRONTED_LABEL = "serving.kinfer.io/fronted-by-activator"
+"""In the selector of a Service the activator fronts. No pod carries it: the selector matches
+nothing, and the EndpointSlice controller keeps the Service's own slice empty."""
 
 
 def build_service(
@@ -24,16 +28,20 @@ def build_service(
     shadow phase). A Service selector is equality only, so at most one revision can be named.
 
     `selector=False` (the activator fronts the model: at zero, waking, or leastQueue routing):
-    no selector, so the EndpointSlice controller leaves the Service alone and the operator's
-    own `<name>-kinfer` EndpointSlice (children/endpointslice.py) points it at the activator.
-    Ports stay as they are: a selector-less Service's ports match the slice's by name.
+    a selector no pod matches (FRONTED_LABEL), so the EndpointSlice controller empties its own
+    slice, and the operator's `<name>-kinfer` EndpointSlice (children/endpointslice.py) is the
+    only one with endpoints: the activator's. Not a Service without a selector: the controller
+    would leave its last slice, with the pods' addresses, in place (kubernetes/kubernetes
+    #118376), and kube-proxy would keep sending part of the traffic to pods long gone. Ports
+    match the slice's by name.
     """
     chosen = {MODEL_LABEL: model.name}
     if revisions is not None:
         if len(revisions) != 1:
             raise ValueError(f"a Service selects all revisions or exactly one, not {revisions}")
         chosen[REVISION_LABEL] = revisions[0]
-    spec_selector = {"selector": chosen} if selector else {}
+    if not selector:
+        chosen = {MODEL_LABEL: model.name, FRONTED_LABEL: "true"}
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -45,7 +53,7 @@ def build_service(
         },
         "spec": {
             "type": "ClusterIP",
-            **spec_selector,
+            "selector": chosen,
             "ports": [
                 {
                     "name": "http",

@@ -16,7 +16,7 @@ scale-to-zero all land here; none of them writes endpoints of its own.
   Otherwise (no canary, ReplicaRatio steps, surge rollouts) it selects every revision, and
   in ReplicaRatio mode the replica ratio is the split.
 * `via="activator"`: the activator stands in front of the pods (`routing: leastQueue`, or a
-  model that scales to zero and has no Ready pod); the Service has no selector and the
+  model that scales to zero and has no Ready pod); the Service selects no pod and the
   operator writes its EndpointSlice. Only when an activator is ready to take the traffic.
 """
 

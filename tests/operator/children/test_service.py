@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from kinfer_operator import runtime_contract as rc
 from kinfer_operator.children import build_service
+from kinfer_operator.children.deployment import build_deployment
+from kinfer_operator.children.service import FRONTED_LABEL
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import MODEL_LABEL, endpoint_url
 
@@ -45,10 +47,14 @@ def test_clients_of_the_model_service_never_reach_the_classified_port(
     assert rc.CLASSIFIED_PORT_NAME not in {p["targetPort"] for p in ports}
 
 
-def test_service_fronted_by_the_activator_has_no_selector_and_the_same_ports(
+def test_service_fronted_by_the_activator_selects_no_pod_and_keeps_its_ports(
     make_model: Callable[..., InferenceModel],
 ) -> None:
     model = make_model()
     fronted = build_service(model, selector=False)
-    assert "selector" not in fronted["spec"]
+    # A selector, not none: without one the EndpointSlice controller would leave its last
+    # slice (the pods' addresses) behind.
+    assert fronted["spec"]["selector"][FRONTED_LABEL] == "true"
+    pod_labels = build_deployment(model, "stable")["spec"]["template"]["metadata"]["labels"]
+    assert FRONTED_LABEL not in pod_labels
     assert fronted["spec"]["ports"] == build_service(model)["spec"]["ports"]

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from kinfer_operator.children.activator_routes import CONFIGMAP_NAME, ROUTES_KEY
+from kinfer_operator.children.service import FRONTED_LABEL
 from kinfer_operator.reconcile.routes_table import RoutesTable
 from kinfer_operator.reconcile.run import Reconciler
 from kinfer_operator.rollout.endpoints import Endpoint, PrometheusConfig
@@ -80,7 +81,7 @@ def test_an_idle_model_is_fronted_by_the_activator() -> None:
     kube, reconciler, clock = _setup(ZERO)
     _to_idle(kube, reconciler, clock)
     assert kube.model["status"]["phase"] == "Idle"
-    assert "selector" not in _service(kube)["spec"]
+    assert FRONTED_LABEL in _service(kube)["spec"]["selector"]
     endpoint_slice = kube.children[SLICE]
     addresses = [e["addresses"][0] for e in endpoint_slice["endpoints"]]
     assert addresses == ["10.244.0.5", "10.244.1.7"]
@@ -120,7 +121,7 @@ def test_least_queue_keeps_the_activator_in_front_while_warm() -> None:
     kube, reconciler, _clock = _setup({"routing": "leastQueue"})
     _serving(kube, reconciler)
     assert kube.model["status"]["phase"] == "Ready"
-    assert "selector" not in _service(kube)["spec"]
+    assert FRONTED_LABEL in _service(kube)["spec"]["selector"]
     assert SLICE in kube.children
     (row,) = _routes(kube, reconciler).values()
     assert (row["atZero"], row["leastQueue"]) == (False, True)
@@ -134,7 +135,7 @@ def test_without_a_ready_activator_pods_front_and_the_model_stays_up() -> None:
     one_pass(reconciler)
     assert kube.children[("Deployment", name)]["spec"]["replicas"] == 1
     assert condition(kube, "ScaleToZero")[:2] == ("False", "ActivatorNotReady")
-    assert "selector" in _service(kube)["spec"]
+    assert FRONTED_LABEL not in _service(kube)["spec"]["selector"]
     assert SLICE not in kube.children
 
 
@@ -144,7 +145,7 @@ def test_an_idle_model_whose_activator_goes_away_is_woken_and_fronted_by_pods() 
     kube.activator = []
     one_pass(reconciler)
     assert kube.children[("Deployment", name)]["spec"]["replicas"] == 1
-    assert "selector" in _service(kube)["spec"]
+    assert FRONTED_LABEL not in _service(kube)["spec"]["selector"]
     assert SLICE not in kube.children
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kinfer_operator.children.activator_routes import PortPair
+from kinfer_operator.children.service import FRONTED_LABEL
 from kinfer_operator.model import InferenceModel
 from kinfer_operator.naming import REVISION_LABEL
 from kinfer_operator.reconcile.front_activator import activator_children, route_for
@@ -40,7 +41,7 @@ def test_at_the_activator_the_service_loses_its_selector_and_gets_our_slice(
         ("Service", "resnet50-stable"),
         ("Service", "resnet50-canary"),
     ]
-    assert "selector" not in out.applies[0]["spec"]
+    assert FRONTED_LABEL in out.applies[0]["spec"]["selector"]
     assert out.via == "activator"
 
 
