@@ -76,19 +76,7 @@ def test_keep_alive_and_grpc_clients_lose_nothing_when_pods_are_deleted(
 
 @pytest.mark.parametrize(
     ("warmup", "phase"),
-    [
-        (30, "Succeeded"),
-        pytest.param(
-            0,
-            "RolledBack",
-            marks=pytest.mark.xfail(
-                reason="open: with no warm-up the slow start was not caught either (twice on "
-                "the real lane the canary succeeded with 0 analysis failures); the slow "
-                "requests may be too few per interval for the latency check to fail",
-                strict=False,
-            ),
-        ),
-    ],
+    [(30, "Succeeded"), (0, "RolledBack")],
 )
 def test_a_slow_start_passes_the_canary_only_when_warmup_is_left_out(
     namespace: str,
@@ -107,6 +95,9 @@ def test_a_slow_start_passes_the_canary_only_when_warmup_is_left_out(
         failureLimit=1,
         latencyP99={"maxSeconds": 0.5},
         warmupSeconds=warmup,
+        # A slow pod completes few requests: at the default 5 an interval holding the slow
+        # ones is too thin to judge, and the start would pass unseen with no warm-up at all.
+        minRequestCount=1,
     )
     manifest = model_manifest("demo", replicas=2, rollout=rollout)
     kubectl_apply(manifest, namespace)

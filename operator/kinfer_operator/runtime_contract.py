@@ -37,6 +37,9 @@ rule). On HTTP_PORT every request counts as live whatever its headers, so a clie
 hide its requests from canary analysis. Reached through the shadow and track Services only,
 never through the model's Service."""
 CLASSIFIED_PORT_NAME = "classified"
+REST_PREFIX = "/v2"
+"""Every Open Inference Protocol REST path starts here; gRPC calls never do
+(`/inference.GRPCInferenceService/<method>`)."""
 HEALTH_LIVE_PATH = "/v2/health/live"
 HEALTH_READY_PATH = "/v2/health/ready"
 MODEL_CACHE_DIR = "/var/cache/kinfer"

@@ -115,7 +115,11 @@ def test_pinned_rule_sends_the_header_to_the_canary_at_any_weight(
     ]
     pinned = rules[1]
     assert pinned["matches"] == [
-        {"headers": [{"type": "Exact", "name": "x-tester", "value": "next"}]}
+        {
+            # REST only: a pinned gRPC call is the GRPCRoute's (children/grpcroute.py).
+            "path": {"type": "PathPrefix", "value": "/v2"},
+            "headers": [{"type": "Exact", "name": "x-tester", "value": "next"}],
+        }
     ]
     assert [(b["name"], b["port"]) for b in pinned["backendRefs"]] == [("resnet50-canary", 8090)]
     # The weighted split goes to the public port, where a forged marker counts for nothing.
