@@ -12,8 +12,8 @@ from pathlib import Path
 import uvloop
 
 from kinfer_activator.endpoints import EndpointSource, FileEndpoints, KubeEndpointSlices
-from kinfer_activator.server import Activator, ActivatorSettings
 from kinfer_activator.routes_watch import RouteConfigMap
+from kinfer_activator.server import Activator, ActivatorSettings
 from kinfer_activator.table import RouteFile
 from kinfer_activator.waker import KubeWaker, Waker
 

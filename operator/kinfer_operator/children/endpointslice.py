@@ -2,8 +2,8 @@
 
 While the activator fronts a model (no Ready pod of a scale-to-zero model, or
 `spec.routing: leastQueue`), the model's Service selects no pod and this slice is its only
-one with endpoints: its endpoints are the Ready activator pods and its ports the pair the routing table
-gave the model, so the activator knows the model from the port a request arrived on
+one with endpoints: they are the Ready activator pods, and its ports the pair the routing
+table gave the model, so the activator knows the model from the port a request arrived on
 (children/activator_routes.py). Knative's serverless Service does the same with its
 "private" and "public" Services.
 """

@@ -3,12 +3,13 @@
 Rule 0 is always the weighted split (readers such as `route_problem` rely on it). With
 `traffic.pin`, rule 1 matches the pin header and sends the request to the canary Service at
 any weight; Gateway API ranks a rule with a header match above one without, so no priority is
-needed. The pinned rule matches the REST paths only (`/v2`): a gateway ranks it against the
-GRPCRoute's rules by its own measure (Traefik by rule length, where a header on `/` outranked
-the gRPC pin and sent pinned gRPC calls to the REST port, a 404 each). The pinned rule sets a marker header and sends to the canary's classified port, the
-only port where the runtime honours the marker, so pinned requests are counted apart from the
-analysed ones; a client that sets the marker itself reaches the public port, where it is
-ignored (the weighted rule strips it too).
+needed. The pinned rule matches the REST paths only (`/v2`): a gateway may rank it against
+the GRPCRoute's rules by its own measure (Traefik's, by rule length, put a header on `/` above
+the gRPC pin and sent pinned gRPC calls to the REST port, a 404 each). The pinned rule sets a
+marker header and sends to the canary's classified port, the only port where the runtime
+honours the marker, so pinned requests are counted apart from the analysed ones; a client
+that sets the marker itself reaches the public port, where it is ignored (the weighted rule
+strips it too).
 """
 
 from __future__ import annotations
