@@ -168,29 +168,15 @@ class KubeEndpointSlices:
         self._stop.set()
 
     def _run(self) -> None:
-        from kubernetes import watch
+        from kinfer_activator._kube import list_then_watch
 
-        while not self._stop.is_set():
-            try:
-                listed = self._api.list_endpoint_slice_for_all_namespaces(
-                    _preload_content=False, timeout_seconds=30
-                )
-                data = json.loads(listed.data)
-                self._replace_all(data["items"])
-                version = data["metadata"].get("resourceVersion")
-                stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
-                    self._api.list_endpoint_slice_for_all_namespaces,
-                    resource_version=version,
-                    timeout_seconds=300,
-                )
-                for event in stream:
-                    if self._stop.is_set():
-                        return
-                    obj = self._api.api_client.sanitize_for_serialization(event["object"])
-                    self._apply(event["type"], obj)
-            except Exception:
-                log.exception("endpointslice watch failed; re-listing in 1 s")
-                self._stop.wait(1.0)
+        list_then_watch(
+            self._api,
+            self._api.list_endpoint_slice_for_all_namespaces,
+            self._replace_all,
+            self._apply,
+            self._stop,
+        )
 
     def _replace_all(self, items: list[dict[str, Any]]) -> None:
         self._slices = {}

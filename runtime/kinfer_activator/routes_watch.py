@@ -7,7 +7,6 @@ round trip. The activator may read only this ConfigMap (its Role names it).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from typing import Any
@@ -57,33 +56,22 @@ class RouteConfigMap:
             self._raw = raw.encode()
 
     def _run(self) -> None:
-        from kubernetes import watch
+        from kinfer_activator._kube import list_then_watch
 
-        selector = f"metadata.name={self._name}"
-        while not self._stop.is_set():
-            try:
-                listed = self._api.list_namespaced_config_map(
-                    self._namespace,
-                    field_selector=selector,
-                    _preload_content=False,
-                    timeout_seconds=30,
-                )
-                data = json.loads(listed.data)
-                for item in data["items"]:
-                    self.observe(item)
-                stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
-                    self._api.list_namespaced_config_map,
-                    self._namespace,
-                    field_selector=selector,
-                    resource_version=data["metadata"].get("resourceVersion"),
-                    timeout_seconds=300,
-                )
-                for event in stream:
-                    if self._stop.is_set():
-                        return
-                    if event["type"] in ("ADDED", "MODIFIED"):
-                        obj = self._api.api_client.sanitize_for_serialization(event["object"])
-                        self.observe(obj)
-            except Exception:
-                log.exception("routes configmap watch failed; re-listing in 1 s")
-                self._stop.wait(1.0)
+        list_then_watch(
+            self._api,
+            self._api.list_namespaced_config_map,
+            self._observe_all,
+            self._observe_event,
+            self._stop,
+            self._namespace,
+            field_selector=f"metadata.name={self._name}",
+        )
+
+    def _observe_all(self, items: list[dict[str, Any]]) -> None:
+        for item in items:
+            self.observe(item)
+
+    def _observe_event(self, kind: str, obj: dict[str, Any]) -> None:
+        if kind in ("ADDED", "MODIFIED"):
+            self.observe(obj)
