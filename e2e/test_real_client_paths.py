@@ -30,7 +30,8 @@ import pytest
 from dataplane import Prometheus
 from gateway import Traefik
 from harness import kubectl, kubectl_apply, kubectl_json, wait_until
-from realnode import serving_url
+from realnode import GRPC_RETRY_ARGS, canary_rollout, model_manifest, serving_url
+from test_core import wait_ready
 from test_real_gateway import (
     PIN,
     LiveTraffic,
@@ -57,14 +58,19 @@ sent at once (each one-channel gRPC client sends its calls one at a time): about
 on the 2-core VM."""
 
 
-def _grpc_sender(target: str, authority: str | None) -> Callable[..., Counter[str]]:
-    """A Triton gRPC client on ONE channel (one HTTP/2 connection, as a client library holds
-    it): `send(count, metadata)` makes `count` calls in a row and counts the versions that
-    answered ('error ...' for a failed call)."""
+def _grpc_sender(
+    target: str, authority: str | None, pause: float = 0.0
+) -> Callable[..., Counter[str]]:
+    """A Triton gRPC client on ONE channel (one HTTP/2 connection at a time, as a client
+    library holds it, with the retry policy the README asks of gRPC clients):
+    `send(count, metadata)` makes `count` calls in a row, `pause` seconds apart, and counts
+    the versions that answered ('error ...' for a failed call)."""
     import tritonclient.grpc as tc
     from tritonclient.utils import InferenceServerException
 
-    args = [("grpc.default_authority", authority)] if authority else None
+    args = list(GRPC_RETRY_ARGS)
+    if authority:
+        args.append(("grpc.default_authority", authority))
     client = tc.InferenceServerClient(target, channel_args=args)
     batch = np.random.default_rng(3).standard_normal((1, 3, 32, 32)).astype(np.float32)
     tensor = tc.InferInput("input", list(batch.shape), "FP32")
@@ -78,6 +84,8 @@ def _grpc_sender(target: str, authority: str | None) -> Callable[..., Counter[st
                 answered[result.get_response().model_version] += 1
             except InferenceServerException as err:
                 answered[f"error {err.status()}"] += 1
+            if pause:
+                time.sleep(pause)
         return answered
 
     return send_grpc
@@ -225,3 +233,49 @@ def test_every_client_path_gets_its_documented_share_and_weight_zero_gets_none(
     wait_routed(namespace, traefik, "2")
     # A channel to a retired pod reconnects; kube-proxy then sends it to the promoted pods.
     wait_until(lambda: grpc_service(5) == Counter({"2": 5}), 60, "Service gRPC on v2")
+
+
+ONE_CHANNEL_CALLS = 1200
+"""ReplicaRatio: calls on one gRPC channel, 50 ms apart (about a minute)."""
+
+
+@pytest.mark.timeout(600)
+def test_one_grpc_channel_follows_the_replica_ratio_once_connections_age(
+    namespace: str, real_prometheus: Prometheus, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ReplicaRatio: the Service spreads connections, not calls, so one long-lived channel
+    sticks to one pod (0% or 100% of the candidate). With `maxConnectionAgeSeconds: 1` the
+    runtime ends each connection after a second (GOAWAY, in-flight calls finish) and the
+    channel reconnects through kube-proxy: over a minute the one channel reaches both
+    revisions, with 0 failed calls. Its share is printed next to the replica ratio (50%);
+    about 60 connections picked at random are too few to promise +-5 points, so the case
+    asserts the re-balancing and the clean hand-overs, and prints the share."""
+    rollout = canary_rollout(real_prometheus.endpoint, [(50, 300)])
+    grpc = {"maxConnectionAgeSeconds": 1, "maxConnectionAgeGraceSeconds": 5}
+    manifest = model_manifest("demo", replicas=2, rollout=rollout, runtime={"grpc": grpc})
+    kubectl_apply(manifest, namespace)
+    wait_ready(namespace, "demo", timeout=180)
+    host = urlsplit(serving_url(namespace, "demo")).hostname
+    channel = _grpc_sender(f"{host}:8081", authority=None, pause=0.05)
+    assert channel(4) == Counter({"1": 4})
+
+    manifest["spec"]["model"]["version"] = "2"
+    kubectl_apply(manifest, namespace)
+
+    def both_serving() -> dict[str, Any] | None:
+        r = rollout_of(namespace)
+        status = kubectl_json("get", "im", "demo", "-n", namespace)["status"]
+        ready = r.get("step") == 0 and r.get("stepStartedAt") and status.get("canaryWeight")
+        return status if ready else None
+
+    status = wait_until(both_serving, 240, "the canary at 50% beside stable")
+    answered = channel(ONE_CHANNEL_CALLS)
+    share = 100 * answered["2"] / ONE_CHANNEL_CALLS
+    with capsys.disabled():
+        print(
+            f"\nReplicaRatio, one gRPC channel, maxConnectionAgeSeconds 1: {dict(answered)}; "
+            f"candidate share {share:.1f}% (replica ratio {status['canaryWeight']}%, "
+            f"split {status.get('trafficSplit')})"
+        )
+    assert set(answered) <= {"1", "2"}, answered  # 0 failed calls
+    assert answered["1"] > 0 and answered["2"] > 0, answered  # not stuck on one pod
