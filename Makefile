@@ -98,10 +98,11 @@ demo: venv cluster ## local cluster + operator + sample InferenceModel, shown li
 demo-down: ## stop the demo operator and the cluster
 	bash e2e/demo.sh down
 
-bench: venv ## runtime and activator benchmarks (print markdown tables)
+bench: venv ## runtime, activator and least-queue benchmarks (print markdown tables)
 	$(BIN)/python bench/runtime.py
 	$(BIN)/python bench/cache_tracing.py
 	$(BIN)/python bench/activator.py
+	$(BIN)/python bench/least_queue.py
 
 bench-operator: venv cluster ## operator at 100/500/1000 models vs direct apply (kwok lane; prints tables)
 	PATH=$(K8S_BIN):$$PATH KUBECONFIG=$(CLUSTER_DIR)/kubeconfig $(BIN)/python bench/operator_scale.py

@@ -3,6 +3,7 @@
 import asyncio
 import dataclasses
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -33,6 +34,9 @@ TEST_SLOW_START_ENV = "KINFER_TEST_SLOW_START_S"
 """TEST ONLY (the warm-up e2e case): every batch of the first this many seconds after Ready
 takes TEST_SLOW_START_DELAY_S longer, like a model that JIT-compiles or fills caches."""
 TEST_SLOW_START_DELAY_S = 1.0
+TEST_SLOWDOWN_ENV = "KINFER_TEST_SLOWDOWN"
+"""TEST ONLY (bench/least_queue.py's slow replica): a factor >= 1; each batch's inference is
+followed by a sleep of (factor - 1) x the time it took, so 2 is half speed. Absent or invalid: 1."""
 
 # A lone request runs on the event loop thread (no worker hand-off) when the model's last lone
 # run took at most this long and no queue delay is set; longer runs would stall other
@@ -87,6 +91,10 @@ class InferenceService:
         slow_start_s = _test_slow_start_s(os.environ)
         if slow_start_s:
             infer = _slow_start(infer, slow_start_s)
+            policy = dataclasses.replace(policy, inline_max_s=0.0)  # never sleep on the loop
+        slowdown = _test_slowdown(os.environ)
+        if slowdown > 1.0:
+            infer = _slowed_down(infer, slowdown)
             policy = dataclasses.replace(policy, inline_max_s=0.0)  # never sleep on the loop
         batcher = Batcher(infer, policy, self.metrics)
         batcher.start()
@@ -216,5 +224,26 @@ def _slow_start(infer: Infer, seconds: float) -> Infer:
         if time.monotonic() < until:
             time.sleep(TEST_SLOW_START_DELAY_S)
         return infer(inputs)
+
+    return slow
+
+
+def _test_slowdown(environ: Mapping[str, str]) -> float:
+    try:
+        factor = float(environ.get(TEST_SLOWDOWN_ENV) or 1)
+    except ValueError:
+        return 1.0
+    return factor if math.isfinite(factor) and factor >= 1.0 else 1.0
+
+
+def _slowed_down(infer: Infer, factor: float) -> Infer:
+    """TEST ONLY: `infer` at 1/`factor` of its speed: each call is followed by a sleep of
+    (factor - 1) x the time it took."""
+
+    def slow(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        started = time.perf_counter()
+        outputs = infer(inputs)
+        time.sleep((factor - 1.0) * (time.perf_counter() - started))
+        return outputs
 
     return slow
