@@ -258,7 +258,19 @@ def test_operator_rights_for_the_activator_in_its_namespace_when_namespaced(
 def test_activator_may_only_discover_pods_and_scale_deployments(
     render: Render, values: dict[str, str]
 ) -> None:
-    roles = [d for d in render(**values) if d["kind"] in {"ClusterRole", "Role"} and _activator(d)]
+    every = [d for d in render(**values) if d["kind"] in {"ClusterRole", "Role"} and _activator(d)]
+    # The routing table: one ConfigMap by name, read only, in the release namespace.
+    (table,) = [r for r in every if r["metadata"]["name"].endswith("-activator-table")]
+    assert table["kind"] == "Role" and table["metadata"]["namespace"] == "kinfer-system"
+    assert table["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["kinfer-activator-routes"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
+    roles = [r for r in every if r is not table]
     assert roles
     for role in roles:
         granted = {
