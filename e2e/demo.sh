@@ -127,6 +127,7 @@ say "helm install kinfer charts/kinfer: the operator image on the real node (2 r
 helm install kinfer charts/kinfer -n kinfer-system --create-namespace --wait --timeout 180s \
   --set image.repository="${KINFER_OPERATOR_IMAGE%:*}" --set image.tag="${KINFER_OPERATOR_IMAGE##*:}" \
   --set image.pullPolicy=Never --set crds.install=false \
+  --set runtime.image="$KINFER_RUNTIME_IMAGE" --set runtime.imagePullPolicy=Never \
   --set-string 'nodeSelector.node\.kinfer\.io/real=true' \
   --set 'tolerations[0].key=node.kinfer.io/real' --set 'tolerations[0].operator=Exists' \
   --set operator.prometheusURL="http://$NODE_IP:$PROM_PORT" --set operator.resyncSeconds=10
