@@ -157,6 +157,28 @@ spec:
 EOF
 }
 
+sleepy_manifest() {
+  cat <<EOF
+apiVersion: serving.kinfer.io/v1alpha1
+kind: InferenceModel
+metadata:
+  name: sleepy
+spec:
+  model: {uri: "pvc://digits/digits.tar.gz", version: "1"}
+  runtime:
+    image: $KINFER_RUNTIME_IMAGE
+    imagePullPolicy: Never
+    resources: {requests: {cpu: 100m, memory: 256Mi}, limits: {memory: 1Gi}}
+  autoscaling: {minReplicas: 0, maxReplicas: 2, idleSeconds: 30}
+  scheduling:
+    nodeSelector: {node.kinfer.io/real: "true"}
+    tolerations: [{key: node.kinfer.io/real, operator: Exists}]
+EOF
+}
+phase_of() {
+  kubectl get im "$1" -n "$NS" -o jsonpath='{.status.phase}' 2>/dev/null
+}
+
 say "Applying the demo model (the digits bundle as version 1, 4 replicas of the CPU runtime image)"
 manifest 1 | kubectl apply -n "$NS" -f -
 watch_until "demo is Ready" is_ready 240
@@ -178,6 +200,18 @@ awk 'NR % 5 == 1' "$DEMO_DIR/load.log" | tail -n 20
 
 say "The same image after the rollout"
 .venv/bin/python e2e/demo_digits.py "$URL" demo "$DIGITS_DIR" once
+
+say "Scale to zero: a second model, sleepy (minReplicas 0), goes to zero after 30 s without requests"
+sleepy_manifest | kubectl apply -n "$NS" -f -
+watch_until "sleepy is Ready" '[[ $(phase_of sleepy) == Ready ]]' 240
+watch_until "sleepy is Idle at zero replicas: its Service now points at the activator" \
+  '[[ $(phase_of sleepy) == Idle && -z $(kubectl get pods -n "$NS" -l serving.kinfer.io/model=sleepy -o name) ]]' 180
+SLEEPY_URL="http://$(kubectl get svc sleepy -n "$NS" -o jsonpath='{.spec.clusterIP}'):8080"
+say "One image to sleepy at zero: the activator holds it, wakes the model and forwards it"
+started=$SECONDS
+.venv/bin/python e2e/demo_digits.py "$SLEEPY_URL" sleepy "$DIGITS_DIR" once
+echo "answered $((SECONDS - started)) s after it was sent (the pod's model load included)"
+kubectl get im sleepy -n "$NS" -o wide
 
 say "Status and events"
 kubectl get im demo -n "$NS" -o yaml | sed -n '/^status:/,$p'

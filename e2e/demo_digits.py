@@ -33,7 +33,8 @@ def predict(url: str, model: str, png: bytes) -> dict[str, object]:
     request = urllib.request.Request(
         f"{url}/v2/models/{model}/predict", png, {"Content-Type": "image/png"}
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
+    # Long enough for a cold start: at zero the activator holds the request while it wakes.
+    with urllib.request.urlopen(request, timeout=120) as response:
         return dict(json.loads(response.read()))
 
 
