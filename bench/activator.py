@@ -88,18 +88,26 @@ def _write_table(routes: Path, endpoints: Path, port: int, runtime_port: int) ->
     endpoints.write_text(json.dumps({"bench/demo-stable": [f"127.0.0.1:{runtime_port}"]}))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def demo_bench(
+    doc: str | None, name: str, argv: Sequence[str] | None
+) -> tuple[argparse.Namespace, Path, Path, np.ndarray]:
+    """What the demo-model benches share: their options (rounds, requests, time limit,
+    device), a work directory, the demo ONNX model in it, and the one image every request
+    carries."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved; median reported")
     parser.add_argument("--requests", type=int, default=3000, help="per measurement (upper bound)")
     parser.add_argument("--time-limit-s", type=float, default=10.0, help="per measurement")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-
-    work = Path(tempfile.mkdtemp(prefix="kinfer-bench-activator-"))
+    work = Path(tempfile.mkdtemp(prefix=f"kinfer-bench-{name}-"))
     build_demo_model(work, with_torch=False)
-    model = work / "model.onnx"
     image = np.random.default_rng(11).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    return args, work, work / "model.onnx", image
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, work, model, image = demo_bench(__doc__, "activator", argv)
     runtime_port, runtime_grpc = free_port(), free_port()
     port, metrics_port = free_port(), free_port()
     routes, endpoints = work / "routes.json", work / "endpoints.json"

@@ -30,23 +30,21 @@ import json
 import random
 import subprocess
 import sys
-import tempfile
-import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import aiohttp
 import numpy as np
-from activator import _activator_command, _wait_through  # bench/activator.py
+from activator import _activator_command, _wait_through, demo_bench  # bench/activator.py
 from kinfer_runtime.backends._cpu import available_cpus
-from kinfer_runtime.demo import build_demo_model
 
 from runtime import (  # bench/runtime.py: the same servers, payload and machine line
     HEADER,
     Endpoint,
     _median_run,
     binary_request,
+    closed_loop,
     free_port,
     kinfer_command,
     machine,
@@ -75,10 +73,7 @@ async def _spread_load(
     picked uniformly at random from `urls` (one URL: always that one). Returns the elapsed
     time, the latencies and the last answer from each URL."""
     pick = random.Random(seed).choice
-    latencies: list[float] = []
     samples: dict[str, tuple[bytes, str | None]] = {}
-    remaining = requests
-    deadline = time.perf_counter() + time_limit_s
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
 
@@ -90,20 +85,7 @@ async def _spread_load(
                     raise RuntimeError(f"HTTP {response.status}: {content[:200]!r}")
                 samples[url] = content, response.headers.get(HEADER)
 
-        # Warm-up: let the servers settle; not measured.
-        await asyncio.gather(*(one() for _ in range(concurrency * 2)))
-
-        async def worker() -> None:
-            nonlocal remaining
-            while remaining > 0 and time.perf_counter() < deadline:
-                remaining -= 1
-                started = time.perf_counter()
-                await one()
-                latencies.append(time.perf_counter() - started)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+        elapsed, latencies, _ = await closed_loop(one, concurrency, requests, time_limit_s)
     return elapsed, latencies, samples
 
 
@@ -165,17 +147,7 @@ def _replicas(work: Path, model: Path, device: str) -> Iterator[list[tuple[int, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved; median reported")
-    parser.add_argument("--requests", type=int, default=3000, help="per measurement (upper bound)")
-    parser.add_argument("--time-limit-s", type=float, default=10.0, help="per measurement")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-
-    work = Path(tempfile.mkdtemp(prefix="kinfer-bench-least-queue-"))
-    build_demo_model(work, with_torch=False)
-    model = work / "model.onnx"
-    image = np.random.default_rng(11).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    args, work, model, image = demo_bench(__doc__, "least-queue", argv)
     port, metrics_port = free_port(), free_port()
     routes, endpoints_file = work / "routes.json", work / "endpoints.json"
 

@@ -34,9 +34,10 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -46,6 +47,8 @@ from kinfer_runtime.backends._cpu import available_cpus
 from kinfer_runtime.backends.onnx import OnnxBackend
 from kinfer_runtime.demo import build_demo_model
 from kinfer_runtime.schemas.proto import grpc_service_pb2 as pb
+
+T = TypeVar("T")
 
 try:
     import aiohttp
@@ -224,6 +227,31 @@ class Endpoint:
     grpc: str  # host:port
 
 
+async def closed_loop(
+    one: Callable[[], Awaitable[T]], concurrency: int, requests: int, time_limit_s: float
+) -> tuple[float, list[float], T]:
+    """`concurrency` workers each sending the next request as soon as their last is answered,
+    until `requests` were sent or `time_limit_s` passed, after an unmeasured warm-up of twice
+    `concurrency` requests (connections opened, the server settled). Returns the elapsed time,
+    each request's latency and the last answer."""
+    latencies: list[float] = []
+    remaining = requests
+    deadline = time.perf_counter() + time_limit_s
+    last = (await asyncio.gather(*(one() for _ in range(concurrency * 2))))[-1]
+
+    async def worker() -> None:
+        nonlocal remaining, last
+        while remaining > 0 and time.perf_counter() < deadline:
+            remaining -= 1
+            started = time.perf_counter()
+            last = await one()
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - started, latencies, last
+
+
 async def _load(
     url: str,
     body: bytes,
@@ -232,10 +260,6 @@ async def _load(
     requests: int,
     time_limit_s: float,
 ) -> tuple[float, list[float], bytes, str | None]:
-    latencies: list[float] = []
-    remaining = requests
-    sample: tuple[bytes, str | None] = (b"", None)
-    deadline = time.perf_counter() + time_limit_s
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
 
@@ -246,20 +270,7 @@ async def _load(
                     raise RuntimeError(f"HTTP {response.status}: {content[:200]!r}")
                 return content, response.headers.get(HEADER)
 
-        # Warm-up: open every connection and let the server settle; not measured.
-        await asyncio.gather(*(one() for _ in range(concurrency * 2)))
-
-        async def worker() -> None:
-            nonlocal remaining, sample
-            while remaining > 0 and time.perf_counter() < deadline:
-                remaining -= 1
-                started = time.perf_counter()
-                sample = await one()
-                latencies.append(time.perf_counter() - started)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+        elapsed, latencies, sample = await closed_loop(one, concurrency, requests, time_limit_s)
     return elapsed, latencies, *sample
 
 
@@ -268,10 +279,6 @@ async def _grpc_load(
 ) -> tuple[float, list[float], bytes]:
     """The same loop as `_load` over one gRPC channel (HTTP/2 multiplexes the calls on one
     connection, as Triton's and KServe's clients do)."""
-    latencies: list[float] = []
-    remaining = requests
-    sample = b""
-    deadline = time.perf_counter() + time_limit_s
     async with grpc.aio.insecure_channel(target) as channel:
         infer = channel.unary_unary(GRPC_INFER)  # bytes in, bytes out
 
@@ -279,20 +286,7 @@ async def _grpc_load(
             response: bytes = await infer(body)
             return response
 
-        await asyncio.gather(*(one() for _ in range(concurrency * 2)))
-
-        async def worker() -> None:
-            nonlocal remaining, sample
-            while remaining > 0 and time.perf_counter() < deadline:
-                remaining -= 1
-                started = time.perf_counter()
-                sample = await one()
-                latencies.append(time.perf_counter() - started)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return elapsed, latencies, sample
+        return await closed_loop(one, concurrency, requests, time_limit_s)
 
 
 def run_load(
