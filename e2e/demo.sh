@@ -133,22 +133,29 @@ helm install kinfer charts/kinfer -n kinfer-system --create-namespace --wait --t
   --set operator.prometheusURL="http://$NODE_IP:$PROM_PORT" --set operator.resyncSeconds=10
 kubectl get pods -n kinfer-system -o wide
 
-manifest() {
+# The digits bundle served on the real node as InferenceModel $1, model version $2; the caller
+# adds the rest of the spec (replicas and rollout, or autoscaling).
+digits_model() {
   cat <<EOF
 apiVersion: serving.kinfer.io/v1alpha1
 kind: InferenceModel
 metadata:
-  name: demo
+  name: $1
 spec:
-  model: {uri: "pvc://digits/digits.tar.gz", version: "$1"}
+  model: {uri: "pvc://digits/digits.tar.gz", version: "$2"}
   runtime:
     image: $KINFER_RUNTIME_IMAGE
     imagePullPolicy: Never
     resources: {requests: {cpu: 100m, memory: 256Mi}, limits: {memory: 1Gi}}
-  replicas: 4
   scheduling:
     nodeSelector: {node.kinfer.io/real: "true"}
     tolerations: [{key: node.kinfer.io/real, operator: Exists}]
+EOF
+}
+manifest() {
+  digits_model demo "$1"
+  cat <<EOF
+  replicas: 4
   rollout:
     canary:
       steps: [{weight: 25, pauseSeconds: 6}, {weight: 50, pauseSeconds: 6}, {weight: 75, pauseSeconds: 6}]
@@ -156,24 +163,9 @@ spec:
     analysis: {intervalSeconds: 4, minRequestCount: 5}
 EOF
 }
-
 sleepy_manifest() {
-  cat <<EOF
-apiVersion: serving.kinfer.io/v1alpha1
-kind: InferenceModel
-metadata:
-  name: sleepy
-spec:
-  model: {uri: "pvc://digits/digits.tar.gz", version: "1"}
-  runtime:
-    image: $KINFER_RUNTIME_IMAGE
-    imagePullPolicy: Never
-    resources: {requests: {cpu: 100m, memory: 256Mi}, limits: {memory: 1Gi}}
-  autoscaling: {minReplicas: 0, maxReplicas: 2, idleSeconds: 30}
-  scheduling:
-    nodeSelector: {node.kinfer.io/real: "true"}
-    tolerations: [{key: node.kinfer.io/real, operator: Exists}]
-EOF
+  digits_model sleepy 1
+  echo "  autoscaling: {minReplicas: 0, maxReplicas: 2, idleSeconds: 30}"
 }
 phase_of() {
   kubectl get im "$1" -n "$NS" -o jsonpath='{.status.phase}' 2>/dev/null
