@@ -24,7 +24,7 @@ def _lines(pattern: str) -> list[str]:
 
 
 def test_the_demo_model_is_the_digits_bundle_on_its_claim() -> None:
-    (uri,) = re.findall(r'^  model: \{uri: "([^"]+)", version: "\$1"\}$', DEMO, re.M)
+    (uri,) = re.findall(r'^  model: \{uri: "([^"]+)", version: "\$2"\}$', DEMO, re.M)
     assert uri == demo_digits.URI == "pvc://digits/digits.tar.gz"
     assert "file:///models/demo" not in DEMO
 
